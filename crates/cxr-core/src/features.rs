@@ -159,7 +159,15 @@ mod tests {
         };
         let m = f.patch_map().unwrap();
         assert_eq!(m.dims(), &[1, 2, 2, 3]);
-        let row1: Vec<f32> = m.get(0).unwrap().get(1).unwrap().get(1).unwrap().to_vec1().unwrap();
+        let row1: Vec<f32> = m
+            .get(0)
+            .unwrap()
+            .get(1)
+            .unwrap()
+            .get(1)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(row1, vec![3., 4., 5.]);
         let bad = Features { grid: (4, 4), ..f };
         assert!(bad.patch_map().is_err());

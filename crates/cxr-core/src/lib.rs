@@ -25,6 +25,7 @@
 
 mod error;
 mod features;
+pub mod ops;
 mod preprocessing;
 
 pub use error::{Error, Result};
