@@ -1,0 +1,60 @@
+//! Multi-head self-attention with the `transformers` key layout
+//! (`attention.attention.{query,key,value}`, `attention.output.dense`).
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::layers::{softmax_last_dim, Linear};
+
+/// Self-attention of one block.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    /// Loads the projections under `vb` (the block's `attention` prefix).
+    pub fn new(dim: usize, heads: usize, qkv_bias: bool, vb: VarBuilder) -> Result<Self> {
+        let inner = vb.pp("attention");
+        Ok(Self {
+            query: Linear::new(dim, dim, qkv_bias, inner.pp("query"))?,
+            key: Linear::new(dim, dim, qkv_bias, inner.pp("key"))?,
+            value: Linear::new(dim, dim, qkv_bias, inner.pp("value"))?,
+            output: Linear::new(dim, dim, true, vb.pp("output").pp("dense"))?,
+            heads,
+            head_dim: dim / heads,
+        })
+    }
+
+    /// Attention of `x` `[B, N, D]`; with `keep_probs`, also the `[B, heads, N, N]` attention
+    /// probabilities (what `transformers` returns with `output_attentions=True`).
+    pub fn forward(&self, x: &Tensor, keep_probs: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let (b, n, d) = x.dims3()?;
+        // one GEMM for q, k and v: the three projections read the same input
+        let weight = Tensor::cat(
+            &[self.query.weight(), self.key.weight(), self.value.weight()],
+            0,
+        )?;
+        let bias = match (self.query.bias(), self.key.bias(), self.value.bias()) {
+            (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
+            _ => None,
+        };
+        let qkv = Linear::apply(x, &weight, bias.as_ref())?
+            .reshape((b, n, 3, self.heads, self.head_dim))?
+            .permute((2, 0, 3, 1, 4))?; // [3, B, H, N, hd]
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let q = (qkv.get(0)? * scale)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let scores = q.matmul(&k.t()?)?;
+        let probs = softmax_last_dim(&scores)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        let out = self.output.forward(&ctx)?;
+        Ok((out, keep_probs.then_some(probs)))
+    }
+}
