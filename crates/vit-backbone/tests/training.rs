@@ -1,0 +1,116 @@
+//! Training-mode behaviour: every parameter gets a gradient, stochastic depth is reproducible.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use vit_backbone::{Dinov2Config, Dinov2Model, ForwardOptions};
+
+fn tiny(drop_path_rate: f64) -> Dinov2Config {
+    Dinov2Config {
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        image_size: 56,
+        drop_path_rate,
+        ..Dinov2Config::rad_dino()
+    }
+}
+
+fn pixels(b: usize, h: usize, w: usize, seed: u64) -> Tensor {
+    let n = b * 3 * h * w;
+    let mut s = seed;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(v, (b, 3, h, w), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn one_backward_step_reaches_every_parameter() {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = Dinov2Model::new(&tiny(0.0), vb).unwrap();
+    // a non-square input exercises the interpolated position embeddings, the mask the mask token
+    let x = pixels(2, 42, 70, 3);
+    let mask = Tensor::from_vec(
+        (0..30)
+            .map(|i| (i % 4 == 0) as u8 as f32)
+            .collect::<Vec<_>>(),
+        (2, 15),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let out = model
+        .forward(
+            &x,
+            &ForwardOptions {
+                bool_masked_pos: Some(&mask),
+                train: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // a loss that depends on every output token and is not invariant to the final norm
+    let weights = Tensor::randn(0f32, 1.0, (1, 16, 32), &Device::Cpu).unwrap();
+    let loss = (out
+        .last_hidden_state
+        .broadcast_mul(&weights)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all())
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    let data = varmap.data().lock().unwrap();
+    assert!(data.len() > 30);
+    for (name, var) in data.iter() {
+        let g = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            g.iter().all(|v| v.is_finite()),
+            "{name}: non-finite gradient"
+        );
+        assert!(g.iter().any(|&v| v != 0.0), "{name}: all-zero gradient");
+    }
+}
+
+#[test]
+fn stochastic_depth_is_seeded_and_only_in_training() {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = Dinov2Model::new(&tiny(0.5), vb).unwrap();
+    let x = pixels(4, 56, 56, 5);
+    let run = |train: bool| {
+        model
+            .forward(
+                &x,
+                &ForwardOptions {
+                    train,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .pooler_output
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let eval_a = run(false);
+    let eval_b = run(false);
+    assert_eq!(eval_a, eval_b);
+    model.set_drop_path_state(7, 0);
+    let first = run(true);
+    let second = run(true);
+    assert_ne!(first, second, "consecutive training calls draw new masks");
+    assert_ne!(first, eval_a, "rate 0.5 over 2 blocks drops something");
+    assert_eq!(model.drop_path_state(), (7, 2));
+    model.set_drop_path_state(7, 0);
+    assert_eq!(run(true), first, "restoring the state replays the masks");
+}
