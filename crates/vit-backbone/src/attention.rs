@@ -4,7 +4,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::layers::{softmax_last_dim, Linear};
+use crate::fused_attention::FusedAttention;
+use crate::layers::{softmax_last_dim, tracks_grad, Linear};
 
 /// Self-attention of one block.
 #[derive(Debug, Clone)]
@@ -44,10 +45,24 @@ impl Attention {
             (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
             _ => None,
         };
-        let qkv = Linear::apply(x, &weight, bias.as_ref())?
+        let qkv = Linear::apply(x, &weight, bias.as_ref())?;
+        let scale = (self.head_dim as f64).powf(-0.5);
+        if !keep_probs
+            && !tracks_grad(&[&qkv])
+            && qkv.device().is_cpu()
+            && qkv.dtype() == candle_core::DType::F32
+        {
+            let ctx = FusedAttention {
+                heads: self.heads,
+                head_dim: self.head_dim,
+                scale: scale as f32,
+            }
+            .apply(&qkv.contiguous()?)?;
+            return Ok((self.output.forward(&ctx)?, None));
+        }
+        let qkv = qkv
             .reshape((b, n, 3, self.heads, self.head_dim))?
             .permute((2, 0, 3, 1, 4))?; // [3, B, H, N, hd]
-        let scale = (self.head_dim as f64).powf(-0.5);
         let q = (qkv.get(0)? * scale)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;

@@ -70,6 +70,21 @@ fn check_all(model: &Dinov2Model, exp: &HashMap<String, Tensor>, tag: &str) {
         let d = max_diff(h, &exp[&format!("{tag}.hidden_states.{i}")]);
         assert!(d < TOL, "{tag} hidden_states.{i} differs by {d}");
     }
+    // without attention outputs the fused CPU attention kernel runs: same numbers
+    let fused = model
+        .forward(
+            pixels,
+            &ForwardOptions {
+                bool_masked_pos: mask.as_ref(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let d = max_diff(
+        &fused.last_hidden_state,
+        &exp[&format!("{tag}.last_hidden_state")],
+    );
+    assert!(d < TOL, "{tag} fused last_hidden_state differs by {d}");
     assert_eq!(out.attentions.len(), n_layers);
     for (i, a) in &out.attentions {
         let d = max_diff(a, &exp[&format!("{tag}.attentions.{i}")]);
