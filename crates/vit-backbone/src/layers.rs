@@ -7,6 +7,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use crate::fast_ops::{fast_path, GeluInPlace, LinearBias};
+
 /// True when autograd follows any of `ts` (a `Var` or a tensor computed from one).
 pub(crate) fn tracks_grad(ts: &[&Tensor]) -> bool {
     ts.iter().any(|t| t.track_op())
@@ -72,10 +74,15 @@ impl Linear {
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         let out_dim = weight.dim(0)?;
-        let flat = x.reshape((rows, in_dim))?.matmul(&weight.t()?)?;
+        let x2 = x.reshape((rows, in_dim))?;
         let flat = match bias {
-            Some(b) => flat.broadcast_add(b)?,
-            None => flat,
+            Some(b) if fast_path(&[x, weight, b]) => x2.contiguous()?.apply_op3_no_bwd(
+                &weight.contiguous()?,
+                &b.contiguous()?,
+                &LinearBias,
+            )?,
+            Some(b) => x2.matmul(&weight.t()?)?.broadcast_add(b)?,
+            None => x2.matmul(&weight.t()?)?,
         };
         let mut out_dims = dims.to_vec();
         if let Some(last) = out_dims.last_mut() {
@@ -180,7 +187,17 @@ impl FeedForward {
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Mlp { fc1, fc2 } => fc2.forward(&fc1.forward(x)?.gelu_erf()?),
+            Self::Mlp { fc1, fc2 } => {
+                let h = fc1.forward(x)?;
+                let h = if fast_path(&[&h]) && h.is_contiguous() {
+                    // h is a fresh temporary: nothing else holds its storage
+                    h.inplace_op1(&GeluInPlace)?;
+                    h
+                } else {
+                    h.gelu_erf()?
+                };
+                fc2.forward(&h)
+            }
             Self::SwiGlu {
                 weights_in,
                 weights_out,

@@ -19,6 +19,7 @@ pub mod attention;
 pub mod block;
 pub mod config;
 pub mod embeddings;
+pub mod fast_ops;
 pub mod fused_attention;
 pub mod interpolate;
 pub mod layers;

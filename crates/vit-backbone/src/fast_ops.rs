@@ -1,0 +1,245 @@
+//! Inference-only CPU kernels for the hot path of the ViT forward pass.
+//!
+//! Each kernel replaces a chain of candle ops that would allocate and sweep a large activation
+//! several times: the bias is written into the GEMM output before the product accumulates
+//! onto it, and the exact (erf) GELU runs in place with a vectorised erf. They carry no
+//! backward; the model only calls them when no tensor involved tracks gradients, and the
+//! tests compare them with the differentiable ops.
+
+use candle_core::{CpuStorage, CustomOp3, InplaceOp1, Layout, Result, Shape, Tensor};
+
+/// `exp(x)` for `x <= 0` (Cephes' single-precision polynomial after range reduction by ln 2;
+/// relative error about 2e-7). Very negative inputs flush to a tiny value, not a denormal.
+#[inline(always)]
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.max(-87.0);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let r2 = r * r;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let p = p * r2 + r + 1.0;
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// Exact GELU, `x · Φ(x)`, with erf from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+#[inline(always)]
+fn gelu_erf(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_8,
+        -1.453_152_1,
+        1.061_405_4,
+    ];
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + P * z);
+    let poly = ((((A[4] * t + A[3]) * t + A[2]) * t + A[1]) * t + A[0]) * t;
+    let erf_abs = 1.0 - poly * exp_nonpositive(-z * z);
+    let erf = erf_abs.copysign(x);
+    0.5 * x * (1.0 + erf)
+}
+
+fn gelu_slice(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { gelu_slice_avx512(xs) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            return unsafe { gelu_slice_avx2(xs) };
+        }
+    }
+    xs.iter_mut().for_each(|x| *x = gelu_erf(*x));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_slice_avx512(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|x| *x = gelu_erf(*x));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_slice_avx2(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|x| *x = gelu_erf(*x));
+}
+
+/// In-place exact GELU over a contiguous f32 tensor.
+#[derive(Debug, Clone, Copy)]
+pub struct GeluInPlace;
+
+impl InplaceOp1 for GeluInPlace {
+    fn name(&self) -> &'static str {
+        "gelu-erf-inplace"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("in-place GELU supports f32 tensors only");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("in-place GELU needs a contiguous tensor");
+        };
+        use rayon::prelude::*;
+        data[start..end]
+            .par_chunks_mut(16 * 1024)
+            .for_each(gelu_slice);
+        Ok(())
+    }
+}
+
+/// `x Wᵀ + b` for `x` `[M, K]`, `W` `[N, K]`, `b` `[N]`, all contiguous f32: the bias seeds the
+/// output and the GEMM accumulates onto it.
+#[derive(Debug, Clone, Copy)]
+pub struct LinearBias;
+
+impl CustomOp3 for LinearBias {
+    fn name(&self) -> &'static str {
+        "linear-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (s1, s2, s3) else {
+            candle_core::bail!("fused linear supports f32 tensors only");
+        };
+        let (m, k) = l1.shape().dims2()?;
+        let (n, k2) = l2.shape().dims2()?;
+        if k != k2 || l3.shape().dims1()? != n {
+            candle_core::bail!(
+                "fused linear: x {:?}, weight {:?}, bias {:?} do not fit",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let (Some((xs, xe)), Some((ws, we)), Some((bs, be))) = (
+            l1.contiguous_offsets(),
+            l2.contiguous_offsets(),
+            l3.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("fused linear needs contiguous inputs");
+        };
+        let (x, w, b) = (&x[xs..xe], &w[ws..we], &b[bs..be]);
+        let mut out = Vec::with_capacity(m * n);
+        for _ in 0..m {
+            out.extend_from_slice(b);
+        }
+        let threads = rayon::current_num_threads();
+        let parallelism = if m * n * k > 64 * 64 * 64 && threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: out is m x n (row stride n), x is m x k (row stride k), w is n x k read as
+        // its transpose k x n (row stride 1, column stride k); all in bounds by the checks above.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                true,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+/// Whether the fast kernels apply to `t`: f32 on the CPU, and nothing tracks gradients.
+pub(crate) fn fast_path(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && !t.track_op())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn exp_is_accurate_over_the_softmax_range() {
+        let mut worst = 0f32;
+        for i in 0..20_000 {
+            let x = -(i as f32) * 0.0043;
+            let want = x.exp();
+            worst = worst.max(((exp_nonpositive(x) - want) / want).abs());
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
+        assert!(exp_nonpositive(-1e4) < 1e-37);
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+    }
+
+    #[test]
+    fn gelu_matches_candle_gelu_erf() {
+        let x = (Tensor::randn(0f32, 1.0, (3, 1000), &Device::Cpu).unwrap() * 4.0).unwrap();
+        let want = x.gelu_erf().unwrap();
+        let got = x.copy().unwrap();
+        got.inplace_op1(&GeluInPlace).unwrap();
+        assert!(max_diff(&got, &want) < 1e-6);
+    }
+
+    #[test]
+    fn linear_bias_matches_matmul_plus_bias() {
+        for (m, k, n) in [(1, 3, 2), (70, 48, 96), (300, 64, 200)] {
+            let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+            let b = Tensor::randn(0f32, 1.0, n, &Device::Cpu).unwrap();
+            let want = x
+                .matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap();
+            let got = x.apply_op3_no_bwd(&w, &b, &LinearBias).unwrap();
+            assert!(max_diff(&got, &want) < 1e-4, "({m},{k},{n})");
+        }
+        let x = Tensor::zeros((2, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((4, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(x.apply_op3_no_bwd(&w, &b, &LinearBias).is_err());
+    }
+}
