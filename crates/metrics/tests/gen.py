@@ -1,0 +1,196 @@
+"""Writes the parity fixtures of the metrics crate (run by hand, not by CI).
+
+    OMP_NUM_THREADS=2 /work/venv/bin/python crates/metrics/tests/gen.py
+
+References: scikit-learn (classification), numpy (percentiles), rouge-score (ROUGE-L),
+pycocoevalcap (BLEU). Every input is drawn from fixed seeds; fixtures are small JSON files
+under tests/fixtures/. JSON has no NaN, so a missing label is written as null.
+"""
+
+import json
+import os
+import re
+from fractions import Fraction
+
+import numpy as np
+import sklearn
+from sklearn import metrics as skm
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "fixtures")
+
+
+def f(x):
+    """Plain Python floats (full repr precision) or None for NaN."""
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
+def fl(xs):
+    return [f(x) for x in xs]
+
+
+def write(name, obj):
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, name), "w") as fh:
+        json.dump(obj, fh, indent=None, separators=(",", ":"))
+        fh.write("\n")
+
+
+# ---------------------------------------------------------------- classification
+
+
+def best_f1_reference(y, s):
+    """F1-maximising threshold among observed scores, ties to the highest threshold,
+    with exact rational F1 (independent of the Rust sweep)."""
+    y = np.asarray(y, dtype=bool)
+    s = np.asarray(s, dtype=float)
+    p = int(y.sum())
+    best = None
+    for t in sorted(set(s.tolist()), reverse=True):
+        pred = s >= t
+        tp = int((pred & y).sum())
+        fp = int((pred & ~y).sum())
+        denom = tp + fp + p
+        val = Fraction(2 * tp, denom) if denom else Fraction(0)
+        if best is None or val > best[1]:
+            best = (t, val)
+    return best[0], float(best[1])
+
+
+def binary_case(name, y, s):
+    y = np.asarray(y, dtype=int)
+    s = np.asarray(s, dtype=float)
+    case = {"name": name, "y_true": [bool(v) for v in y], "y_score": fl(s)}
+    if len(np.unique(y)) == 2:
+        case["auroc"] = f(skm.roc_auc_score(y, s))
+        case["average_precision"] = f(skm.average_precision_score(y, s))
+        for drop in (True, False):
+            fpr, tpr, th = skm.roc_curve(y, s, drop_intermediate=drop)
+            case["roc_drop" if drop else "roc_full"] = {
+                "fpr": fl(fpr), "tpr": fl(tpr),
+                "thresholds": ["inf" if np.isinf(t) else f(t) for t in th],
+            }
+        pr, rc, th = skm.precision_recall_curve(y, s)
+        case["pr"] = {"precision": fl(pr), "recall": fl(rc), "thresholds": fl(th)}
+    pred = (s >= 0.5).astype(int)
+    case["at_0_5"] = {
+        "f1": f(skm.f1_score(y, pred, zero_division=0)),
+        "precision": f(skm.precision_score(y, pred, zero_division=0)),
+        "recall": f(skm.recall_score(y, pred, zero_division=0)),
+        "accuracy": f(skm.accuracy_score(y, pred)),
+        "balanced_accuracy": f(skm.balanced_accuracy_score(y, pred)) if len(np.unique(y)) == 2 else None,
+    }
+    t, v = best_f1_reference(y, s)
+    case["best_f1"] = {"threshold": f(t), "f1": v,
+                       "f1_sklearn": f(skm.f1_score(y, (s >= t).astype(int), zero_division=0))}
+    return case
+
+
+def classification():
+    rng = np.random.default_rng(20261125)
+    cases = []
+    for i in range(4):
+        n = int(rng.integers(20, 300))
+        y = rng.random(n) < rng.uniform(0.1, 0.6)
+        s = rng.normal(size=n) + 0.8 * y
+        cases.append(binary_case(f"continuous_{i}", y, s))
+    for i, step in enumerate([0.1, 0.25, 1.0]):
+        n = 400
+        y = rng.random(n) < 0.35
+        s = np.round((rng.random(n) * 0.7 + 0.3 * y) / step) * step
+        cases.append(binary_case(f"heavy_ties_{i}", y, s))
+    cases.append(binary_case("all_tied", [0, 1, 0, 1, 1], [0.3] * 5))
+    cases.append(binary_case("perfect", [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]))
+    cases.append(binary_case("inverted", [1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9]))
+    cases.append(binary_case("two_samples", [1, 0], [0.5, 0.5]))
+    cases.append(binary_case("signed_zero_extreme", [0, 1, 0, 1, 1, 0],
+                             [-0.0, 0.0, -1e308, 1.7e308, -3.5, 1e300]))
+    cases.append(binary_case("sklearn_doc", [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]))
+    # single class: sklearn warns; only the thresholded metrics are written
+    cases.append(binary_case("single_class_neg", [0, 0, 0], [0.2, 0.7, 0.1]))
+    write("classification_binary.json", {"sklearn": sklearn.__version__, "cases": cases})
+
+    # multi-label with missing labels (None), macro / micro
+    n, k = 160, 5
+    y = (rng.random((n, k)) < np.array([0.1, 0.3, 0.5, 0.2, 0.4])).astype(float)
+    s = rng.normal(size=(n, k)) + 1.0 * y
+    s[:, 2] = np.round(s[:, 2])  # heavy ties in one label
+    s[:, 4] = 1 / (1 + np.exp(-s[:, 4]))
+    missing = rng.random((n, k)) < 0.15
+    y_m = np.where(missing, np.nan, y)
+    per = []
+    for l in range(k):
+        m = ~np.isnan(y_m[:, l])
+        yl, sl = y_m[m, l].astype(int), s[m, l]
+        pl = (sl >= 0.5).astype(int)
+        per.append({
+            "auroc": f(skm.roc_auc_score(yl, sl)),
+            "average_precision": f(skm.average_precision_score(yl, sl)),
+            "f1": f(skm.f1_score(yl, pl, zero_division=0)),
+            "precision": f(skm.precision_score(yl, pl, zero_division=0)),
+            "recall": f(skm.recall_score(yl, pl, zero_division=0)),
+            "accuracy": f(skm.accuracy_score(yl, pl)),
+        })
+    m = ~np.isnan(y_m)
+    yf, sf = y_m[m].astype(int), s[m]
+    pf = (sf >= 0.5).astype(int)
+    # sklearn's own multilabel averaging on the complete-label rows as a cross-check
+    full = ~missing.any(axis=1)
+    yfull, sfull = y[full].astype(int), s[full]
+    write("classification_multilabel.json", {
+        "n_labels": k,
+        "y_true": [[None if np.isnan(v) else bool(v) for v in row] for row in y_m],
+        "y_score": [fl(row) for row in s],
+        "per_label": per,
+        "macro_auroc": f(np.mean([p["auroc"] for p in per])),
+        "macro_average_precision": f(np.mean([p["average_precision"] for p in per])),
+        "micro_auroc": f(skm.roc_auc_score(yf, sf)),
+        "micro_average_precision": f(skm.average_precision_score(yf, sf)),
+        "micro_f1": f(skm.f1_score(yf, pf, zero_division=0)),
+        "micro_precision": f(skm.precision_score(yf, pf, zero_division=0)),
+        "micro_recall": f(skm.recall_score(yf, pf, zero_division=0)),
+        "macro_f1": f(np.mean([p["f1"] for p in per])),
+        "complete_rows": [int(i) for i in np.flatnonzero(full)],
+        "complete_macro_auroc": f(skm.roc_auc_score(yfull, sfull, average="macro")),
+        "complete_micro_auroc": f(skm.roc_auc_score(yfull, sfull, average="micro")),
+        "complete_macro_average_precision": f(skm.average_precision_score(yfull, sfull, average="macro")),
+        "complete_micro_average_precision": f(skm.average_precision_score(yfull, sfull, average="micro")),
+        "complete_macro_f1": f(skm.f1_score(yfull, (sfull >= 0.5).astype(int), average="macro", zero_division=0)),
+        "complete_micro_f1": f(skm.f1_score(yfull, (sfull >= 0.5).astype(int), average="micro", zero_division=0)),
+    })
+
+    # multi-class
+    n, c = 120, 4
+    yt = rng.integers(0, 3, size=n)  # class 3 never true
+    yp = np.where(rng.random(n) < 0.6, yt, rng.integers(0, 4, size=n))
+    p, r, f1, _ = skm.precision_recall_fscore_support(yt, yp, labels=range(c), zero_division=0)
+    pm, rm, fm, _ = skm.precision_recall_fscore_support(yt, yp, labels=range(c), average="macro", zero_division=0)
+    pu, ru, fu, _ = skm.precision_recall_fscore_support(yt, yp, labels=range(c), average="micro", zero_division=0)
+    write("classification_multiclass.json", {
+        "n_classes": c, "y_true": yt.tolist(), "y_pred": yp.tolist(),
+        "precision": fl(p), "recall": fl(r), "f1": fl(f1),
+        "macro_precision": f(pm), "macro_recall": f(rm), "macro_f1": f(fm),
+        "micro_f1": f(fu), "accuracy": f(skm.accuracy_score(yt, yp)),
+        "balanced_accuracy": f(skm.balanced_accuracy_score(yt, yp)),
+    })
+
+    # numpy percentiles for the bootstrap interval arithmetic
+    vals = rng.normal(size=37)
+    write("percentiles.json", {
+        "values": fl(vals),
+        "q": [0.0, 0.025, 0.5, 0.975, 1.0],
+        "expected": fl(np.percentile(vals, [0.0, 2.5, 50.0, 97.5, 100.0])),
+    })
+
+
+if __name__ == "__main__":
+    classification()
+    import sys
+    if "--classification-only" not in sys.argv:
+        try:
+            segmentation()
+            text()
+        except NameError:
+            pass
+    print("fixtures written to", OUT)
