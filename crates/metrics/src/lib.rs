@@ -31,5 +31,7 @@
 pub mod bootstrap;
 pub mod classification;
 mod error;
+pub mod segmentation;
+pub mod text;
 
 pub use error::{MetricsError, Result};

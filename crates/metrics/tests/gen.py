@@ -184,13 +184,118 @@ def classification():
     })
 
 
+# ---------------------------------------------------------------- segmentation
+
+
+def segmentation():
+    """Dice / IoU with the empty/empty = 1.0 convention, written out in numpy."""
+    rng = np.random.default_rng(7)
+    n_img, n_cls, h, w = 6, 3, 8, 8
+    target = rng.integers(0, n_cls, size=(n_img, h, w))
+    pred = np.where(rng.random((n_img, h, w)) < 0.7, target, rng.integers(0, n_cls, size=(n_img, h, w)))
+    target[0][target[0] == 2] = 0  # class 2 absent from image 0's target ...
+    pred[0][pred[0] == 2] = 1      # ... and from its prediction: empty/empty
+    target[1][target[1] == 1] = 0  # class 1 absent from target 1 but predicted
+    dice = np.zeros((n_img, n_cls))
+    iou = np.zeros((n_img, n_cls))
+    inter_t = np.zeros(n_cls)
+    a_t = np.zeros(n_cls)
+    b_t = np.zeros(n_cls)
+    for i in range(n_img):
+        for c in range(n_cls):
+            a, b = pred[i] == c, target[i] == c
+            inter, sa, sb = (a & b).sum(), a.sum(), b.sum()
+            union = sa + sb - inter
+            dice[i, c] = 1.0 if sa + sb == 0 else 2 * inter / (sa + sb)
+            iou[i, c] = 1.0 if union == 0 else inter / union
+            inter_t[c] += inter
+            a_t[c] += sa
+            b_t[c] += sb
+    write("segmentation.json", {
+        "n_classes": n_cls, "pixels": h * w,
+        "predicted": pred.reshape(n_img, -1).tolist(), "target": target.reshape(n_img, -1).tolist(),
+        "dice_per_image": [fl(r) for r in dice], "iou_per_image": [fl(r) for r in iou],
+        "dice_mean": fl(dice.mean(0)), "iou_mean": fl(iou.mean(0)),
+        "dice_global": fl(2 * inter_t / (a_t + b_t)),
+        "iou_global": fl(inter_t / (a_t + b_t - inter_t)),
+    })
+
+
+# ---------------------------------------------------------------- text
+
+WORDS = ("the heart size is normal mildly enlarged there no focal consolidation pleural effusion "
+         "or pneumothorax lungs are clear bibasilar atelectasis stable cardiomediastinal silhouette "
+         "within limits of right left lower lobe opacity may represent pneumonia small moderate "
+         "interval change compared to prior exam tube tip 3 cm above carina T-12 x-ray").split()
+PUNCT = [".", ",", ";", ":", "-", "(", ")", "!", "?", "'s", "/"]
+
+
+def bleu_tokens(text):
+    # the crate's BLEU tokenisation: lowercase, runs of alphanumerics
+    return re.findall(r"[^\W_]+", text.lower())
+
+
+def sentence(rng, n):
+    out = []
+    for _ in range(n):
+        wd = WORDS[rng.integers(len(WORDS))]
+        if rng.random() < 0.15:
+            wd = wd.capitalize()
+        out.append(wd)
+        if rng.random() < 0.12:
+            out.append(PUNCT[rng.integers(len(PUNCT))])
+    return " ".join(out) + "."
+
+
+def perturb(rng, text):
+    toks = text.split()
+    out = []
+    for t in toks:
+        r = rng.random()
+        if r < 0.15:
+            continue
+        if r < 0.25:
+            out.append(WORDS[rng.integers(len(WORDS))])
+        out.append(t)
+    return " ".join(out)
+
+
+def text():
+    from pycocoevalcap.bleu.bleu import Bleu
+    from rouge_score import rouge_scorer
+
+    rng = np.random.default_rng(11)
+    pairs = []
+    for i in range(40):
+        ref = sentence(rng, int(rng.integers(3, 30)))
+        refs = [ref] + [perturb(rng, ref) for _ in range(int(rng.integers(0, 3)))]
+        hyp = perturb(rng, ref) if rng.random() < 0.8 else sentence(rng, int(rng.integers(1, 12)))
+        pairs.append((hyp, refs))
+    pairs.append(("", ["no acute cardiopulmonary process."]))          # empty hypothesis
+    pairs.append(("Café naïve: 3.5cm — ok", ["café naive 3.5 cm ok"]))  # non-ASCII, decimals
+    pairs.append(("heart heart heart heart", ["the heart", "heart is heart"]))  # clipping
+
+    gts = {i: [" ".join(bleu_tokens(r)) for r in refs] for i, (_, refs) in enumerate(pairs)}
+    res = {i: [" ".join(bleu_tokens(h))] for i, (h, _) in enumerate(pairs)}
+    corpus, per_sentence = Bleu(4).compute_score(gts, res, verbose=0)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    rouge = []
+    for h, refs in pairs:
+        sc = scorer.score_multi(refs, h)["rougeL"] if len(refs) > 1 else scorer.score(refs[0], h)["rougeL"]
+        rouge.append({"precision": f(sc.precision), "recall": f(sc.recall), "fmeasure": f(sc.fmeasure)})
+    write("text.json", {
+        "pairs": [{"hypothesis": h, "references": refs,
+                   "bleu_tokens": bleu_tokens(h), "rouge_tokens": scorer._tokenizer.tokenize(h)}
+                  for h, refs in pairs],
+        "bleu": fl(corpus),
+        "bleu_per_sentence": [fl([per_sentence[k][i] for k in range(4)]) for i in range(len(pairs))],
+        "rouge_l": rouge,
+        "rouge_l_mean": f(np.mean([r["fmeasure"] for r in rouge])),
+    })
+
+
 if __name__ == "__main__":
     classification()
-    import sys
-    if "--classification-only" not in sys.argv:
-        try:
-            segmentation()
-            text()
-        except NameError:
-            pass
+    segmentation()
+    text()
     print("fixtures written to", OUT)
