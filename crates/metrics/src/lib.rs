@@ -32,6 +32,7 @@ pub mod bootstrap;
 pub mod classification;
 mod error;
 pub mod segmentation;
+pub mod table;
 pub mod text;
 
 pub use error::{MetricsError, Result};

@@ -1,5 +1,7 @@
 //! Bootstrap: numpy percentiles, determinism, skipping, clustering and pairing.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::*;
 use metrics::bootstrap::*;

@@ -1,5 +1,7 @@
 //! Parity of the classification metrics with scikit-learn (fixtures from gen.py).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::*;
 use metrics::classification::*;
@@ -441,14 +443,9 @@ fn large_input_uses_radix_path_and_matches_comparison_sort() {
         .iter()
         .map(|&t| (next() % 200) as f64 / 100.0 - 1.0 + if t { 0.3 } else { 0.0 })
         .collect();
-    let (mut wins, mut p, mut q) = (0.0f64, 0usize, 0usize);
-    for i in 0..n {
-        if y[i] {
-            p += 1;
-        } else {
-            q += 1;
-        }
-    }
+    let mut wins = 0.0f64;
+    let p = y.iter().filter(|&&t| t).count();
+    let q = n - p;
     for i in 0..n {
         for j in 0..n {
             if y[i] && !y[j] {

@@ -294,8 +294,55 @@ def text():
     })
 
 
+# ---------------------------------------------------------------- CSV table (score example)
+
+
+def table():
+    """A tiny label/score CSV pair with blanks and a one-class label, and sklearn's values."""
+    rng = np.random.default_rng(3)
+    names = ["Effusion", "Cardiomegaly", "Nodule", "Hernia"]
+    n = 24
+    y = (rng.random((n, 4)) < [0.4, 0.3, 0.5, 0.0]).astype(float)
+    y[rng.random((n, 4)) < 0.2] = np.nan
+    y[:, 3] = np.where(np.isnan(y[:, 3]), np.nan, 0.0)  # Hernia: negatives only
+    s = np.round(rng.random((n, 4)) * 0.6 + 0.4 * np.nan_to_num(y), 2)
+    d = os.path.join(OUT, "table")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "y_true.csv"), "w") as fh:
+        fh.write(",".join(names) + "\n")
+        for row in y:
+            fh.write(",".join("" if np.isnan(v) else str(int(v)) for v in row) + "\n")
+    order = [2, 0, 3, 1]  # score columns in another order
+    with open(os.path.join(d, "y_score.csv"), "w") as fh:
+        fh.write(",".join(names[i] for i in order) + "\n")
+        for row in s:
+            fh.write(",".join(repr(float(row[i])) for i in order) + "\n")
+    exp = {"auroc": {}, "auprc": {}, "f1@0.5": {}}
+    for l, name in enumerate(names):
+        m = ~np.isnan(y[:, l])
+        yl, sl = y[m, l].astype(int), s[m, l]
+        two = len(np.unique(yl)) == 2
+        exp["auroc"][name] = f(skm.roc_auc_score(yl, sl)) if two else None
+        exp["auprc"][name] = f(skm.average_precision_score(yl, sl)) if two else None
+        exp["f1@0.5"][name] = f(skm.f1_score(yl, (sl >= 0.5).astype(int), zero_division=0))
+    for key in ("auroc", "auprc"):
+        exp[key]["macro"] = f(np.mean([v for v in exp[key].values() if v is not None]))
+    exp["f1@0.5"]["macro"] = f(np.mean(list(exp["f1@0.5"].values())))
+    m = ~np.isnan(y)
+    exp["auroc"]["micro"] = f(skm.roc_auc_score(y[m].astype(int), s[m]))
+    exp["auprc"]["micro"] = f(skm.average_precision_score(y[m].astype(int), s[m]))
+    exp["f1@0.5"]["micro"] = f(skm.f1_score(y[m].astype(int), (s[m] >= 0.5).astype(int), zero_division=0))
+    exp["n_samples"] = n
+    write(os.path.join("table", "expected.json"), exp)
+    with open(os.path.join(d, "groups.csv"), "w") as fh:
+        fh.write("patient_id\n")
+        for i in range(n):
+            fh.write(f"p{i // 2}\n")
+
+
 if __name__ == "__main__":
     classification()
     segmentation()
     text()
+    table()
     print("fixtures written to", OUT)

@@ -1,5 +1,7 @@
 //! Dice / IoU against the numpy reference of gen.py (empty/empty = 1.0).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::*;
 use metrics::segmentation::*;

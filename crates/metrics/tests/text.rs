@@ -1,5 +1,7 @@
 //! BLEU (pycocoevalcap `Bleu(4)` on pre-tokenised text) and ROUGE-L (`rouge-score`).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::*;
 use metrics::text::*;

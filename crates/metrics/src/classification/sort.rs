@@ -76,7 +76,7 @@ pub(crate) fn radix_sort(keys: &mut Vec<u64>) {
     let n = keys.len();
     for (p, h) in hist.iter().enumerate() {
         // a pass where one bucket holds every key leaves the order unchanged
-        if h.iter().any(|&c| c == n) {
+        if h.contains(&n) {
             continue;
         }
         let mut offset = vec![0usize; BUCKETS];

@@ -1,5 +1,5 @@
 //! Fixture loading shared by the parity tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use serde_json::Value;
 
