@@ -274,10 +274,13 @@ def text():
     pairs.append(("", ["no acute cardiopulmonary process."]))          # empty hypothesis
     pairs.append(("Café naïve: 3.5cm — ok", ["café naive 3.5 cm ok"]))  # non-ASCII, decimals
     pairs.append(("heart heart heart heart", ["the heart", "heart is heart"]))  # clipping
+    pairs.append(("", ["...", "no acute process"]))                          # empty / empty
 
     gts = {i: [" ".join(bleu_tokens(r)) for r in refs] for i, (_, refs) in enumerate(pairs)}
     res = {i: [" ".join(bleu_tokens(h))] for i, (h, _) in enumerate(pairs)}
     corpus, per_sentence = Bleu(4).compute_score(gts, res, verbose=0)
+    from pycocoevalcap.rouge.rouge import Rouge
+    coco_rouge_mean, coco_rouge = Rouge().compute_score(gts, res)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     rouge = []
     for h, refs in pairs:
@@ -291,6 +294,8 @@ def text():
         "bleu_per_sentence": [fl([per_sentence[k][i] for k in range(4)]) for i in range(len(pairs))],
         "rouge_l": rouge,
         "rouge_l_mean": f(np.mean([r["fmeasure"] for r in rouge])),
+        "coco_rouge_l": fl(coco_rouge),
+        "coco_rouge_l_mean": f(coco_rouge_mean),
     })
 
 

@@ -47,6 +47,13 @@ fn bleu_and_rouge_match_references() {
             1e-9,
             &format!("sentence bleu {i}"),
         );
+        let coco = coco_rouge_l(&hyps[i], &ref_refs[i]).unwrap();
+        close(
+            coco,
+            f64s(&fx["coco_rouge_l"])[i],
+            1e-12,
+            &format!("coco rouge {i}"),
+        );
         let r = rouge_l_multi(&ref_refs[i], &hyps[i]).unwrap();
         let e = &fx["rouge_l"][i];
         close(

@@ -41,18 +41,36 @@ pub(crate) fn sorted_keys_by_class(
     let n_pos = y_true.iter().filter(|&&t| t).count();
     let mut pos = Vec::with_capacity(n_pos);
     let mut neg = Vec::with_capacity(y_true.len() - n_pos);
-    for (index, (&t, &s)) in y_true.iter().zip(y_score).enumerate() {
-        if s.is_nan() {
-            return Err(MetricsError::NanScore { metric, index });
+    if let Some(index) = y_score.iter().position(|s| s.is_nan()) {
+        return Err(MetricsError::NanScore { metric, index });
+    }
+    if y_true.len() < RADIX_MIN || y_true.len() > u32::MAX as usize {
+        for (&t, &s) in y_true.iter().zip(y_score) {
+            if t {
+                pos.push(key_of(s))
+            } else {
+                neg.push(key_of(s))
+            }
         }
+        pos.sort_unstable();
+        neg.sort_unstable();
+        return Ok((pos, neg));
+    }
+    // the digit histograms are counted while partitioning, saving the sort one pass
+    let mut hist_pos = Histograms::new();
+    let mut hist_neg = Histograms::new();
+    for (&t, &s) in y_true.iter().zip(y_score) {
+        let k = key_of(s);
         if t {
-            pos.push(key_of(s));
+            pos.push(k);
+            hist_pos.add(k);
         } else {
-            neg.push(key_of(s));
+            neg.push(k);
+            hist_neg.add(k);
         }
     }
-    radix_sort(&mut pos);
-    radix_sort(&mut neg);
+    radix_sort_with(&mut pos, &hist_pos);
+    radix_sort_with(&mut neg, &hist_neg);
     Ok((pos, neg))
 }
 
@@ -60,30 +78,51 @@ const DIGIT_BITS: u32 = 11;
 const BUCKETS: usize = 1 << DIGIT_BITS;
 const PASSES: usize = 64_usize.div_ceil(DIGIT_BITS as usize);
 
-/// Sorts ascending. Small inputs use the standard library's unstable sort.
-pub(crate) fn radix_sort(keys: &mut Vec<u64>) {
-    if keys.len() < 4096 {
-        keys.sort_unstable();
-        return;
+const RADIX_MIN: usize = 4096;
+
+/// Per-pass digit counts of a set of keys.
+struct Histograms(Vec<Vec<u32>>);
+
+impl Histograms {
+    fn new() -> Self {
+        Self(vec![vec![0u32; BUCKETS]; PASSES])
     }
-    let mut hist = vec![vec![0usize; BUCKETS]; PASSES];
-    for &k in keys.iter() {
-        for (p, h) in hist.iter_mut().enumerate() {
+
+    #[inline]
+    fn add(&mut self, k: u64) {
+        for (p, h) in self.0.iter_mut().enumerate() {
             h[((k >> (p as u32 * DIGIT_BITS)) as usize) & (BUCKETS - 1)] += 1;
         }
     }
+}
+
+/// Sorts ascending. Small inputs use the standard library's unstable sort.
+#[cfg(test)]
+pub(crate) fn radix_sort(keys: &mut Vec<u64>) {
+    if keys.len() < RADIX_MIN {
+        keys.sort_unstable();
+        return;
+    }
+    let mut hist = Histograms::new();
+    keys.iter().for_each(|&k| hist.add(k));
+    radix_sort_with(keys, &hist);
+}
+
+/// LSD radix sort given the keys' histograms (counts fit `u32`: larger inputs take the
+/// comparison sort).
+fn radix_sort_with(keys: &mut Vec<u64>, hist: &Histograms) {
     let mut buf = vec![0u64; keys.len()];
-    let n = keys.len();
-    for (p, h) in hist.iter().enumerate() {
+    let n = keys.len() as u32;
+    for (p, h) in hist.0.iter().enumerate() {
         // a pass where one bucket holds every key leaves the order unchanged
         if h.contains(&n) {
             continue;
         }
         let mut offset = vec![0usize; BUCKETS];
-        let mut running = 0;
+        let mut running = 0usize;
         for (o, &c) in offset.iter_mut().zip(h) {
             *o = running;
-            running += c;
+            running += c as usize;
         }
         let shift = p as u32 * DIGIT_BITS;
         for &k in keys.iter() {

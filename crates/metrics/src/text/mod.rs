@@ -9,13 +9,14 @@
 //!   and `small = 1e-9` guards, brevity penalty) matches exactly.
 //! - [`rouge`]: ROUGE-L F-measure as Google's `rouge-score`
 //!   (`RougeScorer(["rougeL"], use_stemmer=False)`), with its default tokenizer.
-//!   The Porter stemmer (`use_stemmer=True`) is not implemented.
+//!   The Porter stemmer (`use_stemmer=True`) is not implemented. pycocoevalcap's own
+//!   ROUGE-L (β = 1.2 F-score on the BLEU tokens) is [`coco_rouge_l`].
 
 pub mod bleu;
 pub mod rouge;
 
 pub use bleu::{corpus_bleu, BleuState, BleuStats};
-pub use rouge::{rouge_l, rouge_l_multi, RougeLState, RougeScore};
+pub use rouge::{coco_rouge_l, rouge_l, rouge_l_multi, RougeLState, RougeScore};
 
 /// The BLEU tokenisation: lowercase (Unicode), then every maximal run of alphanumeric
 /// characters (`char::is_alphanumeric`) is a token; everything else (whitespace,

@@ -102,3 +102,39 @@ impl RougeLState {
         Ok(self.per_pair.iter().sum::<f64>() / self.per_pair.len() as f64)
     }
 }
+
+/// pycocoevalcap's ROUGE-L (`pycocoevalcap.rouge.Rouge`), the variant most radiology
+/// report-generation papers report next to its BLEU: on [`super::tokenize_bleu`] tokens,
+/// `P = max_ref LCS / |hyp|`, `R = max_ref LCS / |ref|` (maxima taken separately over the
+/// references), `F = (1 + β²) P R / (R + β² P)` with `β = 1.2`, 0 when `P` or `R` is 0.
+/// As pycocoevalcap splits the joined tokens on `" "`, an empty text counts as one empty
+/// token (so an empty hypothesis against an empty reference scores 1).
+pub fn coco_rouge_l(hypothesis: &str, references: &[&str]) -> Result<f64> {
+    if references.is_empty() {
+        return Err(MetricsError::InvalidArgument(
+            "ROUGE-L needs at least one reference".into(),
+        ));
+    }
+    let split = |t: &str| {
+        let tokens = super::tokenize_bleu(t);
+        if tokens.is_empty() {
+            vec![String::new()]
+        } else {
+            tokens
+        }
+    };
+    let hyp = split(hypothesis);
+    let (mut p_max, mut r_max) = (0.0f64, 0.0f64);
+    for r in references {
+        let r = split(r);
+        let l = lcs_len(&r, &hyp) as f64;
+        p_max = p_max.max(l / hyp.len() as f64);
+        r_max = r_max.max(l / r.len() as f64);
+    }
+    let beta2 = 1.2f64.powf(2.0);
+    Ok(if p_max != 0.0 && r_max != 0.0 {
+        (1.0 + beta2) * p_max * r_max / (r_max + beta2 * p_max)
+    } else {
+        0.0
+    })
+}
