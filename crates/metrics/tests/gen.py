@@ -345,9 +345,60 @@ def table():
             fh.write(f"p{i // 2}\n")
 
 
+# ---------------------------------------------------------------- Porter stemmer (NLTK)
+
+PORTER_WORDS = """caresses ponies ties caress cats feed agreed plastered bled motoring sing conflated
+troubled sized hopping tanned falling hissing fizzed failing filing happy sky skies relational
+conditional rational valenci hesitanci digitizer conformabli radicalli differentli vileli
+analogousli vietnamization predication operator feudalism decisiveness hopefulness callousness
+formaliti sensitiviti sensibiliti triplicate formative formalize electriciti electrical hopeful
+goodness revival allowance inference airliner gyroscopic adjustable defensible irritant
+replacement adjustment dependent adoption homologou communism activate angulariti homologous
+effective bowdlerize probate rate cease controll roll dying lying tying news innings inning
+outings canning howe proceed exceed succeed generously logically fully cried spied died ties
+analogies archaeology phraseology tyranny yelling yyyy syzygy toy boys enjoying played
+emphysematous atelectasis atelectatic consolidation consolidations pneumothoraces effusions
+opacities opacity enlarged enlargement cardiomegaly unchanged interval intervals mildly
+hyperinflated hyperinflation degenerative calcified calcifications bibasilar bilateral
+visualized visualised findings compared unremarkable worsening improving improvement
+pleural hilar mediastinal silhouette retrocardiac costophrenic blunting""".split()
+
+
+def porter():
+    from nltk.stem import porter as nltk_porter
+
+    st = nltk_porter.PorterStemmer()
+    words = set(PORTER_WORDS)
+    base = os.path.dirname(sklearn.__file__)
+    for root, _, files in sorted(os.walk(base)):
+        for fn in sorted(files):
+            if fn.endswith(".py"):
+                with open(os.path.join(root, fn), errors="ignore") as fh:
+                    words.update(re.findall(r"\b[a-z]{3,}\b", fh.read().lower()))
+    words = sorted(words)
+    rng = np.random.default_rng(5)
+    pick = sorted(set(PORTER_WORDS) | set(rng.choice(words, size=min(3000, len(words)), replace=False).tolist()))
+    write("porter.json", {"nltk_mode": st.mode, "stems": {w: st.stem(w) for w in pick}})
+
+
+def rouge_stemmed():
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    fx = json.load(open(os.path.join(OUT, "text.json")))
+    out = []
+    for p in fx["pairs"]:
+        refs, h = p["references"], p["hypothesis"]
+        sc = scorer.score_multi(refs, h)["rougeL"] if len(refs) > 1 else scorer.score(refs[0], h)["rougeL"]
+        out.append({"fmeasure": f(sc.fmeasure), "tokens": scorer._tokenizer.tokenize(h)})
+    write("text_stemmed.json", {"rouge_l": out})
+
+
 if __name__ == "__main__":
     classification()
     segmentation()
     text()
     table()
+    porter()
+    rouge_stemmed()
     print("fixtures written to", OUT)

@@ -100,3 +100,49 @@ fn text_errors() {
     assert!(rouge_l_multi(&[], "a").is_err());
     assert_eq!(rouge_l("", "a b").fmeasure, 0.0);
 }
+
+#[test]
+fn porter_matches_nltk() {
+    let fx = fixture("porter.json");
+    let stems = fx["stems"].as_object().unwrap();
+    assert!(stems.len() > 1000);
+    let wrong: Vec<String> = stems
+        .iter()
+        .filter_map(|(w, e)| {
+            let got = porter_stem(w);
+            (got != e.as_str().unwrap()).then(|| format!("{w}: {got} vs {e}"))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} differ: {:?}",
+        wrong.len(),
+        stems.len(),
+        &wrong[..wrong.len().min(20)]
+    );
+}
+
+#[test]
+fn stemmed_rouge_matches_rouge_score() {
+    let fx = fixture("text.json");
+    let st = fixture("text_stemmed.json");
+    let pairs = fx["pairs"].as_array().unwrap();
+    let mut state = RougeLState::new(true);
+    let mut expected = Vec::new();
+    for (p, e) in pairs.iter().zip(st["rouge_l"].as_array().unwrap()) {
+        let h = p["hypothesis"].as_str().unwrap();
+        let refs = strings(&p["references"]);
+        let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+        assert_eq!(tokenize_rouge_with(h, true), strings(&e["tokens"]), "{h}");
+        let got = rouge_l_multi_with(&refs, h, true).unwrap().fmeasure;
+        close(got, e["fmeasure"].as_f64().unwrap(), 1e-12, h);
+        state.update(&[refs], &[h]).unwrap();
+        expected.push(got);
+    }
+    close(
+        state.compute().unwrap(),
+        expected.iter().sum::<f64>() / expected.len() as f64,
+        1e-15,
+        "mean",
+    );
+}

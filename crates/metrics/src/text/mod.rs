@@ -8,15 +8,20 @@
 //!   the scorer arithmetic (clipped counts, "closest" reference length, its `tiny = 1e-15`
 //!   and `small = 1e-9` guards, brevity penalty) matches exactly.
 //! - [`rouge`]: ROUGE-L F-measure as Google's `rouge-score`
-//!   (`RougeScorer(["rougeL"], use_stemmer=False)`), with its default tokenizer.
-//!   The Porter stemmer (`use_stemmer=True`) is not implemented. pycocoevalcap's own
+//!   (`RougeScorer(["rougeL"], use_stemmer=False|True)`), with its default tokenizer.
+//!   With `use_stemmer=True` tokens longer than 3 characters go through NLTK's Porter
+//!   stemmer ([`porter::porter_stem`]). pycocoevalcap's own
 //!   ROUGE-L (β = 1.2 F-score on the BLEU tokens) is [`coco_rouge_l`].
 
 pub mod bleu;
+pub mod porter;
 pub mod rouge;
 
 pub use bleu::{corpus_bleu, BleuState, BleuStats};
-pub use rouge::{coco_rouge_l, rouge_l, rouge_l_multi, RougeLState, RougeScore};
+pub use porter::porter_stem;
+pub use rouge::{
+    coco_rouge_l, rouge_l, rouge_l_multi, rouge_l_multi_with, RougeLState, RougeScore,
+};
 
 /// The BLEU tokenisation: lowercase (Unicode), then every maximal run of alphanumeric
 /// characters (`char::is_alphanumeric`) is a token; everything else (whitespace,
@@ -40,5 +45,25 @@ pub fn tokenize_rouge(text: &str) -> Vec<String> {
         .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit()))
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
+        .collect()
+}
+
+/// [`tokenize_rouge`] followed, with `use_stemmer`, by the Porter stemmer on every token
+/// longer than 3 characters, as `rouge-score`'s `DefaultTokenizer(use_stemmer=True)`.
+pub fn tokenize_rouge_with(text: &str, use_stemmer: bool) -> Vec<String> {
+    let tokens = tokenize_rouge(text);
+    if !use_stemmer {
+        return tokens;
+    }
+    tokens
+        .into_iter()
+        .map(|t| {
+            if t.len() > 3 {
+                porter::porter_stem(&t)
+            } else {
+                t
+            }
+        })
+        .filter(|t| !t.is_empty())
         .collect()
 }

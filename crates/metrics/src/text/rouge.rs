@@ -1,11 +1,11 @@
-//! ROUGE-L as Google's `rouge-score` (`RougeScorer(["rougeL"])`, no stemming).
+//! ROUGE-L as Google's `rouge-score` (`RougeScorer(["rougeL"], use_stemmer=...)`).
 //!
-//! Tokens from [`tokenize_rouge`]; with `L` the longest-common-subsequence length,
+//! Tokens from [`tokenize_rouge_with`] (Porter-stemmed when `use_stemmer`); with `L` the longest-common-subsequence length,
 //! `P = L / |prediction|`, `R = L / |target|`, `F = 2PR / (P + R)` (0 when `P + R = 0`);
 //! all three are 0 when either side has no token. Several targets: the one with the
 //! highest F (first on ties), as `score_multi`. The corpus value is the mean per-pair F.
 
-use super::tokenize_rouge;
+use super::{tokenize_rouge, tokenize_rouge_with};
 use crate::error::{check_len, MetricsError, Result};
 
 /// Precision, recall and F-measure of one pair.
@@ -60,12 +60,21 @@ pub fn rouge_l(target: &str, prediction: &str) -> RougeScore {
     rouge_l_tokens(&tokenize_rouge(target), &tokenize_rouge(prediction))
 }
 
-/// ROUGE-L against several targets: the best F (`RougeScorer.score_multi`).
+/// ROUGE-L against several targets: the best F (`RougeScorer.score_multi`), no stemming.
 pub fn rouge_l_multi(targets: &[&str], prediction: &str) -> Result<RougeScore> {
-    let p = tokenize_rouge(prediction);
+    rouge_l_multi_with(targets, prediction, false)
+}
+
+/// [`rouge_l_multi`] with `rouge-score`'s `use_stemmer` option.
+pub fn rouge_l_multi_with(
+    targets: &[&str],
+    prediction: &str,
+    use_stemmer: bool,
+) -> Result<RougeScore> {
+    let p = tokenize_rouge_with(prediction, use_stemmer);
     let mut best: Option<RougeScore> = None;
     for t in targets {
-        let s = rouge_l_tokens(&tokenize_rouge(t), &p);
+        let s = rouge_l_tokens(&tokenize_rouge_with(t, use_stemmer), &p);
         if best.is_none_or(|b| s.fmeasure > b.fmeasure) {
             best = Some(s);
         }
@@ -76,15 +85,25 @@ pub fn rouge_l_multi(targets: &[&str], prediction: &str) -> Result<RougeScore> {
 /// Accumulates the mean ROUGE-L F-measure over pairs.
 #[derive(Debug, Clone, Default)]
 pub struct RougeLState {
+    use_stemmer: bool,
     per_pair: Vec<f64>,
 }
 
 impl RougeLState {
+    /// An empty state; `use_stemmer` as `rouge-score`'s option (the default is `false`).
+    pub fn new(use_stemmer: bool) -> Self {
+        Self {
+            use_stemmer,
+            per_pair: Vec::new(),
+        }
+    }
+
     /// Adds a batch of (targets, prediction) pairs.
     pub fn update(&mut self, targets: &[Vec<&str>], predictions: &[&str]) -> Result<()> {
         check_len("targets vs predictions", targets.len(), predictions.len())?;
         for (t, p) in targets.iter().zip(predictions) {
-            self.per_pair.push(rouge_l_multi(t, p)?.fmeasure);
+            self.per_pair
+                .push(rouge_l_multi_with(t, p, self.use_stemmer)?.fmeasure);
         }
         Ok(())
     }
