@@ -4,9 +4,11 @@
 //!   (`roc_auc_score`, `average_precision_score`, ties included), ROC / PR curves,
 //!   thresholded F1 / precision / recall / accuracy / balanced accuracy, per label, macro
 //!   and micro, with missing labels skipped per label; multi-class confusion metrics.
-//! - [`segmentation`]: Dice and IoU per class on binary masks, per image and pooled.
+//! - [`segmentation`]: Dice and IoU per class on binary masks, per image and pooled
+//!   (empty/empty = 1.0); [`hausdorff`]: HD95 (MONAI's definition) for 2-D masks.
 //! - [`text`]: corpus BLEU-1..4 (pycocoevalcap's `Bleu(4)` arithmetic on this crate's
-//!   tokenisation) and ROUGE-L (Google's `rouge-score`, no stemming).
+//!   tokenisation), ROUGE-L as Google's `rouge-score` (with or without its Porter
+//!   stemmer) and pycocoevalcap's ROUGE-L.
 //! - [`bootstrap`]: percentile CIs (plain, clustered by patient, paired) for any metric.
 //! - [`table`]: the CSV → JSON scoring used by the `score` example.
 //!
@@ -31,6 +33,7 @@
 pub mod bootstrap;
 pub mod classification;
 mod error;
+pub mod hausdorff;
 pub mod segmentation;
 pub mod table;
 pub mod text;

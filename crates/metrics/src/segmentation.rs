@@ -12,7 +12,7 @@
 //! - `global`: the score of the pooled counts, `2 Σ|A∩B| / (Σ|A| + Σ|B|)` (each pixel
 //!   weighs the same; 1.0 if every mask of the class is empty).
 //!
-//! Hausdorff-95 is not implemented.
+//! Hausdorff-95 per mask pair: [`crate::hausdorff::hausdorff95`].
 
 use crate::error::{check_len, MetricsError, Result};
 

@@ -394,6 +394,39 @@ def rouge_stemmed():
     write("text_stemmed.json", {"rouge_l": out})
 
 
+# ---------------------------------------------------------------- Hausdorff-95
+
+
+def hausdorff():
+    """MONAI's HD95 definition written with scipy: surface = mask ^ binary_erosion(mask),
+    EDT-based directed distances, max of the two directed 95th percentiles."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(9)
+    cases = []
+    for i in range(6):
+        h, w = int(rng.integers(12, 30)), int(rng.integers(12, 30))
+        yy, xx = np.mgrid[:h, :w]
+        def blob():
+            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(2, 8)
+            return (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        a = blob() | (blob() if i % 2 else False)
+        b = blob()
+        spacing = (1.0, 1.0) if i < 3 else (0.5, 1.25)
+        def surf(m):
+            return m ^ ndimage.binary_erosion(m)
+        sa, sb = surf(a), surf(b)
+        if not sa.any() or not sb.any():
+            continue
+        da = ndimage.distance_transform_edt(~sb, sampling=spacing)[sa]
+        db = ndimage.distance_transform_edt(~sa, sampling=spacing)[sb]
+        hd = max(np.percentile(da, 95), np.percentile(db, 95))
+        cases.append({"shape": [h, w], "spacing": list(spacing),
+                      "predicted": a.ravel().astype(int).tolist(), "target": b.ravel().astype(int).tolist(),
+                      "hd95": f(hd)})
+    write("hausdorff.json", {"cases": cases})
+
+
 if __name__ == "__main__":
     classification()
     segmentation()
@@ -401,4 +434,5 @@ if __name__ == "__main__":
     table()
     porter()
     rouge_stemmed()
+    hausdorff()
     print("fixtures written to", OUT)

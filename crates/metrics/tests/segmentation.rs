@@ -91,3 +91,45 @@ fn empty_conventions_and_errors() {
     assert!(s.update_label_maps(&[0, 2], &[0, 1], 2).is_err());
     assert!(s.update_masks(&[true; 3], &[true; 3], 2).is_err());
 }
+
+#[test]
+fn hausdorff95_matches_scipy_reference() {
+    use metrics::hausdorff::hausdorff95;
+    let fx = fixture("hausdorff.json");
+    let cases = fx["cases"].as_array().unwrap();
+    assert!(cases.len() >= 4);
+    for c in cases {
+        let shape = c["shape"].as_array().unwrap();
+        let shape = (
+            shape[0].as_u64().unwrap() as usize,
+            shape[1].as_u64().unwrap() as usize,
+        );
+        let sp = f64s(&c["spacing"]);
+        let m = |v: &serde_json::Value| -> Vec<bool> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() == 1)
+                .collect()
+        };
+        let got = hausdorff95(&m(&c["predicted"]), &m(&c["target"]), shape, (sp[0], sp[1]))
+            .unwrap()
+            .unwrap();
+        close(got, c["hd95"].as_f64().unwrap(), 1e-9, "hd95");
+    }
+    assert_eq!(
+        hausdorff95(&[false; 4], &[false; 4], (2, 2), (1.0, 1.0)).unwrap(),
+        Some(0.0)
+    );
+    assert_eq!(
+        hausdorff95(
+            &[true, false, false, false],
+            &[false; 4],
+            (2, 2),
+            (1.0, 1.0)
+        )
+        .unwrap(),
+        None
+    );
+    assert!(hausdorff95(&[true; 3], &[false; 4], (2, 2), (1.0, 1.0)).is_err());
+}
