@@ -1,0 +1,19 @@
+//! The chest X-ray input pipeline: everything between a hospital's files and a batch tensor.
+//!
+//! - [`decode`]: PNG (8/16-bit, gray/RGB), JPEG and DICOM (modality LUT, VOI LUT/window,
+//!   MONOCHROME1 inversion, Bits Stored) to a gray [`GrayImage`] in `[0, 1]`.
+//! - [`processor`]: a Hugging Face image processor read from `preprocessor_config.json`,
+//!   reproducing transformers' PIL-backed `BitImageProcessor` (Pillow's fixed-point resampling
+//!   in [`resize`]).
+#![deny(missing_docs)]
+
+pub mod decode;
+mod error;
+mod image;
+pub mod processor;
+pub mod resize;
+
+pub use crate::image::{to_u8, GrayImage};
+pub use decode::{decode_bytes, decode_file, DecodeOptions, DicomOptions, VoiChoice};
+pub use error::{Error, Result};
+pub use processor::ImageProcessor;
