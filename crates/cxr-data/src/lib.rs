@@ -5,15 +5,19 @@
 //! - [`processor`]: a Hugging Face image processor read from `preprocessor_config.json`,
 //!   reproducing transformers' PIL-backed `BitImageProcessor` (Pillow's fixed-point resampling
 //!   in [`resize`]).
+//! - [`manifest`] and [`split`]: CSV manifests, patient-level splits, nested scaling subsets.
 #![deny(missing_docs)]
 
 pub mod decode;
 mod error;
 mod image;
+pub mod manifest;
 pub mod processor;
 pub mod resize;
+pub mod split;
 
 pub use crate::image::{to_u8, GrayImage};
 pub use decode::{decode_bytes, decode_file, DecodeOptions, DicomOptions, VoiChoice};
 pub use error::{Error, Result};
+pub use manifest::{Manifest, ManifestSpec, Record, Split};
 pub use processor::ImageProcessor;
