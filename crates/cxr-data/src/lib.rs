@@ -6,12 +6,15 @@
 //!   reproducing transformers' PIL-backed `BitImageProcessor` (Pillow's fixed-point resampling
 //!   in [`resize`]).
 //! - [`manifest`] and [`split`]: CSV manifests, patient-level splits, nested scaling subsets.
+//! - [`augment`] and [`masking`]: DINOv2 multi-crop and iBOT block masks, seeded per sample.
 #![deny(missing_docs)]
 
+pub mod augment;
 pub mod decode;
 mod error;
 mod image;
 pub mod manifest;
+pub mod masking;
 pub mod processor;
 pub mod resize;
 pub mod split;
