@@ -7,12 +7,14 @@
 //!   in [`resize`]).
 //! - [`manifest`] and [`split`]: CSV manifests, patient-level splits, nested scaling subsets.
 //! - [`augment`] and [`masking`]: DINOv2 multi-crop and iBOT block masks, seeded per sample.
+//! - [`loader`]: parallel decode + transform with bounded prefetch into candle batches.
 #![deny(missing_docs)]
 
 pub mod augment;
 pub mod decode;
 mod error;
 mod image;
+pub mod loader;
 pub mod manifest;
 pub mod masking;
 pub mod processor;
