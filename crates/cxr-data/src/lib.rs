@@ -8,6 +8,7 @@
 //! - [`manifest`] and [`split`]: CSV manifests, patient-level splits, nested scaling subsets.
 //! - [`augment`] and [`masking`]: DINOv2 multi-crop and iBOT block masks, seeded per sample.
 //! - [`loader`]: parallel decode + transform with bounded prefetch into candle batches.
+//! - [`shards`]: WebDataset-style tar shards with worker assignment and resumable positions.
 #![deny(missing_docs)]
 
 pub mod augment;
@@ -19,6 +20,7 @@ pub mod manifest;
 pub mod masking;
 pub mod processor;
 pub mod resize;
+pub mod shards;
 pub mod split;
 
 pub use crate::image::{to_u8, GrayImage};
