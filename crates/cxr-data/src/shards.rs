@@ -1,0 +1,239 @@
+//! WebDataset-style tar shards: each sample is `<key>.<image ext>` plus `<key>.json`, stored
+//! next to each other, so millions of images stream without one file each.
+//!
+//! Shards are assigned round-robin to the `world_size × num_workers` global workers
+//! (`shard i` → worker `i mod (world_size · num_workers)`), and a reader can resume from a
+//! [`ShardPosition`] (shard index in its own list, sample index within that shard).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+const IMAGE_EXTS: [&str; 5] = ["png", "jpg", "jpeg", "dcm", "dicom"];
+
+/// One sample of a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardSample {
+    /// The sample key (member name up to the first dot).
+    pub key: String,
+    /// Image extension (`png`, `jpg`, `dcm`, …).
+    pub ext: String,
+    /// The encoded image file.
+    pub image: Vec<u8>,
+    /// The JSON metadata (`Value::Null` if the sample has none).
+    pub meta: Value,
+    /// Where the *next* sample starts, for resuming after this one.
+    pub next: ShardPosition,
+}
+
+/// A resumable position in a worker's shard list.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct ShardPosition {
+    /// Index into the worker's shard list.
+    pub shard: usize,
+    /// Samples of that shard already consumed.
+    pub sample: usize,
+}
+
+/// Writes samples into numbered shards of at most `max_samples` samples each.
+pub struct ShardWriter {
+    dir: PathBuf,
+    prefix: String,
+    max_samples: usize,
+    current: Option<tar::Builder<BufWriter<File>>>,
+    in_current: usize,
+    written: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for ShardWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardWriter")
+            .field("dir", &self.dir)
+            .field("prefix", &self.prefix)
+            .field("max_samples", &self.max_samples)
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
+impl ShardWriter {
+    /// Shards go to `dir/<prefix>-000000.tar`, `…-000001.tar`, ….
+    pub fn new(dir: impl Into<PathBuf>, prefix: &str, max_samples: usize) -> Result<Self> {
+        if max_samples == 0 {
+            return Err(Error::Invalid("max_samples must be positive".into()));
+        }
+        Ok(Self {
+            dir: dir.into(),
+            prefix: prefix.to_string(),
+            max_samples,
+            current: None,
+            in_current: 0,
+            written: Vec::new(),
+        })
+    }
+
+    /// Appends one sample; `key` must not contain `.` or `/`.
+    pub fn write(&mut self, key: &str, ext: &str, image: &[u8], meta: &Value) -> Result<()> {
+        if key.is_empty() || key.contains('.') || key.contains('/') {
+            return Err(Error::Invalid(format!(
+                "sample key `{key}` must be non-empty without `.` or `/`"
+            )));
+        }
+        if self.current.is_none() || self.in_current >= self.max_samples {
+            self.finish_current()?;
+            let path = self
+                .dir
+                .join(format!("{}-{:06}.tar", self.prefix, self.written.len()));
+            let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+            self.current = Some(tar::Builder::new(BufWriter::new(f)));
+            self.written.push(path);
+            self.in_current = 0;
+        }
+        let path = self.written.last().cloned().unwrap_or_default();
+        let json = serde_json::to_vec(meta)
+            .map_err(|e| Error::Invalid(format!("metadata of {key}: {e}")))?;
+        if let Some(b) = self.current.as_mut() {
+            for (name, data) in [
+                (format!("{key}.{ext}"), image),
+                (format!("{key}.json"), &json[..]),
+            ] {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(data.len() as u64);
+                header.set_mode(0o644);
+                header.set_mtime(0);
+                header.set_cksum();
+                b.append_data(&mut header, &name, data)
+                    .map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        self.in_current += 1;
+        Ok(())
+    }
+
+    fn finish_current(&mut self) -> Result<()> {
+        if let Some(b) = self.current.take() {
+            let path = self.written.last().cloned().unwrap_or_default();
+            let mut w = b.into_inner().map_err(|e| Error::io(&path, e))?;
+            std::io::Write::flush(&mut w).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Closes the last shard and returns every shard written.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>> {
+        self.finish_current()?;
+        Ok(std::mem::take(&mut self.written))
+    }
+}
+
+/// The shards of global worker `rank * num_workers + worker` out of `world_size * num_workers`.
+pub fn assign_shards(
+    shards: &[PathBuf],
+    rank: usize,
+    world_size: usize,
+    worker: usize,
+    num_workers: usize,
+) -> Result<Vec<PathBuf>> {
+    if world_size == 0 || num_workers == 0 || rank >= world_size || worker >= num_workers {
+        return Err(Error::Invalid(format!(
+            "rank {rank}/{world_size}, worker {worker}/{num_workers}"
+        )));
+    }
+    let total = world_size * num_workers;
+    let id = rank * num_workers + worker;
+    Ok(shards
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % total == id)
+        .map(|(_, p)| p.clone())
+        .collect())
+}
+
+/// Streams the samples of `shards` from `start`, reading one shard at a time.
+pub fn stream(
+    shards: Vec<PathBuf>,
+    start: ShardPosition,
+) -> impl Iterator<Item = Result<ShardSample>> {
+    shards
+        .into_iter()
+        .enumerate()
+        .skip(start.shard)
+        .flat_map(move |(si, path)| {
+            let skip = if si == start.shard { start.sample } else { 0 };
+            match read_shard_inner(&path, si) {
+                Ok(v) => v.into_iter().skip(skip).map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
+        })
+}
+
+fn read_shard_inner(path: &Path, shard_index: usize) -> Result<Vec<ShardSample>> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut archive = tar::Archive::new(BufReader::new(f));
+    let bad = |reason: String| Error::Shard {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut samples: Vec<ShardSample> = Vec::new();
+    let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry
+            .path()
+            .map_err(|e| bad(e.to_string()))?
+            .to_string_lossy()
+            .to_string();
+        let base = name.rsplit('/').next().unwrap_or(&name);
+        let (key, ext) = base
+            .split_once('.')
+            .ok_or_else(|| bad(format!("member `{name}` has no extension")))?;
+        let (key, ext) = (key.to_string(), ext.to_ascii_lowercase());
+        let mut data = Vec::new();
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| bad(format!("{name}: {e}")))?;
+        if samples.last().is_none_or(|s| s.key != key) {
+            samples.push(ShardSample {
+                key: key.clone(),
+                ext: String::new(),
+                image: Vec::new(),
+                meta: Value::Null,
+                next: ShardPosition::default(),
+            });
+        }
+        let s = samples.last_mut().ok_or_else(|| bad("internal".into()))?;
+        if ext == "json" {
+            s.meta = serde_json::from_slice(&data).map_err(|e| bad(format!("{name}: {e}")))?;
+        } else if IMAGE_EXTS.contains(&ext.as_str()) {
+            s.ext = ext;
+            s.image = data;
+        }
+    }
+    let n = samples.len();
+    for (i, s) in samples.iter_mut().enumerate() {
+        if s.image.is_empty() {
+            return Err(bad(format!("sample `{}` has no image", s.key)));
+        }
+        s.next = if i + 1 < n {
+            ShardPosition {
+                shard: shard_index,
+                sample: i + 1,
+            }
+        } else {
+            ShardPosition {
+                shard: shard_index + 1,
+                sample: 0,
+            }
+        };
+    }
+    Ok(samples)
+}
