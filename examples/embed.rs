@@ -1,0 +1,228 @@
+//! Embed chest X-rays (PNG, JPEG or DICOM) with a DINOv2-family encoder and write the
+//! embeddings to safetensors.
+//!
+//! ```text
+//! cargo run --release --example embed -- --images ../shared/data/cxr-mini/images
+//! cargo run --release --example embed -- --hub microsoft/rad-dino --images DIR  # from the HF cache
+//! ```
+//!
+//! Prints how many images were embedded, the embedding width and speed, and — when the image
+//! folder sits beside a `labels.csv` with a `patient_id` column — how much more similar two
+//! images of the same patient are than two images of different patients, a quick sign that the
+//! encoder sees anatomy rather than noise.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use clap::Parser;
+use cxr::core::{Encoder, FeatureRequest};
+use cxr::data::{decode_file, DecodeOptions, ImageProcessor};
+use cxr::vit::Dinov2Model;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+/// The model shipped in this repository, used when neither --model nor --hub is given.
+const DEFAULT_MODEL: &str = "models/cxr-dino-vit-tiny";
+
+#[derive(Parser, Debug)]
+#[command(about = "Embed chest X-rays with a DINOv2 / RAD-DINO encoder", long_about = None)]
+struct Args {
+    /// Folder of images (PNG, JPEG, DICOM) or a single image file.
+    #[arg(long, default_value = "../shared/data/cxr-mini/images")]
+    images: PathBuf,
+    /// Model directory in Hugging Face layout (config.json, model.safetensors and, ideally,
+    /// preprocessor_config.json). Defaults to the small model shipped in models/.
+    #[arg(long, conflicts_with = "hub")]
+    model: Option<PathBuf>,
+    /// Hugging Face repository to load from the local cache (HF_HOME), e.g. microsoft/rad-dino.
+    /// Nothing is downloaded: fetch it beforehand with `huggingface-cli download`.
+    #[arg(long)]
+    hub: Option<String>,
+    /// Output file: `embeddings` [N, D] (pooled CLS) and `patch_mean` [N, D]; the file names
+    /// are in the safetensors metadata under `files` (JSON list).
+    #[arg(long, default_value = "out/embeddings.safetensors")]
+    out: PathBuf,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Stop after this many images (0 = all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+}
+
+fn list_images(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "dcm" | "dicom")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn load_model(args: &Args) -> Result<Dinov2Model, Box<dyn std::error::Error>> {
+    let device = Device::Cpu;
+    if let Some(repo) = &args.hub {
+        return Ok(Dinov2Model::from_pretrained(repo, None, DType::F32, &device)?);
+    }
+    let dir = args.model.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    Ok(Dinov2Model::from_dir(&dir, DType::F32, &device).map_err(|e| {
+        format!("{e}\n(give --model DIR or --hub REPO; the default is {DEFAULT_MODEL})")
+    })?)
+}
+
+/// `patient_id` per image stem, from a `labels.csv` beside the image folder.
+fn patients_of(images: &Path) -> HashMap<String, String> {
+    let csv = images.parent().map(|p| p.join("labels.csv"));
+    let Some(text) = csv.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return HashMap::new();
+    };
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let (Some(id), Some(pid)) = (
+        header.iter().position(|h| *h == "id" || *h == "file"),
+        header.iter().position(|h| *h == "patient_id"),
+    ) else {
+        return HashMap::new();
+    };
+    lines
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let stem = f.get(id)?.trim_end_matches(".png").to_string();
+            Some((stem, f.get(pid)?.to_string()))
+        })
+        .collect()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let model = load_model(&args)?;
+    let processor = ImageProcessor::from_preprocessing(&model.preprocessing());
+    let mut files = list_images(&args.images)
+        .map_err(|e| format!("{}: {e}", args.images.display()))?;
+    if args.limit > 0 {
+        files.truncate(args.limit);
+    }
+    if files.is_empty() {
+        return Err(format!("no PNG/JPEG/DICOM files in {}", args.images.display()).into());
+    }
+    let info = model.feature_info();
+    println!(
+        "model: {} layers, width {}, patch {}, input {:?}; {} images from {}",
+        info.num_layers(),
+        info.embed_dim,
+        info.patch_stride,
+        model.preprocessing().crop,
+        files.len(),
+        args.images.display()
+    );
+    let bar = ProgressBar::new(files.len() as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} images [{elapsed_precise} < {eta_precise}] {msg}",
+    )?);
+    let start = Instant::now();
+    let (mut pooled, mut patch_mean, mut kept, mut skipped) = (vec![], vec![], vec![], vec![]);
+    for chunk in files.chunks(args.batch.max(1)) {
+        let decoded: Vec<_> = chunk
+            .par_iter()
+            .map(|f| {
+                let img = decode_file(f, &DecodeOptions::default()).map_err(|e| e.to_string())?;
+                processor.apply_tensor(&img, &Device::Cpu).map_err(|e| e.to_string())
+            })
+            .collect();
+        let mut batch = vec![];
+        for (f, r) in chunk.iter().zip(decoded) {
+            match r {
+                Ok(t) => {
+                    batch.push(t);
+                    kept.push(f.clone());
+                }
+                Err(e) => skipped.push(format!("{}: {e}", f.display())),
+            }
+        }
+        if !batch.is_empty() {
+            let x = Tensor::stack(&batch, 0)?;
+            let feats = model.forward_features(&x, &FeatureRequest::default())?;
+            pooled.push(feats.pooled);
+            patch_mean.push(feats.patch_tokens.mean(1)?);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_with_message("done");
+    let secs = start.elapsed().as_secs_f64();
+    if kept.is_empty() {
+        return Err(format!("no image could be decoded: {skipped:?}").into());
+    }
+    let pooled = Tensor::cat(&pooled, 0)?;
+    let patch_mean = Tensor::cat(&patch_mean, 0)?;
+
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let names: Vec<String> = kept
+        .iter()
+        .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .collect();
+    let metadata: HashMap<String, String> =
+        [("files".to_string(), serde_json::to_string(&names)?)].into();
+    let tensors = [("embeddings", pooled.clone()), ("patch_mean", patch_mean)];
+    let views: Vec<(String, Tensor)> =
+        tensors.iter().map(|(n, t)| (n.to_string(), t.clone())).collect();
+    safetensors::serialize_to_file(views, Some(metadata), &args.out)?;
+
+    let n = kept.len();
+    println!(
+        "embedded {n} images in {secs:.1} s ({:.2} s/image) → {} (embeddings [{n}, {}])",
+        secs / n as f64,
+        args.out.display(),
+        info.embed_dim
+    );
+    for s in &skipped {
+        println!("skipped {s}");
+    }
+    summarise(&pooled, &names, &patients_of(&args.images))?;
+    Ok(())
+}
+
+/// Cosine similarity of same-patient vs different-patient pairs.
+fn summarise(
+    emb: &Tensor,
+    names: &[String],
+    patients: &HashMap<String, String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let norm = emb.broadcast_div(&emb.sqr()?.sum_keepdim(1)?.sqrt()?)?;
+    let sim: Vec<Vec<f32>> = norm.matmul(&norm.t()?)?.to_vec2()?;
+    let stem = |s: &String| s.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or(s.clone());
+    let (mut same, mut diff, mut all) = ((0f64, 0usize), (0f64, 0usize), (0f64, 0usize));
+    for i in 0..names.len() {
+        for j in i + 1..names.len() {
+            let s = sim[i][j] as f64;
+            all = (all.0 + s, all.1 + 1);
+            match (patients.get(&stem(&names[i])), patients.get(&stem(&names[j]))) {
+                (Some(a), Some(b)) if a == b => same = (same.0 + s, same.1 + 1),
+                (Some(_), Some(_)) => diff = (diff.0 + s, diff.1 + 1),
+                _ => {}
+            }
+        }
+    }
+    if all.1 > 0 {
+        println!("mean pairwise cosine similarity: {:.3} over {} pairs", all.0 / all.1 as f64, all.1);
+    }
+    if same.1 > 0 && diff.1 > 0 {
+        println!(
+            "same patient: {:.3} ({} pairs) vs different patients: {:.3} ({} pairs)",
+            same.0 / same.1 as f64,
+            same.1,
+            diff.0 / diff.1 as f64,
+            diff.1
+        );
+    }
+    Ok(())
+}
