@@ -466,3 +466,31 @@ fn large_input_uses_radix_path_and_matches_comparison_sort() {
         "mann-whitney",
     );
 }
+
+#[test]
+fn multilabel_best_threshold_is_each_labels_f1_optimum() {
+    let (_, k, y, s) = multilabel_inputs();
+    let view = MultiLabelView::new(k, &y, &s).unwrap();
+    let (best, counts) = multilabel_best_f1(&view, None);
+    for (l, b) in best.iter().enumerate() {
+        let (t, sc) = view.column(l, None);
+        let b = b.unwrap();
+        assert_eq!(b, best_f1_threshold(&t, &sc).unwrap());
+        close(
+            counts.per_label[l].f1(),
+            b.f1,
+            1e-15,
+            "f1 at best threshold",
+        );
+        // no observed threshold does better
+        for &th in &sc {
+            assert!(BinaryCounts::at_threshold(&t, &sc, th).unwrap().f1() <= b.f1 + 1e-15);
+        }
+    }
+    assert!(
+        counts.macro_of(BinaryCounts::f1).unwrap()
+            >= multilabel_counts(&view, 0.5, None)
+                .macro_of(BinaryCounts::f1)
+                .unwrap()
+    );
+}
