@@ -1,0 +1,49 @@
+//! PNG and DICOM → RAD-DINO 518×518 normalised tensor, one core.
+//! Counterpart: `benches/preprocess_py.py` (PIL + transformers' PIL BitImageProcessor, pydicom).
+#![allow(clippy::unwrap_used)] // benches may unwrap
+
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use cxr_data::{decode_file, DecodeOptions, ImageProcessor};
+
+fn shared() -> PathBuf {
+    std::env::var("CXR_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
+}
+
+fn bench(c: &mut Criterion) {
+    let proc = ImageProcessor::from_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/processor/rad_dino_preprocessor_config.json"
+    ))
+    .unwrap();
+    let mini = shared().join("data/cxr-mini");
+    let cases = [
+        ("png_512x419", mini.join("images/53c9be49.png")),
+        (
+            "dicom_jpeg_1024",
+            mini.join("dicom/siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"),
+        ),
+        ("dicom_j2k_1841x1955", mini.join("dicom/wg04_RG1_J2KI.dcm")),
+    ];
+    let mut g = c.benchmark_group("to_518_tensor");
+    g.throughput(Throughput::Elements(1));
+    for (name, path) in cases {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let img = decode_file(&path, &DecodeOptions::default()).unwrap();
+                proc.apply(&img).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(4));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,49 @@
+"""Python counterpart of benches/preprocess.rs: file → RAD-DINO 518x518 normalised array.
+
+PNG: PIL open + transformers' PIL-backed BitImageProcessor. DICOM: pydicom (+pylibjpeg)
+decode, the same windowing as cxr-data (tests/gen.py), round to 8 bits, same processor.
+One thread:  OMP_NUM_THREADS=1 CXR_SHARED=... python benches/preprocess_py.py
+"""
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+import gen  # noqa: E402
+
+cfg = json.loads((HERE.parent / "tests/fixtures/processor/rad_dino_preprocessor_config.json").read_text())
+cfg.pop("image_processor_type")
+proc = BitImageProcessorPil(**cfg)
+mini = gen.MINI
+
+
+def png(path):
+    return proc(images=Image.open(path), return_tensors="np")["pixel_values"]
+
+
+def dicom(path):
+    y = gen.dicom_reference(path)
+    u8 = np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
+    return proc(images=Image.fromarray(u8), return_tensors="np")["pixel_values"]
+
+
+cases = [
+    ("png_512x419", png, mini / "images/53c9be49.png"),
+    ("dicom_jpeg_1024", dicom, mini / "dicom/siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"),
+    ("dicom_j2k_1841x1955", dicom, mini / "dicom/wg04_RG1_J2KI.dcm"),
+]
+for name, fn, path in cases:
+    fn(path)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 4.0:
+        fn(path)
+        n += 1
+    dt = (time.perf_counter() - t0) / n
+    print(f"{name}: {dt * 1e3:.2f} ms/image, {1 / dt:.1f} images/s")

@@ -1,0 +1,93 @@
+//! Corrupt, truncated and random inputs give typed errors and never panic.
+#![allow(clippy::unwrap_used)] // tests may unwrap
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use cxr_data::{decode_bytes, decode_file, DecodeOptions, Error, Manifest, ManifestSpec};
+use proptest::prelude::*;
+
+#[test]
+fn corrupt_corpus_gives_errors_naming_the_file() {
+    for name in [
+        "truncated.png",
+        "truncated_pixels.dcm",
+        "header_only.dcm",
+        "truncated.jpg",
+        "garbage.bin",
+        "empty.png",
+        "mangled_meta.dcm",
+    ] {
+        let path = fixture(&format!("corrupt/{name}"));
+        match decode_file(&path, &DecodeOptions::default()) {
+            Ok(_) => panic!("{name} decoded"),
+            Err(e) => {
+                assert!(
+                    matches!(e, Error::Decode { .. } | Error::Unsupported { .. }),
+                    "{name}: {e:?}"
+                );
+                assert!(e.to_string().contains(name), "{e}");
+            }
+        }
+    }
+    let e = decode_file(fixture("corrupt/missing.png"), &DecodeOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }));
+    let e = Manifest::from_csv(
+        fixture("corrupt/bad_manifest.csv"),
+        &ManifestSpec::cxr_mini(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Manifest { line: 3, .. }), "{e:?}");
+}
+
+fn mutate(base: &[u8], edits: &[(usize, u8)], cut: usize) -> Vec<u8> {
+    let mut v = base.to_vec();
+    for &(i, b) in edits {
+        let n = v.len();
+        v[i % n] = b;
+    }
+    v.truncate(cut.min(v.len()).max(1));
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600), kind in 0usize..4) {
+        let mut data = match kind {
+            0 => b"\x89PNG\r\n\x1a\n".to_vec(),
+            1 => vec![0xFF, 0xD8, 0xFF],
+            2 => { let mut v = vec![0u8; 128]; v.extend_from_slice(b"DICM"); v }
+            _ => Vec::new(),
+        };
+        data.extend_from_slice(&bytes);
+        let _ = decode_bytes(&data, Path::new("fuzz.dcm"), &DecodeOptions::default());
+    }
+
+    #[test]
+    fn mutated_png_never_panics(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in 8usize..2000) {
+        let base = std::fs::read(fixture("raster/gray16.png")).unwrap();
+        let data = mutate(&base, &edits, cut);
+        let _ = decode_bytes(&data, Path::new("m.png"), &DecodeOptions::default());
+    }
+
+    #[test]
+    fn manifest_parser_never_panics(text in "[a-z0-9,\"\\-\\.\n ]{0,300}") {
+        let csv = format!("id,patient_id,icu,death,has_mask,mask_complete,split\n{text}");
+        let _ = Manifest::from_csv_bytes(csv.as_bytes(), Path::new("f.csv"), Path::new("."), &ManifestSpec::cxr_mini());
+    }
+}
+
+proptest! {
+    // each case decodes a 1024x1024 JPEG: fewer cases keep the suite fast
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_dicom_header_never_panics(edits in proptest::collection::vec((0usize..1200, any::<u8>()), 1..6), cut in 132usize..200_000) {
+        let base = std::fs::read(mini().join("dicom/txv_Fake_MONOHR1.dcm")).unwrap();
+        let data = mutate(&base, &edits, cut);
+        let _ = decode_bytes(&data, Path::new("m.dcm"), &DecodeOptions::default());
+    }
+}
