@@ -57,7 +57,38 @@ pub fn interpolation_matrix(input: usize, output: usize, align: AlignCorners) ->
     m
 }
 
-type Key = (usize, usize, AlignCorners, DeviceLocation, DType, bool);
+/// Which one-dimensional linear map a cached matrix holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Bilinear(AlignCorners),
+    AdaptiveAvg,
+}
+
+impl Kind {
+    fn build(self, input: usize, output: usize) -> Vec<f64> {
+        match self {
+            Kind::Bilinear(align) => interpolation_matrix(input, output, align),
+            Kind::AdaptiveAvg => adaptive_avg_matrix(input, output),
+        }
+    }
+}
+
+/// The `out × in` averaging matrix of PyTorch's adaptive average pooling along one axis:
+/// output `i` averages inputs `⌊i·in/out⌋ .. ⌈(i+1)·in/out⌉`.
+pub fn adaptive_avg_matrix(input: usize, output: usize) -> Vec<f64> {
+    let mut m = vec![0f64; output * input];
+    for i in 0..output {
+        let start = (i * input) / output;
+        let end = ((i + 1) * input).div_ceil(output);
+        let w = 1.0 / (end - start) as f64;
+        for j in start..end {
+            m[i * input + j] = w;
+        }
+    }
+    m
+}
+
+type Key = (usize, usize, Kind, DeviceLocation, DType, bool);
 
 fn cache() -> &'static Mutex<HashMap<Key, Tensor>> {
     static CACHE: OnceLock<Mutex<HashMap<Key, Tensor>>> = OnceLock::new();
@@ -69,22 +100,18 @@ fn cache() -> &'static Mutex<HashMap<Key, Tensor>> {
 fn matrix(
     input: usize,
     output: usize,
-    align: AlignCorners,
+    kind: Kind,
     device: &Device,
     dtype: DType,
     transposed: bool,
 ) -> Result<Tensor> {
-    let key = (input, output, align, device.location(), dtype, transposed);
+    let key = (input, output, kind, device.location(), dtype, transposed);
     if let Ok(map) = cache().lock() {
         if let Some(t) = map.get(&key) {
             return Ok(t.clone());
         }
     }
-    let m = Tensor::from_vec(
-        interpolation_matrix(input, output, align),
-        (output, input),
-        &Device::Cpu,
-    )?;
+    let m = Tensor::from_vec(kind.build(input, output), (output, input), &Device::Cpu)?;
     let m = if transposed { m.t()?.contiguous()? } else { m };
     let m = m.to_dtype(dtype)?.to_device(device)?;
     // A poisoned lock only costs the cache entry, never the result.
@@ -98,13 +125,23 @@ fn matrix(
 ///
 /// Equal sizes return `x` unchanged (PyTorch's result is then the identity too).
 pub fn resize_bilinear(x: &Tensor, size: (usize, usize), align: AlignCorners) -> Result<Tensor> {
+    separable(x, size, Kind::Bilinear(align), "resize input")
+}
+
+/// Applies the separable linear map `kind` to the two spatial axes of `x`: `R_h · X · R_wᵀ`.
+pub(crate) fn separable(
+    x: &Tensor,
+    size: (usize, usize),
+    kind: Kind,
+    what: &str,
+) -> Result<Tensor> {
     let (b, c, h, w) = x
         .dims4()
-        .map_err(|_| Error::bad_input("resize input", "[B, C, H, W]", x.dims()))?;
+        .map_err(|_| Error::bad_input(what, "[B, C, H, W]", x.dims()))?;
     let (oh, ow) = size;
     if oh == 0 || ow == 0 || h == 0 || w == 0 {
         return Err(Error::bad_input(
-            "resize input",
+            what,
             format!("non-empty input and output sizes (output {oh}x{ow})"),
             x.dims(),
         ));
@@ -115,12 +152,12 @@ pub fn resize_bilinear(x: &Tensor, size: (usize, usize), align: AlignCorners) ->
     let (device, dtype) = (x.device(), x.dtype());
     let mut y = x.clone();
     if ow != w {
-        let rw_t = matrix(w, ow, align, device, dtype, true)?;
+        let rw_t = matrix(w, ow, kind, device, dtype, true)?;
         y = y.reshape((b * c * h, w))?.matmul(&rw_t)?;
     }
     let y = y.reshape((b * c, h, ow))?;
     let y = if oh != h {
-        let rh = matrix(h, oh, align, device, dtype, false)?;
+        let rh = matrix(h, oh, kind, device, dtype, false)?;
         rh.broadcast_left(b * c)?.matmul(&y)?
     } else {
         y
@@ -151,6 +188,16 @@ mod tests {
         assert_eq!(&m[4..8], &[0.75, 0.25, 0.0, 0.0]);
         assert_eq!(&m[8..12], &[0.25, 0.75, 0.0, 0.0]);
         assert_eq!(&m[0..4], &[1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn adaptive_pool_windows_follow_pytorch() {
+        // 5 -> 3: windows [0,2), [1,4), [3,5)
+        let m = adaptive_avg_matrix(5, 3);
+        assert_eq!(&m[0..5], &[0.5, 0.5, 0.0, 0.0, 0.0]);
+        let third = 1.0 / 3.0;
+        assert_eq!(&m[5..10], &[0.0, third, third, third, 0.0]);
+        assert_eq!(&m[10..15], &[0.0, 0.0, 0.0, 0.5, 0.5]);
     }
 
     #[test]
