@@ -12,6 +12,7 @@
 mod error;
 pub mod heads;
 pub mod layers;
+pub mod loss;
 pub mod resize;
 
 pub use error::{Error, Result};

@@ -263,7 +263,52 @@ def gen_heads():
     run_head("upernet", un, maps, size, g)
 
 
+# ---------------------------------------------------------------- losses
+
+def dice_loss(logits, target, act, smooth, w=None):
+    """MONAI DiceLoss(sigmoid|softmax, batch=False, smooth_nr=smooth_dr=smooth), class-weighted."""
+    p = torch.sigmoid(logits) if act == "sigmoid" else torch.softmax(logits, 1)
+    inter = (p * target).sum((2, 3))
+    denom = p.sum((2, 3)) + target.sum((2, 3))
+    per_class = (1 - (2 * inter + smooth) / (denom + smooth)).mean(0)
+    return per_class.mean() if w is None else (per_class * w).sum() / w.sum()
+
+
+def gen_losses():
+    g = torch.Generator().manual_seed(2)
+    b, k, h, w = 2, 3, 9, 10
+    logits = (2 * torch.randn(b, k, h, w, generator=g)).requires_grad_(True)
+    multi = (torch.rand(b, k, h, w, generator=g) > 0.6).float()
+    labels = torch.randint(0, k, (b, h, w), generator=g)
+    labels_ign = labels.clone()
+    labels_ign[torch.rand(b, h, w, generator=g) < 0.2] = 255
+    onehot = F.one_hot(labels, k).permute(0, 3, 1, 2).float()
+    cw = torch.tensor([0.5, 1.0, 2.0])
+    out = {"logits": logits, "multi": multi, "labels": labels.to(torch.int64),
+           "labels_ign": labels_ign.to(torch.int64), "onehot": onehot, "class_weights": cw}
+    terms = {
+        "bce": lambda x: F.binary_cross_entropy_with_logits(x, multi),
+        "bce_w": lambda x: F.binary_cross_entropy_with_logits(x, multi, weight=cw[None, :, None, None]),
+        "ce": lambda x: F.cross_entropy(x, labels),
+        "ce_w_ign": lambda x: F.cross_entropy(x, labels_ign, weight=cw, ignore_index=255),
+        "dice_sig": lambda x: dice_loss(x, multi, "sigmoid", 1e-5),
+        "dice_sig_w": lambda x: dice_loss(x, multi, "sigmoid", 1.0, cw),
+        "dice_soft": lambda x: dice_loss(x, onehot, "softmax", 1e-5),
+        # the combined losses of LossConfig: BCE + Dice (sigmoid) and CE + 0.5 Dice (softmax)
+        "combo_sig": lambda x: F.binary_cross_entropy_with_logits(x, multi) + dice_loss(x, multi, "sigmoid", 1e-5),
+        "combo_soft_w": lambda x: F.cross_entropy(x, labels, weight=cw) + 0.5 * dice_loss(x, onehot, "softmax", 1e-5, cw),
+    }
+    for name, f in terms.items():
+        x = logits.detach().clone().requires_grad_(True)
+        v = f(x)
+        v.backward()
+        out[f"{name}.value"] = v.reshape(1)
+        out[f"{name}.grad"] = x.grad
+    save("losses", "losses", out)
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     gen_resize()
     gen_heads()
+    gen_losses()
