@@ -3,6 +3,8 @@
 //! 1×1 pooling branch has a single value per channel, which training-mode BatchNorm rejects
 //! (as PyTorch does). The PyTorch counterpart is `benches/upernet_torch.py`.
 
+#![allow(clippy::unwrap_used)]
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
