@@ -1,0 +1,61 @@
+//! UPerNet forward + backward at RAD-DINO size: four 768-d 37×37 maps (ViT-B/14 at 518),
+//! 518×518 logits, batch 1, 512 channels, one class. BatchNorm in eval mode: with batch 1 the
+//! 1×1 pooling branch has a single value per channel, which training-mode BatchNorm rejects
+//! (as PyTorch does). The PyTorch counterpart is `benches/upernet_torch.py`.
+
+#![allow(clippy::unwrap_used)]
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use criterion::{criterion_group, criterion_main, Criterion};
+use cxr_core::{Features, Intermediate};
+use seg_decoders::heads::UperNetConfig;
+use seg_decoders::layers::BnConfig;
+use seg_decoders::{AlignCorners, Head, HeadConfig, Mode, SegmentationHead};
+
+fn bench(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let cfg = HeadConfig::UperNet(UperNetConfig {
+        layers: vec![2, 5, 8, 11],
+        in_channels: 768,
+        channels: 512,
+        pool_scales: vec![1, 2, 3, 6],
+        num_classes: 1,
+        dropout: 0.1,
+        bn: BnConfig::default(),
+        align_corners: AlignCorners::False,
+    });
+    let varmap = VarMap::new();
+    let head = Head::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+    let tokens = || Tensor::randn(0f32, 1f32, (1, 37 * 37, 768), &dev).unwrap();
+    let intermediates = [2, 5, 8, 11]
+        .iter()
+        .map(|&layer| Intermediate {
+            layer,
+            tokens: tokens(),
+            grid: (37, 37),
+            cls: None,
+        })
+        .collect();
+    let feats = Features {
+        pooled: Tensor::zeros((1, 768), DType::F32, &dev).unwrap(),
+        patch_tokens: tokens(),
+        grid: (37, 37),
+        intermediates,
+    };
+    let mut group = c.benchmark_group("seg-decoders");
+    group.sample_size(10);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(10));
+    group.bench_function("upernet_fwd_bwd_768x37x37_to_518_c512", |b| {
+        b.iter(|| {
+            let out = head.forward(&feats, (518, 518), &mut Mode::Eval).unwrap();
+            let grads = out.mean_all().unwrap().backward().unwrap();
+            std::hint::black_box(grads);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,209 @@
+#![allow(clippy::unwrap_used)]
+//! Every head against its PyTorch reference (mmsegmentation / detectron2 module structure and
+//! parameter names, written out in `gen.py`) on fixed random weights: outputs, the gradient
+//! of every parameter and input, and the BatchNorm running statistics after a training pass.
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use common::{assert_close, fixture, max_abs_diff};
+use cxr_core::{Features, Intermediate};
+use rand::SeedableRng;
+use seg_decoders::heads::{LinearConfig, UperNetConfig, VitDetConfig};
+use seg_decoders::layers::BnConfig;
+use seg_decoders::{AlignCorners, Head, HeadConfig, Mode, SegmentationHead};
+
+const TOL: f32 = 1e-4;
+
+fn to_tokens(map: &Tensor) -> Tensor {
+    let (b, c, h, w) = map.dims4().unwrap();
+    map.reshape((b, c, h * w))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+}
+
+/// Features holding `maps[0]` as the final tokens and every map as intermediate layer `i`.
+fn features(maps: &[Tensor]) -> Features {
+    let (b, _, h, w) = maps[0].dims4().unwrap();
+    Features {
+        pooled: Tensor::zeros((b, 1), DType::F32, &Device::Cpu).unwrap(),
+        patch_tokens: to_tokens(&maps[0]),
+        grid: (h, w),
+        intermediates: maps
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Intermediate {
+                layer: i,
+                tokens: to_tokens(m),
+                grid: (h, w),
+                cls: None,
+            })
+            .collect(),
+    }
+}
+
+fn build(cfg: &HeadConfig, params: &HashMap<String, Tensor>) -> (Head, VarMap) {
+    let mut varmap = VarMap::new();
+    let head = Head::new(
+        cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let ours: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+    for name in &ours {
+        let value = params
+            .get(name)
+            .unwrap_or_else(|| panic!("PyTorch has no parameter `{name}`"));
+        varmap.set_one(name, value).unwrap();
+    }
+    assert_eq!(ours.len(), params.len(), "parameter sets differ");
+    (head, varmap)
+}
+
+fn check(case: &str, cfg: HeadConfig, train_cfg: HeadConfig) {
+    let eval = fixture(case, "eval");
+    let params: HashMap<String, Tensor> = eval
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("param.").map(|n| (n.to_string(), v.clone())))
+        .collect();
+    for (mode_name, cfg) in [("eval", cfg), ("train", train_cfg)] {
+        let f = fixture(case, mode_name);
+        let (head, varmap) = build(&cfg, &params);
+        let n_inputs = f.keys().filter(|k| k.starts_with("input.")).count();
+        let inputs: Vec<Var> = (0..n_inputs)
+            .map(|i| Var::from_tensor(&f[&format!("input.{i}")]).unwrap())
+            .collect();
+        let maps: Vec<Tensor> = inputs.iter().map(|v| v.as_tensor().clone()).collect();
+        let out_ref = &f["out"];
+        let size = (out_ref.dim(2).unwrap(), out_ref.dim(3).unwrap());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let mut mode = if mode_name == "train" {
+            Mode::Train(&mut rng)
+        } else {
+            Mode::Eval
+        };
+        let out = head.forward(&features(&maps), size, &mut mode).unwrap();
+        assert_close(&format!("{case} {mode_name} output"), &out, out_ref, TOL);
+
+        let grads = (out * &f["r"])
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let data = varmap.data().lock().unwrap();
+        let mut checked = 0;
+        for (name, var) in data.iter() {
+            if name.contains("running_") {
+                if mode_name == "train" {
+                    let after = &f[&format!("after.{name}")];
+                    assert_close(
+                        &format!("{case} {name} after training pass"),
+                        var,
+                        after,
+                        TOL,
+                    );
+                }
+                continue;
+            }
+            let reference = &f[&format!("grad.{name}")];
+            let g = grads
+                .get(var)
+                .unwrap_or_else(|| panic!("{case} {mode_name}: no gradient for `{name}`"));
+            let gmax = g
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                gmax.is_finite() && gmax > 0.0,
+                "{case} {mode_name}: gradient of `{name}` is {gmax}"
+            );
+            let scale = reference
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let d = max_abs_diff(g, reference);
+            assert!(
+                d <= TOL * scale.max(1.0),
+                "{case} {mode_name}: gradient of `{name}` differs by {d} (scale {scale})"
+            );
+            checked += 1;
+        }
+        assert!(checked > 0);
+        for (i, v) in inputs.iter().enumerate() {
+            // inputs the head does not read get no gradient (ViTDet and linear read map 0)
+            if let Some(g) = grads.get(v) {
+                assert_close(
+                    &format!("{case} {mode_name} input {i} gradient"),
+                    g,
+                    &f[&format!("grad_input.{i}")],
+                    TOL,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_head_matches_pytorch() {
+    let cfg = HeadConfig::Linear(LinearConfig {
+        in_channels: 32,
+        num_classes: 3,
+        align_corners: AlignCorners::False,
+    });
+    check("linear", cfg.clone(), cfg);
+}
+
+#[test]
+fn vitdet_head_matches_pytorch() {
+    let cfg = VitDetConfig {
+        embed_dim: 16,
+        out_channels: 8,
+        head_channels: 8,
+        num_classes: 3,
+        dropout: 0.1,
+        ln_eps: 1e-6,
+        bn: BnConfig::default(),
+        align_corners: AlignCorners::False,
+    };
+    let train = VitDetConfig {
+        dropout: 0.0,
+        ..cfg.clone()
+    };
+    check("vitdet", HeadConfig::VitDet(cfg), HeadConfig::VitDet(train));
+}
+
+#[test]
+fn upernet_head_matches_pytorch() {
+    let cfg = UperNetConfig {
+        layers: vec![0, 1, 2, 3],
+        in_channels: 16,
+        channels: 8,
+        pool_scales: vec![1, 2, 3, 6],
+        num_classes: 3,
+        dropout: 0.1,
+        bn: BnConfig::default(),
+        align_corners: AlignCorners::False,
+    };
+    let train = UperNetConfig {
+        dropout: 0.0,
+        ..cfg.clone()
+    };
+    check(
+        "upernet",
+        HeadConfig::UperNet(cfg),
+        HeadConfig::UperNet(train),
+    );
+}
