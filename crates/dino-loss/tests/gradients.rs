@@ -1,4 +1,5 @@
 //! Freshly initialised heads train: every parameter gets a finite, non-zero gradient.
+#![allow(clippy::unwrap_used)]
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};

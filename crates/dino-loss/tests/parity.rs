@@ -1,4 +1,5 @@
 //! Values and gradients against the PyTorch re-implementation of dinov2 (`tests/gen.py`).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
