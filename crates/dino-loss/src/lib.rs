@@ -9,6 +9,8 @@
 //! - [`IbotPatchLoss`]: the masked-patch cross-entropy.
 //! - [`koleo_loss`]: the KoLeo entropy regulariser.
 //! - [`DinoObjective`]: the three combined as dinov2's `SSLMetaArch.forward_backward` does.
+//! - [`DinoV2Config`]: the training configuration (TOML, dinov2's sections and defaults, a
+//!   RAD-DINO preset), with conversions to the head, loss and schedule settings.
 //!
 //! Every trainable path is built from differentiable primitives (`cxr_core::ops`), and the
 //! parity tests compare values and gradients with PyTorch re-implementations of the
@@ -16,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod center;
+mod config;
 mod dino;
 mod error;
 mod head;
@@ -25,6 +28,10 @@ mod objective;
 pub mod teacher;
 
 pub use center::Center;
+pub use config::{
+    CropsConfig, DinoSection, DinoV2Config, IbotSection, OptimConfig, StudentConfig, TeacherConfig,
+    TrainSection,
+};
 pub use dino::{cross_entropy_pairs, DinoLoss, DinoLossParts};
 pub use error::{Error, Result};
 pub use head::{DinoHead, DinoHeadConfig};
