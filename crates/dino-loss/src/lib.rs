@@ -15,7 +15,12 @@
 //! Every trainable path is built from differentiable primitives (`cxr_core::ops`), and the
 //! parity tests compare values and gradients with PyTorch re-implementations of the
 //! reference code (`tests/gen.py`).
+//!
+//! See [`training_step`] for how a trainer assembles these with `train-utils`.
 #![deny(missing_docs)]
+
+#[doc = include_str!("../docs/training_step.md")]
+pub mod training_step {}
 
 mod center;
 mod config;
