@@ -159,6 +159,77 @@ impl DinoHead {
         })
     }
 
+    /// Creates the head's variables in `varmap` under `prefix` (e.g. `"dino_head."`) with
+    /// dinov2's initialisation drawn from `rng` (reproducible, unlike candle's unseeded
+    /// `randn`), then builds the head from them. Existing entries are overwritten.
+    pub fn init_seeded(
+        config: DinoHeadConfig,
+        varmap: &candle_nn::VarMap,
+        prefix: &str,
+        rng: &mut impl rand::Rng,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let mut init: Vec<(String, Tensor)> = Vec::new();
+        for (name, fan_in, fan_out) in config.linear_layers() {
+            init.push((
+                format!("{name}.weight"),
+                train_utils::init::trunc_normal(
+                    &[fan_out, fan_in],
+                    0.0,
+                    0.02,
+                    -2.0,
+                    2.0,
+                    rng,
+                    device,
+                )
+                .map_err(|e| Error::Config(e.to_string()))?,
+            ));
+            if config.mlp_bias {
+                init.push((
+                    format!("{name}.bias"),
+                    Tensor::zeros(fan_out, DType::F32, device)?,
+                ));
+            }
+        }
+        let bound = 1.0 / (config.bottleneck_dim as f64).sqrt();
+        init.push((
+            "last_layer.weight_v".into(),
+            train_utils::init::uniform(
+                &[config.n_prototypes, config.bottleneck_dim],
+                -bound,
+                bound,
+                rng,
+                device,
+            )
+            .map_err(|e| Error::Config(e.to_string()))?,
+        ));
+        if config.train_weight_g {
+            init.push((
+                "last_layer.weight_g".into(),
+                Tensor::ones((config.n_prototypes, 1), DType::F32, device)?,
+            ));
+        }
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| Error::Config("the VarMap's lock is poisoned".into()))?;
+            for (name, t) in init {
+                data.insert(
+                    format!("{prefix}{name}"),
+                    candle_core::Var::from_tensor(&t)?,
+                );
+            }
+        }
+        let vb = VarBuilder::from_varmap(varmap, DType::F32, device);
+        let vb = match prefix.strip_suffix('.') {
+            Some(p) if !p.is_empty() => vb.pp(p),
+            _ => vb,
+        };
+        Self::new(config, vb)
+    }
+
     /// The head's sizes.
     pub fn config(&self) -> &DinoHeadConfig {
         &self.config

@@ -91,3 +91,41 @@ fn bad_shapes_are_clear_errors() {
         .unwrap();
     assert_eq!(out.dims(), [2, 3, 16]);
 }
+
+#[test]
+fn seeded_init_is_reproducible_and_follows_dinov2() {
+    use rand::SeedableRng;
+    let dev = Device::Cpu;
+    let make = || {
+        let vm = VarMap::new();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let head = DinoHead::init_seeded(cfg(false), &vm, "dino_head.", &mut rng, &dev).unwrap();
+        (vm, head)
+    };
+    let (vm, a) = make();
+    let (_, b) = make();
+    for ((n, x), (_, y)) in a.named_tensors().iter().zip(b.named_tensors()) {
+        let d: f32 = (x - &y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(d, 0.0, "{n}");
+    }
+    let data = vm.data().lock().unwrap();
+    assert!(data.contains_key("dino_head.mlp.0.weight"));
+    assert!(!data.contains_key("dino_head.last_layer.weight_g"));
+    let w: Vec<f32> = data["dino_head.mlp.2.weight"]
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+    assert!((std - 0.02).abs() < 0.003, "std {std}");
+    let bias: Vec<f32> = data["dino_head.mlp.0.bias"].as_tensor().to_vec1().unwrap();
+    assert!(bias.iter().all(|&v| v == 0.0));
+}

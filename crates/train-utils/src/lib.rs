@@ -11,7 +11,8 @@
 //! - [`ema_update`] of teacher variables from student variables;
 //! - [`CheckpointDir`]: atomic safetensors + JSON checkpoints, [`RngState`] and [`TrainState`]
 //!   for exact resume; [`check_finite`] to stop on NaN/Inf;
-//! - [`StepLog`] (CSV + JSONL) and [`plot_curves`] (PNG + SVG).
+//! - [`StepLog`] (CSV + JSONL) and [`plot_curves`] (PNG + SVG);
+//! - [`init`]: seeded truncated-normal and uniform initialisation.
 #![deny(missing_docs)]
 
 mod accumulate;
@@ -22,6 +23,7 @@ mod ema;
 mod error;
 mod grads;
 mod guard;
+pub mod init;
 mod log;
 mod param_groups;
 mod plot;
