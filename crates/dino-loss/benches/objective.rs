@@ -1,0 +1,72 @@
+//! One DINOv2 objective step at full head size: teacher head forward + targets, student head
+//! forward + backward through DINO (2 global + 8 local crops), KoLeo and iBOT.
+//! Counterpart: `benches/objective_torch.py` (same sizes, PyTorch, 2 threads).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use criterion::{criterion_group, criterion_main, Criterion};
+use dino_loss::{
+    DinoHead, DinoHeadConfig, DinoObjective, ObjectiveConfig, StudentOutputs, TeacherOutputs,
+};
+
+const DIM: usize = 384; // ViT-S
+const B: usize = 8;
+const N_LOCAL: usize = 8;
+const N_PATCH: usize = 16; // masked tokens per image, 8 of 16 images masked
+const K: usize = 65536;
+
+fn bench(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let cfg = DinoHeadConfig::new(DIM, K);
+    let svm = VarMap::new();
+    let student =
+        DinoHead::new(cfg.clone(), VarBuilder::from_varmap(&svm, DType::F32, &dev)).unwrap();
+    let tvm = VarMap::new();
+    let teacher = DinoHead::new(cfg, VarBuilder::from_varmap(&tvm, DType::F32, &dev)).unwrap();
+    let mut objective = DinoObjective::new(
+        ObjectiveConfig {
+            dino_prototypes: K,
+            ibot_prototypes: K,
+            ..ObjectiveConfig::default()
+        },
+        &dev,
+    )
+    .unwrap();
+    let global = Tensor::randn(0f32, 1.0, (2 * B, DIM), &dev).unwrap();
+    let local = Tensor::randn(0f32, 1.0, (N_LOCAL * B, DIM), &dev).unwrap();
+    let n_masked = B * N_PATCH;
+    let patches = Tensor::randn(0f32, 1.0, (n_masked, DIM), &dev).unwrap();
+    let mut m = vec![0f32; 2 * B * 2 * N_PATCH];
+    for img in 0..B {
+        for j in 0..N_PATCH {
+            m[img * 2 * N_PATCH + j] = 1.0;
+        }
+    }
+    let masks = Tensor::from_vec(m, (2 * B, 2 * N_PATCH), &dev).unwrap();
+
+    let mut group = c.benchmark_group("dino_objective");
+    group.sample_size(10);
+    group.bench_function("head_fwd_bwd_k65536_2g8l", |bench| {
+        bench.iter(|| {
+            let t = TeacherOutputs {
+                cls_logits: teacher.forward(&global).unwrap(),
+                masked_patch_logits: Some(teacher.forward(&patches).unwrap()),
+            };
+            let targets = objective.teacher_targets(&t, 0.07, 1, None).unwrap();
+            let s = StudentOutputs {
+                global_cls_logits: student.forward(&global).unwrap(),
+                local_cls_logits: Some(student.forward(&local).unwrap()),
+                global_cls_tokens: global.clone(),
+                masked_patch_logits: Some(student.forward(&patches).unwrap()),
+                masks: Some(masks.clone()),
+            };
+            let losses = objective.losses(&s, &targets).unwrap();
+            losses.total.backward().unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
