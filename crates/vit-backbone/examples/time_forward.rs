@@ -35,6 +35,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2 FLOPs per multiply-add over the GEMMs of one image at 518 (1370 tokens)
     let (n, d) = (1370.0f64, 768.0f64);
     let gflop = 2.0 * (1369.0 * 588.0 * d + 12.0 * (4.0 * n * d * d + 2.0 * n * n * d + 8.0 * n * d * d)) / 1e9;
+    // the machine's matmul ceiling, for reading the forward's GFLOP/s
+    let a = Tensor::randn(0f32, 1.0, (2048, 2048), &Device::Cpu)?;
+    a.matmul(&a)?;
+    let t = Instant::now();
+    for _ in 0..5 {
+        a.matmul(&a)?;
+    }
+    let peak = 5.0 * 2.0 * 2048f64.powi(3) / 1e9 / t.elapsed().as_secs_f64();
+    println!("candle 2048x2048 f32 matmul: {peak:.0} GFLOP/s");
     for &b in &args.batches {
         let x = Tensor::randn(0f32, 1.0, (b, 3, 518, 518), &Device::Cpu)?;
         model.forward(&x, &ForwardOptions::default())?;
@@ -48,9 +57,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         times.sort_by(f64::total_cmp);
         let med = times[times.len() / 2];
         println!(
-            "candle batch{b}: median {med:.3} s ({:.3} s/image, {:.0} GFLOP/s, min {:.3}, max {:.3})",
+            "candle batch{b}: median {med:.3} s ({:.3} s/image, {:.0} GFLOP/s = {:.0}% of matmul peak, min {:.3}, max {:.3})",
             med / b as f64,
             gflop * b as f64 / med,
+            100.0 * gflop * b as f64 / med / peak,
             times[0],
             times[times.len() - 1]
         );
