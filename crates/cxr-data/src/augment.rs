@@ -1,0 +1,309 @@
+//! DINOv2/RAD-DINO multi-crop augmentation (`DataAugmentationDINO`) for gray radiographs.
+//!
+//! Per image: 2 global and `n_local` local random-resized crops (torchvision's
+//! `RandomResizedCrop` sampling: area fraction uniform in `scale`, aspect log-uniform in
+//! [3/4, 4/3], ten tries then a centre crop), resized with Pillow's bicubic ([`crate::resize`]);
+//! optional horizontal flip (off by default: laterality matters on chest X-rays); colour
+//! jitter with probability 0.8, of which only brightness and contrast act on gray images
+//! (saturation and hue leave R = G = B unchanged, grayscale conversion is a no-op), applied in
+//! a random order as torchvision does; Gaussian blur (σ uniform in [0.1, 2]) with
+//! probability 1.0 on global crop 1, 0.1 on global crop 2 and 0.5 on local crops; solarisation
+//! (`v ≥ 128 → 255 - v`) with probability 0.2 on global crop 2. Then rescale/normalise.
+//!
+//! The blur is an exact separable Gaussian (truncated at 3σ) on the 8-bit crop, where Pillow
+//! approximates it by repeated box filters; the augmentation follows DINOv2's distribution,
+//! not its bit pattern (it is random anyway).
+//!
+//! Randomness: one ChaCha8 stream per `(seed, epoch, index)` ([`sample_rng`]), so results do
+//! not depend on thread count or scheduling.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::resize::{resize_u8, Filter};
+use crate::{Error, GrayImage, Result};
+
+/// The random generator of one sample in one epoch.
+pub fn sample_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&epoch.to_le_bytes());
+    key[16..24].copy_from_slice(&index.to_le_bytes());
+    key[24..].copy_from_slice(b"cxr-aug1");
+    ChaCha8Rng::from_seed(key)
+}
+
+/// Multi-crop settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiCropConfig {
+    /// Output side of global crops.
+    pub global_size: usize,
+    /// Area-fraction range of global crops.
+    pub global_scale: (f64, f64),
+    /// Number of local crops.
+    pub n_local: usize,
+    /// Output side of local crops.
+    pub local_size: usize,
+    /// Area-fraction range of local crops.
+    pub local_scale: (f64, f64),
+    /// Horizontal flip probability (0 = off).
+    pub flip_p: f64,
+    /// Brightness and contrast jitter strength (DINOv2: 0.4, 0.4) and its probability (0.8).
+    pub jitter: (f64, f64, f64),
+    /// Per-channel mean for normalisation.
+    pub mean: [f32; 3],
+    /// Per-channel std for normalisation.
+    pub std: [f32; 3],
+}
+
+impl MultiCropConfig {
+    /// DINOv2 defaults: global 224 `[0.32, 1]`, 8 local 96 `[0.05, 0.32]`, ImageNet statistics.
+    pub fn dinov2() -> Self {
+        Self {
+            global_size: 224,
+            global_scale: (0.32, 1.0),
+            n_local: 8,
+            local_size: 96,
+            local_scale: (0.05, 0.32),
+            flip_p: 0.0,
+            jitter: (0.4, 0.4, 0.8),
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
+    }
+
+    /// RAD-DINO: global 518, local 196 (scales as DINOv2), RAD-DINO's statistics.
+    pub fn rad_dino() -> Self {
+        Self {
+            global_size: 518,
+            local_size: 196,
+            mean: [0.5307; 3],
+            std: [0.2583; 3],
+            ..Self::dinov2()
+        }
+    }
+}
+
+/// One augmented view: `[3, size, size]` normalised values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Crop {
+    /// Side length.
+    pub size: usize,
+    /// Channels-first values.
+    pub data: Vec<f32>,
+}
+
+/// All views of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiCrop {
+    /// The two global crops.
+    pub global: Vec<Crop>,
+    /// The local crops.
+    pub local: Vec<Crop>,
+}
+
+/// torchvision's `RandomResizedCrop.get_params`: `(top, left, height, width)`.
+pub fn random_resized_crop_params<R: Rng>(
+    (h, w): (usize, usize),
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut R,
+) -> (usize, usize, usize, usize) {
+    let area = (h * w) as f64;
+    let log_ratio = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(scale.0..=scale.1);
+        let aspect = rng.random_range(log_ratio.0..=log_ratio.1).exp();
+        let cw = (target * aspect).sqrt().round() as usize;
+        let chh = (target / aspect).sqrt().round() as usize;
+        if cw > 0 && cw <= w && chh > 0 && chh <= h {
+            let top = rng.random_range(0..=h - chh);
+            let left = rng.random_range(0..=w - cw);
+            return (top, left, chh, cw);
+        }
+    }
+    let in_ratio = w as f64 / h as f64;
+    let (ch, cw) = if in_ratio < ratio.0 {
+        (((w as f64) / ratio.0).round() as usize, w)
+    } else if in_ratio > ratio.1 {
+        (h, ((h as f64) * ratio.1).round() as usize)
+    } else {
+        (h, w)
+    };
+    (
+        (h - ch.min(h)) / 2,
+        (w - cw.min(w)) / 2,
+        ch.min(h),
+        cw.min(w),
+    )
+}
+
+struct ViewOps {
+    blur_p: f64,
+    solarize_p: f64,
+}
+
+fn view<R: Rng>(
+    src: &[u8],
+    (h, w): (usize, usize),
+    size: usize,
+    scale: (f64, f64),
+    cfg: &MultiCropConfig,
+    ops: &ViewOps,
+    rng: &mut R,
+) -> Result<Crop> {
+    let (top, left, ch, cw) = random_resized_crop_params((h, w), scale, (0.75, 4.0 / 3.0), rng);
+    let bbox = [
+        left as f64,
+        top as f64,
+        (left + cw) as f64,
+        (top + ch) as f64,
+    ];
+    let mut px = resize_u8(src, (w, h), (size, size), Filter::Bicubic, Some(bbox))?;
+    if cfg.flip_p > 0.0 && rng.random_bool(cfg.flip_p.min(1.0)) {
+        for row in px.chunks_exact_mut(size) {
+            row.reverse();
+        }
+    }
+    let (bs, cs, jp) = cfg.jitter;
+    if jp > 0.0 && rng.random_bool(jp.min(1.0)) {
+        let b = rng.random_range((1.0 - bs).max(0.0)..=1.0 + bs);
+        let c = rng.random_range((1.0 - cs).max(0.0)..=1.0 + cs);
+        let brightness_first = rng.random_bool(0.5);
+        let brightness = |px: &mut [u8]| {
+            for v in px.iter_mut() {
+                *v = (f64::from(*v) * b).round().clamp(0.0, 255.0) as u8;
+            }
+        };
+        let contrast = |px: &mut [u8]| {
+            let mean = (px.iter().map(|&v| f64::from(v)).sum::<f64>() / px.len() as f64).round();
+            for v in px.iter_mut() {
+                *v = (mean + (f64::from(*v) - mean) * c)
+                    .round()
+                    .clamp(0.0, 255.0) as u8;
+            }
+        };
+        if brightness_first {
+            brightness(&mut px);
+            contrast(&mut px);
+        } else {
+            contrast(&mut px);
+            brightness(&mut px);
+        }
+    }
+    if ops.blur_p > 0.0 && rng.random_bool(ops.blur_p.min(1.0)) {
+        let sigma = rng.random_range(0.1..=2.0);
+        gaussian_blur(&mut px, size, size, sigma);
+    }
+    if ops.solarize_p > 0.0 && rng.random_bool(ops.solarize_p.min(1.0)) {
+        for v in px.iter_mut() {
+            if *v >= 128 {
+                *v = 255 - *v;
+            }
+        }
+    }
+    let n = size * size;
+    let mut data = vec![0f32; 3 * n];
+    for c in 0..3 {
+        for (o, &v) in data[c * n..(c + 1) * n].iter_mut().zip(&px) {
+            *o = ((f64::from(v) / 255.0) as f32 - cfg.mean[c]) / cfg.std[c];
+        }
+    }
+    Ok(Crop { size, data })
+}
+
+/// Separable Gaussian blur of an 8-bit plane, edges replicated.
+fn gaussian_blur(px: &mut [u8], w: usize, h: usize, sigma: f64) {
+    let r = (3.0 * sigma).ceil() as isize;
+    let k: Vec<f64> = (-r..=r)
+        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let s: f64 = k.iter().sum();
+    let k: Vec<f64> = k.iter().map(|v| v / s).collect();
+    let mut tmp = vec![0f64; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let mut acc = 0.0;
+            for (j, kv) in k.iter().enumerate() {
+                let xx = (x as isize + j as isize - r).clamp(0, w as isize - 1) as usize;
+                acc += kv * f64::from(px[y * w + xx]);
+            }
+            tmp[y * w + x] = acc;
+        }
+    }
+    for y in 0..h {
+        for x in 0..w {
+            let mut acc = 0.0;
+            for (j, kv) in k.iter().enumerate() {
+                let yy = (y as isize + j as isize - r).clamp(0, h as isize - 1) as usize;
+                acc += kv * tmp[yy * w + x];
+            }
+            px[y * w + x] = acc.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+}
+
+/// Builds every view of `image` with the generator of its `(seed, epoch, index)`.
+pub fn multi_crop<R: Rng>(
+    image: &GrayImage,
+    cfg: &MultiCropConfig,
+    rng: &mut R,
+) -> Result<MultiCrop> {
+    if cfg.global_size == 0 || cfg.local_size == 0 {
+        return Err(Error::Invalid("crop sizes must be positive".into()));
+    }
+    let src = image.to_u8();
+    let hw = (image.height, image.width);
+    let g1 = ViewOps {
+        blur_p: 1.0,
+        solarize_p: 0.0,
+    };
+    let g2 = ViewOps {
+        blur_p: 0.1,
+        solarize_p: 0.2,
+    };
+    let loc = ViewOps {
+        blur_p: 0.5,
+        solarize_p: 0.0,
+    };
+    let global = vec![
+        view(&src, hw, cfg.global_size, cfg.global_scale, cfg, &g1, rng)?,
+        view(&src, hw, cfg.global_size, cfg.global_scale, cfg, &g2, rng)?,
+    ];
+    let local = (0..cfg.n_local)
+        .map(|_| view(&src, hw, cfg.local_size, cfg.local_scale, cfg, &loc, rng))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MultiCrop { global, local })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_params_stay_inside_and_follow_scale() {
+        let mut rng = sample_rng(0, 0, 0);
+        for _ in 0..200 {
+            let (t, l, h, w) =
+                random_resized_crop_params((419, 512), (0.05, 0.32), (0.75, 4.0 / 3.0), &mut rng);
+            assert!(t + h <= 419 && l + w <= 512 && h > 0 && w > 0);
+            let frac = (h * w) as f64 / (419.0 * 512.0);
+            assert!((0.04..=0.34).contains(&frac), "{frac}");
+        }
+    }
+
+    #[test]
+    fn streams_differ_by_index_and_epoch() {
+        let a: u64 = sample_rng(1, 0, 0).random();
+        assert_eq!(a, sample_rng(1, 0, 0).random::<u64>());
+        assert_ne!(a, sample_rng(1, 0, 1).random::<u64>());
+        assert_ne!(a, sample_rng(1, 1, 0).random::<u64>());
+    }
+
+    #[test]
+    fn blur_keeps_constant_planes() {
+        let mut px = vec![77u8; 100];
+        gaussian_blur(&mut px, 10, 10, 1.5);
+        assert!(px.iter().all(|&v| v == 77));
+    }
+}

@@ -1,0 +1,28 @@
+//! The chest X-ray input pipeline: everything between a hospital's files and a batch tensor.
+//!
+//! - [`decode`]: PNG (8/16-bit, gray/RGB), JPEG and DICOM (modality LUT, VOI LUT/window,
+//!   MONOCHROME1 inversion, Bits Stored) to a gray [`GrayImage`] in `[0, 1]`.
+//! - [`processor`]: a Hugging Face image processor read from `preprocessor_config.json`,
+//!   reproducing transformers' PIL-backed `BitImageProcessor` (Pillow's fixed-point resampling
+//!   in [`resize`]).
+//! - [`manifest`] and [`split`]: CSV manifests, patient-level splits, nested scaling subsets.
+//! - [`augment`] and [`masking`]: DINOv2 multi-crop and iBOT block masks, seeded per sample.
+//! - [`loader`]: parallel decode + transform with bounded prefetch into candle batches.
+#![deny(missing_docs)]
+
+pub mod augment;
+pub mod decode;
+mod error;
+mod image;
+pub mod loader;
+pub mod manifest;
+pub mod masking;
+pub mod processor;
+pub mod resize;
+pub mod split;
+
+pub use crate::image::{to_u8, GrayImage};
+pub use decode::{decode_bytes, decode_file, DecodeOptions, DicomOptions, VoiChoice};
+pub use error::{Error, Result};
+pub use manifest::{Manifest, ManifestSpec, Record, Split};
+pub use processor::ImageProcessor;

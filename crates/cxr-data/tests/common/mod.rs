@@ -1,0 +1,58 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap
+#![allow(dead_code)]
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+
+/// `shared/` beside the checkout, or `$CXR_SHARED`.
+pub fn shared() -> PathBuf {
+    match std::env::var("CXR_SHARED") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")),
+    }
+}
+
+pub fn mini() -> PathBuf {
+    let p = shared().join("data/cxr-mini");
+    assert!(
+        p.is_dir(),
+        "{} not found: set CXR_SHARED to the folder holding data/cxr-mini",
+        p.display()
+    );
+    p
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")).join(rel)
+}
+
+pub fn load(rel: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture(rel), &Device::Cpu).unwrap()
+}
+
+pub fn vec_f32(t: &Tensor) -> Vec<f32> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+pub fn vec_f64(t: &Tensor) -> Vec<f64> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
