@@ -1,0 +1,93 @@
+//! Freshly initialised heads train: every parameter gets a finite, non-zero gradient.
+#![allow(clippy::unwrap_used)]
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use dino_loss::{DinoHead, DinoHeadConfig, DinoLoss, Error, TeacherMode};
+
+fn cfg(train_weight_g: bool) -> DinoHeadConfig {
+    DinoHeadConfig {
+        in_dim: 8,
+        n_prototypes: 16,
+        hidden_dim: 32,
+        bottleneck_dim: 8,
+        nlayers: 3,
+        mlp_bias: true,
+        train_weight_g,
+    }
+}
+
+fn grads_of_fresh_head(train_weight_g: bool) -> Vec<String> {
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let head = DinoHead::new(
+        cfg(train_weight_g),
+        VarBuilder::from_varmap(&vm, DType::F32, &dev),
+    )
+    .unwrap();
+    let mut loss = DinoLoss::new(16, 0.1, 0.9, &dev).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (4, 8), &dev).unwrap();
+    let t = Tensor::randn(0f32, 1.0, (4, 16), &dev).unwrap();
+    let targets = loss
+        .teacher_targets(&t, 0.04, TeacherMode::Centering, 1)
+        .unwrap();
+    let l = loss
+        .forward(&head.forward(&x).unwrap(), None, &targets, 2)
+        .unwrap();
+    let grads = l.global.backward().unwrap();
+    let data = vm.data().lock().unwrap();
+    let mut names = Vec::new();
+    for (name, var) in data.iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        let v: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            v.iter().all(|x| x.is_finite()),
+            "{name}: non-finite gradient"
+        );
+        assert!(v.iter().any(|&x| x != 0.0), "{name}: zero gradient");
+        names.push(name.clone());
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn every_head_parameter_gets_a_gradient_and_weight_g_stays_frozen() {
+    let names = grads_of_fresh_head(false);
+    assert_eq!(
+        names,
+        [
+            "last_layer.weight_v",
+            "mlp.0.bias",
+            "mlp.0.weight",
+            "mlp.2.bias",
+            "mlp.2.weight",
+            "mlp.4.bias",
+            "mlp.4.weight"
+        ]
+    );
+    // dinov2's own behaviour: a trainable gain
+    assert!(grads_of_fresh_head(true).contains(&"last_layer.weight_g".to_string()));
+}
+
+#[test]
+fn bad_shapes_are_clear_errors() {
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let head = DinoHead::new(cfg(false), VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+    let err = head
+        .forward(&Tensor::zeros((2, 5), DType::F32, &dev).unwrap())
+        .unwrap_err();
+    assert!(matches!(err, Error::BadInput { .. }), "{err}");
+    let loss = DinoLoss::new(16, 0.1, 0.9, &dev).unwrap();
+    let s = Tensor::zeros((5, 16), DType::F32, &dev).unwrap();
+    let err = loss.forward(&s, None, &s, 2).unwrap_err();
+    assert!(err.to_string().contains("2 crops"), "{err}");
+    // a 3-D head input works like dinov2's (batch of token sequences)
+    let out = head
+        .forward(&Tensor::zeros((2, 3, 8), DType::F32, &dev).unwrap())
+        .unwrap();
+    assert_eq!(out.dims(), [2, 3, 16]);
+}
