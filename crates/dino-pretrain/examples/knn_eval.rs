@@ -41,7 +41,11 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-fn embed(model: &Dinov2Model, proc: &ImageProcessor, files: &[PathBuf]) -> anyhow_like::Result<Tensor> {
+fn embed(
+    model: &Dinov2Model,
+    proc: &ImageProcessor,
+    files: &[PathBuf],
+) -> anyhow_like::Result<Tensor> {
     let dev = Device::Cpu;
     let mut out = Vec::new();
     for chunk in files.chunks(32) {
@@ -70,7 +74,10 @@ fn load(dir: &Path, random: bool) -> anyhow_like::Result<Dinov2Model> {
     let cfg = Dinov2Config::from_file(&dir.join("config.json"))?;
     let vm = VarMap::new();
     // the VarMap keeps the variables alive inside the model's tensors
-    Ok(Dinov2Model::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?)
+    Ok(Dinov2Model::new(
+        &cfg,
+        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+    )?)
 }
 
 fn main() -> anyhow_like::Result<()> {
@@ -89,7 +96,13 @@ fn main() -> anyhow_like::Result<()> {
         manifest
             .indices_in(split)
             .into_iter()
-            .map(|i| manifest.records[i].labels.iter().map(|l| l.unwrap_or(0.0)).collect())
+            .map(|i| {
+                manifest.records[i]
+                    .labels
+                    .iter()
+                    .map(|l| l.unwrap_or(0.0))
+                    .collect()
+            })
             .collect()
     };
     let bank = embed(&model, &proc, &files(Split::Train))?;
@@ -97,7 +110,11 @@ fn main() -> anyhow_like::Result<()> {
     println!(
         "{} ({}): memory bank {} train images, {} findings, k = {}, T = {}",
         args.model.display(),
-        if args.random_init { "random init" } else { "trained" },
+        if args.random_init {
+            "random init"
+        } else {
+            "trained"
+        },
         bank_labels.len(),
         manifest.label_names.len(),
         args.k,

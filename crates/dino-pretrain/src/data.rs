@@ -83,7 +83,10 @@ impl MultiCropSource {
             crops,
             masking: MaskingGenerator::dinov2(grid),
             mask_probability: cfg.ibot.mask_sample_probability,
-            mask_ratio: (cfg.ibot.mask_ratio_min_max[0], cfg.ibot.mask_ratio_min_max[1]),
+            mask_ratio: (
+                cfg.ibot.mask_ratio_min_max[0],
+                cfg.ibot.mask_ratio_min_max[1],
+            ),
             batch_size: cfg.train.batch_size_per_gpu,
             seed: cfg.train.seed,
         })

@@ -30,7 +30,11 @@ pub fn knn_scores(
     }
     let norm = |x: &Tensor| -> Result<Tensor> {
         let x = x.to_dtype(candle_core::DType::F32)?;
-        let l = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        let l = x
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
         Ok(x.broadcast_div(&l)?)
     };
     let sims: Vec<Vec<f32>> = norm(query)?.matmul(&norm(train)?.t()?)?.to_vec2()?;

@@ -12,9 +12,9 @@
 mod arch;
 mod data;
 mod error;
-pub mod packs;
 pub mod export;
 pub mod knn;
+pub mod packs;
 mod run;
 mod trainer;
 

@@ -160,8 +160,7 @@ pub fn run(
     Ok(RunSummary {
         start_step: start,
         end_step: trainer.step_index(),
-        images_per_second: losses.len() as f64 * batch_size
-            / t0.elapsed().as_secs_f64().max(1e-9),
+        images_per_second: losses.len() as f64 * batch_size / t0.elapsed().as_secs_f64().max(1e-9),
         losses,
     })
 }

@@ -6,8 +6,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dino_loss::{
-    Center, DinoHead, DinoObjective, DinoV2Config, ObjectiveLosses, StudentOutputs,
-    TeacherOutputs,
+    Center, DinoHead, DinoObjective, DinoV2Config, ObjectiveLosses, StudentOutputs, TeacherOutputs,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -188,7 +187,11 @@ impl DinoTrainer {
 
     /// A randomly initialised trainer with an explicit backbone configuration (any width and
     /// depth, e.g. tiny models for tests).
-    pub fn with_backbone(cfg: DinoV2Config, model_cfg: Dinov2Config, device: &Device) -> Result<Self> {
+    pub fn with_backbone(
+        cfg: DinoV2Config,
+        model_cfg: Dinov2Config,
+        device: &Device,
+    ) -> Result<Self> {
         cfg.validate()?;
         model_cfg.validate().map_err(Error::Invalid)?;
         let student_vm = VarMap::new();
@@ -324,7 +327,9 @@ impl DinoTrainer {
 
     fn masked_rows(tokens: &Tensor, prefix: usize, idx: &Tensor) -> Result<Tensor> {
         let (b, t, d) = tokens.dims3()?;
-        let patches = tokens.narrow(1, prefix, t - prefix)?.reshape((b * (t - prefix), d))?;
+        let patches = tokens
+            .narrow(1, prefix, t - prefix)?
+            .reshape((b * (t - prefix), d))?;
         Ok(patches.index_select(idx, 0)?)
     }
 
@@ -542,10 +547,13 @@ impl DinoTrainer {
             .set_center(Center::from_tensor(get("center.ibot")?, m)?);
         let extra = &ck.state.extra;
         let field = |k: &str| {
-            extra.get(k).and_then(|v| v.as_u64()).ok_or_else(|| Error::Checkpoint {
-                name: k.into(),
-                reason: "missing from the JSON state".into(),
-            })
+            extra
+                .get(k)
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| Error::Checkpoint {
+                    name: k.into(),
+                    reason: "missing from the JSON state".into(),
+                })
         };
         self.student
             .set_drop_path_state(field("drop_path_seed")?, field("drop_path_calls")?);

@@ -20,7 +20,11 @@ fn resume_after_one_step_is_bit_identical() {
 
     // uninterrupted: 3 steps
     let straight: Vec<f64> = (0..3)
-        .map(|s| a.train_step(&source.batch(s, &dev).unwrap()).unwrap().total())
+        .map(|s| {
+            a.train_step(&source.batch(s, &dev).unwrap())
+                .unwrap()
+                .total()
+        })
         .collect();
 
     // 1 step, checkpoint, fresh trainer, resume to 3 steps
@@ -47,11 +51,20 @@ fn resume_after_one_step_is_bit_identical() {
     }
     // the loss is not constant (the comparison means something)
     assert_ne!(straight[0].to_bits(), straight[2].to_bits());
-    for f in ["config.resolved.toml", "steps.csv", "steps.jsonl", "loss_curve.png", "loss_curve.svg"] {
+    for f in [
+        "config.resolved.toml",
+        "steps.csv",
+        "steps.jsonl",
+        "loss_curve.png",
+        "loss_curve.svg",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let log = train_utils::read_jsonl(&out.join("steps.jsonl")).unwrap();
-    assert_eq!(log.iter().map(|r| r.step).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        log.iter().map(|r| r.step).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
 }
 
 #[test]
@@ -62,6 +75,9 @@ fn nan_input_stops_with_a_clear_error_and_keeps_the_checkpoint() {
     batch.global = (batch.global * f64::NAN).unwrap();
     let before = t.step_index();
     let err = t.train_step(&batch).unwrap_err().to_string();
-    assert!(err.contains("step 0") || err.to_lowercase().contains("nan"), "{err}");
+    assert!(
+        err.contains("step 0") || err.to_lowercase().contains("nan"),
+        "{err}"
+    );
     assert_eq!(t.step_index(), before);
 }

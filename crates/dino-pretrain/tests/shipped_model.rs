@@ -10,7 +10,10 @@ use cxr_data::{decode_file, DecodeOptions, ImageProcessor};
 use vit_backbone::{Dinov2Model, ForwardOptions};
 
 fn model_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/cxr-dino-vit-tiny"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../models/cxr-dino-vit-tiny"
+    ))
 }
 
 #[test]
@@ -24,7 +27,10 @@ fn shipped_encoder_embeds_a_real_chest_x_ray() {
     assert_eq!(model.preprocessing().crop, (h, w));
     let img = common::pack("cxr-findings").join("images/00000075_000.png");
     let px = proc
-        .apply_tensor(&decode_file(&img, &DecodeOptions::default()).unwrap(), &Device::Cpu)
+        .apply_tensor(
+            &decode_file(&img, &DecodeOptions::default()).unwrap(),
+            &Device::Cpu,
+        )
         .unwrap()
         .unsqueeze(0)
         .unwrap();
