@@ -40,9 +40,12 @@ pub fn backbone_config(cfg: &DinoV2Config) -> Result<Dinov2Config> {
         "vit_base" => Dinov2Config::dinov2_base(),
         "vit_large" => Dinov2Config::dinov2_large(),
         "vit_giant2" => Dinov2Config::dinov2_giant(),
-        other => return Err(Error::Invalid(format!(
-            "student.arch `{other}` (known: vit_tiny, vit_small, vit_base, vit_large, vit_giant2)"
-        ))),
+        other => {
+            let known = "vit_tiny, vit_small, vit_base, vit_large, vit_giant2";
+            return Err(Error::Invalid(format!(
+                "student.arch `{other}` (known: {known})"
+            )));
+        }
     };
     m.image_size = size;
     m.patch_size = cfg.student.patch_size;
