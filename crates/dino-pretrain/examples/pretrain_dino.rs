@@ -1,0 +1,150 @@
+//! DINOv2 continual pretraining on the train splits of chest X-ray packs.
+//!
+//! ```text
+//! cargo run --release -p dino-pretrain --example pretrain_dino -- \
+//!     --data ../shared/data/cxr-mini --data ../shared/data/cxr-findings \
+//!     --config crates/dino-pretrain/configs/vit_tiny_cxr.toml --init random \
+//!     --out runs/dino-tiny --steps 300 --export models/cxr-dino-vit-tiny
+//! ```
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use clap::Parser;
+use cxr_data::Split;
+use dino_loss::DinoV2Config;
+use dino_pretrain::{export, packs, run, DinoTrainer, Init, MultiCropSource, RunOptions};
+
+/// RAD-DINO's pixel statistics, used for crops and the exported preprocessing.
+const MEAN: [f32; 3] = [0.5307; 3];
+const STD: [f32; 3] = [0.2583; 3];
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "DINOv2 continual pretraining (DINO + iBOT + KoLeo, EMA teacher) on chest X-rays",
+    long_about = "Trains a ViT with dinov2's objectives on the `train` split of each --data \
+pack (cxr-mini and/or cxr-findings layout: labels.csv with a split column). Writes \
+config.resolved.toml, steps.csv/steps.jsonl, loss_curve.png/svg and checkpoints/ into --out; \
+--resume continues bit-exactly from the newest checkpoint there. With --export, the teacher \
+backbone is written as a Hugging Face Dinov2Model directory (config.json, model.safetensors, \
+preprocessor_config.json)."
+)]
+struct Args {
+    /// A data pack directory (repeatable); only its train split is used.
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
+    /// TOML config with dinov2's sections (student, teacher, dino, ibot, crops, optim, train);
+    /// missing keys take dinov2's defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Preset when no --config is given: `dinov2` or `rad-dino`.
+    #[arg(long, default_value = "dinov2")]
+    preset: String,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from the newest checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Train until this many steps are done (default: optim.epochs × OFFICIAL_EPOCH_LENGTH).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// `random`, or a Hugging Face model directory (e.g. a local copy of microsoft/rad-dino).
+    #[arg(long, default_value = "random")]
+    init: String,
+    /// Checkpoint every this many steps.
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: u64,
+    /// Write the teacher backbone here as a Hugging Face model directory at the end.
+    #[arg(long)]
+    export: Option<PathBuf>,
+    /// Weight dtype of the export (`f16` or `f32`).
+    #[arg(long, default_value = "f16")]
+    export_dtype: String,
+    /// Run this many steps, print the time per step and exit (no files written).
+    #[arg(long)]
+    measure: Option<u64>,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let cfg = match &args.config {
+        Some(p) => DinoV2Config::from_toml_file(p)?,
+        None => DinoV2Config::preset(&args.preset)?,
+    };
+    let device = Device::Cpu;
+    let mut files = Vec::new();
+    for d in &args.data {
+        let f = packs::split_files(d, Split::Train)?;
+        println!("{}: {} train images", d.display(), f.len());
+        files.extend(f);
+    }
+    let init = Init::parse(&args.init);
+    let mut trainer = DinoTrainer::new(cfg.clone(), &init, &device)?;
+    let m = trainer.model_config().clone();
+    println!(
+        "student {} ({} wide, {} blocks, patch {}), global {} px, {} local crops of {} px, \
+         batch {}, K = {}, init {:?}",
+        cfg.student.arch,
+        m.hidden_size,
+        m.num_hidden_layers,
+        m.patch_size,
+        cfg.crops.global_crops_size,
+        cfg.crops.local_crops_number,
+        cfg.crops.local_crops_size,
+        cfg.train.batch_size_per_gpu,
+        cfg.dino.head_n_prototypes,
+        init
+    );
+    let source = MultiCropSource::new(files, &cfg, m.patch_size, MEAN, STD)?;
+    if let Some(n) = args.measure {
+        for step in 0..n {
+            let t = std::time::Instant::now();
+            let batch = source.batch(step, &device)?;
+            let tb = t.elapsed().as_secs_f64();
+            let out = trainer.train_step(&batch)?;
+            println!(
+                "step {step}: batch {tb:.2} s, total {:.2} s, loss {:.4}",
+                t.elapsed().as_secs_f64(),
+                out.total()
+            );
+        }
+        return Ok(());
+    }
+    let steps = args
+        .steps
+        .unwrap_or((cfg.optim.epochs * cfg.train.official_epoch_length) as u64);
+    let summary = run(
+        &mut trainer,
+        &source,
+        &device,
+        &RunOptions {
+            out: args.out.clone(),
+            steps,
+            checkpoint_every: args.checkpoint_every,
+            keep: 2,
+            resume: args.resume,
+            progress: true,
+        },
+    )?;
+    let first = summary.losses.first().copied().unwrap_or(f64::NAN);
+    let last = summary.losses.last().copied().unwrap_or(f64::NAN);
+    println!(
+        "steps {}..{}: total loss {first:.4} -> {last:.4}, {:.2} images/s; log {}, curve {}",
+        summary.start_step,
+        summary.end_step,
+        summary.images_per_second,
+        args.out.join("steps.csv").display(),
+        args.out.join("loss_curve.png").display()
+    );
+    if let Some(dir) = &args.export {
+        let dtype = match args.export_dtype.as_str() {
+            "f16" => DType::F16,
+            "f32" => DType::F32,
+            other => return Err(format!("--export-dtype {other} (f16 or f32)").into()),
+        };
+        let pre = export::preprocessor_json(cfg.crops.global_crops_size, MEAN, STD);
+        export::write_hf_dir(dir, &m, &trainer.teacher_backbone_tensors(), dtype, &pre)?;
+        println!("teacher backbone written to {}", dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Multi-crop batches whose content is a pure function of `(seed, step)`.
+//!
+//! The sample order streams through epochs of a seeded permutation, so the loader position
+//! of a checkpoint is just its step; each sample's augmentation comes from its own
+//! `(seed, epoch, index)` generator and each batch's iBOT masks from a `(seed, step)`
+//! generator. A resumed run therefore sees exactly the batches it would have seen.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use cxr_data::augment::{multi_crop, sample_rng, MultiCropConfig};
+use cxr_data::masking::{ibot_masks, MaskingGenerator};
+use cxr_data::{decode_file, DecodeOptions};
+use dino_loss::DinoV2Config;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::{Error, Result};
+
+/// Marks the generator of the masks apart from the per-sample ones.
+const MASK_STREAM: u64 = 0x6962_6f74_6d61_736b;
+
+/// One training batch, crop-major as dinov2's collate builds it.
+#[derive(Debug, Clone)]
+pub struct MultiCropBatch {
+    /// `[2·B, 3, G, G]`: first crop of every image, then the second.
+    pub global: Tensor,
+    /// `[n_local·B, 3, L, L]`, crop-major; `None` without local crops.
+    pub local: Option<Tensor>,
+    /// `[2·B, N]` u8 iBOT masks of the global crops (1 = masked).
+    pub masks: Tensor,
+    /// Dataset indices of the `B` images.
+    pub indices: Vec<usize>,
+}
+
+/// Images and the multi-crop/masking settings that turn them into batches.
+#[derive(Debug, Clone)]
+pub struct MultiCropSource {
+    files: Vec<PathBuf>,
+    crops: MultiCropConfig,
+    masking: MaskingGenerator,
+    mask_probability: f64,
+    mask_ratio: (f64, f64),
+    batch_size: usize,
+    seed: u64,
+}
+
+impl MultiCropSource {
+    /// A source over `files` with the crops, masks, batch size and seed of `cfg`; crops are
+    /// normalised with `mean`/`std` (per channel, after scaling to `[0, 1]`).
+    pub fn new(
+        files: Vec<PathBuf>,
+        cfg: &DinoV2Config,
+        patch_size: usize,
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> Result<Self> {
+        if files.is_empty() {
+            return Err(Error::Invalid("no training images".into()));
+        }
+        let c = &cfg.crops;
+        if patch_size == 0 || c.global_crops_size < patch_size {
+            return Err(Error::Invalid(format!(
+                "global crops of {} px are smaller than a {patch_size}-px patch",
+                c.global_crops_size
+            )));
+        }
+        let crops = MultiCropConfig {
+            global_size: c.global_crops_size,
+            global_scale: (c.global_crops_scale[0], c.global_crops_scale[1]),
+            n_local: c.local_crops_number,
+            local_size: c.local_crops_size,
+            local_scale: (c.local_crops_scale[0], c.local_crops_scale[1]),
+            mean,
+            std,
+            ..MultiCropConfig::dinov2()
+        };
+        let grid = c.global_crops_size / patch_size;
+        Ok(Self {
+            files,
+            crops,
+            masking: MaskingGenerator::dinov2(grid),
+            mask_probability: cfg.ibot.mask_sample_probability,
+            mask_ratio: (
+                cfg.ibot.mask_ratio_min_max[0],
+                cfg.ibot.mask_ratio_min_max[1],
+            ),
+            batch_size: cfg.train.batch_size_per_gpu,
+            seed: cfg.train.seed,
+        })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True without images (never, by construction).
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Images per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The multi-crop settings.
+    pub fn crops(&self) -> &MultiCropConfig {
+        &self.crops
+    }
+
+    fn order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.files.len()).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9));
+        order.shuffle(&mut rng);
+        order
+    }
+
+    /// `(epoch, dataset index)` of the samples of `step`.
+    pub fn positions(&self, step: u64) -> Vec<(u64, usize)> {
+        let n = self.files.len() as u64;
+        let b = self.batch_size as u64;
+        let mut cached: Option<(u64, Vec<usize>)> = None;
+        (step * b..(step + 1) * b)
+            .map(|pos| {
+                let epoch = pos / n;
+                let order = match &cached {
+                    Some((e, o)) if *e == epoch => o,
+                    _ => &cached.insert((epoch, self.order(epoch))).1,
+                };
+                (epoch, order[(pos % n) as usize])
+            })
+            .collect()
+    }
+
+    /// The batch of `step` (decode and augment in parallel).
+    pub fn batch(&self, step: u64, device: &Device) -> Result<MultiCropBatch> {
+        let positions = self.positions(step);
+        let views = positions
+            .par_iter()
+            .map(|&(epoch, idx)| -> Result<_> {
+                let path = &self.files[idx];
+                let img = decode_file(path, &DecodeOptions::default())?;
+                let mut rng = sample_rng(self.seed, epoch, idx as u64);
+                Ok(multi_crop(&img, &self.crops, &mut rng)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let b = views.len();
+        let (g, l) = (self.crops.global_size, self.crops.local_size);
+        let mut global = Vec::with_capacity(2 * b * 3 * g * g);
+        for k in 0..2 {
+            for v in &views {
+                global.extend_from_slice(&v.global[k].data);
+            }
+        }
+        let global = Tensor::from_vec(global, (2 * b, 3, g, g), device)?;
+        let n_local = self.crops.n_local;
+        let local = if n_local > 0 {
+            let mut local = Vec::with_capacity(n_local * b * 3 * l * l);
+            for k in 0..n_local {
+                for v in &views {
+                    local.extend_from_slice(&v.local[k].data);
+                }
+            }
+            Some(Tensor::from_vec(local, (n_local * b, 3, l, l), device)?)
+        } else {
+            None
+        };
+        let mut rng = sample_rng(self.seed ^ MASK_STREAM, step, u64::MAX);
+        let (masks, _) = ibot_masks(
+            &self.masking,
+            2 * b,
+            self.mask_probability,
+            self.mask_ratio,
+            &mut rng,
+        )?;
+        let n = self.masking.height * self.masking.width;
+        let flat: Vec<u8> = masks.iter().flatten().map(|&m| u8::from(m)).collect();
+        let masks = Tensor::from_vec(flat, (2 * b, n), device)?;
+        Ok(MultiCropBatch {
+            global,
+            local,
+            masks,
+            indices: positions.iter().map(|&(_, i)| i).collect(),
+        })
+    }
+}

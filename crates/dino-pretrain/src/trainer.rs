@@ -1,0 +1,574 @@
+//! The DINOv2 training step: student, EMA teacher, heads, objective, optimizer, checkpoints.
+
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use dino_loss::{
+    Center, DinoHead, DinoObjective, DinoV2Config, ObjectiveLosses, StudentOutputs, TeacherOutputs,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use train_utils::{
+    check_finite, clip_grad_norm, ema_update, named_vars, AdamW, AdamWConfig, Checkpoint,
+    DinoSchedules, NamedGrads, NamedVars, ParamGroupRules, RngState, ScheduleValues, TrainState,
+};
+use vit_backbone::{Dinov2Config, Dinov2Model, ForwardOptions};
+
+use crate::{backbone_config, Error, Init, MultiCropBatch, Result};
+
+const DINO_HEAD: &str = "dino_head";
+const IBOT_HEAD: &str = "ibot_head";
+
+/// What one step produced.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// The step that ran (0-based).
+    pub step: u64,
+    /// Loss terms by dinov2's names, plus `total_loss`.
+    pub losses: Vec<(&'static str, f64)>,
+    /// The scheduled values used.
+    pub schedule: ScheduleValues,
+    /// Gradient norms before clipping: backbone, DINO head, iBOT head (if separate).
+    pub grad_norms: Vec<(&'static str, f64)>,
+}
+
+impl StepOutput {
+    /// Everything as `(name, value)` for the step log.
+    pub fn values(&self) -> BTreeMap<String, f64> {
+        let mut m: BTreeMap<String, f64> = self
+            .losses
+            .iter()
+            .chain(self.grad_norms.iter())
+            .map(|(k, v)| ((*k).to_string(), *v))
+            .collect();
+        let s = &self.schedule;
+        m.insert("lr".into(), s.lr);
+        m.insert("wd".into(), s.wd);
+        m.insert("momentum".into(), s.momentum);
+        m.insert("teacher_temp".into(), s.teacher_temp);
+        m.insert("last_layer_lr".into(), s.last_layer_lr);
+        m
+    }
+
+    /// The total loss.
+    pub fn total(&self) -> f64 {
+        self.losses
+            .iter()
+            .find(|(k, _)| *k == "total_loss")
+            .map_or(f64::NAN, |(_, v)| *v)
+    }
+}
+
+/// Student, EMA teacher and everything else one DINOv2 training run holds.
+///
+/// Student and teacher live in two `VarMap`s with the same names: the backbone at the root
+/// (Hugging Face `Dinov2Model` names), the heads under `dino_head.` and `ibot_head.`. The
+/// teacher's variables only change through the EMA update; its forward pass runs on
+/// detached copies, so it never joins the autograd graph.
+pub struct DinoTrainer {
+    cfg: DinoV2Config,
+    model_cfg: Dinov2Config,
+    device: Device,
+    student_vm: VarMap,
+    teacher_vm: VarMap,
+    student: Dinov2Model,
+    dino_head: DinoHead,
+    ibot_head: Option<DinoHead>,
+    objective: DinoObjective,
+    schedules: DinoSchedules,
+    opt: AdamW,
+    step: u64,
+}
+
+impl std::fmt::Debug for DinoTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DinoTrainer")
+            .field("arch", &self.cfg.student.arch)
+            .field("hidden_size", &self.model_cfg.hidden_size)
+            .field("step", &self.step)
+            .finish()
+    }
+}
+
+fn is_head(name: &str) -> bool {
+    name.starts_with("dino_head.") || name.starts_with("ibot_head.")
+}
+
+fn build_student(
+    cfg: &DinoV2Config,
+    init: &Init,
+    vm: &VarMap,
+    device: &Device,
+) -> Result<(Dinov2Config, Dinov2Model)> {
+    match init {
+        Init::Random => {
+            let m = backbone_config(cfg)?;
+            let model = Dinov2Model::new(&m, VarBuilder::from_varmap(vm, DType::F32, device))?;
+            Ok((m, model))
+        }
+        Init::Dir(dir) => {
+            let files = vit_backbone::ModelFiles::in_dir(dir)?;
+            let mut ck = vit_backbone::Checkpoint::read(&files)?;
+            ck.config.drop_path_rate = cfg.student.drop_path_rate;
+            let m = ck.config.clone();
+            if m.patch_size != cfg.student.patch_size {
+                return Err(Error::Invalid(format!(
+                    "{}: patch size {} but student.patch_size is {}",
+                    dir.display(),
+                    m.patch_size,
+                    cfg.student.patch_size
+                )));
+            }
+            let model = ck.into_trainable(vm, DType::F32, device)?;
+            Ok((m, model))
+        }
+    }
+}
+
+fn build_heads(
+    cfg: &DinoV2Config,
+    dim: usize,
+    vb: &VarBuilder,
+) -> Result<(DinoHead, Option<DinoHead>)> {
+    let dino = DinoHead::new(cfg.dino_head(dim), vb.pp(DINO_HEAD))?;
+    let ibot = match cfg.ibot_head(dim) {
+        Some(h) if cfg.ibot.loss_weight > 0.0 => Some(DinoHead::new(h, vb.pp(IBOT_HEAD))?),
+        _ => None,
+    };
+    Ok((dino, ibot))
+}
+
+/// Copies `dino_head.safetensors` (dinov2 key names, optionally prefixed) into the head.
+fn load_dino_head(init: &Init, vm: &VarMap, device: &Device) -> Result<()> {
+    let Init::Dir(dir) = init else {
+        return Ok(());
+    };
+    let path = dir.join("dino_head.safetensors");
+    if !path.exists() {
+        return Ok(());
+    }
+    let tensors = candle_core::safetensors::load(&path, device)?;
+    let data = vm
+        .data()
+        .lock()
+        .map_err(|_| Error::Invalid("VarMap lock poisoned".into()))?;
+    for (name, var) in data.iter() {
+        let Some(key) = name.strip_prefix("dino_head.") else {
+            continue;
+        };
+        let found = tensors
+            .get(key)
+            .or_else(|| tensors.get(&format!("dino_head.{key}")))
+            .or_else(|| tensors.get(name));
+        if let Some(t) = found {
+            if t.dims() != var.dims() {
+                return Err(Error::Checkpoint {
+                    name: format!("{}: {key}", path.display()),
+                    reason: format!("shape {:?}, head expects {:?}", t.dims(), var.dims()),
+                });
+            }
+            var.set(&t.to_dtype(DType::F32)?)?;
+        }
+    }
+    Ok(())
+}
+
+impl DinoTrainer {
+    /// A trainer for `cfg` starting from `init`; the teacher starts equal to the student.
+    /// The backbone is [`backbone_config`]`(cfg)` (random init) or the directory's own.
+    pub fn new(cfg: DinoV2Config, init: &Init, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let student_vm = VarMap::new();
+        let (model_cfg, student) = build_student(&cfg, init, &student_vm, device)?;
+        Self::assemble(cfg, init, student_vm, model_cfg, student, device)
+    }
+
+    /// A randomly initialised trainer with an explicit backbone configuration (any width and
+    /// depth, e.g. tiny models for tests).
+    pub fn with_backbone(
+        cfg: DinoV2Config,
+        model_cfg: Dinov2Config,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        model_cfg.validate().map_err(Error::Invalid)?;
+        let student_vm = VarMap::new();
+        let student = Dinov2Model::new(
+            &model_cfg,
+            VarBuilder::from_varmap(&student_vm, DType::F32, device),
+        )?;
+        Self::assemble(cfg, &Init::Random, student_vm, model_cfg, student, device)
+    }
+
+    fn assemble(
+        cfg: DinoV2Config,
+        init: &Init,
+        student_vm: VarMap,
+        model_cfg: Dinov2Config,
+        student: Dinov2Model,
+        device: &Device,
+    ) -> Result<Self> {
+        let vb = VarBuilder::from_varmap(&student_vm, DType::F32, device);
+        let (dino_head, ibot_head) = build_heads(&cfg, model_cfg.hidden_size, &vb)?;
+        load_dino_head(init, &student_vm, device)?;
+        student.set_drop_path_state(cfg.train.seed, 0);
+
+        // the teacher: same names, then a copy of the student
+        let teacher_vm = VarMap::new();
+        let tvb = VarBuilder::from_varmap(&teacher_vm, DType::F32, device);
+        Dinov2Model::new(&model_cfg, tvb.clone())?;
+        build_heads(&cfg, model_cfg.hidden_size, &tvb)?;
+        ema_update(&named_vars(&teacher_vm), &named_vars(&student_vm), 0.0)?;
+
+        let objective = DinoObjective::new(cfg.objective()?, device)?;
+        let schedules = DinoSchedules::new(&cfg.schedules(1))?;
+        let backbone_rules = ParamGroupRules::backbone(
+            model_cfg.num_hidden_layers,
+            cfg.optim.layerwise_decay,
+            cfg.optim.patch_embed_lr_mult,
+        );
+        let head_rules = ParamGroupRules::head();
+        let opt = AdamW::new(
+            &named_vars(&student_vm),
+            |n| {
+                if is_head(n) {
+                    head_rules.group(n)
+                } else {
+                    backbone_rules.group(n)
+                }
+            },
+            AdamWConfig {
+                beta1: cfg.optim.adamw_beta1,
+                beta2: cfg.optim.adamw_beta2,
+                ..AdamWConfig::default()
+            },
+        )?;
+        Ok(Self {
+            cfg,
+            model_cfg,
+            device: device.clone(),
+            student_vm,
+            teacher_vm,
+            student,
+            dino_head,
+            ibot_head,
+            objective,
+            schedules,
+            opt,
+            step: 0,
+        })
+    }
+
+    /// The training configuration.
+    pub fn config(&self) -> &DinoV2Config {
+        &self.cfg
+    }
+
+    /// The backbone configuration.
+    pub fn model_config(&self) -> &Dinov2Config {
+        &self.model_cfg
+    }
+
+    /// Steps completed.
+    pub fn step_index(&self) -> u64 {
+        self.step
+    }
+
+    /// Student variables (backbone and heads), sorted by name.
+    pub fn student_vars(&self) -> NamedVars {
+        named_vars(&self.student_vm)
+    }
+
+    /// Teacher variables, sorted by name.
+    pub fn teacher_vars(&self) -> NamedVars {
+        named_vars(&self.teacher_vm)
+    }
+
+    /// The teacher's backbone weights (Hugging Face names), for export.
+    pub fn teacher_backbone_tensors(&self) -> HashMap<String, Tensor> {
+        self.teacher_vars()
+            .into_iter()
+            .filter(|(n, _)| !is_head(n))
+            .map(|(n, v)| (n, v.as_tensor().detach()))
+            .collect()
+    }
+
+    /// The teacher as plain (detached) tensors: an inference model and heads on them.
+    fn teacher(&self) -> Result<(Dinov2Model, DinoHead, Option<DinoHead>)> {
+        let tensors: HashMap<String, Tensor> = self
+            .teacher_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().detach()))
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &self.device);
+        let model = Dinov2Model::new(&self.model_cfg, vb.clone())?;
+        let (dino, ibot) = build_heads(&self.cfg, self.model_cfg.hidden_size, &vb)?;
+        Ok((model, dino, ibot))
+    }
+
+    /// Row indices of the masked patches in `[2B·N]` order, and the f32 masks.
+    fn mask_index(masks: &Tensor) -> Result<(Tensor, Tensor, usize)> {
+        let flat: Vec<u8> = masks.flatten_all()?.to_vec1()?;
+        let idx: Vec<u32> = flat
+            .iter()
+            .enumerate()
+            .filter(|(_, &m)| m != 0)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let m = idx.len();
+        Ok((
+            Tensor::from_vec(idx, m, masks.device())?,
+            masks.to_dtype(DType::F32)?,
+            m,
+        ))
+    }
+
+    fn masked_rows(tokens: &Tensor, prefix: usize, idx: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = tokens.dims3()?;
+        let patches = tokens
+            .narrow(1, prefix, t - prefix)?
+            .reshape((b * (t - prefix), d))?;
+        Ok(patches.index_select(idx, 0)?)
+    }
+
+    /// Forward passes and losses of the current step (teacher targets update the centers).
+    fn losses(&mut self, batch: &MultiCropBatch, s: &ScheduleValues) -> Result<ObjectiveLosses> {
+        let ibot_on = self.cfg.ibot.loss_weight > 0.0;
+        let (idx, masks_f, n_masked) = Self::mask_index(&batch.masks)?;
+        if ibot_on && n_masked == 0 {
+            return Err(Error::Invalid(
+                "iBOT is on but no patch of the batch is masked: use larger global crops \
+                 (a bigger patch grid) or a higher ibot.mask_sample_probability"
+                    .into(),
+            ));
+        }
+        let prefix = self.student.prefix_tokens();
+
+        // teacher: global crops, no masks, no gradient
+        let (t_model, t_dino, t_ibot) = self.teacher()?;
+        let t_out = t_model.forward(&batch.global, &ForwardOptions::default())?;
+        let t_cls_logits = t_dino.forward(&t_out.pooler_output)?.detach();
+        let t_patch_logits = if ibot_on {
+            let rows = Self::masked_rows(&t_out.last_hidden_state, prefix, &idx)?;
+            Some(t_ibot.as_ref().unwrap_or(&t_dino).forward(&rows)?.detach())
+        } else {
+            None
+        };
+        let targets = self.objective.teacher_targets(
+            &TeacherOutputs {
+                cls_logits: t_cls_logits,
+                masked_patch_logits: t_patch_logits,
+            },
+            s.teacher_temp,
+            1,
+            None,
+        )?;
+
+        // student: masked global crops and local crops, with stochastic depth
+        let g = self.student.forward(
+            &batch.global,
+            &ForwardOptions {
+                bool_masked_pos: ibot_on.then_some(&batch.masks),
+                train: true,
+                ..ForwardOptions::default()
+            },
+        )?;
+        let local_cls_logits = match &batch.local {
+            Some(local) => {
+                let l = self.student.forward(
+                    local,
+                    &ForwardOptions {
+                        train: true,
+                        ..ForwardOptions::default()
+                    },
+                )?;
+                Some(self.dino_head.forward(&l.pooler_output)?)
+            }
+            None => None,
+        };
+        let masked_patch_logits = if ibot_on {
+            let rows = Self::masked_rows(&g.last_hidden_state, prefix, &idx)?;
+            Some(
+                self.ibot_head
+                    .as_ref()
+                    .unwrap_or(&self.dino_head)
+                    .forward(&rows)?,
+            )
+        } else {
+            None
+        };
+        let student = StudentOutputs {
+            global_cls_logits: self.dino_head.forward(&g.pooler_output)?,
+            local_cls_logits,
+            global_cls_tokens: g.pooler_output.clone(),
+            masked_patch_logits,
+            masks: ibot_on.then_some(masks_f),
+        };
+        Ok(self.objective.losses(&student, &targets)?)
+    }
+
+    /// Losses and the full gradient store of `batch` without changing any weight (the
+    /// centers do move, as in a real step): for checking which variables get gradients.
+    pub fn gradients(&mut self, batch: &MultiCropBatch) -> Result<(ObjectiveLosses, GradStore)> {
+        let s = self.schedules.at(self.step as usize);
+        let losses = self.losses(batch, &s)?;
+        let store = losses.total.backward()?;
+        Ok((losses, store))
+    }
+
+    /// One training step: forward, backward, clipping per sub-model, AdamW, EMA update.
+    /// A NaN/Inf loss stops with an error before any weight changes.
+    pub fn train_step(&mut self, batch: &MultiCropBatch) -> Result<StepOutput> {
+        let step = self.step;
+        let s = self.schedules.at(step as usize);
+        let losses = self.losses(batch, &s)?;
+        let scalars = losses.scalars()?;
+        check_finite(step, &scalars)?;
+        let vars = self.student_vars();
+        let mut grads = NamedGrads::from_store(&losses.total.backward()?, &vars);
+        drop(losses);
+        let mut grad_norms = Vec::new();
+        let clip = self.cfg.optim.clip_grad;
+        for (label, pick) in [
+            ("grad_norm_backbone", None),
+            ("grad_norm_dino_head", Some(DINO_HEAD)),
+            ("grad_norm_ibot_head", Some(IBOT_HEAD)),
+        ] {
+            let names: Vec<String> = vars
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| match pick {
+                    None => !is_head(n),
+                    Some(p) => n.starts_with(p) && n[p.len()..].starts_with('.'),
+                })
+                .cloned()
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            let norm = if clip > 0.0 {
+                clip_grad_norm(&mut grads, Some(&names), clip)?
+            } else {
+                clip_grad_norm(&mut grads, Some(&names), f64::INFINITY)?
+            };
+            grad_norms.push((label, norm));
+        }
+        self.opt.step(&grads, s.lr, s.wd, s.last_layer_lr)?;
+        ema_update(&self.teacher_vars(), &vars, s.momentum)?;
+        self.step += 1;
+        Ok(StepOutput {
+            step,
+            losses: scalars,
+            schedule: s,
+            grad_norms,
+        })
+    }
+
+    /// Everything an exact resume needs: student, teacher, optimizer moments and centers as
+    /// tensors; step, loader position, optimizer step counts and stochastic-depth state as
+    /// JSON.
+    pub fn checkpoint(&self) -> Result<(HashMap<String, Tensor>, TrainState)> {
+        let mut tensors = HashMap::new();
+        for (n, v) in self.student_vars() {
+            tensors.insert(format!("student.{n}"), v.as_tensor().detach());
+        }
+        for (n, v) in self.teacher_vars() {
+            tensors.insert(format!("teacher.{n}"), v.as_tensor().detach());
+        }
+        let (moments, steps) = self.opt.state();
+        for (n, t) in moments {
+            tensors.insert(format!("optim.{n}"), t);
+        }
+        tensors.insert(
+            "center.dino".into(),
+            self.objective.dino().center().value().clone(),
+        );
+        tensors.insert(
+            "center.ibot".into(),
+            self.objective.ibot().center().value().clone(),
+        );
+        let (dp_seed, dp_calls) = self.student.drop_path_state();
+        // nothing draws from a sequential generator (all randomness is keyed by seed and
+        // step); the seed's generator is recorded for completeness
+        let rng = ChaCha8Rng::seed_from_u64(self.cfg.train.seed);
+        let state = TrainState {
+            step: self.step,
+            data_position: self.step * self.cfg.train.batch_size_per_gpu as u64,
+            rng: RngState::capture(&rng),
+            optimizer_steps: steps,
+            extra: serde_json::json!({
+                "drop_path_seed": dp_seed,
+                "drop_path_calls": dp_calls,
+                "batch_size": self.cfg.train.batch_size_per_gpu,
+                "seed": self.cfg.train.seed,
+            }),
+        };
+        Ok((tensors, state))
+    }
+
+    /// Restores a checkpoint written by [`Self::checkpoint`].
+    pub fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+        let get = |key: &str| -> Result<&Tensor> {
+            ck.tensors.get(key).ok_or_else(|| Error::Checkpoint {
+                name: key.into(),
+                reason: "missing".into(),
+            })
+        };
+        for (prefix, vars) in [
+            ("student", self.student_vars()),
+            ("teacher", self.teacher_vars()),
+        ] {
+            for (n, v) in vars {
+                let key = format!("{prefix}.{n}");
+                let t = get(&key)?;
+                if t.dims() != v.dims() {
+                    return Err(Error::Checkpoint {
+                        name: key,
+                        reason: format!("shape {:?}, model has {:?}", t.dims(), v.dims()),
+                    });
+                }
+                v.set(&t.to_dtype(v.dtype())?.to_device(&self.device)?)?;
+            }
+        }
+        let moments: HashMap<String, Tensor> = ck
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix("optim.").map(|n| (n.to_string(), t.clone())))
+            .collect();
+        self.opt.load_state(&moments, &ck.state.optimizer_steps)?;
+        let m = self.objective.config().center_momentum;
+        self.objective
+            .dino_mut()
+            .set_center(Center::from_tensor(get("center.dino")?, m)?);
+        self.objective
+            .ibot_mut()
+            .set_center(Center::from_tensor(get("center.ibot")?, m)?);
+        let extra = &ck.state.extra;
+        let field = |k: &str| {
+            extra
+                .get(k)
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| Error::Checkpoint {
+                    name: k.into(),
+                    reason: "missing from the JSON state".into(),
+                })
+        };
+        self.student
+            .set_drop_path_state(field("drop_path_seed")?, field("drop_path_calls")?);
+        let batch = field("batch_size")?;
+        if batch != self.cfg.train.batch_size_per_gpu as u64 {
+            return Err(Error::Checkpoint {
+                name: "batch_size".into(),
+                reason: format!(
+                    "checkpoint was trained with batch {batch}, config has {}: the loader \
+                     position would not match",
+                    self.cfg.train.batch_size_per_gpu
+                ),
+            });
+        }
+        self.step = ck.state.step;
+        Ok(())
+    }
+}
