@@ -59,7 +59,11 @@ fn list_images(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            let ext = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("")
+                .to_ascii_lowercase();
             matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "dcm" | "dicom")
         })
         .collect();
@@ -70,12 +74,22 @@ fn list_images(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 fn load_model(args: &Args) -> Result<Dinov2Model, Box<dyn std::error::Error>> {
     let device = Device::Cpu;
     if let Some(repo) = &args.hub {
-        return Ok(Dinov2Model::from_pretrained(repo, None, DType::F32, &device)?);
+        return Ok(Dinov2Model::from_pretrained(
+            repo,
+            None,
+            DType::F32,
+            &device,
+        )?);
     }
-    let dir = args.model.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
-    Ok(Dinov2Model::from_dir(&dir, DType::F32, &device).map_err(|e| {
-        format!("{e}\n(give --model DIR or --hub REPO; the default is {DEFAULT_MODEL})")
-    })?)
+    let dir = args
+        .model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    Ok(
+        Dinov2Model::from_dir(&dir, DType::F32, &device).map_err(|e| {
+            format!("{e}\n(give --model DIR or --hub REPO; the default is {DEFAULT_MODEL})")
+        })?,
+    )
 }
 
 /// `patient_id` per image stem, from a `labels.csv` beside the image folder.
@@ -105,8 +119,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let model = load_model(&args)?;
     let processor = ImageProcessor::from_preprocessing(&model.preprocessing());
-    let mut files = list_images(&args.images)
-        .map_err(|e| format!("{}: {e}", args.images.display()))?;
+    let mut files =
+        list_images(&args.images).map_err(|e| format!("{}: {e}", args.images.display()))?;
     if args.limit > 0 {
         files.truncate(args.limit);
     }
@@ -134,7 +148,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .par_iter()
             .map(|f| {
                 let img = decode_file(f, &DecodeOptions::default()).map_err(|e| e.to_string())?;
-                processor.apply_tensor(&img, &Device::Cpu).map_err(|e| e.to_string())
+                processor
+                    .apply_tensor(&img, &Device::Cpu)
+                    .map_err(|e| e.to_string())
             })
             .collect();
         let mut batch = vec![];
@@ -168,13 +184,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let names: Vec<String> = kept
         .iter()
-        .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
         .collect();
     let metadata: HashMap<String, String> =
         [("files".to_string(), serde_json::to_string(&names)?)].into();
     let tensors = [("embeddings", pooled.clone()), ("patch_mean", patch_mean)];
-    let views: Vec<(String, Tensor)> =
-        tensors.iter().map(|(n, t)| (n.to_string(), t.clone())).collect();
+    let views: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.clone()))
+        .collect();
     safetensors::serialize_to_file(views, Some(metadata), &args.out)?;
 
     let n = kept.len();
@@ -199,13 +221,20 @@ fn summarise(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let norm = emb.broadcast_div(&emb.sqr()?.sum_keepdim(1)?.sqrt()?)?;
     let sim: Vec<Vec<f32>> = norm.matmul(&norm.t()?)?.to_vec2()?;
-    let stem = |s: &String| s.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or(s.clone());
+    let stem = |s: &String| {
+        s.rsplit_once('.')
+            .map(|(a, _)| a.to_string())
+            .unwrap_or(s.clone())
+    };
     let (mut same, mut diff, mut all) = ((0f64, 0usize), (0f64, 0usize), (0f64, 0usize));
     for i in 0..names.len() {
         for j in i + 1..names.len() {
             let s = sim[i][j] as f64;
             all = (all.0 + s, all.1 + 1);
-            match (patients.get(&stem(&names[i])), patients.get(&stem(&names[j]))) {
+            match (
+                patients.get(&stem(&names[i])),
+                patients.get(&stem(&names[j])),
+            ) {
                 (Some(a), Some(b)) if a == b => same = (same.0 + s, same.1 + 1),
                 (Some(_), Some(_)) => diff = (diff.0 + s, diff.1 + 1),
                 _ => {}
@@ -213,7 +242,11 @@ fn summarise(
         }
     }
     if all.1 > 0 {
-        println!("mean pairwise cosine similarity: {:.3} over {} pairs", all.0 / all.1 as f64, all.1);
+        println!(
+            "mean pairwise cosine similarity: {:.3} over {} pairs",
+            all.0 / all.1 as f64,
+            all.1
+        );
     }
     if same.1 > 0 && diff.1 > 0 {
         println!(

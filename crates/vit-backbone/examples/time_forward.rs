@@ -31,10 +31,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, shape) in vit_backbone::weights::expected_tensors(&cfg) {
         tensors.insert(name, Tensor::randn(0f32, 0.02, shape, &Device::Cpu)?);
     }
-    let model = Dinov2Model::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))?;
+    let model = Dinov2Model::new(
+        &cfg,
+        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
+    )?;
     // 2 FLOPs per multiply-add over the GEMMs of one image at 518 (1370 tokens)
     let (n, d) = (1370.0f64, 768.0f64);
-    let gflop = 2.0 * (1369.0 * 588.0 * d + 12.0 * (4.0 * n * d * d + 2.0 * n * n * d + 8.0 * n * d * d)) / 1e9;
+    let gflop = 2.0
+        * (1369.0 * 588.0 * d + 12.0 * (4.0 * n * d * d + 2.0 * n * n * d + 8.0 * n * d * d))
+        / 1e9;
     // the machine's matmul ceiling, for reading the forward's GFLOP/s
     let a = Tensor::randn(0f32, 1.0, (2048, 2048), &Device::Cpu)?;
     a.matmul(&a)?;

@@ -1,5 +1,6 @@
 //! `from_pretrained` reads a model from a local Hugging Face cache with no network access.
 //! (One test per binary: it sets `HF_HOME` for the process.)
+#![allow(clippy::unwrap_used)] // tests may panic on failure
 
 use std::path::Path;
 

@@ -2,6 +2,7 @@
 //!
 //! Tolerance: 1e-4 absolute on every output (f32 reference vs f32 candle; observed errors are
 //! around 1e-6).
+#![allow(clippy::unwrap_used)] // tests may panic on failure
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
