@@ -1,0 +1,153 @@
+//! Test-set evaluation of probe scores: AUROC and AUPRC per column with patient-level
+//! (clustered) bootstrap CIs, and the logistic-regression probe with C tuned on val.
+
+use metrics::bootstrap::{bootstrap_many, group_rows, BootstrapConfig, Interval, Resampling};
+use metrics::classification::ranking::ranking_scores;
+
+use crate::logreg::{LogReg, LogRegConfig};
+use crate::targets::macro_auroc;
+use crate::{Error, Matrix, Result, Targets};
+
+/// One column's test metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnResult {
+    /// Label or class name.
+    pub name: String,
+    /// AUROC with its CI.
+    pub auroc: Interval,
+    /// Average precision with its CI.
+    pub auprc: Interval,
+    /// Samples with a known label.
+    pub n: usize,
+    /// Positives among them.
+    pub positives: usize,
+}
+
+/// AUROC/AUPRC per column, and their macro averages as a last `"macro"` column, with a
+/// bootstrap that resamples whole patients (`groups`, one entry per row).
+pub fn evaluate(
+    targets: &Targets,
+    scores: &[f64],
+    groups: &[String],
+    cfg: &BootstrapConfig,
+) -> Result<Vec<ColumnResult>> {
+    let n = targets.len();
+    let k = targets.width();
+    targets.check(n)?;
+    if scores.len() != n * k || groups.len() != n {
+        return Err(Error::bad(
+            "evaluate",
+            format!(
+                "{} scores and {} groups for {n} samples x {k} columns",
+                scores.len(),
+                groups.len()
+            ),
+        ));
+    }
+    let hot = targets.one_hot();
+    let stat = |rows: &[usize]| -> metrics::Result<Vec<Option<f64>>> {
+        let mut out = Vec::with_capacity(2 * k + 2);
+        let (mut sa, mut sp, mut c) = (0.0, 0.0, 0usize);
+        for j in 0..k {
+            let (mut t, mut s) = (Vec::new(), Vec::new());
+            for &i in rows {
+                if let Some(v) = hot[i * k + j] {
+                    t.push(v);
+                    s.push(scores[i * k + j]);
+                }
+            }
+            match ranking_scores(&t, &s) {
+                Ok(r) if r.positives > 0 && r.negatives > 0 => {
+                    out.push(Some(r.auroc));
+                    out.push(Some(r.average_precision));
+                    sa += r.auroc;
+                    sp += r.average_precision;
+                    c += 1;
+                }
+                _ => {
+                    out.push(None);
+                    out.push(None);
+                }
+            }
+        }
+        // macro over the columns defined in this resample
+        if c > 0 {
+            out.push(Some(sa / c as f64));
+            out.push(Some(sp / c as f64));
+        } else {
+            out.extend([None, None]);
+        }
+        Ok(out)
+    };
+    let clusters = group_rows(groups);
+    let iv = bootstrap_many(Resampling::Groups(&clusters), cfg, 2 * k + 2, stat)?;
+    let mut out = Vec::with_capacity(k + 1);
+    let (mut n_all, mut p_all) = (0, 0);
+    for j in 0..=k {
+        let (n_j, p_j, name) = if j < k {
+            let col: Vec<bool> = (0..n).filter_map(|i| hot[i * k + j]).collect();
+            let p = col.iter().filter(|&&v| v).count();
+            n_all = n_all.max(col.len());
+            p_all += p;
+            (col.len(), p, targets.names()[j].clone())
+        } else {
+            (n_all, p_all, "macro".to_string())
+        };
+        out.push(ColumnResult {
+            name,
+            auroc: iv[2 * j].clone(),
+            auprc: iv[2 * j + 1].clone(),
+            n: n_j,
+            positives: p_j,
+        });
+    }
+    Ok(out)
+}
+
+/// Fits an L2 logistic regression per column on train for every `C` in `grid`, keeps the
+/// `C` with the best validation AUROC per column, and returns test scores (`n_test x k`)
+/// and the chosen `C` per column. Columns where val has one class use the grid's middle.
+pub fn logreg_probe(
+    train: (&Matrix, &Targets),
+    val: (&Matrix, &Targets),
+    test: &Matrix,
+    grid: &[f64],
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let k = train.1.width();
+    if grid.is_empty() {
+        return Err(Error::bad("logreg probe", "empty C grid"));
+    }
+    let mut scores = vec![0.0; test.rows * k];
+    let mut chosen = Vec::with_capacity(k);
+    for j in 0..k {
+        let col = train.1.column(j);
+        let rows: Vec<usize> = (0..col.len()).filter(|&i| col[i].is_some()).collect();
+        let y: Vec<bool> = rows.iter().map(|&i| col[i] == Some(true)).collect();
+        let xj = train.0.select(&rows)?;
+        let vcol = val.1.column(j);
+        let vrows: Vec<usize> = (0..vcol.len()).filter(|&i| vcol[i].is_some()).collect();
+        let vt = Targets::MultiLabel {
+            names: vec![String::new()],
+            y: vrows.iter().map(|&i| vcol[i]).collect(),
+        };
+        let vx = val.0.select(&vrows)?;
+        let mut best: Option<(f64, f64, LogReg)> = None;
+        for &c in grid {
+            let m = LogReg::fit(&xj, &y, &LogRegConfig { c, ..Default::default() })?;
+            let a = macro_auroc(&vt, &m.predict_proba(&vx)?).unwrap_or(f64::NEG_INFINITY);
+            if best.as_ref().is_none_or(|b| a > b.0) {
+                best = Some((a, c, m));
+            }
+        }
+        let (a, mut c, mut m) = best.ok_or_else(|| Error::bad("logreg probe", "no fit"))?;
+        if a == f64::NEG_INFINITY {
+            c = grid[grid.len() / 2];
+            m = LogReg::fit(&xj, &y, &LogRegConfig { c, ..Default::default() })?;
+        }
+        for (i, p) in m.predict_proba(test)?.into_iter().enumerate() {
+            scores[i * k + j] = p;
+        }
+        chosen.push(c);
+    }
+    Ok((scores, chosen))
+}
