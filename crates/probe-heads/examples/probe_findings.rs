@@ -66,24 +66,29 @@ fn random_vit_tiny(seed: u64) -> anyhow_free::R<Dinov2Model> {
         let t = data[name].as_tensor();
         let shape = t.dims().to_vec();
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = if name.contains("norm") && name.ends_with("weight") || name.contains("lambda1") {
-            vec![1.0; n]
-        } else if name.ends_with("bias") {
-            vec![0.0; n]
-        } else {
-            (0..n)
-                .map(|_| loop {
-                    let u1: f64 = rng.random::<f64>().max(1e-300);
-                    let z = (-2.0 * u1.ln()).sqrt() * (6.283185307179586 * rng.random::<f64>()).cos();
-                    if z.abs() <= 2.0 / 0.02 {
-                        break (0.02 * z) as f32;
-                    }
-                })
-                .collect()
-        };
+        let v: Vec<f32> =
+            if name.contains("norm") && name.ends_with("weight") || name.contains("lambda1") {
+                vec![1.0; n]
+            } else if name.ends_with("bias") {
+                vec![0.0; n]
+            } else {
+                (0..n)
+                    .map(|_| loop {
+                        let u1: f64 = rng.random::<f64>().max(1e-300);
+                        let z = (-2.0 * u1.ln()).sqrt()
+                            * (std::f64::consts::TAU * rng.random::<f64>()).cos();
+                        if z.abs() <= 2.0 / 0.02 {
+                            break (0.02 * z) as f32;
+                        }
+                    })
+                    .collect()
+            };
         tensors.insert(name.clone(), Tensor::from_vec(v, shape, &Device::Cpu)?);
     }
-    Ok(Dinov2Model::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))?)
+    Ok(Dinov2Model::new(
+        &cfg,
+        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
+    )?)
 }
 
 mod anyhow_free {
@@ -100,14 +105,30 @@ fn main() -> anyhow_free::R<()> {
         names: manifest.label_names.clone(),
         y: rows
             .iter()
-            .flat_map(|&i| manifest.records[i].labels.iter().map(|v| v.map(|x| x > 0.5)))
+            .flat_map(|&i| {
+                manifest.records[i]
+                    .labels
+                    .iter()
+                    .map(|v| v.map(|x| x > 0.5))
+            })
             .collect(),
     };
     let (ytr, yva, yte) = (targets(&tr), targets(&va), targets(&te));
-    let groups: Vec<String> = te.iter().map(|&i| manifest.records[i].patient.clone()).collect();
-    let boot = BootstrapConfig { n_resamples: args.bootstrap, ..Default::default() };
+    let groups: Vec<String> = te
+        .iter()
+        .map(|&i| manifest.records[i].patient.clone())
+        .collect();
+    let boot = BootstrapConfig {
+        n_resamples: args.bootstrap,
+        ..Default::default()
+    };
     let mut rows = Vec::new();
-    let mut report = |enc: &str, probe: &str, scores: &[f64], seeds: usize, sd: Option<Vec<f64>>| -> anyhow_free::R<()> {
+    let mut report = |enc: &str,
+                      probe: &str,
+                      scores: &[f64],
+                      seeds: usize,
+                      sd: Option<Vec<f64>>|
+     -> anyhow_free::R<()> {
         let res = evaluate(&yte, scores, &groups, &boot)?;
         for (j, r) in res.iter().enumerate() {
             for (metric, iv) in [("AUROC", &r.auroc), ("AUPRC", &r.auprc)] {
@@ -119,7 +140,10 @@ fn main() -> anyhow_free::R<()> {
                     metric: metric.into(),
                     value: v,
                     ci: iv.ci,
-                    std: sd.as_ref().filter(|_| metric == "AUROC").and_then(|s| s.get(j).copied()),
+                    std: sd
+                        .as_ref()
+                        .filter(|_| metric == "AUROC")
+                        .and_then(|s| s.get(j).copied()),
                     n: r.n,
                     seeds,
                 });
@@ -128,44 +152,118 @@ fn main() -> anyhow_free::R<()> {
         Ok(())
     };
     let default_model = PathBuf::from("models/cxr-dino-vit-tiny");
-    let model_dir = args.model.clone().or(default_model.exists().then_some(default_model));
+    let model_dir = args
+        .model
+        .clone()
+        .or(default_model.exists().then_some(default_model));
     let mut encoders: Vec<(String, Box<dyn Encoder>)> = Vec::new();
     if let Some(dir) = &model_dir {
-        encoders.push((format!("DINOv2 {}", dir.display()), Box::new(Dinov2Model::from_dir(dir, DType::F32, &Device::Cpu)?)));
+        encoders.push((
+            format!("DINOv2 {}", dir.display()),
+            Box::new(Dinov2Model::from_dir(dir, DType::F32, &Device::Cpu)?),
+        ));
     }
-    encoders.push(("ViT-tiny/14 random init (seed 0)".into(), Box::new(random_vit_tiny(0)?)));
-    encoders.push(("raw pixels 32x32".into(), Box::new(PatchMeanEncoder::new(224, 7)?)));
+    encoders.push((
+        "ViT-tiny/14 random init (seed 0)".into(),
+        Box::new(random_vit_tiny(0)?),
+    ));
+    encoders.push((
+        "raw pixels 32x32".into(),
+        Box::new(PatchMeanEncoder::new(224, 7)?),
+    ));
     let ecfg = ExtractConfig::default();
     for (name, enc) in &encoders {
-        let tag: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let tag: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
         let mut feats = Vec::new();
         for (s, r) in [("train", &tr), ("val", &va), ("test", &te)] {
-            let (f, hit) = extract_cached(enc.as_ref(), &tag, &manifest, r, &args.cache.join(format!("{tag}_{s}.safetensors")), &ecfg)?;
-            eprintln!("{name} {s}: {} x {} features{}", f.cls.rows, f.cls.cols + f.patch_mean.cols, if hit { " (cached)" } else { "" });
+            let (f, hit) = extract_cached(
+                enc.as_ref(),
+                &tag,
+                &manifest,
+                r,
+                &args.cache.join(format!("{tag}_{s}.safetensors")),
+                &ecfg,
+            )?;
+            eprintln!(
+                "{name} {s}: {} x {} features{}",
+                f.cls.rows,
+                f.cls.cols + f.patch_mean.cols,
+                if hit { " (cached)" } else { "" }
+            );
             // the pixel encoder's CLS already is the thumbnail; its patch mean is one number
-            feats.push(if name.starts_with("raw") { f.cls } else { f.cls_and_patch_mean()? });
+            feats.push(if name.starts_with("raw") {
+                f.cls
+            } else {
+                f.cls_and_patch_mean()?
+            });
         }
-        let (scores, _) = logreg_probe((&feats[0], &ytr), (&feats[1], &yva), &feats[2], &default_c_grid())?;
+        let (scores, _) = logreg_probe(
+            (&feats[0], &ytr),
+            (&feats[1], &yva),
+            &feats[2],
+            &default_c_grid(),
+        )?;
         report(name, "logreg (C on val)", &scores, 1, None)?;
         eprintln!("{name}: logreg done at {:.0?}", t0.elapsed());
         if !name.starts_with("raw") {
-            let lcfg = LinearProbeConfig { lr: args.lr, ..Default::default() };
-            let per_seed = fit_seeds((&feats[0], &ytr), (&feats[1], &yva), &feats[2], &lcfg, args.seeds)?;
+            let lcfg = LinearProbeConfig {
+                lr: args.lr,
+                ..Default::default()
+            };
+            let per_seed = fit_seeds(
+                (&feats[0], &ytr),
+                (&feats[1], &yva),
+                &feats[2],
+                &lcfg,
+                args.seeds,
+            )?;
             let k = ytr.width();
-            let mean: Vec<f64> = (0..per_seed[0].len()).map(|i| per_seed.iter().map(|s| s[i]).sum::<f64>() / per_seed.len() as f64).collect();
+            let mean: Vec<f64> = (0..per_seed[0].len())
+                .map(|i| per_seed.iter().map(|s| s[i]).sum::<f64>() / per_seed.len() as f64)
+                .collect();
             let mut sds = Vec::new();
             for j in 0..=k {
-                let aucs: Vec<f64> = per_seed.iter().filter_map(|s| {
-                    let r = evaluate(&yte, s, &groups, &BootstrapConfig { n_resamples: 1, ..Default::default() }).ok()?;
-                    r[j].auroc.estimate
-                }).collect();
+                let aucs: Vec<f64> = per_seed
+                    .iter()
+                    .filter_map(|s| {
+                        let r = evaluate(
+                            &yte,
+                            s,
+                            &groups,
+                            &BootstrapConfig {
+                                n_resamples: 1,
+                                ..Default::default()
+                            },
+                        )
+                        .ok()?;
+                        r[j].auroc.estimate
+                    })
+                    .collect();
                 sds.push(mean_std(&aucs).1);
             }
             // the point estimate is the seed-mean AUROC's ensemble; the CI bootstraps the mean scores
-            report(name, &format!("linear AdamW lr={}", args.lr), &mean, args.seeds, Some(sds))?;
-            let train_val = Matrix::new(feats[0].rows + feats[1].rows, feats[0].cols, [feats[0].data.clone(), feats[1].data.clone()].concat())?;
+            report(
+                name,
+                &format!("linear AdamW lr={}", args.lr),
+                &mean,
+                args.seeds,
+                Some(sds),
+            )?;
+            let train_val = Matrix::new(
+                feats[0].rows + feats[1].rows,
+                feats[0].cols,
+                [feats[0].data.clone(), feats[1].data.clone()].concat(),
+            )?;
             let tv_idx: Vec<usize> = tr.iter().chain(&va).copied().collect();
-            let knn = knn_scores(&train_val, &targets(&tv_idx), &feats[2], &KnnConfig::default())?;
+            let knn = knn_scores(
+                &train_val,
+                &targets(&tv_idx),
+                &feats[2],
+                &KnnConfig::default(),
+            )?;
             report(name, "kNN k=20 T=0.07", &knn, 1, None)?;
             eprintln!("{name}: linear + kNN done at {:.0?}", t0.elapsed());
         }
@@ -175,17 +273,40 @@ fn main() -> anyhow_free::R<()> {
         let mut v = Vec::new();
         for &i in rows {
             let m = &manifest.records[i].meta;
-            v.push(f32::from(u8::from(m.get("view").map(String::as_str) == Some("AP"))));
-            v.push(f32::from(u8::from(m.get("sex").map(String::as_str) == Some("f"))));
-            v.push(m.get("age").and_then(|a| a.parse::<f32>().ok()).ok_or("age")?);
+            v.push(f32::from(u8::from(
+                m.get("view").map(String::as_str) == Some("AP"),
+            )));
+            v.push(f32::from(u8::from(
+                m.get("sex").map(String::as_str) == Some("f"),
+            )));
+            v.push(
+                m.get("age")
+                    .and_then(|a| a.parse::<f32>().ok())
+                    .ok_or("age")?,
+            );
         }
         Ok(Matrix::new(rows.len(), 3, v)?)
     };
-    let (scores, _) = logreg_probe((&meta(&tr)?, &ytr), (&meta(&va)?, &yva), &meta(&te)?, &default_c_grid())?;
-    report("metadata only (view, sex, age)", "logreg (C on val)", &scores, 1, None)?;
+    let (scores, _) = logreg_probe(
+        (&meta(&tr)?, &ytr),
+        (&meta(&va)?, &yva),
+        &meta(&te)?,
+        &default_c_grid(),
+    )?;
+    report(
+        "metadata only (view, sex, age)",
+        "logreg (C on val)",
+        &scores,
+        1,
+        None,
+    )?;
     write_tables(&rows, &args.out)?;
     let auroc: Vec<ResultRow> = rows.into_iter().filter(|r| r.metric == "AUROC").collect();
     println!("{}", to_markdown(&auroc));
-    eprintln!("wrote {}.md/.csv in {:.0?}", args.out.display(), t0.elapsed());
+    eprintln!(
+        "wrote {}.md/.csv in {:.0?}",
+        args.out.display(),
+        t0.elapsed()
+    );
     Ok(())
 }

@@ -133,7 +133,18 @@ pub fn logreg_probe(
         let vx = val.0.select(&vrows)?;
         let mut best: Option<(f64, f64, LogReg)> = None;
         for &c in grid {
-            let m = LogReg::fit(&xj, &y, &LogRegConfig { c, ..Default::default() })?;
+            let m = LogReg::fit(
+                &xj,
+                &y,
+                // probe-grade convergence (sklearn's own default is tol 1e-4, 100
+                // iterations); the tight default is for parity with sklearn's optimum
+                &LogRegConfig {
+                    c,
+                    tol: 1e-5,
+                    max_iter: 300,
+                    ..Default::default()
+                },
+            )?;
             let a = macro_auroc(&vt, &m.predict_proba(&vx)?).unwrap_or(f64::NEG_INFINITY);
             if best.as_ref().is_none_or(|b| a > b.0) {
                 best = Some((a, c, m));
@@ -142,7 +153,18 @@ pub fn logreg_probe(
         let (a, mut c, mut m) = best.ok_or_else(|| Error::bad("logreg probe", "no fit"))?;
         if a == f64::NEG_INFINITY {
             c = grid[grid.len() / 2];
-            m = LogReg::fit(&xj, &y, &LogRegConfig { c, ..Default::default() })?;
+            m = LogReg::fit(
+                &xj,
+                &y,
+                // probe-grade convergence (sklearn's own default is tol 1e-4, 100
+                // iterations); the tight default is for parity with sklearn's optimum
+                &LogRegConfig {
+                    c,
+                    tol: 1e-5,
+                    max_iter: 300,
+                    ..Default::default()
+                },
+            )?;
         }
         for (i, p) in m.predict_proba(test)?.into_iter().enumerate() {
             scores[i * k + j] = p;

@@ -78,7 +78,10 @@ pub fn extract_features(
     if let Some(&bad) = rows.iter().find(|&&i| i >= manifest.records.len()) {
         return Err(Error::bad(
             "extract",
-            format!("row {bad} out of range ({} records)", manifest.records.len()),
+            format!(
+                "row {bad} out of range ({} records)",
+                manifest.records.len()
+            ),
         ));
     }
     let processor = ImageProcessor::from_preprocessing(&encoder.preprocessing());

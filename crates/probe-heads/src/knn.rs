@@ -44,10 +44,13 @@ pub fn knn_scores(
     if train.cols != queries.cols {
         return Err(Error::bad(
             "knn",
-            format!("train has {} features, queries {}", train.cols, queries.cols),
+            format!(
+                "train has {} features, queries {}",
+                train.cols, queries.cols
+            ),
         ));
     }
-    if cfg.k == 0 || !(cfg.temperature > 0.0) {
+    if cfg.k == 0 || cfg.temperature.is_nan() || cfg.temperature <= 0.0 {
         return Err(Error::bad("knn", "k and temperature must be > 0"));
     }
     let width = train_y.width();

@@ -56,7 +56,11 @@ pub struct LinearProbe {
 }
 
 fn design(x: &Matrix, mean: &[f64], std: &[f64]) -> Result<Tensor> {
-    let v: Vec<f32> = x.standardized(mean, std).iter().map(|&v| v as f32).collect();
+    let v: Vec<f32> = x
+        .standardized(mean, std)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
     Ok(Tensor::from_vec(v, (x.rows, x.cols), &Device::Cpu)?)
 }
 
@@ -93,7 +97,7 @@ impl LinearProbe {
         if x.cols != val_x.cols || y.width() != val_y.width() {
             return Err(Error::bad("linear probe", "train and val widths differ"));
         }
-        if cfg.batch_size == 0 || !(cfg.lr > 0.0) {
+        if cfg.batch_size == 0 || cfg.lr.is_nan() || cfg.lr <= 0.0 {
             return Err(Error::bad("linear probe", "batch_size and lr must be > 0"));
         }
         let (d, k) = (x.cols, y.width());
@@ -102,15 +106,23 @@ impl LinearProbe {
         let xt = design(x, &mean, &std)?;
         let xv = design(val_x, &mean, &std)?;
         let hot = y.one_hot();
-        let yt: Vec<f32> = hot.iter().map(|v| f32::from(u8::from(*v == Some(true)))).collect();
-        let mt: Vec<f32> = hot.iter().map(|v| f32::from(u8::from(v.is_some()))).collect();
+        let yt: Vec<f32> = hot
+            .iter()
+            .map(|v| f32::from(u8::from(*v == Some(true))))
+            .collect();
+        let mt: Vec<f32> = hot
+            .iter()
+            .map(|v| f32::from(u8::from(v.is_some())))
+            .collect();
         let yt = Tensor::from_vec(yt, (x.rows, k), &Device::Cpu)?;
         let mt = Tensor::from_vec(mt, (x.rows, k), &Device::Cpu)?;
 
         // torch.nn.Linear's default init: U(-1/sqrt(d), 1/sqrt(d)), from a seeded generator.
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let bound = 1.0 / (d as f32).sqrt();
-        let w: Vec<f32> = (0..k * d).map(|_| rng.random_range(-bound..bound)).collect();
+        let w: Vec<f32> = (0..k * d)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
         let b: Vec<f32> = (0..k).map(|_| rng.random_range(-bound..bound)).collect();
         let w = Var::from_tensor(&Tensor::from_vec(w, (k, d), &Device::Cpu)?)?;
         let b = Var::from_tensor(&Tensor::from_vec(b, k, &Device::Cpu)?)?;
@@ -129,9 +141,7 @@ impl LinearProbe {
             } else {
                 candle_nn::ops::sigmoid(&z)?
             };
-            Ok(p.flatten_all()?
-                .to_dtype(DType::F64)?
-                .to_vec1::<f64>()?)
+            Ok(p.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
         };
         let mut best = (
             f64::NEG_INFINITY,
@@ -149,7 +159,9 @@ impl LinearProbe {
                     &Device::Cpu,
                 )?;
                 let xb = xt.index_select(&idx, 0)?;
-                let logits = xb.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+                let logits = xb
+                    .matmul(&w.as_tensor().t()?)?
+                    .broadcast_add(b.as_tensor())?;
                 let l = loss(
                     &logits,
                     &yt.index_select(&idx, 0)?,

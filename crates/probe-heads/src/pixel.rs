@@ -3,7 +3,9 @@
 //! the [`Encoder`] trait.
 
 use candle_core::{Device, Tensor};
-use cxr_core::{Encoder, FeatureInfo, FeatureRequest, Features, LayerInfo, Preprocessing, Resample};
+use cxr_core::{
+    Encoder, FeatureInfo, FeatureRequest, Features, LayerInfo, Preprocessing, Resample,
+};
 
 /// Patch-mean "encoder": pooled output is the flattened `grid x grid` thumbnail.
 #[derive(Debug, Clone)]

@@ -64,10 +64,9 @@ impl Targets {
                 "targets",
                 format!("{} classes for {n} samples", y.len()),
             )),
-            Targets::MultiClass { y, .. } if y.iter().any(|&c| c >= k) => Err(Error::bad(
-                "targets",
-                format!("a class index is >= {k}"),
-            )),
+            Targets::MultiClass { y, .. } if y.iter().any(|&c| c >= k) => {
+                Err(Error::bad("targets", format!("a class index is >= {k}")))
+            }
             _ => Ok(()),
         }
     }
@@ -114,12 +113,7 @@ impl Targets {
 pub fn macro_auroc(targets: &Targets, scores: &[f64]) -> Option<f64> {
     let k = targets.width();
     let hot = targets.one_hot();
-    let view = metrics::classification::multilabel::MultiLabelView::new(
-        k,
-        &hot,
-        scores,
-    )
-    .ok()?;
+    let view = metrics::classification::multilabel::MultiLabelView::new(k, &hot, scores).ok()?;
     let r = metrics::classification::multilabel::multilabel_ranking(&view, None);
     r.macro_auroc
 }

@@ -1,4 +1,5 @@
 //! Extraction through `&dyn Encoder` with a trivial encoder, and the resumable cache.
+#![allow(clippy::unwrap_used)] // tests may panic on failure
 use cxr_data::{Manifest, ManifestSpec, Split};
 use probe_heads::extract::{extract_cached, ExtractConfig, FeatureSet};
 use probe_heads::pixel::PatchMeanEncoder;
@@ -20,7 +21,11 @@ fn trivial_encoder_features_are_cached_and_reused() {
     let enc = PatchMeanEncoder::new(56, 14).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.safetensors");
-    let cfg = ExtractConfig { batch_size: 2, progress: false, ..Default::default() };
+    let cfg = ExtractConfig {
+        batch_size: 2,
+        progress: false,
+        ..Default::default()
+    };
     let (f, hit) = extract_cached(&enc, "pix", &m, &rows, &path, &cfg).unwrap();
     assert!(!hit);
     assert_eq!((f.cls.rows, f.cls.cols, f.patch_mean.cols), (5, 16, 1));

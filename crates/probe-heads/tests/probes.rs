@@ -1,4 +1,5 @@
 //! Probes on synthetic features where the answer is known, and the protocol pieces.
+#![allow(clippy::unwrap_used)] // tests may panic on failure
 use probe_heads::demographics::{grouped_kfold, quantile_bins};
 use probe_heads::knn::{knn_scores, KnnConfig};
 use probe_heads::linear::{mean_std, LinearProbe, LinearProbeConfig};
@@ -13,12 +14,19 @@ fn data(n: usize, d: usize, seed: u64) -> (Matrix, Targets) {
     for _ in 0..n {
         let row: Vec<f32> = (0..d).map(|_| rng.random_range(-1.0..1.0)).collect();
         y.push(Some(row[0] + 0.3 * rng.random_range(-1.0f32..1.0) > 0.0));
-        y.push(if rng.random_bool(0.1) { None } else { Some(row[1] > 0.2) });
+        y.push(if rng.random_bool(0.1) {
+            None
+        } else {
+            Some(row[1] > 0.2)
+        });
         x.extend(row);
     }
     (
         Matrix::new(n, d, x).unwrap(),
-        Targets::MultiLabel { names: vec!["a".into(), "b".into()], y },
+        Targets::MultiLabel {
+            names: vec!["a".into(), "b".into()],
+            y,
+        },
     )
 }
 
@@ -27,7 +35,12 @@ fn linear_probe_learns_multilabel_and_multiclass() {
     let (x, y) = data(200, 8, 0);
     let (vx, vy) = data(100, 8, 1);
     let (tx, ty) = data(200, 8, 2);
-    let cfg = LinearProbeConfig { lr: 1e-2, max_epochs: 60, patience: 10, ..Default::default() };
+    let cfg = LinearProbeConfig {
+        lr: 1e-2,
+        max_epochs: 60,
+        patience: 10,
+        ..Default::default()
+    };
     let p = LinearProbe::fit(&x, &y, &vx, &vy, &cfg, 0).unwrap();
     let auc = macro_auroc(&ty, &p.predict(&tx).unwrap()).unwrap();
     assert!(auc > 0.9, "multi-label test AUROC {auc}");
@@ -46,10 +59,24 @@ fn linear_probe_learns_multilabel_and_multiclass() {
 #[test]
 fn linear_probe_seeds_differ_but_agree() {
     let (x, y) = data(100, 4, 3);
-    let cfg = LinearProbeConfig { lr: 1e-2, max_epochs: 5, patience: 5, ..Default::default() };
-    let a = LinearProbe::fit(&x, &y, &x, &y, &cfg, 0).unwrap().predict(&x).unwrap();
-    let b = LinearProbe::fit(&x, &y, &x, &y, &cfg, 0).unwrap().predict(&x).unwrap();
-    let c = LinearProbe::fit(&x, &y, &x, &y, &cfg, 1).unwrap().predict(&x).unwrap();
+    let cfg = LinearProbeConfig {
+        lr: 1e-2,
+        max_epochs: 5,
+        patience: 5,
+        ..Default::default()
+    };
+    let a = LinearProbe::fit(&x, &y, &x, &y, &cfg, 0)
+        .unwrap()
+        .predict(&x)
+        .unwrap();
+    let b = LinearProbe::fit(&x, &y, &x, &y, &cfg, 0)
+        .unwrap()
+        .predict(&x)
+        .unwrap();
+    let c = LinearProbe::fit(&x, &y, &x, &y, &cfg, 1)
+        .unwrap()
+        .predict(&x)
+        .unwrap();
     assert_eq!(a, b, "same seed, same probe");
     assert_ne!(a, c, "another seed, another init");
     let (m, s) = mean_std(&[1.0, 2.0, 3.0]);
@@ -60,16 +87,44 @@ fn linear_probe_seeds_differ_but_agree() {
 fn knn_votes_are_temperature_weighted() {
     // train: two points of class 0 near e1, one of class 1 near e2
     let train = Matrix::new(3, 2, vec![1.0, 0.0, 1.0, 0.1, 0.0, 1.0]).unwrap();
-    let ty = Targets::MultiClass { names: vec!["0".into(), "1".into()], y: vec![0, 0, 1] };
+    let ty = Targets::MultiClass {
+        names: vec!["0".into(), "1".into()],
+        y: vec![0, 0, 1],
+    };
     let q = Matrix::new(1, 2, vec![0.6, 0.8]).unwrap(); // cos: 0.6, ~0.676, 0.8
-    let s = knn_scores(&train, &ty, &q, &KnnConfig { k: 3, temperature: 0.07 }).unwrap();
+    let s = knn_scores(
+        &train,
+        &ty,
+        &q,
+        &KnnConfig {
+            k: 3,
+            temperature: 0.07,
+        },
+    )
+    .unwrap();
     let c2 = (0.6f64 + 0.08) / (1.01f64).sqrt();
-    let w = [(0.6f64 / 0.07).exp(), (c2 / 0.07).exp(), (0.8f64 / 0.07).exp()];
+    let w = [
+        (0.6f64 / 0.07).exp(),
+        (c2 / 0.07).exp(),
+        (0.8f64 / 0.07).exp(),
+    ];
     let want1 = w[2] / (w[0] + w[1] + w[2]);
     // features are f32, so 1e-6 rather than exact
-    assert!((s[1] - want1).abs() < 1e-6 && (s[0] + s[1] - 1.0).abs() < 1e-12, "{s:?}");
+    assert!(
+        (s[1] - want1).abs() < 1e-6 && (s[0] + s[1] - 1.0).abs() < 1e-12,
+        "{s:?}"
+    );
     // k=1: only the nearest votes
-    let s = knn_scores(&train, &ty, &q, &KnnConfig { k: 1, temperature: 0.07 }).unwrap();
+    let s = knn_scores(
+        &train,
+        &ty,
+        &q,
+        &KnnConfig {
+            k: 1,
+            temperature: 0.07,
+        },
+    )
+    .unwrap();
     assert_eq!(s, vec![0.0, 1.0]);
 }
 
