@@ -40,6 +40,23 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     shifted.broadcast_sub(&lse)
 }
 
+/// Largest absolute element-wise difference of two tensors of the same shape, in f32: the
+/// measure every parity check of the workspace states its tolerance in.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    if a.dims() != b.dims() {
+        candle_core::bail!(
+            "max_abs_diff: shapes {:?} and {:?} differ",
+            a.dims(),
+            b.dims()
+        );
+    }
+    (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,17 +79,8 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        max_abs_diff(a, b).unwrap()
     }
 
     #[test]
@@ -82,7 +90,7 @@ mod tests {
         let b = rand(&[16], 3);
         let ours = layer_norm(&x, &w, &b, 1e-6).unwrap();
         let fused = reference_layer_norm(&x, &w, &b, 1e-6);
-        assert!(max_abs_diff(&ours, &fused) < 1e-5);
+        assert!(max_diff(&ours, &fused) < 1e-5);
     }
 
     // Per-row computation in f64, the definition the fused kernels implement.
@@ -114,7 +122,7 @@ mod tests {
             assert!((s - 1.0).abs() < 1e-6);
         }
         let lp = log_softmax_last_dim(&x).unwrap().exp().unwrap();
-        assert!(max_abs_diff(&p, &lp) < 1e-6);
+        assert!(max_diff(&p, &lp) < 1e-6);
     }
 
     /// Central finite differences of `sum(f(x) * r)` against autograd, in f64.

@@ -189,16 +189,7 @@ mod tests {
     use candle_core::Device;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        cxr_core::ops::max_abs_diff(a, b).unwrap()
     }
 
     #[test]

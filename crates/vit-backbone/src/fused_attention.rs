@@ -260,16 +260,7 @@ mod tests {
             };
             let got = op.apply(&qkv).unwrap();
             let want = reference(&qkv, h, d, scale);
-            let diff: f32 = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = cxr_core::ops::max_abs_diff(&got, &want).unwrap();
             assert!(diff < 1e-5, "({b},{n},{h},{d}): {diff}");
         }
     }

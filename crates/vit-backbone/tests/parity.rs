@@ -29,17 +29,7 @@ fn expected(case: &str) -> HashMap<String, Tensor> {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    cxr_core::ops::max_abs_diff(a, b).unwrap()
 }
 
 fn check_all(model: &Dinov2Model, exp: &HashMap<String, Tensor>, tag: &str) {

@@ -14,17 +14,7 @@ pub fn fixture(case: &str, name: &str) -> HashMap<String, Tensor> {
 }
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    cxr_core::ops::max_abs_diff(a, b).unwrap()
 }
 
 pub fn assert_close(what: &str, ours: &Tensor, reference: &Tensor, tol: f32) {
