@@ -5,10 +5,9 @@
 //! `cargo run --release --example probe_findings -- --data ../shared/data/cxr-findings`
 //! Expect a few minutes on 2 cores; the random-init encoder should sit near the baselines
 //! (about 0.5-0.65 macro AUROC), a trained one clearly above on effusion/cardiomegaly.
-use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use clap::Parser;
 use cxr_core::Encoder;
@@ -22,7 +21,6 @@ use probe_heads::logreg::default_c_grid;
 use probe_heads::pixel::PatchMeanEncoder;
 use probe_heads::results::{to_markdown, write_tables, ResultRow};
 use probe_heads::{Matrix, Targets};
-use rand::{Rng, SeedableRng};
 use vit_backbone::{Dinov2Config, Dinov2Model};
 
 #[derive(Parser, Debug)]
@@ -51,40 +49,12 @@ struct Args {
     out: PathBuf,
 }
 
-/// Seeded random init as HF Dinov2's `_init_weights`: trunc-normal(0.02) matrices and
-/// tokens, LayerNorm (1, 0), zero biases, layer scale 1.
+/// Seeded random init as HF Dinov2's `_init_weights` (see `train_utils::init::hf_vit_reinit`).
 fn random_vit_tiny(seed: u64) -> anyhow_free::R<Dinov2Model> {
     let cfg = Dinov2Config::vit_tiny(224);
     let vm = candle_nn::VarMap::new();
     let _probe = Dinov2Model::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut tensors = HashMap::new();
-    let data = vm.data().lock().map_err(|_| "varmap lock")?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for name in names {
-        let t = data[name].as_tensor();
-        let shape = t.dims().to_vec();
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> =
-            if name.contains("norm") && name.ends_with("weight") || name.contains("lambda1") {
-                vec![1.0; n]
-            } else if name.ends_with("bias") {
-                vec![0.0; n]
-            } else {
-                (0..n)
-                    .map(|_| loop {
-                        let u1: f64 = rng.random::<f64>().max(1e-300);
-                        let z = (-2.0 * u1.ln()).sqrt()
-                            * (std::f64::consts::TAU * rng.random::<f64>()).cos();
-                        if z.abs() <= 2.0 / 0.02 {
-                            break (0.02 * z) as f32;
-                        }
-                    })
-                    .collect()
-            };
-        tensors.insert(name.clone(), Tensor::from_vec(v, shape, &Device::Cpu)?);
-    }
+    let tensors = train_utils::init::hf_vit_reinit(&vm, seed, &Device::Cpu)?;
     Ok(Dinov2Model::new(
         &cfg,
         VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),

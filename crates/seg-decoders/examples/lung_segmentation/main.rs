@@ -29,8 +29,6 @@ use clap::{Parser, ValueEnum};
 use cxr_core::Encoder;
 use cxr_data::Split;
 use metrics::bootstrap::BootstrapConfig;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use seg_decoders::eval::predict_logits;
 use seg_decoders::output::{write_mask_png, write_overlay_png};
 use seg_decoders::{train_segmentation, HeadConfig, SegBatch, TrainOptions};
@@ -146,24 +144,7 @@ fn random_vit_tiny(size: usize, seed: u64, dev: &Device) -> Result<Dinov2Model, 
     let cfg = Dinov2Config::vit_tiny(size);
     let varmap = VarMap::new();
     Dinov2Model::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let data = varmap.data().lock().map_err(|_| "poisoned VarMap")?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let mut tensors = std::collections::HashMap::new();
-    for name in names {
-        let t = data[name].as_tensor();
-        let flat = t.flatten_all()?;
-        let constant = flat.max(0)?.to_scalar::<f32>()? == flat.min(0)?.to_scalar::<f32>()?;
-        let value = if constant {
-            t.clone()
-        } else if name.ends_with(".bias") {
-            t.zeros_like()?
-        } else {
-            train_utils::init::trunc_normal(t.dims(), 0.0, 0.02, -2.0, 2.0, &mut rng, dev)?
-        };
-        tensors.insert(name.clone(), value);
-    }
+    let tensors = train_utils::init::hf_vit_reinit(&varmap, seed, dev)?;
     Ok(Dinov2Model::new(
         &cfg,
         VarBuilder::from_tensors(tensors, DType::F32, dev),
