@@ -3,7 +3,8 @@
 use candle_core::{Device, Tensor, D};
 use cxr_core::ops::log_softmax_last_dim;
 
-use crate::teacher::{teacher_targets, TeacherMode};
+use crate::teacher::TeacherMode;
+use crate::teacher_state::TeacherState;
 use crate::{Center, Error, Result};
 
 /// The two DINO terms of dinov2's loss dict, already divided by the number of pair terms.
@@ -18,8 +19,7 @@ pub struct DinoLossParts {
 /// dinov2's `DINOLoss`: student temperature, EMA center, and the crop-pair cross-entropy.
 #[derive(Debug, Clone)]
 pub struct DinoLoss {
-    student_temp: f64,
-    center: Center,
+    state: TeacherState,
 }
 
 /// `−Σ_rows mean(Σ_k t·log_softmax(s/temp))` for every pair of a student chunk and the summed
@@ -74,30 +74,24 @@ fn chunks(t: &Tensor, n: usize, name: &str) -> Result<Vec<Tensor>> {
 impl DinoLoss {
     /// A loss over `k` prototypes (dinov2: student temperature 0.1, center momentum 0.9).
     pub fn new(k: usize, student_temp: f64, center_momentum: f64, device: &Device) -> Result<Self> {
-        if !(student_temp.is_finite() && student_temp > 0.0) {
-            return Err(Error::Config(format!(
-                "student temperature must be positive, got {student_temp}"
-            )));
-        }
         Ok(Self {
-            student_temp,
-            center: Center::zeros(k, center_momentum, device)?,
+            state: TeacherState::new(k, student_temp, center_momentum, device)?,
         })
     }
 
     /// The EMA center (for checkpoints).
     pub fn center(&self) -> &Center {
-        &self.center
+        &self.state.center
     }
 
     /// Replaces the center (when resuming).
     pub fn set_center(&mut self, center: Center) {
-        self.center = center;
+        self.state.center = center;
     }
 
     /// The student temperature.
     pub fn student_temp(&self) -> f64 {
-        self.student_temp
+        self.state.student_temp
     }
 
     /// Teacher targets for the teacher head's outputs on the global crops, `[n_global · B, K]`
@@ -112,11 +106,7 @@ impl DinoLoss {
         world_size: usize,
     ) -> Result<Tensor> {
         let n = teacher_logits.dim(0)? * world_size.max(1);
-        let targets = teacher_targets(teacher_logits, mode, self.center.value(), temp, n as f64)?;
-        if mode == TeacherMode::Centering {
-            self.center.update(teacher_logits)?;
-        }
-        Ok(targets)
+        self.state.targets(teacher_logits, temp, mode, n)
     }
 
     /// The DINO loss as dinov2's `forward_backward` forms it.
@@ -160,13 +150,16 @@ impl DinoLoss {
             .map(|i| (0..n_global).filter(|&j| j != i).collect())
             .collect();
         let global =
-            (cross_entropy_pairs(&globals, &teachers, &pairs, self.student_temp)? / terms)?;
+            (cross_entropy_pairs(&globals, &teachers, &pairs, self.state.student_temp)? / terms)?;
         let local = match student_local {
             Some(l) if n_local > 0 => {
                 let locals = l.chunk(n_local, 0)?;
                 let all: Vec<usize> = (0..n_global).collect();
                 let pairs = vec![all; n_local];
-                Some((cross_entropy_pairs(&locals, &teachers, &pairs, self.student_temp)? / terms)?)
+                Some(
+                    (cross_entropy_pairs(&locals, &teachers, &pairs, self.state.student_temp)?
+                        / terms)?,
+                )
             }
             _ => None,
         };

@@ -3,14 +3,14 @@
 use candle_core::{DType, Device, Tensor, D};
 use cxr_core::ops::log_softmax_last_dim;
 
-use crate::teacher::{teacher_targets, TeacherMode};
+use crate::teacher::TeacherMode;
+use crate::teacher_state::TeacherState;
 use crate::{Center, Error, Result};
 
 /// dinov2's `iBOTPatchLoss` on the masked tokens only (`forward_masked`).
 #[derive(Debug, Clone)]
 pub struct IbotPatchLoss {
-    student_temp: f64,
-    center: Center,
+    state: TeacherState,
 }
 
 /// The per-token weights dinov2's collate function builds: each masked token of image `b`
@@ -33,25 +33,19 @@ pub fn masks_weight(masks: &Tensor) -> Result<Tensor> {
 impl IbotPatchLoss {
     /// A loss over `k` patch prototypes (dinov2: student temperature 0.1, momentum 0.9).
     pub fn new(k: usize, student_temp: f64, center_momentum: f64, device: &Device) -> Result<Self> {
-        if !(student_temp.is_finite() && student_temp > 0.0) {
-            return Err(Error::Config(format!(
-                "student temperature must be positive, got {student_temp}"
-            )));
-        }
         Ok(Self {
-            student_temp,
-            center: Center::zeros(k, center_momentum, device)?,
+            state: TeacherState::new(k, student_temp, center_momentum, device)?,
         })
     }
 
     /// The EMA center (for checkpoints).
     pub fn center(&self) -> &Center {
-        &self.center
+        &self.state.center
     }
 
     /// Replaces the center (when resuming).
     pub fn set_center(&mut self, center: Center) {
-        self.center = center;
+        self.state.center = center;
     }
 
     /// Teacher targets for the teacher head's outputs on the masked patches `[M, K]`.
@@ -64,17 +58,8 @@ impl IbotPatchLoss {
         mode: TeacherMode,
         n_masked_total: usize,
     ) -> Result<Tensor> {
-        let targets = teacher_targets(
-            teacher_masked_logits,
-            mode,
-            self.center.value(),
-            temp,
-            n_masked_total as f64,
-        )?;
-        if mode == TeacherMode::Centering {
-            self.center.update(teacher_masked_logits)?;
-        }
-        Ok(targets)
+        self.state
+            .targets(teacher_masked_logits, temp, mode, n_masked_total)
     }
 
     /// `−Σ_m w_m · Σ_k t·log_softmax(s/temp) / n_images` over the `M` masked tokens.
@@ -111,7 +96,7 @@ impl IbotPatchLoss {
             ));
         }
         let n_images = masks.dim(0)? as f64;
-        let lsm = log_softmax_last_dim(&(student / self.student_temp)?)?;
+        let lsm = log_softmax_last_dim(&(student / self.state.student_temp)?)?;
         let per_token = (teacher_probs.to_dtype(lsm.dtype())? * lsm)?.sum(D::Minus1)?;
         let weighted = (per_token * weights.to_dtype(student.dtype())?)?.sum_all()?;
         Ok((weighted.neg()? / n_images)?)

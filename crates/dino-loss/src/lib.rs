@@ -31,6 +31,7 @@ mod ibot;
 mod koleo;
 mod objective;
 pub mod teacher;
+mod teacher_state;
 
 pub use center::Center;
 pub use config::{
