@@ -29,8 +29,10 @@ use clap::{Parser, ValueEnum};
 use cxr_core::Encoder;
 use cxr_data::Split;
 use metrics::bootstrap::BootstrapConfig;
+use seg_decoders::augment::PairedAugment;
 use seg_decoders::eval::predict_logits;
 use seg_decoders::output::{write_mask_png, write_overlay_png};
+use seg_decoders::train::Backbone;
 use seg_decoders::{train_segmentation, HeadConfig, SegBatch, TrainOptions};
 use vit_backbone::{Dinov2Config, Dinov2Model};
 
@@ -122,6 +124,17 @@ struct Args {
     /// Head whose predictions are drawn.
     #[arg(long, value_enum, default_value_t = HeadKind::Linear)]
     figure_head: HeadKind,
+    /// Fine-tune the encoder with each head (a fresh copy of the encoder per head) instead
+    /// of training the head on frozen features.
+    #[arg(long)]
+    fine_tune: bool,
+    /// With --fine-tune: the encoder's learning rate relative to the head's.
+    #[arg(long, default_value_t = 0.1)]
+    backbone_lr_scale: f64,
+    /// Paired random-resized-crop augmentation of the training batches (area 0.5–1, aspect
+    /// 3/4–4/3, no flips: laterality matters in a chest X-ray).
+    #[arg(long)]
+    augment: bool,
 }
 
 fn workspace_root() -> PathBuf {
@@ -157,6 +170,35 @@ fn random_vit_tiny(size: usize, seed: u64, dev: &Device) -> Result<Dinov2Model, 
         &cfg,
         VarBuilder::from_tensors(tensors, DType::F32, dev),
     )?)
+}
+
+/// A `Var`-backed copy of the encoder (the same weights as [`load_encoder`]'s) for
+/// fine-tuning, with the `VarMap` that holds its parameters.
+fn trainable_encoder(a: &Args, dev: &Device) -> Result<(Dinov2Model, VarMap), AnyError> {
+    let varmap = VarMap::new();
+    let default = workspace_root().join("models/cxr-dino-vit-tiny");
+    let dir = match (&a.model, a.random_encoder) {
+        (Some(d), _) => Some(d.clone()),
+        (None, false) if default.join("config.json").exists() => Some(default),
+        _ => None,
+    };
+    let model = match dir {
+        Some(d) => {
+            let files = vit_backbone::ModelFiles::in_dir(&d)?;
+            vit_backbone::Checkpoint::read(&files)?.into_trainable(&varmap, DType::F32, dev)?
+        }
+        None => {
+            let cfg = Dinov2Config::vit_tiny(a.size);
+            let model = Dinov2Model::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
+            let values = train_utils::init::hf_vit_reinit(&varmap, a.seed, dev)?;
+            let data = varmap.data().lock().map_err(|_| "poisoned VarMap")?;
+            for (name, var) in data.iter() {
+                var.set(&values[name].copy()?)?;
+            }
+            model
+        }
+    };
+    Ok((model, varmap))
 }
 
 fn load_encoder(a: &Args, dev: &Device) -> Result<(Dinov2Model, String), AnyError> {
@@ -311,8 +353,23 @@ fn main() -> Result<(), AnyError> {
             HeadKind::Upernet => a.epochs_upernet,
         };
         let cfg = head_config(kind, &a, &encoder)?;
+        let tuned = if a.fine_tune {
+            Some(trainable_encoder(&a, &dev)?)
+        } else {
+            None
+        };
+        let backbone = match &tuned {
+            Some((_, vm)) => Backbone::FineTune {
+                vars: vm.all_vars(),
+                lr_scale: a.backbone_lr_scale,
+            },
+            None => Backbone::Frozen { cache: true },
+        };
+        let enc: &Dinov2Model = tuned.as_ref().map_or(&encoder, |(m, _)| m);
         let opts = TrainOptions {
             epochs,
+            backbone,
+            augment: a.augment.then(PairedAugment::default),
             lr: if kind == HeadKind::Linear {
                 a.lr_linear
             } else {
@@ -325,8 +382,8 @@ fn main() -> Result<(), AnyError> {
         };
         let th = Instant::now();
         eprintln!("training {} for {epochs} epochs", describe(kind, &a));
-        let (trained, _history) = train_segmentation(&encoder, &cfg, &train_b, val_used, &opts)?;
-        let logits = predict_all(&encoder, &trained.head, &test_b)?;
+        let (trained, _history) = train_segmentation(enc, &cfg, &train_b, val_used, &opts)?;
+        let logits = predict_all(enc, &trained.head, &test_b)?;
         let preds = test
             .iter()
             .zip(&logits)
@@ -345,7 +402,14 @@ fn main() -> Result<(), AnyError> {
         }
         rows.push(Row {
             method: format!("{} head", describe(kind, &a)),
-            encoder: format!("{enc_name}, frozen"),
+            encoder: if a.fine_tune {
+                format!(
+                    "{enc_name}, fine-tuned (encoder lr x{})",
+                    a.backbone_lr_scale
+                )
+            } else {
+                format!("{enc_name}, frozen")
+            },
             epochs: epochs.to_string(),
             scores,
         });
@@ -353,11 +417,16 @@ fn main() -> Result<(), AnyError> {
     println!();
     print_table(&rows);
     println!(
-        "\ntrain masks: {:?}; lr {:.0e} (linear {:.0e}), batch {}, BCE + soft Dice, no augmentation; total {:.0} s",
+        "\ntrain masks: {:?}; lr {:.0e} (linear {:.0e}), batch {}, BCE + soft Dice, {}; total {:.0} s",
         a.train_masks,
         a.lr,
         a.lr_linear,
         a.batch,
+        if a.augment {
+            "paired random-resized-crop augmentation"
+        } else {
+            "no augmentation"
+        },
         t0.elapsed().as_secs_f64()
     );
     Ok(())
