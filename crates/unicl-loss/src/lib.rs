@@ -36,6 +36,39 @@
 //! - **Gradients.** Everything is built from differentiable candle primitives
 //!   (`cxr_core::ops::log_softmax_last_dim`, never the fused softmax); the parity tests check
 //!   values and gradients w.r.t. `U`, `V`, `θ` and `b` against PyTorch (`tests/gen.py`).
+//!
+//! # Example
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use unicl_loss::{l2_normalize, BatchItem, LabelSet, LossKind, PromptSampler, PromptTemplates};
+//!
+//! # fn main() -> unicl_loss::Result<()> {
+//! let dev = Device::Cpu;
+//! let sampler = PromptSampler::new(PromptTemplates::nih_chestxray14(), 42)?;
+//! let cardio_effusion = LabelSet::new([1, 4]);
+//! let normal = LabelSet::default();
+//! let items = [
+//!     BatchItem::Labels(&cardio_effusion),
+//!     BatchItem::Report("Small left pleural effusion."),
+//!     BatchItem::Labels(&normal),
+//!     BatchItem::Labels(&cardio_effusion),
+//! ];
+//! let batch = sampler.assemble(&items, /* step */ 0)?;
+//! assert_eq!(batch.texts.len(), 4); // encode these with the text tower
+//! assert_eq!(batch.targets.n_positives(0), Some(2)); // samples 0 and 3 share labels
+//!
+//! let kind = LossKind::Unicl;
+//! let params = kind.init_params(DType::F32, &dev)?; // θ = 1
+//! let img = l2_normalize(&Tensor::randn(0f32, 1.0, (4, 32), &dev)?)?;
+//! let txt = l2_normalize(&Tensor::randn(0f32, 1.0, (4, 32), &dev)?)?;
+//! let loss = kind.build().loss(&img, &txt, &batch.targets, &params.scale()?, params.bias())?;
+//! let grads = loss.backward()?;
+//! assert!(grads.get(params.log_scale().as_tensor()).is_some());
+//! // after the optimizer step:
+//! params.clamp_()?;
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 mod batch;
