@@ -2,7 +2,7 @@
 random weights) from tests/davit_reference.py, f32, CPU, batch 4, encode_image (forward,
 pool, norm, projection, L2 norm).
 
-    python davit_forward_pytorch.py [--threads 2] [--repeats 3] [--batch 4]
+    python davit_forward_pytorch.py [--threads 2] [--repeats 3] [--batch 4] [--warmup 1]
 
 Prints the median seconds per forward.
 """
@@ -24,13 +24,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = ImageTower(MI2).eval()
     x = torch.randn(args.batch, 3, 480, 480)
     with torch.inference_mode():
-        model.encode_image(x)  # warm-up
+        for _ in range(args.warmup):
+            model.encode_image(x)
         times = []
         for _ in range(args.repeats):
             t = time.perf_counter()
