@@ -99,10 +99,12 @@ fn weight_files_in(dir: &Path) -> cxr_core::Result<Vec<PathBuf>> {
         match found.len() {
             0 => continue,
             1 => return Ok(found),
-            _ => return Err(Error::NotFound(format!(
+            _ => {
+                return Err(Error::NotFound(format!(
                 "{} holds several weight files ({found:?}); pass one with DavitModel::from_file",
                 sub.display()
-            ))),
+            )))
+            }
         }
     }
     Err(Error::NotFound(format!(
