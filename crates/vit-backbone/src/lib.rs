@@ -5,6 +5,9 @@
 //! (`last_hidden_state`, `pooler_output`, every hidden state, attention probabilities). It
 //! implements [`cxr_core::Encoder`], so every head of the workspace runs on it.
 //!
+//! [`davit::DavitModel`] is the DaViT image tower of MI2 (MedImageInsight), with the released
+//! checkpoint's parameter names; it implements [`cxr_core::Encoder`] as well.
+//!
 //! ```no_run
 //! use candle_core::{DType, Device};
 //! use vit_backbone::Dinov2Model;
@@ -18,6 +21,7 @@
 pub mod attention;
 pub mod block;
 pub mod config;
+pub mod davit;
 pub mod embeddings;
 pub mod fast_ops;
 pub mod fused_attention;
@@ -28,5 +32,6 @@ pub mod model;
 pub mod weights;
 
 pub use config::{Dinov2Config, PosInterpolation};
+pub use davit::{DavitConfig, DavitModel};
 pub use loading::{cached_model_files, Checkpoint, ModelFiles};
 pub use model::{Dinov2Model, Dinov2Output, ForwardOptions};
