@@ -235,7 +235,7 @@ const CASES: &[Case] = &[
     ),
     case(
         "Blunting of the left costophrenic angle.",
-        &[(O::PleuralEffusion, P)],
+        &[(O::PleuralEffusion, U)],
     ),
     case("Lungs are clear.", &[(O::LungOpacity, N), (O::NoFinding, P)]),
     case(

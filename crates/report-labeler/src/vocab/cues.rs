@@ -69,6 +69,7 @@ pub(crate) const CUES: &[CueDef] = &[
     // negation, after the finding (or before it, when nothing precedes)
     cue("resolved", N, E),
     cue("removed", N, E),
+    cue("removal", N, E),
     cue("absent", N, E),
     cue("unlikely", N, E),
     cue("excluded", N, E),
@@ -93,7 +94,7 @@ pub(crate) const CUES: &[CueDef] = &[
     cue("may", U, F),
     cue("might", U, F),
     cue("could", U, F),
-    cue("possible", U, F),
+    cue("possible", U, E),
     cue("possibly", U, F),
     cue("possibility of", U, F),
     cue("probable", U, F),

@@ -33,9 +33,8 @@ pub(crate) const VOCAB: &[ObservationVocab] = &[
     ObservationVocab {
         observation: Observation::EnlargedCardiomediastinum,
         finding: &[
-            "widen* mediastin*",
+            "widen* _ mediastin*",
             "mediastin* _ widen*",
-            "widening of the mediastinum",
             "enlarge* mediastin*",
             "mediastin* _ enlarge*",
             "enlarge* cardiomediastinal",
@@ -129,10 +128,10 @@ pub(crate) const VOCAB: &[ObservationVocab] = &[
             "reticulonodular",
         ],
         normal: &[
-            "lungs _ clear",
-            "lung fields _ clear",
+            "lung _ clear",
+            "lung _ but clear",
             "clear lungs",
-            "lungs _ free of opaci*",
+            "lung _ free of opaci*",
         ],
         hedged: EMPTY,
         negated_only: EMPTY,
@@ -261,8 +260,6 @@ pub(crate) const VOCAB: &[ObservationVocab] = &[
             "hydrothora*",
             "hydropneumothora*",
             "fluid _ pleural space*",
-            "blunt* _ costophrenic",
-            "costophrenic _ blunt*",
             "layering fluid",
         ],
         normal: &[
@@ -270,7 +267,8 @@ pub(crate) const VOCAB: &[ObservationVocab] = &[
             "sharp costophrenic",
             "pleural spaces _ clear",
         ],
-        hedged: EMPTY,
+        // a blunted angle is small effusion or pleural thickening
+        hedged: &["blunt* _ costophrenic", "costophrenic _ blunt*"],
         negated_only: EMPTY,
         ignore: &[
             "pericardial effusion",
