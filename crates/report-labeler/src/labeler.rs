@@ -251,7 +251,7 @@ impl Labeler {
         found
     }
 
-    /// End (exclusive) of a forward scope that starts at `from`.
+    /// End (exclusive) of the forward scope of `cue`.
     fn forward_end(
         s: &Sentence,
         cue: &FoundCue,
@@ -263,20 +263,21 @@ impl Labeler {
         let mut k = from;
         while k < s.len() {
             let t = &s[k];
-            if is_hard_stop(t) && !(t == &Token::Punct(',') && !comma_ends) {
+            let list_comma = t == &Token::Punct(',') && !comma_ends;
+            if is_hard_stop(t) && !list_comma {
                 break;
             }
             if cues.iter().any(|c| c.start == k) {
                 break;
             }
-            let passed_mention = mentions
-                .iter()
-                .any(|m| m.m.start >= from && m.m.end <= k);
+            let passed_mention = mentions.iter().any(|m| m.m.start >= from && m.m.end <= k);
             if passed_mention {
                 let new_phrase = word_in(t, VERBS)
                     || t.word() == Some("with")
                     || (t.word() == Some("the")
-                        && !s.get(k.wrapping_sub(1)).is_some_and(|p| word_in(p, PREPOSITIONS)));
+                        && !s
+                            .get(k.wrapping_sub(1))
+                            .is_some_and(|p| word_in(p, PREPOSITIONS)));
                 if new_phrase {
                     break;
                 }
@@ -286,7 +287,7 @@ impl Labeler {
         k
     }
 
-    /// `(start, end)` of a backward scope ending at `end` (exclusive).
+    /// Start of a backward scope ending at `end` (exclusive).
     fn backward_start(s: &Sentence, end: usize, cues: &[FoundCue]) -> usize {
         let mut k = end;
         while k > 0 {

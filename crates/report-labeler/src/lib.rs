@@ -58,17 +58,18 @@
 //!    - Backward cues ("is absent", "has resolved", "are not seen", "no longer visualized",
 //!      "has been removed", "cannot be excluded", "cannot be ruled out", "is not excluded",
 //!      ...) cover the words before them (auxiliaries such as "has been" skipped) back to a
-//!      comma, a verb, a contrast word or another cue. "resolved", "removed", "absent",
-//!      "excluded", "unlikely", "suspected" are backward right after a mention and forward
-//!      otherwise ("resolved pneumothorax").
+//!      comma, a verb, a contrast word or another cue. "resolved", "removed", "removal",
+//!      "absent", "excluded", "unlikely", "suspected", "possible" are backward right after
+//!      a mention ("chest tube removal", "infection possible") and forward otherwise
+//!      ("resolved pneumothorax", "possible pneumonia").
 //!    - "versus" / "vs" hedge both sides ("atelectasis versus consolidation").
 //!    - A gapped mention that contains a verb ("the heart *is* enlarged") is its own
 //!      clause: cues before it do not reach it, only cues inside it ("the heart is *not*
 //!      enlarged" → 0, "the heart *may* be enlarged" → −1) or after it.
 //! 4. **Per mention.** A finding is uncertain if an uncertainty cue covers it, else
-//!    negative if a negation covers it, else positive (uncertainty beats negation: "no
-//!    definite ... cannot be excluded" is −1). A "normal" statement is negative, positive
-//!    if negated inside ("heart size is not normal"), uncertain if hedged inside.
+//!    negative if a negation covers it, else positive (uncertainty beats negation where
+//!    both reach one mention). A "normal" statement is negative, positive if negated inside
+//!    ("heart size is not normal"), uncertain if hedged inside.
 //! 5. **Aggregation** (CheXpert's rules): per observation over all its mentions, positive
 //!    beats uncertain beats negative; no mention leaves it blank. No Finding is 1 exactly
 //!    when no observation other than Support Devices is positive or uncertain (so an empty
@@ -96,6 +97,12 @@
 //!   the SVC / at the cavoatrial junction / above the carina"; "the ET tube has been
 //!   removed" → 0.
 //! - **Fracture** includes old and healed fractures; "no acute osseous abnormality" → 0.
+//! - **Pleural Effusion**: "blunting of the costophrenic angle" is −1 (effusion or pleural
+//!   thickening); "costophrenic angles are sharp" is 0; a pericardial effusion is not one.
+//! - **Known misses** (from a held-out hand-labelled set, see `tests/hand_labels.rs`): a
+//!   trailing "likely" ("effusion is likely present") is not a hedge; "no consolidation to
+//!   suggest pneumonia" gives pneumonia −1 rather than 0; bare "fluid" is no effusion
+//!   mention; "lungs otherwise clear" is not read as clear lungs.
 //! - Hedging by time ("stable", "unchanged", "improved", "decreased", "resolving") does not
 //!   change a label: an improving effusion is still positive; "resolved" negates.
 //!
@@ -121,7 +128,5 @@ mod text;
 mod vocab;
 
 pub use error::{LabelerError, Result};
-pub use labeler::{
-    aggregate, LabelledReport, Labeler, LabelerConfig, Mention, MentionKind,
-};
+pub use labeler::{aggregate, Labeler, LabelerConfig, LabelledReport, Mention, MentionKind};
 pub use observation::{Label, Observation, ReportLabels, N_OBSERVATIONS};

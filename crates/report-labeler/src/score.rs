@@ -64,7 +64,11 @@ fn stats(view: &MultiLabelView<'_>, rows: Option<&[usize]>) -> [f64; N_STATS] {
     for (o, c) in out.iter_mut().zip(&counts.per_label) {
         *o = c.f1();
     }
-    let five = || Observation::FIVE.iter().map(|o| counts.per_label[o.index()]);
+    let five = || {
+        Observation::FIVE
+            .iter()
+            .map(|o| counts.per_label[o.index()])
+    };
     out[N_OBSERVATIONS] = counts.macro_of(BinaryCounts::f1).unwrap_or(0.0);
     out[N_OBSERVATIONS + 1] = counts.micro().f1();
     out[N_OBSERVATIONS + 2] = macro_mean(five().map(|c| Some(c.f1()))).unwrap_or(0.0);
@@ -149,7 +153,11 @@ impl LabelF1State {
         if self.n_reports == 0 {
             return Err(LabelerError::NoReports);
         }
-        Ok(MultiLabelView::new(N_OBSERVATIONS, &self.y_true, &self.y_pred)?)
+        Ok(MultiLabelView::new(
+            N_OBSERVATIONS,
+            &self.y_true,
+            &self.y_pred,
+        )?)
     }
 
     /// F1 scores of everything added.
@@ -170,12 +178,14 @@ impl LabelF1State {
     /// F1 scores with percentile-bootstrap CIs over report pairs.
     pub fn compute_with_ci(&self, cfg: &BootstrapConfig) -> Result<LabelF1Intervals> {
         let view = self.view()?;
-        let mut intervals = bootstrap_many(Resampling::Rows(self.n_reports), cfg, N_STATS, |rows| {
-            Ok(stats(&view, Some(rows)).iter().map(|&x| Some(x)).collect())
-        })?;
+        let mut intervals =
+            bootstrap_many(Resampling::Rows(self.n_reports), cfg, N_STATS, |rows| {
+                Ok(stats(&view, Some(rows)).iter().map(|&x| Some(x)).collect())
+            })?;
         let tail = intervals.split_off(N_OBSERVATIONS.min(intervals.len()));
         let n_tail = tail.len();
-        let Ok([macro_f1_14, micro_f1_14, macro_f1_5, micro_f1_5]) = <[Interval; 4]>::try_from(tail)
+        let Ok([macro_f1_14, micro_f1_14, macro_f1_5, micro_f1_5]) =
+            <[Interval; 4]>::try_from(tail)
         else {
             return Err(MetricsError::LengthMismatch {
                 what: "bootstrap outputs vs label-F1 statistics",

@@ -238,10 +238,7 @@ mod tests {
             words(&s[0]),
             ["a", "2.5", "cm", "nodule", ",", "e.g", "here"]
         );
-        assert_eq!(
-            words(&s[1]),
-            ["atelectasis", "vs", "pneumonia"]
-        );
+        assert_eq!(words(&s[1]), ["atelectasis", "vs", "pneumonia"]);
         assert_eq!(words(&s[2]), ["next", "line"]);
         assert_eq!(words(&s[3]), ["new", "one"]);
     }
@@ -263,7 +260,10 @@ mod tests {
         );
         assert_eq!(s.len(), 2);
         assert_eq!(words(&s[0]), ["clear", "lungs"]);
-        let all = sentences("INDICATION: Rule out pneumonia. FINDINGS: Clear lungs.", false);
+        let all = sentences(
+            "INDICATION: Rule out pneumonia. FINDINGS: Clear lungs.",
+            false,
+        );
         assert_eq!(all.len(), 2);
     }
 }

@@ -4,7 +4,7 @@
 
 use metrics::bootstrap::BootstrapConfig;
 use report_labeler::score::{label_f1, label_f1_with_ci, LabelF1State};
-use report_labeler::{Label, LabelerError, Labeler, Observation as O, ReportLabels};
+use report_labeler::{Label, Labeler, LabelerError, Observation as O, ReportLabels};
 
 fn fixture() -> serde_json::Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/label_f1.json");
@@ -38,8 +38,16 @@ fn matches_sklearn_f1_score() {
     for (i, e) in fx["per_observation"].as_array().unwrap().iter().enumerate() {
         close(s.per_observation[i], e.as_f64().unwrap(), O::ALL[i].name());
     }
-    close(s.macro_f1_14, fx["macro_f1_14"].as_f64().unwrap(), "macro-14");
-    close(s.micro_f1_14, fx["micro_f1_14"].as_f64().unwrap(), "micro-14");
+    close(
+        s.macro_f1_14,
+        fx["macro_f1_14"].as_f64().unwrap(),
+        "macro-14",
+    );
+    close(
+        s.micro_f1_14,
+        fx["micro_f1_14"].as_f64().unwrap(),
+        "micro-14",
+    );
     close(s.macro_f1_5, fx["macro_f1_5"].as_f64().unwrap(), "macro-5");
     close(s.micro_f1_5, fx["micro_f1_5"].as_f64().unwrap(), "micro-5");
     // the fixture has an observation with no positive on either side: F1 0 there
@@ -80,7 +88,12 @@ fn intervals_bracket_estimates_and_are_seeded() {
     let point = label_f1(&g, &r).unwrap();
     assert_eq!(ci.macro_f1_14.estimate, Some(point.macro_f1_14));
     assert_eq!(ci.micro_f1_5.estimate, Some(point.micro_f1_5));
-    for i in [&ci.macro_f1_14, &ci.micro_f1_14, &ci.macro_f1_5, &ci.micro_f1_5] {
+    for i in [
+        &ci.macro_f1_14,
+        &ci.micro_f1_14,
+        &ci.macro_f1_5,
+        &ci.micro_f1_5,
+    ] {
         let (lo, hi) = i.ci.unwrap();
         let e = i.estimate.unwrap();
         assert!(lo < hi && lo <= e && e <= hi, "{i:?}");
@@ -89,15 +102,26 @@ fn intervals_bracket_estimates_and_are_seeded() {
     assert_eq!(ci.per_observation.len(), 14);
     assert_eq!(label_f1_with_ci(&g, &r, &cfg).unwrap(), ci);
     let other = BootstrapConfig { seed: 1, ..cfg };
-    assert_ne!(label_f1_with_ci(&g, &r, &other).unwrap().macro_f1_14.ci, ci.macro_f1_14.ci);
+    assert_ne!(
+        label_f1_with_ci(&g, &r, &other).unwrap().macro_f1_14.ci,
+        ci.macro_f1_14.ci
+    );
 }
 
 #[test]
 fn only_positive_counts_as_positive() {
     let labeler = Labeler::new();
-    let reference = ["Right pleural effusion.", "Right pleural effusion.", "No effusion."];
+    let reference = [
+        "Right pleural effusion.",
+        "Right pleural effusion.",
+        "No effusion.",
+    ];
     // uncertain and negative generated labels are misses; a blank reference is a negative
-    let generated = ["Possible right pleural effusion.", "No effusion.", "Small effusion."];
+    let generated = [
+        "Possible right pleural effusion.",
+        "No effusion.",
+        "Small effusion.",
+    ];
     let mut s = LabelF1State::new();
     s.update_texts(&labeler, &generated, &reference).unwrap();
     let f = s.compute().unwrap();

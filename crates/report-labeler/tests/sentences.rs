@@ -20,10 +20,17 @@ const fn case(text: &'static str, expect: &'static [(O, Option<Label>)]) -> Case
 
 const CASES: &[Case] = &[
     // negation
-    case("No pneumothorax.", &[(O::Pneumothorax, N), (O::NoFinding, P)]),
+    case(
+        "No pneumothorax.",
+        &[(O::Pneumothorax, N), (O::NoFinding, P)],
+    ),
     case(
         "No evidence of pleural effusion or pneumothorax.",
-        &[(O::PleuralEffusion, N), (O::Pneumothorax, N), (O::NoFinding, P)],
+        &[
+            (O::PleuralEffusion, N),
+            (O::Pneumothorax, N),
+            (O::NoFinding, P),
+        ],
     ),
     case(
         "There is no focal consolidation, pleural effusion, or pneumothorax.",
@@ -34,20 +41,42 @@ const CASES: &[Case] = &[
             (O::NoFinding, P),
         ],
     ),
-    case("Negative for pneumonia.", &[(O::Pneumonia, N), (O::NoFinding, P)]),
-    case("Lungs are free of consolidation.", &[(O::Consolidation, N), (O::NoFinding, P)]),
+    case(
+        "Negative for pneumonia.",
+        &[(O::Pneumonia, N), (O::NoFinding, P)],
+    ),
+    case(
+        "Lungs are free of consolidation.",
+        &[(O::Consolidation, N), (O::NoFinding, P)],
+    ),
     case(
         "Neither pneumothorax nor effusion.",
-        &[(O::Pneumothorax, N), (O::PleuralEffusion, N), (O::NoFinding, P)],
+        &[
+            (O::Pneumothorax, N),
+            (O::PleuralEffusion, N),
+            (O::NoFinding, P),
+        ],
     ),
-    case("No new consolidation.", &[(O::Consolidation, N), (O::NoFinding, P)]),
-    case("Pneumothorax is absent.", &[(O::Pneumothorax, N), (O::NoFinding, P)]),
-    case("Pleural effusions are not seen.", &[(O::PleuralEffusion, N), (O::NoFinding, P)]),
+    case(
+        "No new consolidation.",
+        &[(O::Consolidation, N), (O::NoFinding, P)],
+    ),
+    case(
+        "Pneumothorax is absent.",
+        &[(O::Pneumothorax, N), (O::NoFinding, P)],
+    ),
+    case(
+        "Pleural effusions are not seen.",
+        &[(O::PleuralEffusion, N), (O::NoFinding, P)],
+    ),
     case(
         "Small left pleural effusion has resolved.",
         &[(O::PleuralEffusion, N), (O::NoFinding, P)],
     ),
-    case("Resolved right pneumothorax.", &[(O::Pneumothorax, N), (O::NoFinding, P)]),
+    case(
+        "Resolved right pneumothorax.",
+        &[(O::Pneumothorax, N), (O::NoFinding, P)],
+    ),
     case(
         "The previously seen right upper lobe consolidation has resolved.",
         &[(O::Consolidation, N), (O::NoFinding, P)],
@@ -65,16 +94,29 @@ const CASES: &[Case] = &[
         &[(O::Fracture, N), (O::NoFinding, P)],
     ),
     // uncertainty
-    case("Cannot exclude pneumonia.", &[(O::Pneumonia, U), (O::NoFinding, B)]),
-    case("Pneumonia cannot be excluded.", &[(O::Pneumonia, U), (O::NoFinding, B)]),
+    case(
+        "Cannot exclude pneumonia.",
+        &[(O::Pneumonia, U), (O::NoFinding, B)],
+    ),
+    case(
+        "Pneumonia cannot be excluded.",
+        &[(O::Pneumonia, U), (O::NoFinding, B)],
+    ),
     case(
         "A small pleural effusion cannot be ruled out.",
         &[(O::PleuralEffusion, U), (O::NoFinding, B)],
     ),
-    case("Pleural effusion is not excluded.", &[(O::PleuralEffusion, U)]),
+    case(
+        "Pleural effusion is not excluded.",
+        &[(O::PleuralEffusion, U)],
+    ),
     case(
         "Atelectasis versus consolidation in the left lower lobe.",
-        &[(O::Atelectasis, U), (O::Consolidation, U), (O::NoFinding, B)],
+        &[
+            (O::Atelectasis, U),
+            (O::Consolidation, U),
+            (O::NoFinding, B),
+        ],
     ),
     case(
         "Right lower lobe opacity, atelectasis vs. pneumonia.",
@@ -92,7 +134,10 @@ const CASES: &[Case] = &[
         "Opacity at the left base may represent atelectasis or pneumonia.",
         &[(O::LungOpacity, P), (O::Atelectasis, U), (O::Pneumonia, U)],
     ),
-    case("Likely bibasilar atelectasis.", &[(O::Atelectasis, U), (O::NoFinding, B)]),
+    case(
+        "Likely bibasilar atelectasis.",
+        &[(O::Atelectasis, U), (O::NoFinding, B)],
+    ),
     case(
         "Possible small right apical pneumothorax.",
         &[(O::Pneumothorax, U), (O::NoFinding, B)],
@@ -101,7 +146,10 @@ const CASES: &[Case] = &[
         "The heart may be mildly enlarged.",
         &[(O::Cardiomegaly, U), (O::NoFinding, B)],
     ),
-    case("Borderline heart size.", &[(O::Cardiomegaly, U), (O::NoFinding, B)]),
+    case(
+        "Borderline heart size.",
+        &[(O::Cardiomegaly, U), (O::NoFinding, B)],
+    ),
     case("The heart size is top normal.", &[(O::Cardiomegaly, U)]),
     case(
         "Heart size is at the upper limits of normal.",
@@ -110,7 +158,11 @@ const CASES: &[Case] = &[
     // scope
     case(
         "No effusion but there is a right lower lobe opacity.",
-        &[(O::PleuralEffusion, N), (O::LungOpacity, P), (O::NoFinding, B)],
+        &[
+            (O::PleuralEffusion, N),
+            (O::LungOpacity, P),
+            (O::NoFinding, B),
+        ],
     ),
     case(
         "No pneumothorax, however there is a small left effusion.",
@@ -126,7 +178,11 @@ const CASES: &[Case] = &[
     ),
     case(
         "No pleural effusion or pneumothorax is seen, and the heart is enlarged.",
-        &[(O::PleuralEffusion, N), (O::Pneumothorax, N), (O::Cardiomegaly, P)],
+        &[
+            (O::PleuralEffusion, N),
+            (O::Pneumothorax, N),
+            (O::Cardiomegaly, P),
+        ],
     ),
     case(
         "There may be a small left effusion, no pneumothorax.",
@@ -138,7 +194,11 @@ const CASES: &[Case] = &[
     ),
     case(
         "No effusion and the ET tube is in good position.",
-        &[(O::PleuralEffusion, N), (O::SupportDevices, P), (O::NoFinding, P)],
+        &[
+            (O::PleuralEffusion, N),
+            (O::SupportDevices, P),
+            (O::NoFinding, P),
+        ],
     ),
     case(
         "No opacity in the right lung or effusion.",
@@ -153,7 +213,10 @@ const CASES: &[Case] = &[
         "No change in moderate right pleural effusion.",
         &[(O::PleuralEffusion, P), (O::NoFinding, B)],
     ),
-    case("No interval change in cardiomegaly.", &[(O::Cardiomegaly, P)]),
+    case(
+        "No interval change in cardiomegaly.",
+        &[(O::Cardiomegaly, P)],
+    ),
     case(
         "Right pneumothorax has decreased in size.",
         &[(O::Pneumothorax, P)],
@@ -163,10 +226,19 @@ const CASES: &[Case] = &[
         &[(O::Pneumonia, P)],
     ),
     // the heart
-    case("Heart size is normal.", &[(O::Cardiomegaly, N), (O::NoFinding, P)]),
-    case("Stable cardiomegaly.", &[(O::Cardiomegaly, P), (O::NoFinding, B)]),
+    case(
+        "Heart size is normal.",
+        &[(O::Cardiomegaly, N), (O::NoFinding, P)],
+    ),
+    case(
+        "Stable cardiomegaly.",
+        &[(O::Cardiomegaly, P), (O::NoFinding, B)],
+    ),
     case("The heart is mildly enlarged.", &[(O::Cardiomegaly, P)]),
-    case("The heart is not enlarged.", &[(O::Cardiomegaly, N), (O::NoFinding, P)]),
+    case(
+        "The heart is not enlarged.",
+        &[(O::Cardiomegaly, N), (O::NoFinding, P)],
+    ),
     case(
         "The cardiomediastinal silhouette is within normal limits.",
         &[
@@ -205,7 +277,10 @@ const CASES: &[Case] = &[
         &[(O::SupportDevices, N), (O::Pneumothorax, N)],
     ),
     // other observations, plurals and look-alikes
-    case("Healed left rib fractures.", &[(O::Fracture, P), (O::NoFinding, B)]),
+    case(
+        "Healed left rib fractures.",
+        &[(O::Fracture, P), (O::NoFinding, B)],
+    ),
     case(
         "Multiple bilateral pulmonary nodules.",
         &[(O::LungLesion, P), (O::NoFinding, B)],
@@ -228,7 +303,10 @@ const CASES: &[Case] = &[
         "Pneumomediastinum is present.",
         &[(O::Pneumothorax, B), (O::EnlargedCardiomediastinum, B)],
     ),
-    case("Lytic lesion in the proximal humerus.", &[(O::LungLesion, B)]),
+    case(
+        "Lytic lesion in the proximal humerus.",
+        &[(O::LungLesion, B)],
+    ),
     case(
         "Costophrenic angles are sharp.",
         &[(O::PleuralEffusion, N), (O::NoFinding, P)],
@@ -237,7 +315,10 @@ const CASES: &[Case] = &[
         "Blunting of the left costophrenic angle.",
         &[(O::PleuralEffusion, U)],
     ),
-    case("Lungs are clear.", &[(O::LungOpacity, N), (O::NoFinding, P)]),
+    case(
+        "Lungs are clear.",
+        &[(O::LungOpacity, N), (O::NoFinding, P)],
+    ),
     case(
         "The lungs are well expanded and clear.",
         &[(O::LungOpacity, N), (O::NoFinding, P)],
@@ -288,7 +369,12 @@ const CASES: &[Case] = &[
     ),
     case(
         "INDICATION: Evaluate for pneumonia.\nFINDINGS: Clear lungs. No effusion.",
-        &[(O::Pneumonia, B), (O::LungOpacity, N), (O::PleuralEffusion, N), (O::NoFinding, P)],
+        &[
+            (O::Pneumonia, B),
+            (O::LungOpacity, N),
+            (O::PleuralEffusion, N),
+            (O::NoFinding, P),
+        ],
     ),
     case("", &[(O::NoFinding, P), (O::Cardiomegaly, B)]),
 ];
@@ -328,7 +414,12 @@ fn hand_written_sentences() {
             "case lists its expectations"
         );
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

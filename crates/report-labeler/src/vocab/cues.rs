@@ -246,9 +246,30 @@ pub(crate) const VERBS: &[&str] = &[
 /// the right lung or effusion"); any other "the" (or "with") after a mention starts a new
 /// one, which ends the scope ("no effusion and the ET tube is in place").
 pub(crate) const PREPOSITIONS: &[&str] = &[
-    "in", "at", "of", "within", "over", "from", "on", "to", "along", "about", "near", "into",
-    "across", "throughout", "overlying", "involving", "by", "for", "beneath", "below",
-    "above", "under", "behind", "through",
+    "in",
+    "at",
+    "of",
+    "within",
+    "over",
+    "from",
+    "on",
+    "to",
+    "along",
+    "about",
+    "near",
+    "into",
+    "across",
+    "throughout",
+    "overlying",
+    "involving",
+    "by",
+    "for",
+    "beneath",
+    "below",
+    "above",
+    "under",
+    "behind",
+    "through",
 ];
 
 /// Verb-group words skipped between a mention and a backward cue: "the effusion *has been

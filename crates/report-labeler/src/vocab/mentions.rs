@@ -54,7 +54,10 @@ pub(crate) const VOCAB: &[ObservationVocab] = &[
             "mediastin* _ unremarkable",
             "unremarkable mediastin*",
         ],
-        hedged: &["cardiomediastinal _ prominen*", "prominen* cardiomediastinal"],
+        hedged: &[
+            "cardiomediastinal _ prominen*",
+            "prominen* cardiomediastinal",
+        ],
         negated_only: EMPTY,
         ignore: &["pneumomediastinum"],
     },
@@ -107,7 +110,12 @@ pub(crate) const VOCAB: &[ObservationVocab] = &[
             "prominence of the heart",
         ],
         negated_only: EMPTY,
-        ignore: &["heart failure", "cardiac monitor*", "cardiac device*", "cardiac lead*"],
+        ignore: &[
+            "heart failure",
+            "cardiac monitor*",
+            "cardiac device*",
+            "cardiac lead*",
+        ],
     },
     ObservationVocab {
         observation: Observation::LungOpacity,
@@ -206,7 +214,11 @@ pub(crate) const VOCAB: &[ObservationVocab] = &[
         ],
         hedged: EMPTY,
         negated_only: EMPTY,
-        ignore: &["soft tissue edema", "subcutaneous edema", "chest wall edema"],
+        ignore: &[
+            "soft tissue edema",
+            "subcutaneous edema",
+            "chest wall edema",
+        ],
     },
     ObservationVocab {
         observation: Observation::Consolidation,
