@@ -1,10 +1,10 @@
 //! The labeler: mentions, cues, scopes, and CheXpert's aggregation.
 
 use crate::observation::{Label, Observation, ReportLabels};
-use crate::pattern::{Match, Pattern};
+use crate::pattern::{FirstCharIndex, Match, Pattern};
 use crate::text::{sentences, Sentence, Token};
 use crate::vocab::cues::{
-    CueDef, CueKind, Direction, AUXILIARIES, CUES, HARD_STOPS, PREPOSITIONS, VERBS,
+    CueDef, CueKind, Direction, AUXILIARIES, CUES, HARD_STOPS, PART_NOUNS, PREPOSITIONS, VERBS,
 };
 use crate::vocab::mentions::VOCAB;
 
@@ -88,6 +88,9 @@ pub struct Labeler {
     mentions: Vec<MentionRule>,
     ignores: Vec<(Observation, Pattern)>,
     cues: Vec<CueRule>,
+    mention_index: FirstCharIndex,
+    ignore_index: FirstCharIndex,
+    cue_index: FirstCharIndex,
 }
 
 impl Default for Labeler {
@@ -156,7 +159,7 @@ impl Labeler {
                 ignores.push((v.observation, Pattern::parse(phrase, true)));
             }
         }
-        let cues = CUES
+        let cues: Vec<CueRule> = CUES
             .iter()
             .map(|&def| CueRule {
                 def,
@@ -165,6 +168,9 @@ impl Labeler {
             .collect();
         Self {
             config,
+            mention_index: FirstCharIndex::new(mentions.iter().map(|m| &m.pattern)),
+            ignore_index: FirstCharIndex::new(ignores.iter().map(|(_, p)| p)),
+            cue_index: FirstCharIndex::new(cues.iter().map(|c| &c.pattern)),
             mentions,
             ignores,
             cues,
@@ -206,8 +212,9 @@ impl Labeler {
         let mut i = 0;
         while i < s.len() {
             let best = self
-                .cues
-                .iter()
+                .cue_index
+                .candidates(&s[i])
+                .map(|k| &self.cues[k])
                 .filter_map(|c| c.pattern.match_at(s, i, &gap_ok).map(|m| (m.end, c.def)))
                 .max_by_key(|&(end, _)| end);
             match best {
@@ -223,9 +230,9 @@ impl Labeler {
 
     fn find_mentions(&self, s: &Sentence) -> Vec<FoundMention> {
         let mut found = Vec::new();
-        for (rule, r) in self.mentions.iter().enumerate() {
-            for i in 0..s.len() {
-                if let Some(m) = r.pattern.match_at(s, i, &gap_ok) {
+        for (i, token) in s.iter().enumerate() {
+            for rule in self.mention_index.candidates(token) {
+                if let Some(m) = self.mentions[rule].pattern.match_at(s, i, &gap_ok) {
                     let clausal = m
                         .gaps
                         .iter()
@@ -235,8 +242,9 @@ impl Labeler {
             }
         }
         let mut ignored: Vec<(Observation, usize, usize)> = Vec::new();
-        for (o, p) in &self.ignores {
-            for i in 0..s.len() {
+        for (i, token) in s.iter().enumerate() {
+            for k in self.ignore_index.candidates(token) {
+                let (o, p) = &self.ignores[k];
                 if let Some(m) = p.match_at(s, i, &gap_ok) {
                     ignored.push((*o, m.start, m.end));
                 }
@@ -293,7 +301,7 @@ impl Labeler {
         while k > 0 {
             let t = &s[k - 1];
             let in_cue = cues.iter().any(|c| c.start < k && k - 1 < c.end);
-            if is_hard_stop(t) || word_in(t, VERBS) || in_cue {
+            if is_hard_stop(t) || word_in(t, VERBS) || word_in(t, PART_NOUNS) || in_cue {
                 break;
             }
             k -= 1;

@@ -58,10 +58,11 @@
 //!    - Backward cues ("is absent", "has resolved", "are not seen", "no longer visualized",
 //!      "has been removed", "cannot be excluded", "cannot be ruled out", "is not excluded",
 //!      ...) cover the words before them (auxiliaries such as "has been" skipped) back to a
-//!      comma, a verb, a contrast word or another cue. "resolved", "removed", "removal",
-//!      "absent", "excluded", "unlikely", "suspected", "possible" are backward right after
-//!      a mention ("chest tube removal", "infection possible") and forward otherwise
-//!      ("resolved pneumothorax", "possible pneumonia").
+//!      comma, a verb, a contrast word, another cue, or a part noun ("tip", "end",
+//!      "position": "the NG tube tip is not visualized" keeps the tube). "resolved",
+//!      "removed", "removal", "absent", "excluded", "unlikely", "suspected", "possible" are
+//!      backward right after a mention ("chest tube removal", "infection possible") and
+//!      forward otherwise ("resolved pneumothorax", "possible pneumonia").
 //!    - "versus" / "vs" hedge both sides ("atelectasis versus consolidation").
 //!    - A gapped mention that contains a verb ("the heart *is* enlarged") is its own
 //!      clause: cues before it do not reach it, only cues inside it ("the heart is *not*

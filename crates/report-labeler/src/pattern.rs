@@ -11,6 +11,8 @@
 //! Matching is on whole tokens, so word boundaries come for free ("effusion" never matches
 //! inside "pericardial-effusion" unless that splits into the word "effusion").
 
+use std::collections::HashMap;
+
 use crate::text::Token;
 
 /// Longest gap `_` may skip, in words.
@@ -67,6 +69,15 @@ fn word_matches(pat: &str, tok: &str, plurals: bool) -> bool {
 }
 
 impl Pattern {
+    /// First character of the first word or stem: every match starts with a token that
+    /// begins with it (plural forms keep the first character). `None` for a leading gap.
+    fn first_char(&self) -> Option<char> {
+        match self.elems.first()? {
+            Elem::Word(w) | Elem::Prefix(w) => w.chars().next(),
+            Elem::Gap => None,
+        }
+    }
+
     /// Compiles a phrase (see the module docs). `plurals` allows plural forms of words.
     pub(crate) fn parse(phrase: &str, plurals: bool) -> Self {
         let elems = phrase
@@ -149,6 +160,39 @@ impl Pattern {
                 }
             }
         }
+    }
+}
+
+/// Patterns bucketed by the first character of their first word, so that a token only
+/// tries the patterns that can start at it (an exact filter, not a heuristic).
+#[derive(Debug, Default)]
+pub(crate) struct FirstCharIndex {
+    buckets: HashMap<char, Vec<usize>>,
+    /// Patterns that can start anywhere.
+    any: Vec<usize>,
+}
+
+impl FirstCharIndex {
+    pub(crate) fn new<'a>(patterns: impl IntoIterator<Item = &'a Pattern>) -> Self {
+        let mut index = Self::default();
+        for (i, p) in patterns.into_iter().enumerate() {
+            match p.first_char() {
+                Some(c) => index.buckets.entry(c).or_default().push(i),
+                None => index.any.push(i),
+            }
+        }
+        index
+    }
+
+    /// Indices of the patterns that may match at `token`, ascending within each bucket.
+    pub(crate) fn candidates(&self, token: &Token) -> impl Iterator<Item = usize> + '_ {
+        let bucket = token
+            .word()
+            .and_then(|w| w.chars().next())
+            .and_then(|c| self.buckets.get(&c))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        bucket.iter().chain(&self.any).copied()
     }
 }
 

@@ -323,6 +323,71 @@ const CASES: &[Case] = &[
         "The lungs are well expanded and clear.",
         &[(O::LungOpacity, N), (O::NoFinding, P)],
     ),
+    // more phrasing seen in practice
+    case(
+        "No pneumothorax is seen, cardiomegaly is stable.",
+        &[(O::Pneumothorax, N), (O::Cardiomegaly, P)],
+    ),
+    case(
+        "The lungs are clear bilaterally without evidence of focal consolidation, pleural \
+         effusion, or pneumothorax.",
+        &[
+            (O::LungOpacity, N),
+            (O::Consolidation, N),
+            (O::PleuralEffusion, N),
+            (O::Pneumothorax, N),
+            (O::NoFinding, P),
+        ],
+    ),
+    case(
+        "There is no evidence of pneumonia, and the endotracheal tube is in standard position.",
+        &[(O::Pneumonia, N), (O::SupportDevices, P), (O::NoFinding, P)],
+    ),
+    case(
+        "No significant interval change in the small left pleural effusion.",
+        &[(O::PleuralEffusion, P)],
+    ),
+    case(
+        "Left basilar opacity is likely atelectasis.",
+        &[(O::LungOpacity, P), (O::Atelectasis, U)],
+    ),
+    case(
+        "Pneumonia is unlikely.",
+        &[(O::Pneumonia, N), (O::NoFinding, P)],
+    ),
+    case(
+        "Right apical pneumothorax is unchanged in size, measuring 1 cm.",
+        &[(O::Pneumothorax, P)],
+    ),
+    case(
+        "No evidence of acute fracture.",
+        &[(O::Fracture, N), (O::NoFinding, P)],
+    ),
+    case(
+        "Swan-Ganz catheter tip in the right pulmonary artery.",
+        &[(O::SupportDevices, P), (O::NoFinding, P)],
+    ),
+    case(
+        "The trachea is midline. Single portable view of the chest.",
+        &[(O::SupportDevices, B), (O::NoFinding, P)],
+    ),
+    case(
+        "Heart size cannot be assessed. Left lower lobe consolidation.",
+        &[(O::Cardiomegaly, B), (O::Consolidation, P)],
+    ),
+    case(
+        "Moderate cardiomegaly. The mediastinal contours are normal.",
+        &[(O::Cardiomegaly, P), (O::EnlargedCardiomediastinum, N)],
+    ),
+    case("No definite pneumothorax.", &[(O::Pneumothorax, N)]),
+    case(
+        "Increased interstitial markings may reflect mild edema or atypical infection.",
+        &[(O::LungOpacity, P), (O::Edema, U), (O::Pneumonia, U)],
+    ),
+    case(
+        "Nasogastric tube tip is not visualized.",
+        &[(O::SupportDevices, P)],
+    ),
     // multi-sentence reports and aggregation
     case(
         "Frontal and lateral views of the chest. The heart size is normal. The lungs are \

@@ -295,3 +295,7 @@ pub(crate) const AUXILIARIES: &[&str] = &[
     "interval",
     "subsequently",
 ];
+
+/// Nouns naming a part of a device or finding: a backward cue after one speaks of that part,
+/// not of the whole ("the NG tube tip is not visualized" keeps the tube).
+pub(crate) const PART_NOUNS: &[&str] = &["tip", "tips", "end", "position", "course"];
