@@ -51,4 +51,4 @@ pub use retrieval::{recall_at_k, retrieval_recall, RetrievalRecall};
 pub use text_encoder::{TextEmbedding, TextEncoder, TokenBatch};
 pub use text_transformer::{l2_normalize, TextTransformer};
 pub use tokenizer::TextTokenizer;
-pub use zero_shot::{class_embeddings, Templates, ZeroShotClassifier};
+pub use zero_shot::{class_embeddings, per_finding_auroc, Templates, ZeroShotClassifier};

@@ -153,3 +153,53 @@ impl ZeroShotClassifier {
             .squeeze(D::Minus1)?)
     }
 }
+
+/// AUROC of every finding column of `scores` (`[B, C]`, e.g. [`ZeroShotClassifier::binary_scores`])
+/// against `labels[b][c]` (`None` = missing, skipped for that finding). A finding whose
+/// present labels are all one class has no AUROC (`None`).
+pub fn per_finding_auroc(scores: &Tensor, labels: &[Vec<Option<bool>>]) -> Result<Vec<Option<f64>>> {
+    let (b, c) = scores.dims2()?;
+    if labels.len() != b || labels.iter().any(|r| r.len() != c) {
+        return Err(Error::arg(
+            "labels",
+            format!("{b} rows of {c} labels, like the scores"),
+        ));
+    }
+    let s = scores.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+    Ok((0..c)
+        .map(|j| {
+            let (y, x): (Vec<bool>, Vec<f64>) = labels
+                .iter()
+                .zip(&s)
+                .filter_map(|(l, row)| l[j].map(|y| (y, row[j])))
+                .unzip();
+            metrics::classification::auroc(&y, &x).ok()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn auroc_per_finding_skips_missing_and_single_class() {
+        let scores = Tensor::new(
+            &[[0.1f32, 0.5], [0.4, 0.6], [0.35, 0.7], [0.8, 0.2]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let labels = vec![
+            vec![Some(false), Some(true)],
+            vec![Some(false), None],
+            vec![Some(true), Some(true)],
+            vec![Some(true), Some(true)],
+        ];
+        let a = per_finding_auroc(&scores, &labels).unwrap();
+        assert_eq!(a[0], Some(0.75)); // sklearn's roc_auc_score([0,0,1,1],[.1,.4,.35,.8])
+        assert_eq!(a[1], None); // only positives once the missing label is skipped
+        assert!(per_finding_auroc(&scores, &labels[..3]).is_err());
+    }
+}
