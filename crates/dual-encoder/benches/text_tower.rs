@@ -24,7 +24,13 @@ fn bench(c: &mut Criterion) {
     let rows: Vec<Vec<u32>> = (0..4u32)
         .map(|r| {
             (0..77u32)
-                .map(|i| if i == 10 + 5 * r { 49407 } else { (i * 37 + r * 11) % 49000 })
+                .map(|i| {
+                    if i == 10 + 5 * r {
+                        49407
+                    } else {
+                        (i * 37 + r * 11) % 49000
+                    }
+                })
                 .collect()
         })
         .collect();
@@ -37,7 +43,11 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let tok = TextTokenizer::from_file(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tokenizer/tokenizer.json").as_ref(),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/tokenizer/tokenizer.json"
+        )
+        .as_ref(),
         77,
     )
     .unwrap();

@@ -32,7 +32,10 @@ struct Args {
     #[arg(long)]
     checkpoint: Option<PathBuf>,
     /// CLIP tokenizer.json (default: the crate's tiny test tokenizer).
-    #[arg(long, default_value = "crates/dual-encoder/tests/fixtures/tokenizer/tokenizer.json")]
+    #[arg(
+        long,
+        default_value = "crates/dual-encoder/tests/fixtures/tokenizer/tokenizer.json"
+    )]
     tokenizer: PathBuf,
     /// Text tower: a JSON config file, or `mi2`, `unicl-base`, `tiny`.
     #[arg(long, default_value = "tiny")]

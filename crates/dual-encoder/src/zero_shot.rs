@@ -157,7 +157,10 @@ impl ZeroShotClassifier {
 /// AUROC of every finding column of `scores` (`[B, C]`, e.g. [`ZeroShotClassifier::binary_scores`])
 /// against `labels[b][c]` (`None` = missing, skipped for that finding). A finding whose
 /// present labels are all one class has no AUROC (`None`).
-pub fn per_finding_auroc(scores: &Tensor, labels: &[Vec<Option<bool>>]) -> Result<Vec<Option<f64>>> {
+pub fn per_finding_auroc(
+    scores: &Tensor,
+    labels: &[Vec<Option<bool>>],
+) -> Result<Vec<Option<f64>>> {
     let (b, c) = scores.dims2()?;
     if labels.len() != b || labels.iter().any(|r| r.len() != c) {
         return Err(Error::arg(
