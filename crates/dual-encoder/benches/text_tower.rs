@@ -1,5 +1,6 @@
 //! Text-tower forward (UniCL-base size: width 512, 12 layers × 8 heads, 77 tokens, batch 4)
 //! and CLIP tokenization of 64 sentences. The PyTorch counterpart is `text_tower.py`.
+#![allow(clippy::unwrap_used)] // a benchmark may panic on setup failure
 use std::hint::black_box;
 
 use candle_core::{DType, Device};
