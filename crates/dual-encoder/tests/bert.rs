@@ -15,8 +15,10 @@ fn bert_cls_and_projection_match_transformers() {
     let exp = load("bert/expected.safetensors");
     let out = enc.encode(&batch(&exp)).unwrap();
     let d = max_diff(&out.pooled, &exp["cls"]);
+    eprintln!("cls: max |diff| {d:.2e}");
     assert!(d < 1e-4, "cls: {d}");
     let d = max_diff(&out.projected, &exp["projected"]);
+    eprintln!("projected: max |diff| {d:.2e}");
     assert!(d < 1e-4, "projected: {d}");
     assert_eq!(enc.embed_dim(), 8);
 }

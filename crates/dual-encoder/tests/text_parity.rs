@@ -16,13 +16,17 @@ fn parity(case: &str) {
     let b = batch(&exp);
     let hidden = model.forward_hidden(&b).unwrap();
     let d = max_diff(&hidden, &exp["last_hidden_state"]);
+    eprintln!("{case} last_hidden_state: max |diff| {d:.2e}");
     assert!(d < TOL, "{case} last_hidden_state: max diff {d}");
     let out = model.encode(&b).unwrap();
     let d = max_diff(&out.pooled, &exp["pooled"]);
+    eprintln!("{case} pooled: max |diff| {d:.2e}");
     assert!(d < TOL, "{case} pooled: max diff {d}");
     let d = max_diff(&out.projected, &exp["projected"]);
+    eprintln!("{case} projected: max |diff| {d:.2e}");
     assert!(d < TOL, "{case} projected: max diff {d}");
     let d = max_diff(&l2_normalize(&out.projected).unwrap(), &exp["normalized"]);
+    eprintln!("{case} normalized: max |diff| {d:.2e}");
     assert!(d < TOL, "{case} normalized: max diff {d}");
 }
 

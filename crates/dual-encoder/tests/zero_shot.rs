@@ -39,6 +39,7 @@ fn zero_shot_matches_pytorch() {
     let tok = common::tokenizer();
     let img = m.encode_image(&exp["images"], false).unwrap();
     let d = max_diff(&img, &exp["image_embeddings"]);
+    eprintln!("image embeddings: max |diff| {d:.2e}");
     assert!(d < TOL, "image embeddings: {d}");
 
     let findings = strings(&meta["findings"]);
@@ -47,14 +48,17 @@ fn zero_shot_matches_pytorch() {
     let neg = Templates::new(strings(&meta["negative_templates"])).unwrap();
     let zs = ZeroShotClassifier::new(&m, &tok, &names, &pos, Some(&neg)).unwrap();
     let d = max_diff(zs.class_embeddings(), &exp["class_embeddings"]);
+    eprintln!("class embeddings: max |diff| {d:.2e}");
     assert!(d < TOL, "class embeddings: {d}");
     let probs = zs.probabilities(&m, &img).unwrap();
     let d = max_diff(&probs, &exp["probs"]);
+    eprintln!("probabilities: max |diff| {d:.2e}");
     assert!(d < TOL, "probabilities: {d}");
     let sums: Vec<f32> = probs.sum(1).unwrap().to_vec1().unwrap();
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
     let binary = zs.binary_scores(&m, &img).unwrap();
     let d = max_diff(&binary, &exp["binary"]);
+    eprintln!("binary scores: max |diff| {d:.2e}");
     assert!(d < TOL, "binary scores: {d}");
 
     let scale = m.scale().unwrap().to_scalar::<f32>().unwrap();
@@ -72,6 +76,7 @@ fn similarity_and_retrieval_match_pytorch() {
     let sim = m.similarity(&exp["images"], &batch).unwrap();
     // logits are scaled by exp(2.3) ≈ 10, so the tolerance scales with them
     let d = max_diff(&sim, &exp["similarity"]);
+    eprintln!("similarity: max |diff| {d:.2e}");
     assert!(d < 1e-4, "similarity: {d}");
     let text_image: Vec<usize> = serde_json::from_value(meta["text_image"].clone()).unwrap();
     let r = retrieval_recall(
