@@ -139,11 +139,14 @@ pub struct Llama {
     inv_freq: Vec<f32>,
 }
 
-/// RMSNorm from primitive ops, as transformers' `LlamaRMSNorm`: normalise in f32, cast back,
-/// then scale.
+/// RMSNorm from primitive ops, as transformers' `LlamaRMSNorm`: normalise in f32 (f64 stays
+/// f64), cast back, then scale.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
-    let xf = x.to_dtype(DType::F32)?;
+    let xf = match dtype {
+        DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
+        _ => x.clone(),
+    };
     let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
     let normed = xf.broadcast_div(&(var + eps)?.sqrt()?)?;
     Ok(normed.to_dtype(dtype)?.broadcast_mul(weight)?)

@@ -151,7 +151,12 @@ pub fn causal_lm_loss(lm: &Llama, hidden: &Tensor, labels: &[Vec<i64>]) -> Resul
     let rows = Tensor::from_vec(rows, r, dev)?;
     let targets = Tensor::from_vec(targets, (r, 1), dev)?;
     let h = hidden.reshape((b * t, d))?.index_select(&rows, 0)?;
-    let logits = lm.logits(&h)?.to_dtype(DType::F32)?;
+    let logits = lm.logits(&h)?;
+    // half-precision logits are upcast, as transformers' loss does; f32/f64 stay as they are
+    let logits = match logits.dtype() {
+        DType::F16 | DType::BF16 => logits.to_dtype(DType::F32)?,
+        _ => logits,
+    };
     let logp = cxr_core::ops::log_softmax_last_dim(&logits)?;
     Ok(logp.gather(&targets, 1)?.mean_all()?.neg()?)
 }
