@@ -27,6 +27,7 @@
 pub mod config;
 mod error;
 pub mod generate;
+pub mod init;
 pub mod linear;
 pub mod llama;
 pub mod lora;

@@ -227,7 +227,7 @@ impl<E: Encoder> LlavaModel<E> {
                 .map(|i| i.tokens.clone())
                 .ok_or_else(|| Error::bad_input("features", format!("layer {l} not returned")))?,
         };
-        Ok(tokens.detach())
+        Ok(tokens.contiguous()?.detach())
     }
 
     /// The training loss of a batch of images and their examples.
