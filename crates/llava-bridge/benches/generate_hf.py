@@ -2,15 +2,18 @@
 LlamaForCausalLM (4 layers, width 256, 4 heads, intermediate 682, vocabulary 8000), 32-token
 prompt, 64 new tokens, batch 1, f32 on the CPU, KV cache on, default attention (sdpa).
 
-    /work/venv/bin/python crates/llava-bridge/benches/generate_hf.py
+    /work/venv/bin/python crates/llava-bridge/benches/generate_hf.py [THREADS]
 """
 import statistics
+import sys
 import time
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 PROMPT, NEW = 32, 64
+if len(sys.argv) > 1:
+    torch.set_num_threads(int(sys.argv[1]))
 torch.manual_seed(0)
 cfg = LlamaConfig(vocab_size=8000, hidden_size=256, intermediate_size=682, num_hidden_layers=4,
                   num_attention_heads=4, num_key_value_heads=4, rms_norm_eps=1e-6,
