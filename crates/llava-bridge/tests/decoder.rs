@@ -1,6 +1,8 @@
 //! Decoder behaviour beyond the fixtures: KV cache against full recomputation, fused against
 //! differentiable kernels on a wider GQA config, tied heads, configuration errors.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use std::collections::HashMap;

@@ -2,6 +2,8 @@
 //! trainable variable gets a finite, non-zero gradient, and the projector gradient matches
 //! central finite differences in f64.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use candle_core::{DType, Device, Tensor};

@@ -2,6 +2,8 @@
 //! ids and LLaVA-spliced embeddings), the report-token loss and its projector gradients, and
 //! `generate` (greedy and beam search with 3 beams). Fixtures from `tests/gen.py`.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use candle_core::{DType, Tensor};

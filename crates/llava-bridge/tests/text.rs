@@ -1,5 +1,7 @@
 //! Tokenizer training, the Vicuna v1 template, label masking, sampling and stop strings.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
 //! Stage-1 training (projector only) lowers the report loss; checkpoints resume exactly.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use candle_core::{DType, Device};

@@ -1,5 +1,6 @@
 //! Shared loading of the transformers fixtures (written by `gen.py`).
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ pub fn fixture_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llava"))
 }
 
+#[allow(missing_debug_implementations)] // VarMap has no Debug
 pub struct Fixture {
     pub data: HashMap<String, Tensor>,
     pub meta: serde_json::Value,
