@@ -1,4 +1,5 @@
-//! LLaVA-style report generation on a frozen encoder: stage-1 training of the projector on a
+//! LLaVA-style report generation on a frozen encoder: stage-1 training of the projector (or
+//! stage 2 with `--lora-rank`: projector + LoRA on the decoder's q/v projections) on a
 //! manifest + report CSV, then generation for a split.
 //!
 //! ```text
@@ -27,8 +28,9 @@ use cxr_core::Encoder;
 use cxr_data::{decode_file, DecodeOptions, ImageProcessor, Manifest, ManifestSpec, Split};
 use llava_bridge::generate::finish_text;
 use llava_bridge::init::{random_llama, save_llama_dir};
+use llava_bridge::lora::{add_lora, LoraConfig};
 use llava_bridge::template::{Conversation, PromptEncoder, FINDINGS_PROMPT};
-use llava_bridge::train::{TrainConfig, Trainer};
+use llava_bridge::train::{load_vars, TrainConfig, Trainer};
 use llava_bridge::{
     Decoding, GenerationConfig, Llama, LlamaConfig, LlavaModel, Projector, ReportGenerator,
     TextTokenizer, VisionFeatures, Weights,
@@ -106,6 +108,12 @@ struct TrainArgs {
     /// Seed (shuffling, projector init, random llama).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Stage 2: LoRA rank on the decoder's q/v projections (0 = stage 1, projector only).
+    #[arg(long, default_value_t = 0)]
+    lora_rank: usize,
+    /// LoRA alpha (update scaled by alpha / rank).
+    #[arg(long, default_value_t = 16.0)]
+    lora_alpha: f64,
 }
 
 #[derive(Args, Debug)]
@@ -238,7 +246,7 @@ fn train(a: &TrainArgs) -> R<()> {
             lm_dir.display()
         );
     }
-    let lm = Llama::from_dir(&lm_dir, DType::F32, &Device::Cpu)?;
+    let mut lm = Llama::from_dir(&lm_dir, DType::F32, &Device::Cpu)?;
     let enc = prompt_encoder(
         &lm,
         TextTokenizer::from_file(lm_dir.join("tokenizer.json"))?,
@@ -246,6 +254,20 @@ fn train(a: &TrainArgs) -> R<()> {
     let (encoder, proc) = load_encoder(&c.encoder)?;
     let vm = VarMap::new();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
+    let lora_cfg = LoraConfig {
+        rank: a.lora_rank,
+        alpha: a.lora_alpha,
+    };
+    let lora_vars = if a.lora_rank > 0 {
+        println!(
+            "stage 2: projector + LoRA (rank {}, alpha {})",
+            a.lora_rank, a.lora_alpha
+        );
+        add_lora(&mut lm, &lora_cfg, &vm, &mut rng)?
+    } else {
+        println!("stage 1: projector only");
+        Vec::new()
+    };
     let d_vision = encoder.feature_info().embed_dim;
     let projector = Projector::init(
         d_vision,
@@ -273,8 +295,10 @@ fn train(a: &TrainArgs) -> R<()> {
         .map(|r| enc.example(r))
         .collect::<Result<_, _>>()?;
     let gen = &model.generator;
+    let mut vars = gen.projector.named_vars("multi_modal_projector");
+    vars.extend(lora_vars.iter().cloned());
     let mut trainer = Trainer::new(
-        gen.projector.named_vars("multi_modal_projector"),
+        vars,
         TrainConfig {
             lr: a.lr,
             ..TrainConfig::stage1(a.steps)
@@ -308,14 +332,27 @@ fn train(a: &TrainArgs) -> R<()> {
         }
     }
     trainer.save(&ckpt, &rng, a.steps as u64)?;
-    let tensors: HashMap<String, Tensor> = trainer
-        .vars()
+    let tensors: HashMap<String, Tensor> = gen
+        .projector
+        .named_vars("multi_modal_projector")
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
     let path = c.out.join("projector.safetensors");
     candle_core::safetensors::save(&tensors, &path)?;
     println!("projector written to {}", path.display());
+    let lora_path = c.out.join("lora.safetensors");
+    if lora_vars.is_empty() {
+        let _ = std::fs::remove_file(&lora_path);
+    } else {
+        let t: HashMap<String, Tensor> = lora_vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&t, &lora_path)?;
+        std::fs::write(c.out.join("lora.json"), serde_json::to_string(&lora_cfg)?)?;
+        println!("LoRA adapters written to {}", lora_path.display());
+    }
     Ok(())
 }
 
@@ -329,8 +366,23 @@ fn generate(a: &GenArgs) -> R<()> {
     };
     let data = load_split(c, split)?;
     let lm_dir = c.lm.clone().unwrap_or_else(|| c.out.join("lm"));
-    let lm = Llama::from_dir(&lm_dir, DType::F32, &Device::Cpu)?;
+    let mut lm = Llama::from_dir(&lm_dir, DType::F32, &Device::Cpu)?;
     let tok = TextTokenizer::from_file(lm_dir.join("tokenizer.json"))?;
+    let lora_path = c.out.join("lora.safetensors");
+    if lora_path.exists() {
+        // stage-2 adapters saved next to the projector
+        let cfg: LoraConfig =
+            serde_json::from_str(&std::fs::read_to_string(c.out.join("lora.json"))?)?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let vars = add_lora(&mut lm, &cfg, &VarMap::new(), &mut rng)?;
+        let t = candle_core::safetensors::load(&lora_path, &Device::Cpu)?;
+        load_vars(&vars, &t, &lora_path.display().to_string())?;
+        println!(
+            "LoRA adapters (rank {}) from {}",
+            cfg.rank,
+            lora_path.display()
+        );
+    }
     let enc = prompt_encoder(&lm, tok.clone());
     let (encoder, proc) = load_encoder(&c.encoder)?;
     let ppath = a
