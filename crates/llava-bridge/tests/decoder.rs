@@ -63,6 +63,10 @@ fn kv_cached_steps_match_full_forward() {
     )
     .unwrap();
     let full = lm.forward_ids(&ids, None, Kernels::Differentiable).unwrap();
+    // fused kernels (no backward) against the differentiable path, no cache
+    let fused = lm.forward_ids(&ids, None, Kernels::Fused).unwrap();
+    let d = common::max_diff(&fused, &full);
+    assert!(d < 1e-5, "fused vs differentiable max |diff| {d}");
     for kernels in [Kernels::Fused, Kernels::Differentiable] {
         let mut cache = lm.new_cache();
         // a 4-token prefill, then one token at a time

@@ -22,6 +22,7 @@ fn projector_matches_transformers() {
         .forward(f.t("image_features"))
         .unwrap();
     let d = max_diff(&out, f.t("projector_out"));
+    eprintln!("projector max |diff| {d:.2e}");
     assert!(d < 1e-5, "projector max |diff| {d}");
 }
 
@@ -32,6 +33,7 @@ fn token_logits_match_transformers_both_kernels() {
     for kernels in [Kernels::Differentiable, Kernels::Fused] {
         let logits = f.generator.lm.forward_ids(&ids, None, kernels).unwrap();
         let d = max_diff(&logits, f.t("plain_logits"));
+        eprintln!("{kernels:?}: token logits max |diff| {d:.2e}");
         assert!(d < LOGIT_TOL, "{kernels:?}: logits max |diff| {d}");
     }
 }
@@ -53,6 +55,7 @@ fn spliced_logits_match_transformers() {
             let len = ex.len(9);
             let ours = logits.get(i).unwrap().narrow(0, 0, len).unwrap();
             let d = max_diff(&ours, f.t(&format!("spliced_logits_{i}")));
+            eprintln!("{kernels:?} sample {i}: spliced logits max |diff| {d:.2e}");
             assert!(d < LOGIT_TOL, "{kernels:?} sample {i}: max |diff| {d}");
         }
     }
@@ -77,6 +80,7 @@ fn loss_and_projector_gradients_match_pytorch() {
     let loss = f.generator.loss(f.t("image_features"), &examples).unwrap();
     let ours = loss.to_scalar::<f32>().unwrap();
     let theirs = f.t("loss").to_vec1::<f32>().unwrap()[0];
+    eprintln!("loss {ours} vs PyTorch {theirs}");
     assert!((ours - theirs).abs() < 1e-5, "loss {ours} vs {theirs}");
     let grads = loss.backward().unwrap();
     for (name, var) in f.generator.projector.named_vars("multi_modal_projector") {
@@ -92,6 +96,7 @@ fn loss_and_projector_gradients_match_pytorch() {
             .to_scalar::<f32>()
             .unwrap();
         let d = max_diff(g, reference);
+        eprintln!("{name}: grad max |diff| {d:.2e} (max |grad| {scale:.2e})");
         assert!(scale > 0.0, "{name}: zero reference gradient");
         assert!(
             d < 1e-4 * scale.max(1.0),
