@@ -146,7 +146,10 @@ pub fn cls_attention_maps(
 /// order); returns the kept flags.
 pub fn top_mass_mask(weights: &[f64], mass: f64) -> Result<Vec<bool>> {
     if !(0.0..=1.0).contains(&mass) {
-        return Err(Error::bad("attention mass", format!("{mass} is not in [0, 1]")));
+        return Err(Error::bad(
+            "attention mass",
+            format!("{mass} is not in [0, 1]"),
+        ));
     }
     if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
         return Err(Error::bad(
@@ -198,7 +201,10 @@ mod tests {
         );
         // unnormalised weights give the same answer
         let scaled: Vec<f64> = w.iter().map(|v| v * 7.0).collect();
-        assert_eq!(top_mass_mask(&scaled, 0.6).unwrap(), top_mass_mask(&w, 0.6).unwrap());
+        assert_eq!(
+            top_mass_mask(&scaled, 0.6).unwrap(),
+            top_mass_mask(&w, 0.6).unwrap()
+        );
         assert!(top_mass_mask(&w, 1.0).unwrap().iter().all(|&k| k));
         assert!(top_mass_mask(&w, 0.0).unwrap().iter().all(|&k| !k));
         assert!(top_mass_mask(&w, 1.5).is_err());
@@ -224,12 +230,12 @@ mod tests {
         };
         let maps = cls_attention_from_layer(&la).unwrap();
         assert_eq!(maps.len(), 1);
-        assert_eq!(maps[0].heads, vec![vec![2.0, 3.0, 4.0], vec![12.0, 13.0, 14.0]]);
+        assert_eq!(
+            maps[0].heads,
+            vec![vec![2.0, 3.0, 4.0], vec![12.0, 13.0, 14.0]]
+        );
         assert_eq!(maps[0].mean(), vec![7.0, 8.0, 9.0]);
-        let bad = LayerAttention {
-            grid: (2, 2),
-            ..la
-        };
+        let bad = LayerAttention { grid: (2, 2), ..la };
         assert!(cls_attention_from_layer(&bad).is_err());
     }
 }

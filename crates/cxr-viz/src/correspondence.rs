@@ -63,10 +63,18 @@ pub fn mutual_nearest_neighbours(
     k: Option<usize>,
 ) -> Result<Vec<Match>> {
     if a.nrows() == 0 || b.nrows() == 0 {
-        return Err(Error::shape("patch features", "at least one patch each", &[a.nrows(), b.nrows()]));
+        return Err(Error::shape(
+            "patch features",
+            "at least one patch each",
+            &[a.nrows(), b.nrows()],
+        ));
     }
     let sim = cosine_similarity(a, b)?;
-    let a_to_b: Vec<usize> = sim.rows().into_iter().map(|r| argmax(r.iter().copied())).collect();
+    let a_to_b: Vec<usize> = sim
+        .rows()
+        .into_iter()
+        .map(|r| argmax(r.iter().copied()))
+        .collect();
     let b_to_a: Vec<usize> = sim
         .columns()
         .into_iter()

@@ -53,7 +53,10 @@ pub fn squared_distances(x: ArrayView2<f64>) -> Array2<f64> {
 /// Row-conditional probabilities `p(j|i)` at the given perplexity (sklearn's
 /// `_binary_search_perplexity`): per row, a bisection on the precision `beta` until the entropy
 /// is within 1e-5 nats of `ln(perplexity)` (at most 100 steps).
-pub fn conditional_probabilities(sq_distances: ArrayView2<f64>, perplexity: f64) -> Result<Array2<f64>> {
+pub fn conditional_probabilities(
+    sq_distances: ArrayView2<f64>,
+    perplexity: f64,
+) -> Result<Array2<f64>> {
     let (n, m) = sq_distances.dim();
     if n != m {
         return Err(Error::shape("distance matrix", "square", &[n, m]));
@@ -143,7 +146,11 @@ pub fn joint_probabilities(sq_distances: ArrayView2<f64>, perplexity: f64) -> Re
 pub fn kl_divergence(p: ArrayView2<f64>, y: ArrayView2<f64>) -> Result<(f64, Array2<f64>)> {
     let (n, c) = y.dim();
     if p.dim() != (n, n) {
-        return Err(Error::shape("P", format!("[{n}, {n}] for {n} points"), &[p.nrows(), p.ncols()]));
+        return Err(Error::shape(
+            "P",
+            format!("[{n}, {n}] for {n} points"),
+            &[p.nrows(), p.ncols()],
+        ));
     }
     let dof = (c.saturating_sub(1)).max(1) as f64;
     let exponent = (dof + 1.0) / -2.0;
@@ -266,7 +273,10 @@ impl GradientDescent {
         max_iter: usize,
     ) -> Result<(f64, usize)> {
         if self.check_every == 0 {
-            return Err(Error::bad("gradient descent", "check_every must be at least 1"));
+            return Err(Error::bad(
+                "gradient descent",
+                "check_every must be at least 1",
+            ));
         }
         let mut update = Array2::<f64>::zeros(y.dim());
         let mut gains = Array2::<f64>::ones(y.dim());
@@ -320,14 +330,21 @@ pub fn tsne(x: ArrayView2<f64>, opts: &TsneOptions) -> Result<Tsne> {
     if opts.max_iter < EXPLORATION_ITER {
         return Err(Error::bad(
             "t-SNE max_iter",
-            format!("{} is below the {EXPLORATION_ITER} early-exaggeration steps", opts.max_iter),
+            format!(
+                "{} is below the {EXPLORATION_ITER} early-exaggeration steps",
+                opts.max_iter
+            ),
         ));
     }
     let mut p = joint_probabilities(squared_distances(x).view(), opts.perplexity)?;
     let mut y = match &opts.init {
         TsneInit::Given(y0) => {
             if y0.dim() != (n, 2) {
-                return Err(Error::shape("t-SNE init", format!("[{n}, 2]"), &[y0.nrows(), y0.ncols()]));
+                return Err(Error::shape(
+                    "t-SNE init",
+                    format!("[{n}, 2]"),
+                    &[y0.nrows(), y0.ncols()],
+                ));
             }
             y0.clone()
         }

@@ -64,7 +64,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn shape(name: impl Into<String>, expected: impl Into<String>, found: &[usize]) -> Self {
+    pub(crate) fn shape(
+        name: impl Into<String>,
+        expected: impl Into<String>,
+        found: &[usize],
+    ) -> Self {
         Error::Shape {
             name: name.into(),
             expected: expected.into(),

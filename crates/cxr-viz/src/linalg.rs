@@ -171,7 +171,9 @@ mod tests {
         let mut s = 7u64;
         for i in 0..n {
             for j in 0..=i {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let x = ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5;
                 a[[i, j]] = x;
                 a[[j, i]] = x;

@@ -178,7 +178,10 @@ pub fn overlay_heatmap(
 ) -> Result<RgbImage> {
     check_grid("heat map", heat.len(), grid)?;
     if !(0.0..=1.0).contains(&opts.alpha) {
-        return Err(Error::bad("overlay alpha", format!("{} is not in [0, 1]", opts.alpha)));
+        return Err(Error::bad(
+            "overlay alpha",
+            format!("{} is not in [0, 1]", opts.alpha),
+        ));
     }
     let (w, h) = (base.width() as usize, base.height() as usize);
     let scaled = crate::pca::min_max(heat);
@@ -250,7 +253,13 @@ fn disc(img: &mut RgbImage, cx: f64, cy: f64, radius: f64, c: [u8; 3]) {
 }
 
 /// Draws a line of the given width from `(x0, y0)` to `(x1, y1)`.
-pub fn draw_line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), width: f64, c: [u8; 3]) {
+pub fn draw_line(
+    img: &mut RgbImage,
+    (x0, y0): (f64, f64),
+    (x1, y1): (f64, f64),
+    width: f64,
+    c: [u8; 3],
+) {
     let len = ((x1 - x0).powi(2) + (y1 - y0).powi(2)).sqrt();
     let steps = (len * 2.0).ceil().max(1.0) as usize;
     for s in 0..=steps {
@@ -275,7 +284,10 @@ pub fn side_by_side_matches(
     if let Some(bad) = matches.iter().find(|m| m.a >= n_a || m.b >= n_b) {
         return Err(Error::bad(
             "matches",
-            format!("pair ({}, {}) is outside the {n_a}- and {n_b}-patch grids", bad.a, bad.b),
+            format!(
+                "pair ({}, {}) is outside the {n_a}- and {n_b}-patch grids",
+                bad.a, bad.b
+            ),
         ));
     }
     let height = a.height().max(b.height());
@@ -291,7 +303,11 @@ pub fn side_by_side_matches(
     let k = matches.len();
     // weakest first, so the strongest lines end on top
     for (rank, m) in matches.iter().enumerate().rev() {
-        let t = if k > 1 { 1.0 - rank as f64 / (k - 1) as f64 } else { 1.0 };
+        let t = if k > 1 {
+            1.0 - rank as f64 / (k - 1) as f64
+        } else {
+            1.0
+        };
         let colour = Colormap::Viridis.map(0.15 + 0.85 * t);
         let pa = centre(m.a, grid_a, a, 0.0);
         let pb = centre(m.b, grid_b, b, f64::from(a.width() + gap));
@@ -305,7 +321,10 @@ pub fn side_by_side_matches(
 /// Lays `images` out left to right in rows of `cols`, `pad` pixels apart, on white.
 pub fn tile(images: &[RgbImage], cols: usize, pad: u32) -> Result<RgbImage> {
     if images.is_empty() || cols == 0 {
-        return Err(Error::bad("tile", "needs at least one image and one column"));
+        return Err(Error::bad(
+            "tile",
+            "needs at least one image and one column",
+        ));
     }
     let cw = images.iter().map(|i| i.width()).max().unwrap_or(0);
     let ch = images.iter().map(|i| i.height()).max().unwrap_or(0);
@@ -316,7 +335,12 @@ pub fn tile(images: &[RgbImage], cols: usize, pad: u32) -> Result<RgbImage> {
     let mut out = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
     for (i, img) in images.iter().enumerate() {
         let (r, c) = ((i / cols) as u32, (i % cols) as u32);
-        image::imageops::replace(&mut out, img, i64::from(c * (cw + pad)), i64::from(r * (ch + pad)));
+        image::imageops::replace(
+            &mut out,
+            img,
+            i64::from(c * (cw + pad)),
+            i64::from(r * (ch + pad)),
+        );
     }
     Ok(out)
 }
@@ -337,7 +361,12 @@ fn draw_scatter<DB: DrawingBackend>(
     axes: (&str, &str),
 ) -> std::result::Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for &(x, y) in points {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -374,7 +403,10 @@ fn draw_scatter<DB: DrawingBackend>(
             .collect();
         let n = pts.len();
         chart
-            .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, colour.mix(0.75).filled())))
+            .draw_series(
+                pts.into_iter()
+                    .map(|p| Circle::new(p, 4, colour.mix(0.75).filled())),
+            )
             .map_err(|e| e.to_string())?
             .label(format!("{class} (n={n})"))
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, colour.filled()));
@@ -412,9 +444,21 @@ pub fn scatter(
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
     let result = if is_svg {
-        draw_scatter(SVGBackend::new(path, size).into_drawing_area(), points, labels, title, axes)
+        draw_scatter(
+            SVGBackend::new(path, size).into_drawing_area(),
+            points,
+            labels,
+            title,
+            axes,
+        )
     } else {
-        draw_scatter(BitMapBackend::new(path, size).into_drawing_area(), points, labels, title, axes)
+        draw_scatter(
+            BitMapBackend::new(path, size).into_drawing_area(),
+            points,
+            labels,
+            title,
+            axes,
+        )
     };
     result.map_err(|reason| Error::Write {
         path: path.to_path_buf(),
@@ -455,6 +499,14 @@ mod tests {
             scatter(&pts, &labels, "t", ("x", "y"), &p, (300, 200)).unwrap();
             assert!(std::fs::metadata(&p).unwrap().len() > 100);
         }
-        assert!(scatter(&pts, &labels[..2], "t", ("x", "y"), &dir.path().join("x.png"), (300, 200)).is_err());
+        assert!(scatter(
+            &pts,
+            &labels[..2],
+            "t",
+            ("x", "y"),
+            &dir.path().join("x.png"),
+            (300, 200)
+        )
+        .is_err());
     }
 }

@@ -16,7 +16,9 @@ use ndarray::{Array1, Array2};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
@@ -43,7 +45,10 @@ fn condensed(m: &Array2<f64>) -> Vec<f64> {
 }
 
 fn max_abs(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = f64>) -> f64 {
-    a.into_iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.into_iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -58,11 +63,17 @@ fn pca_matches_sklearn_up_to_sign() {
         let dot: f64 = pca.components.row(c).dot(&want.row(c));
         let s = dot.signum();
         signs.push(s);
-        let d = max_abs(pca.components.row(c).iter().map(|v| v * s), want.row(c).iter().copied());
+        let d = max_abs(
+            pca.components.row(c).iter().map(|v| v * s),
+            want.row(c).iter().copied(),
+        );
         assert!(d < 1e-6, "component {c} differs by {d}");
     }
     assert!(max_abs(pca.mean.iter().copied(), vec1(&f["mean"])) < 1e-12);
-    let d = max_abs(pca.explained_variance.iter().copied(), vec1(&f["explained_variance"]));
+    let d = max_abs(
+        pca.explained_variance.iter().copied(),
+        vec1(&f["explained_variance"]),
+    );
     assert!(d < 1e-6, "explained variance differs by {d}");
     let d = max_abs(
         pca.explained_variance_ratio.iter().copied(),
@@ -71,8 +82,11 @@ fn pca_matches_sklearn_up_to_sign() {
     assert!(d < 1e-6, "explained variance ratio differs by {d}");
     let t = pca.transform(x.view()).unwrap();
     let want_t = mat(&f["transformed"]);
-    for c in 0..k {
-        let d = max_abs(t.column(c).iter().map(|v| v * signs[c]), want_t.column(c).iter().copied());
+    for (c, sign) in signs.iter().enumerate() {
+        let d = max_abs(
+            t.column(c).iter().map(|v| v * sign),
+            want_t.column(c).iter().copied(),
+        );
         assert!(d < 1e-6, "projection {c} differs by {d}");
     }
 }
@@ -103,7 +117,10 @@ fn kl_divergence_and_gradient_match_sklearn_and_finite_differences() {
     let y = mat(&f["y"]);
     let (kl, grad) = kl_divergence(p.view(), y.view()).unwrap();
     let want_kl = f["kl"].as_f64().unwrap();
-    assert!((kl - want_kl).abs() < 1e-6 * want_kl.abs().max(1.0), "KL {kl} vs {want_kl}");
+    assert!(
+        (kl - want_kl).abs() < 1e-6 * want_kl.abs().max(1.0),
+        "KL {kl} vs {want_kl}"
+    );
     let want_grad = mat(&f["grad"]);
     let scale = want_grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let d = max_abs(grad.iter().copied(), want_grad.iter().copied());
@@ -119,7 +136,11 @@ fn kl_divergence_and_gradient_match_sklearn_and_finite_differences() {
             let fd = (kl_divergence(p.view(), up.view()).unwrap().0
                 - kl_divergence(p.view(), down.view()).unwrap().0)
                 / (2.0 * h);
-            assert!((fd - grad[[i, c]]).abs() < 1e-6, "({i}, {c}): fd {fd} vs {}", grad[[i, c]]);
+            assert!(
+                (fd - grad[[i, c]]).abs() < 1e-6,
+                "({i}, {c}): fd {fd} vs {}",
+                grad[[i, c]]
+            );
         }
     }
 }
@@ -145,9 +166,15 @@ fn gradient_descent_steps_match_sklearn() {
         let want = mat(&case["y"]);
         let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let d = max_abs(y.iter().copied(), want.iter().copied());
-        assert!(d < 1e-6 * scale, "{phase}: embedding differs by {d} (scale {scale})");
+        assert!(
+            d < 1e-6 * scale,
+            "{phase}: embedding differs by {d} (scale {scale})"
+        );
         let want_err = case["error"].as_f64().unwrap();
-        assert!((err - want_err).abs() < 1e-6 * want_err, "{phase}: error {err} vs {want_err}");
+        assert!(
+            (err - want_err).abs() < 1e-6 * want_err,
+            "{phase}: error {err} vs {want_err}"
+        );
     }
 }
 
@@ -164,7 +191,10 @@ fn full_exact_tsne_run_separates_the_clusters() {
     };
     let out = tsne(x.view(), &opts).unwrap();
     let sk = f["sklearn_full_run_kl"].as_f64().unwrap();
-    eprintln!("KL {} (sklearn {sk}), last step {}", out.kl_divergence, out.n_iter);
+    eprintln!(
+        "KL {} (sklearn {sk}), last step {}",
+        out.kl_divergence, out.n_iter
+    );
     assert!(out.kl_divergence < 3.0 * sk + 0.1);
     // gen.py draws point i from centre i % 3: every point's nearest embedded neighbour shares it
     let n = x.nrows();
@@ -179,7 +209,11 @@ fn full_exact_tsne_run_separates_the_clusters() {
                 d(a).total_cmp(&d(b))
             })
             .unwrap();
-        assert_eq!(nearest % 3, i % 3, "point {i}'s nearest neighbour is {nearest}");
+        assert_eq!(
+            nearest % 3,
+            i % 3,
+            "point {i}'s nearest neighbour is {nearest}"
+        );
     }
     // a given start is used as is
     let given = tsne(
