@@ -486,20 +486,21 @@ fn main() -> R<()> {
             .map(|&i| label_of(&manifest.records[i], &manifest, column))
             .collect::<Option<_>>()
             .ok_or_else(|| format!("--color-by {column}: no such column in labels.csv"))?;
-        for (kind, pts, axes) in [
-            ("pca", to_points(&p2), ("PC1", "PC2")),
-            ("tsne", to_points(&ts.embedding), ("t-SNE 1", "t-SNE 2")),
+        for (kind, title, pts, axes) in [
+            ("pca", "PCA", to_points(&p2), ("PC1", "PC2")),
+            (
+                "tsne",
+                "t-SNE",
+                to_points(&ts.embedding),
+                ("t-SNE 1", "t-SNE 2"),
+            ),
         ] {
             for ext in ["png", "svg"] {
                 let name = format!("embed_{kind}_{column}.{ext}");
                 scatter(
                     &pts,
                     &labels,
-                    &format!(
-                        "{} of {} embeddings, by {column}",
-                        kind.to_uppercase(),
-                        labels.len()
-                    ),
+                    &format!("{title} of {} embeddings, by {column}", labels.len()),
                     axes,
                     &args.out.join(&name),
                     (720, 540),
