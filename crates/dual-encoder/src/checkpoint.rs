@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `lang_encoder.*` | [`crate::TextTransformer`] (see its table) |
 //! | `lang_projection` `[W, P]` | [`crate::TextTransformer`] projection |
-//! | `image_encoder.*` | the image tower (DaViT for MI2), built by the caller from `vb.pp("image_encoder")` |
+//! | `image_encoder.*` | the image tower: DaViT for MI2 ([`crate::Mi2::build`]), or any tower built by the caller from `vb.pp("image_encoder")` |
 //! | `image_projection` `[D_img, P]` | [`crate::DualEncoder`] |
 //! | `logit_scale` `[]` | [`crate::DualEncoder`] |
 //!

@@ -12,8 +12,27 @@
 //! - [`DualEncoder`]: any [`cxr_core::Encoder`] image tower + `image_projection` + a
 //!   [`TextEncoder`] + `logit_scale`; [`ZeroShotClassifier`] and [`retrieval_recall`] on top.
 //!
+//! - [`Mi2`]: the whole MedImageInsight (MI2) model in one call: DaViT image tower
+//!   ([`vit_backbone::davit`]), text tower, projections, `logit_scale` and CLIP tokenizer,
+//!   from the release folder (`vision_model/medimageinsigt-v1.0.0.pt`,
+//!   `language_model/clip_tokenizer_4.16.2/`), one safetensors with every UniCL key, or the
+//!   local Hugging Face cache ([`Mi2::from_pretrained`], never downloads). Every tensor is
+//!   checked against [`Mi2Config::expected_tensors`] first; see [`mi2`].
+//!
 //! Checkpoint key names are UniCLModel's (`lang_encoder.*`, `lang_projection`,
 //! `image_projection`, `logit_scale`); see [`checkpoint`] for the map.
+//!
+//! ```no_run
+//! use candle_core::{DType, Device};
+//! use dual_encoder::Mi2;
+//!
+//! let mi2 = Mi2::from_dir("MedImageInsights/2024.09.27".as_ref(), DType::F32, &Device::Cpu)?;
+//! let batch = mi2.tokenizer().encode_batch(&["chest x-ray showing pneumonia"], &Device::Cpu)?;
+//! let text_embedding = mi2.model().encode_text(&batch)?; // [1, 1024], unit norm
+//! # Ok::<(), dual_encoder::Error>(())
+//! ```
+//!
+//! Any image tower joins a text tower the same way by hand:
 //!
 //! ```no_run
 //! use candle_core::{DType, Device};
@@ -36,6 +55,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dual;
 mod error;
+pub mod mi2;
 pub mod retrieval;
 pub mod text_encoder;
 pub mod text_transformer;
@@ -47,6 +67,7 @@ pub use checkpoint::{convert_old_key, load_unicl_tensors, unicl_var_builder};
 pub use config::{Activation, Pooling, TextConfig};
 pub use dual::{DualEncoder, DualOutput};
 pub use error::{Error, Result};
+pub use mi2::{Mi2, Mi2Config, Mi2Files, TokenizerFiles};
 pub use retrieval::{recall_at_k, retrieval_recall, RetrievalRecall};
 pub use text_encoder::{TextEmbedding, TextEncoder, TokenBatch};
 pub use text_transformer::{l2_normalize, TextTransformer};

@@ -19,6 +19,10 @@ Cases (under fixtures/):
   probabilities, binary positive-vs-negative scores, similarity matrix and retrieval
   recall@k.
 - bert/: a tiny BERT with the CXR-BERT projection head on the CLS token.
+- mi2_tiny/: a whole tiny MI2 (the DaViT reference of crates/vit-backbone/tests/
+  davit_reference.py at a tiny width + the bidirectional text tower), saved in the UniCL
+  layout with an Mi2Config config.json, images, and the reference zero-shot probabilities
+  and similarity. `python gen.py mi2` rewrites only this case (reusing tokenizer/).
 - mi2_text_keys.json: every tensor name and shape of MedImageInsight's text side at full
   size (built on the meta device, nothing allocated).
 
@@ -501,12 +505,93 @@ def write_manifest():
         json.dump({"tensors": keys, "text_parameters": n}, f, indent=1)
 
 
+# ---------------------------------------------------------------------------------------
+# a whole tiny MI2: DaViT image tower + UniCL text tower
+# ---------------------------------------------------------------------------------------
+
+
+def write_mi2_tiny(tok):
+    import sys
+
+    sys.path.insert(0, os.path.join(HERE, "..", "..", "vit-backbone", "tests"))
+    from davit_reference import ImageTower
+
+    d = os.path.join(OUT, "mi2_tiny")
+    os.makedirs(d, exist_ok=True)
+    # DavitConfig::tiny and a bidirectional TextConfig::tiny, both projected to 24
+    image_cfg = dict(
+        in_chans=3, image_size=64, embed_dims=[8, 16, 24, 32], depths=[1, 1, 2, 1],
+        num_heads=[2, 2, 4, 4], num_groups=[2, 4, 4, 8], patch_size=[7, 3, 3, 3],
+        patch_stride=[4, 2, 2, 2], patch_padding=[3, 1, 1, 1],
+        patch_prenorm=[False, True, True, True], window_size=4, drop_path_rate=0.1,
+        projection_dim=24,
+    )
+    vocab = len(tok.get_vocab())
+    text_cfg = dict(vocab_size=vocab, context_length=CONTEXT, width=32, layers=2, heads=4,
+                    causal=False, projection_dim=24)
+    image = ImageTower(image_cfg).eval()
+    g = torch.Generator().manual_seed(21)
+    with torch.no_grad():
+        for n, p in image.named_parameters():
+            if n.endswith("norm.weight") or n.endswith("norms.weight"):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    text = TextSide(vocab, CONTEXT, 32, 2, 4, False, 24, 32)
+    randomise(text, 22)
+    text.eval()
+    images = torch.randn(3, 3, 64, 64, generator=g)
+
+    def embed_texts(sentences):
+        enc = tok(sentences, padding="max_length", max_length=CONTEXT, truncation=True, return_tensors="pt")
+        return text.encode_text(enc["input_ids"], enc["attention_mask"], norm=True)[2]
+
+    def ensemble(templates, finding):
+        e = embed_texts([t.format(finding) for t in templates]).mean(0)
+        return e / e.norm()
+
+    captions = ["chest x-ray showing pneumonia", "no pleural effusion", "mild cardiomegaly", "the lungs are clear"]
+    with torch.no_grad():
+        img = image.encode_image(images)
+        scale = text.logit_scale.exp()
+        classes = torch.stack([ensemble(POSITIVE, f) for f in FINDINGS])
+        probs = (scale * img @ classes.T).softmax(-1)
+        sim = scale * img @ embed_texts(captions).T
+    weights = dict(image.state_dict())
+    weights.update({k: v for k, v in text.state_dict().items() if k != "image_projection"})
+    save(os.path.join(d, "model.safetensors"), weights)
+    save(os.path.join(d, "expected.safetensors"), {
+        "images": images, "image_embeddings": img, "class_embeddings": classes, "probs": probs, "similarity": sim,
+    })
+    full_image = dict(image_cfg, mlp_ratio=4.0, qkv_bias=True, conv_at_attn=True, conv_at_ffn=True,
+                      dynamic_scale=True, layer_norm_eps=1e-5)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump({"image": full_image, "text": text_cfg}, f, indent=1)
+    with open(os.path.join(d, "expected.json"), "w") as f:
+        json.dump({"findings": FINDINGS, "positive_templates": POSITIVE, "captions": captions,
+                   "logit_scale": float(text.logit_scale)}, f, indent=1)
+
+
 if __name__ == "__main__":
+    import sys
+
     os.makedirs(OUT, exist_ok=True)
+    if sys.argv[1:] == ["mi2"]:
+        d = os.path.join(OUT, "tokenizer")
+        with open(os.path.join(d, "vocab.json")) as f:
+            vocab = json.load(f)
+        with open(os.path.join(d, "merges.txt")) as f:
+            merges = [tuple(line.split()) for line in f.read().splitlines()[1:] if line]
+        tok = CLIPTokenizer(vocab=vocab, merges=merges)
+        tok.model_max_length = CONTEXT
+        write_mi2_tiny(tok)
+        print("mi2_tiny written to", OUT)
+        sys.exit(0)
     tok = write_tokenizer()
     write_text_case("text_causal", tok, True)
     write_text_case("text_bidirectional", tok, False)
     write_zero_shot(tok)
     write_bert()
     write_manifest()
+    write_mi2_tiny(tok)
     print("fixtures written to", OUT)
