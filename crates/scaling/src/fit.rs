@@ -222,11 +222,18 @@ pub fn fit_power_law(
         reason: format!("singular profile at c = {c0}"),
     })?;
     let model = Curve { n };
-    let r = levenberg_marquardt(&model, &[a0, b0, c0], y, &w, opts.tol, 500, &|t| t[2] > 0.0)
-        .ok_or_else(|| Error::Fit {
-            what: "power law",
-            reason: "Levenberg–Marquardt produced non-finite parameters".into(),
-        })?;
+    // the polish stays inside the searched exponent range, so that data which do not pin
+    // `c` down report a bound (flagged) instead of drifting to absurd exponents
+    let (c_lo, c_hi) = (opts.c_min, opts.c_max);
+    let r = levenberg_marquardt(&model, &[a0, b0, c0], y, &w, opts.tol, 500, &|t| {
+        t[2] >= c_lo && t[2] <= c_hi
+    })
+    .ok_or_else(|| Error::Fit {
+        what: "power law",
+        reason: "Levenberg–Marquardt produced non-finite parameters".into(),
+    })?;
+    let c_at_bound =
+        c_at_bound || r.theta[2] <= c_lo * (1.0 + 1e-9) || r.theta[2] >= c_hi * (1.0 - 1e-9);
     Ok(PowerLawFit {
         law: PowerLaw {
             a: r.theta[0],

@@ -257,3 +257,13 @@ fn multicrop_source_takes_a_sampler_and_keeps_its_default_order() {
     seen.sort_unstable();
     assert_eq!(seen, vec![2, 5, 7]);
 }
+
+#[test]
+fn flat_noise_reports_a_bound_instead_of_a_runaway_exponent() {
+    let n = [16.0, 32.0, 64.0, 128.0];
+    let y = [0.477, 0.456, 0.463, 0.464];
+    let o = FitOptions::default();
+    let f = fit_power_law(&n, &y, None, &o).unwrap();
+    assert!(f.law.c >= o.c_min && f.law.c <= o.c_max, "{f:?}");
+    assert!(f.c_at_bound, "{f:?}");
+}

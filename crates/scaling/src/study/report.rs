@@ -137,7 +137,11 @@ pub fn fits(
             .iter()
             .map(|p| p.1.metric())
             .collect::<metrics::Result<_>>()?;
-        let fit = fit_power_law(&n, &y, None, &opts)?;
+        // a curve the law cannot describe (e.g. flat noise) is left out of the fits table
+        // rather than failing the study; its points stay in the results table
+        let Ok(fit) = fit_power_law(&n, &y, None, &opts) else {
+            continue;
+        };
         let resamples = cluster_resamples(&pts[0].1.clusters(), boot.n_resamples, boot.seed);
         let mut refits = Vec::new();
         for rows in &resamples {
