@@ -212,17 +212,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
             active_every: (a.active_every > 0).then_some(a.active_every),
             subset_seed: a.seed,
+            bootstrap: boot,
         };
-        let c = run_comparison(
-            &a.out,
-            &archs[0],
-            &pool,
-            &cur,
-            &tasks,
-            &boot,
-            &device,
-            &mut |l| println!("{l}"),
-        )?;
+        let c = run_comparison(&a.out, &archs[0], &pool, &cur, &tasks, &device, &mut |l| {
+            println!("{l}")
+        })?;
         for d in &c.differences {
             println!(
                 "{} {} − {}: {:+.3} {}",

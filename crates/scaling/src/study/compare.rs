@@ -42,6 +42,8 @@ pub struct CurationSpec {
     pub active_every: Option<u64>,
     /// Seed of the random arm's order (the study's nested order).
     pub subset_seed: u64,
+    /// Bootstrap of the paired differences.
+    pub bootstrap: BootstrapConfig,
 }
 
 /// One difference `A − B` of one task.
@@ -146,7 +148,6 @@ fn run_active(
     spec: &PretrainSpec,
     pool: &Pool,
     cur: &CurationSpec,
-    every: u64,
     tasks: &[Box<dyn EvalTask>],
     device: &Device,
 ) -> Result<CellState> {
@@ -159,7 +160,7 @@ fn run_active(
     let files = pool.files.clone();
     let m = trainer.model_config().clone();
     let base = MultiCropSource::new(files, &spec.config, m.patch_size, MEAN, STD)?;
-    let every = every.max(1);
+    let every = cur.active_every.unwrap_or(spec.steps).max(1);
     let rounds = spec.steps.div_ceil(every);
     let mut union: Vec<usize> = Vec::new();
     for r in 0..rounds {
@@ -252,7 +253,6 @@ pub fn run_comparison(
     pool: &Pool,
     cur: &CurationSpec,
     tasks: &[Box<dyn EvalTask>],
-    boot: &BootstrapConfig,
     device: &Device,
     log: &mut dyn FnMut(&str),
 ) -> Result<Comparison> {
@@ -291,9 +291,9 @@ pub fn run_comparison(
         ));
         cells.push(s);
     }
-    if let Some(every) = cur.active_every {
+    if cur.active_every.is_some() {
         let dir = cell_dir(out, &arch, "active", cur.budget);
-        let s = run_active(&dir, out, spec, pool, cur, every, tasks, device)?;
+        let s = run_active(&dir, out, spec, pool, cur, tasks, device)?;
         log(&format!(
             "active ({} distinct images over the rounds): done",
             s.n_images
@@ -326,7 +326,7 @@ pub fn run_comparison(
                 let clusters = ra.clusters();
                 let interval = paired_bootstrap(
                     Resampling::Groups(&clusters),
-                    boot,
+                    &cur.bootstrap,
                     |rows| ra.metric_on(rows),
                     |rows| rb.metric_on(rows),
                 )?;

@@ -53,8 +53,19 @@ pub struct CurveFit {
     pub refits: Vec<PowerLaw>,
     /// 95% interval of the exponent `c` over the refits.
     pub c_ci: Option<(f64, f64)>,
-    /// `(n, estimate, band)` at the extrapolation sizes.
-    pub extrapolation: Vec<(f64, f64, Option<(f64, f64)>)>,
+    /// The curve at the extrapolation sizes.
+    pub extrapolation: Vec<Extrapolated>,
+}
+
+/// The fitted curve at one size, with the band of the bootstrap refits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Extrapolated {
+    /// Data size.
+    pub n: f64,
+    /// The fit's value.
+    pub estimate: f64,
+    /// 95% pointwise band of the refits.
+    pub band: Option<(f64, f64)>,
 }
 
 /// Resamples of patient clusters: `B` lists of rows, drawn once and shared by every cell
@@ -160,7 +171,11 @@ pub fn fits(
         let extrapolation = extrapolate_to
             .iter()
             .zip(bands)
-            .map(|(&x, b)| (x, fit.law.eval(x), b))
+            .map(|(&x, b)| Extrapolated {
+                n: x,
+                estimate: fit.law.eval(x),
+                band: b,
+            })
             .collect();
         out.push(CurveFit {
             arch,
@@ -228,7 +243,7 @@ pub fn fits_markdown(fits: &[CurveFit]) -> String {
         let ex: Vec<String> = f
             .extrapolation
             .iter()
-            .map(|(n, v, b)| format!("n={n:.0}: {v:.3} {}", ci(*b)))
+            .map(|e| format!("n={:.0}: {:.3} {}", e.n, e.estimate, ci(e.band)))
             .collect();
         let l = &f.fit.law;
         let _ = writeln!(
