@@ -8,6 +8,7 @@
 //! - [`manifest`] and [`split`]: CSV manifests, patient-level splits, nested scaling subsets.
 //! - [`augment`] and [`masking`]: DINOv2 multi-crop and iBOT block masks, seeded per sample.
 //! - [`loader`]: parallel decode + transform with bounded prefetch into candle batches.
+//! - [`sampler`]: the [`sampler::IndexSampler`] hook that decides which indices an epoch visits.
 //! - [`shards`]: WebDataset-style tar shards with worker assignment and resumable positions.
 #![deny(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod manifest;
 pub mod masking;
 pub mod processor;
 pub mod resize;
+pub mod sampler;
 pub mod shards;
 pub mod split;
 
@@ -28,3 +30,4 @@ pub use decode::{decode_bytes, decode_file, DecodeOptions, DicomOptions, VoiChoi
 pub use error::{Error, Result};
 pub use manifest::{Manifest, ManifestSpec, Record, Split};
 pub use processor::ImageProcessor;
+pub use sampler::{IndexSampler, SeededShuffle};

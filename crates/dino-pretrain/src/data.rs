@@ -4,17 +4,17 @@
 //! of a checkpoint is just its step; each sample's augmentation comes from its own
 //! `(seed, epoch, index)` generator and each batch's iBOT masks from a `(seed, step)`
 //! generator. A resumed run therefore sees exactly the batches it would have seen.
+//! Which indices an epoch holds is up to an [`IndexSampler`] (default: a seeded permutation
+//! of all images), so curation plugs in without the loop knowing.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use cxr_data::augment::{multi_crop, sample_rng, MultiCropConfig};
 use cxr_data::masking::{ibot_masks, MaskingGenerator};
-use cxr_data::{decode_file, DecodeOptions};
+use cxr_data::{decode_file, DecodeOptions, IndexSampler, SeededShuffle};
 use dino_loss::DinoV2Config;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::{Error, Result};
@@ -45,6 +45,7 @@ pub struct MultiCropSource {
     mask_ratio: (f64, f64),
     batch_size: usize,
     seed: u64,
+    sampler: Arc<dyn IndexSampler>,
 }
 
 impl MultiCropSource {
@@ -89,6 +90,9 @@ impl MultiCropSource {
             ),
             batch_size: cfg.train.batch_size_per_gpu,
             seed: cfg.train.seed,
+            sampler: Arc::new(SeededShuffle {
+                seed: cfg.train.seed,
+            }),
         })
     }
 
@@ -112,16 +116,22 @@ impl MultiCropSource {
         &self.crops
     }
 
-    fn order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.files.len()).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9));
-        order.shuffle(&mut rng);
-        order
+    /// The same source with epochs drawn by `sampler` (indices into the files given to
+    /// [`new`](Self::new)).
+    pub fn with_sampler(mut self, sampler: Arc<dyn IndexSampler>) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
+    /// Samples per epoch under the current sampler.
+    pub fn epoch_len(&self) -> usize {
+        self.sampler.epoch_len(self.files.len()).max(1)
     }
 
     /// `(epoch, dataset index)` of the samples of `step`.
     pub fn positions(&self, step: u64) -> Vec<(u64, usize)> {
-        let n = self.files.len() as u64;
+        let n = self.epoch_len() as u64;
+        let len = self.files.len();
         let b = self.batch_size as u64;
         let mut cached: Option<(u64, Vec<usize>)> = None;
         (step * b..(step + 1) * b)
@@ -129,9 +139,12 @@ impl MultiCropSource {
                 let epoch = pos / n;
                 let order = match &cached {
                     Some((e, o)) if *e == epoch => o,
-                    _ => &cached.insert((epoch, self.order(epoch))).1,
+                    _ => &cached.insert((epoch, self.sampler.indices(epoch, len))).1,
                 };
-                (epoch, order[(pos % n) as usize])
+                // a sampler that returns too few indices yields an out-of-range index here,
+                // which batch() reports as an error
+                let i = order.get((pos % n) as usize).copied().unwrap_or(len);
+                (epoch, i)
             })
             .collect()
     }
@@ -142,7 +155,12 @@ impl MultiCropSource {
         let views = positions
             .par_iter()
             .map(|&(epoch, idx)| -> Result<_> {
-                let path = &self.files[idx];
+                let path = self.files.get(idx).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "the sampler gave index {idx} for {} images",
+                        self.files.len()
+                    ))
+                })?;
                 let img = decode_file(path, &DecodeOptions::default())?;
                 let mut rng = sample_rng(self.seed, epoch, idx as u64);
                 Ok(multi_crop(&img, &self.crops, &mut rng)?)

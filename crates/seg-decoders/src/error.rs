@@ -12,6 +12,10 @@ pub enum Error {
     #[error("encoder: {0}")]
     Encoder(#[from] cxr_core::Error),
 
+    /// Decoding or preprocessing an image failed.
+    #[error(transparent)]
+    Data(#[from] cxr_data::Error),
+
     /// An input tensor has a shape or value the operation cannot take.
     #[error("bad input `{name}`: expected {expected}, got shape {found:?}")]
     BadInput {

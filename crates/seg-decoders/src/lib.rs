@@ -27,6 +27,7 @@ pub mod eval;
 pub mod heads;
 pub mod layers;
 pub mod loss;
+pub mod lung;
 pub mod output;
 pub mod resize;
 pub mod schedule;
