@@ -390,13 +390,14 @@ fn train(a: &TrainArgs) -> R<()> {
 /// The decoder of `dir` built on `Var`s, so that every weight gets a gradient.
 fn trainable_llama(dir: &Path) -> R<(Llama, Vec<(String, candle_core::Var)>)> {
     let cfg = LlamaConfig::from_file(dir.join("config.json"))?;
-    let loaded = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
     let mut vars = Vec::new();
     let mut tensors = HashMap::new();
-    for (name, t) in loaded {
-        let v = candle_core::Var::from_tensor(&t.to_dtype(DType::F32)?)?;
-        tensors.insert(name.clone(), v.as_tensor().clone());
-        vars.push((name, v));
+    for file in llava_bridge::weights::model_files(dir)? {
+        for (name, t) in candle_core::safetensors::load(&file, &Device::Cpu)? {
+            let v = candle_core::Var::from_tensor(&t.to_dtype(DType::F32)?)?;
+            tensors.insert(name.clone(), v.as_tensor().clone());
+            vars.push((name, v));
+        }
     }
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let w = Weights::from_map(dir.display().to_string(), tensors);
