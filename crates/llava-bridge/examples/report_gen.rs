@@ -17,7 +17,11 @@
 //! (transformers' `multi_modal_projector.*` names), `<out>/checkpoints/`, and with `--tiny-lm`
 //! `<out>/lm/` (config.json, model.safetensors, tokenizer.json). `generate` writes
 //! `<out>/generated-<split>.csv` (id, generated, reference) and prints the first reports.
-//! A random llama generates fluent-looking nonsense at best: the smoke test checks plumbing.
+//! A random frozen llama generates fluent-looking nonsense at best: the smoke test checks
+//! plumbing. With `--tiny-lm --train-lm` every decoder weight trains too (from scratch, same
+//! optimizer and learning rate as the projector) and the trained decoder replaces
+//! `<out>/lm/model.safetensors`, so `generate` picks it up; `cxr_mini_eval` uses this for the
+//! cxr-mini end-to-end run.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -32,8 +36,8 @@ use llava_bridge::lora::{add_lora, LoraConfig};
 use llava_bridge::template::{Conversation, PromptEncoder, FINDINGS_PROMPT};
 use llava_bridge::train::{load_vars, TrainConfig, Trainer};
 use llava_bridge::{
-    Decoding, GenerationConfig, Llama, LlamaConfig, LlavaModel, Projector, ReportGenerator,
-    TextTokenizer, VisionFeatures, Weights,
+    Decoding, GenerationConfig, Llama, LlamaConfig, LlamaKeys, LlavaModel, Projector,
+    ReportGenerator, TextTokenizer, VisionFeatures, Weights,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -114,6 +118,11 @@ struct TrainArgs {
     /// LoRA alpha (update scaled by alpha / rank).
     #[arg(long, default_value_t = 16.0)]
     lora_alpha: f64,
+    /// Also train every weight of the --tiny-lm decoder (from scratch, with the projector);
+    /// the trained decoder replaces `<out>/lm/model.safetensors`. A random frozen decoder
+    /// cannot learn a report language, so this is the way to get readable text from --tiny-lm.
+    #[arg(long, requires = "tiny_lm")]
+    train_lm: bool,
 }
 
 #[derive(Args, Debug)]
@@ -246,7 +255,17 @@ fn train(a: &TrainArgs) -> R<()> {
             lm_dir.display()
         );
     }
-    let mut lm = Llama::from_dir(&lm_dir, DType::F32, &Device::Cpu)?;
+    let (mut lm, lm_vars) = if a.train_lm {
+        trainable_llama(&lm_dir)?
+    } else {
+        (
+            Llama::from_dir(&lm_dir, DType::F32, &Device::Cpu)?,
+            Vec::new(),
+        )
+    };
+    if a.train_lm {
+        println!("training the whole decoder ({} tensors)", lm_vars.len());
+    }
     let enc = prompt_encoder(
         &lm,
         TextTokenizer::from_file(lm_dir.join("tokenizer.json"))?,
@@ -265,7 +284,9 @@ fn train(a: &TrainArgs) -> R<()> {
         );
         add_lora(&mut lm, &lora_cfg, &vm, &mut rng)?
     } else {
-        println!("stage 1: projector only");
+        if !a.train_lm {
+            println!("stage 1: projector only");
+        }
         Vec::new()
     };
     let d_vision = encoder.feature_info().embed_dim;
@@ -297,6 +318,7 @@ fn train(a: &TrainArgs) -> R<()> {
     let gen = &model.generator;
     let mut vars = gen.projector.named_vars("multi_modal_projector");
     vars.extend(lora_vars.iter().cloned());
+    vars.extend(lm_vars.iter().cloned());
     let mut trainer = Trainer::new(
         vars,
         TrainConfig {
@@ -353,7 +375,34 @@ fn train(a: &TrainArgs) -> R<()> {
         std::fs::write(c.out.join("lora.json"), serde_json::to_string(&lora_cfg)?)?;
         println!("LoRA adapters written to {}", lora_path.display());
     }
+    if !lm_vars.is_empty() {
+        let cfg = LlamaConfig::from_file(lm_dir.join("config.json"))?;
+        let t = lm_vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        save_llama_dir(&lm_dir, &cfg, &Weights::from_map("trained tiny llama", t))?;
+        println!("trained decoder written to {}", lm_dir.display());
+    }
     Ok(())
+}
+
+/// The decoder of `dir` built on `Var`s, so that every weight gets a gradient.
+fn trainable_llama(dir: &Path) -> R<(Llama, Vec<(String, candle_core::Var)>)> {
+    let cfg = LlamaConfig::from_file(dir.join("config.json"))?;
+    let mut vars = Vec::new();
+    let mut tensors = HashMap::new();
+    for file in llava_bridge::weights::model_files(dir)? {
+        for (name, t) in candle_core::safetensors::load(&file, &Device::Cpu)? {
+            let v = candle_core::Var::from_tensor(&t.to_dtype(DType::F32)?)?;
+            tensors.insert(name.clone(), v.as_tensor().clone());
+            vars.push((name, v));
+        }
+    }
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let w = Weights::from_map(dir.display().to_string(), tensors);
+    let lm = Llama::new(&cfg, &w, &LlamaKeys::detect(&w)?)?;
+    Ok((lm, vars))
 }
 
 fn generate(a: &GenArgs) -> R<()> {

@@ -146,3 +146,44 @@ fn lora_with_zero_b_leaves_the_decoder_unchanged() {
         .0
         .starts_with("model.layers.0.self_attn.q_proj.lora_A"));
 }
+
+/// `report_gen train --tiny-lm --train-lm` builds the decoder on `Var`s (the weights of
+/// `Weights::from_map` are the variables' tensors): every decoder weight must then train.
+#[test]
+fn decoder_built_on_vars_gets_a_gradient_in_every_weight() {
+    let f = load();
+    let examples = [f.example(0, true), f.example(1, true)];
+    let dir = fixture_dir().join("lm");
+    let cfg = llava_bridge::LlamaConfig::from_file(dir.join("config.json")).unwrap();
+    let mut vars = Vec::new();
+    let mut tensors = std::collections::HashMap::new();
+    let files = llava_bridge::weights::model_files(&dir).unwrap();
+    let loaded = files
+        .iter()
+        .flat_map(|p| candle_core::safetensors::load(p, &Device::Cpu).unwrap());
+    for (name, t) in loaded {
+        let v = candle_core::Var::from_tensor(&t.to_dtype(DType::F32).unwrap()).unwrap();
+        tensors.insert(name.clone(), v.as_tensor().clone());
+        vars.push((name, v));
+    }
+    let w = Weights::from_map("vars", tensors);
+    let lm = Llama::new(&cfg, &w, &llava_bridge::LlamaKeys::detect(&w).unwrap()).unwrap();
+    let mut gen = f.generator.clone();
+    gen.lm = lm;
+    let loss = gen.loss(f.t("image_features"), &examples).unwrap();
+    let grads = loss.backward().unwrap();
+    assert!(vars.len() > 5);
+    for (name, var) in vars {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        let n = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(n.is_finite() && n > 0.0, "{name}: gradient norm² {n}");
+    }
+}
