@@ -27,10 +27,12 @@ mod error;
 mod features;
 pub mod ops;
 mod preprocessing;
+mod tensor_set;
 
 pub use error::{Error, Result};
 pub use features::{FeatureInfo, FeatureRequest, Features, Intermediate, LayerInfo};
 pub use preprocessing::{Preprocessing, Resample};
+pub use tensor_set::check_tensors;
 
 use candle_core::{Device, Tensor};
 

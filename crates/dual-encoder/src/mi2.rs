@@ -419,42 +419,11 @@ fn check_tensors(
     tensors: &HashMap<String, Tensor>,
     file: &Path,
 ) -> Result<()> {
-    for (name, shape) in expected {
-        match tensors.get(name) {
-            None => {
-                return Err(CoreError::MissingTensor {
-                    file: file.to_path_buf(),
-                    tensor: name.clone(),
-                    expected: shape.clone(),
-                }
-                .into())
-            }
-            Some(t) if t.dims() != shape.as_slice() => {
-                return Err(CoreError::ShapeMismatch {
-                    file: file.to_path_buf(),
-                    tensor: name.clone(),
-                    expected: shape.clone(),
-                    found: t.dims().to_vec(),
-                }
-                .into())
-            }
-            Some(_) => {}
-        }
-    }
-    let mut extra: Vec<String> = tensors
-        .keys()
-        .filter(|k| !expected.contains_key(k.as_str()))
-        .cloned()
+    let expected: Vec<(String, Vec<usize>)> = expected
+        .iter()
+        .map(|(n, s)| (n.clone(), s.clone()))
         .collect();
-    if !extra.is_empty() {
-        extra.sort();
-        return Err(CoreError::UnexpectedTensors {
-            file: file.to_path_buf(),
-            tensors: extra,
-        }
-        .into());
-    }
-    Ok(())
+    Ok(cxr_core::check_tensors(&expected, tensors, file, false)?)
 }
 
 impl Mi2 {

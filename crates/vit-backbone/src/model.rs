@@ -123,7 +123,13 @@ impl Dinov2Model {
             let branch = |which: u64| -> Result<Tensor> {
                 let v: Vec<f32> = (0..batch)
                     .map(|s| {
-                        let u = unit_uniform(seed, call, layer as u64, which, s as u64);
+                        let u = crate::davit::drop_path::unit_uniform(
+                            seed,
+                            call,
+                            layer as u64,
+                            which,
+                            s as u64,
+                        );
                         // floor(u + keep) / keep, as timm and transformers draw it
                         ((u + keep).floor() / keep) as f32
                     })
@@ -180,20 +186,6 @@ impl Dinov2Model {
     pub fn prefix_tokens(&self) -> usize {
         1 + self.cfg.num_register_tokens
     }
-}
-
-/// A uniform draw in [0, 1) from a counter (splitmix64 over the packed coordinates).
-fn unit_uniform(seed: u64, call: u64, layer: u64, branch: u64, sample: u64) -> f64 {
-    let mut z = seed
-        ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ layer.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
-        ^ branch.wrapping_mul(0x1656_67B1_9E37_79F9)
-        ^ sample.wrapping_mul(0x27D4_EB2F_1656_67C5);
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Preprocessing when no `preprocessor_config.json` is at hand: DINOv2's ImageNet statistics

@@ -238,44 +238,7 @@ pub fn validate(
     file: &Path,
     allow_unexpected: bool,
 ) -> cxr_core::Result<()> {
-    let expected = expected_tensors(cfg);
-    for (name, shape) in &expected {
-        match tensors.get(name) {
-            None => {
-                return Err(Error::MissingTensor {
-                    file: file.to_path_buf(),
-                    tensor: name.clone(),
-                    expected: shape.clone(),
-                })
-            }
-            Some(t) if t.dims() != shape.as_slice() => {
-                return Err(Error::ShapeMismatch {
-                    file: file.to_path_buf(),
-                    tensor: name.clone(),
-                    expected: shape.clone(),
-                    found: t.dims().to_vec(),
-                })
-            }
-            Some(_) => {}
-        }
-    }
-    if !allow_unexpected {
-        let known: std::collections::HashSet<&str> =
-            expected.iter().map(|(n, _)| n.as_str()).collect();
-        let mut extra: Vec<String> = tensors
-            .keys()
-            .filter(|k| !known.contains(k.as_str()))
-            .cloned()
-            .collect();
-        if !extra.is_empty() {
-            extra.sort();
-            return Err(Error::UnexpectedTensors {
-                file: file.to_path_buf(),
-                tensors: extra,
-            });
-        }
-    }
-    Ok(())
+    cxr_core::check_tensors(&expected_tensors(cfg), tensors, file, allow_unexpected)
 }
 
 /// Reads every tensor of one or more safetensors files onto the CPU.

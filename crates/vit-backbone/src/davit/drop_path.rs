@@ -3,6 +3,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 
 /// A uniform draw in [0, 1) from `(seed, call, block, branch, sample)` (splitmix64 finaliser).
+/// The ViT's stochastic depth draws from it too, so both backbones replay a run the same way.
 pub(crate) fn unit_uniform(seed: u64, call: u64, block: u64, branch: u64, sample: u64) -> f64 {
     let mut z = seed
         ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15)

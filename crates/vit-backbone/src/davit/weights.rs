@@ -172,41 +172,7 @@ pub fn validate(
     tensors: &HashMap<String, Tensor>,
     file: &Path,
 ) -> cxr_core::Result<()> {
-    let expected = expected_tensors(cfg);
-    for (name, shape) in &expected {
-        match tensors.get(name) {
-            None => {
-                return Err(Error::MissingTensor {
-                    file: file.to_path_buf(),
-                    tensor: name.clone(),
-                    expected: shape.clone(),
-                })
-            }
-            Some(t) if t.dims() != shape.as_slice() => {
-                return Err(Error::ShapeMismatch {
-                    file: file.to_path_buf(),
-                    tensor: name.clone(),
-                    expected: shape.clone(),
-                    found: t.dims().to_vec(),
-                })
-            }
-            Some(_) => {}
-        }
-    }
-    let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-    let mut extra: Vec<String> = tensors
-        .keys()
-        .filter(|k| !known.contains(k.as_str()))
-        .cloned()
-        .collect();
-    if !extra.is_empty() {
-        extra.sort();
-        return Err(Error::UnexpectedTensors {
-            file: file.to_path_buf(),
-            tensors: extra,
-        });
-    }
-    Ok(())
+    cxr_core::check_tensors(&expected_tensors(cfg), tensors, file, false)
 }
 
 /// True when `path` is a PyTorch zip checkpoint (`torch.save` ≥ 1.6), false for anything
