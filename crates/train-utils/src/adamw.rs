@@ -106,7 +106,10 @@ impl AdamW {
                     ),
                 ));
             }
-            let g = g.to_dtype(param.dtype())?;
+            // backward's gradients still reference the step's graph; moments built from them
+            // would keep every step's graph alive, so the update works on detached values
+            let g = g.detach().to_dtype(param.dtype())?;
+            let param = param.detach();
             let lr = if p.group.is_last_layer {
                 last_layer_lr
             } else {
@@ -125,7 +128,7 @@ impl AdamW {
             };
             state.step += 1;
             let mut new = if wd != 0.0 {
-                (param * (1.0 - lr * wd))?
+                (&param * (1.0 - lr * wd))?
             } else {
                 param.clone()
             };

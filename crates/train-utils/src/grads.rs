@@ -35,14 +35,16 @@ impl NamedGrads {
         Self::default()
     }
 
-    /// Picks the gradients of `vars` out of a backward pass.
+    /// Picks the gradients of `vars` out of a backward pass, detached: backward builds them
+    /// with ops on the step's graph, and anything kept from them (optimizer moments, EMA
+    /// state) would otherwise keep that whole graph alive.
     pub fn from_store(store: &GradStore, vars: &[(String, Var)]) -> Self {
         let grads = vars
             .iter()
             .filter_map(|(name, var)| {
                 store
                     .get(var.as_tensor())
-                    .map(|g| (name.clone(), g.clone()))
+                    .map(|g| (name.clone(), g.detach()))
             })
             .collect();
         Self { grads }
