@@ -1,0 +1,143 @@
+//! Label sets → texts, and mixed label/report batches, on the real `cxr-findings` labels.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use unicl_loss::{BatchItem, CombinedLabelIds, LabelSet, PromptSampler, PromptTemplates};
+
+/// `shared/` beside the checkout (or beside the worktrees' folder), or `$CXR_SHARED`.
+fn shared() -> PathBuf {
+    if let Ok(p) = std::env::var("CXR_SHARED") {
+        return PathBuf::from(p);
+    }
+    let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"));
+    if beside.is_dir() {
+        return beside;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../../shared"))
+}
+
+const FINDINGS: [&str; 14] = [
+    "atelectasis",
+    "cardiomegaly",
+    "consolidation",
+    "edema",
+    "effusion",
+    "emphysema",
+    "fibrosis",
+    "hernia",
+    "infiltration",
+    "mass",
+    "nodule",
+    "pleural_thickening",
+    "pneumonia",
+    "pneumothorax",
+];
+
+fn label_sets() -> Vec<LabelSet> {
+    let path = shared().join("data/cxr-findings/labels.csv");
+    let mut r = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let headers = r.headers().unwrap().clone();
+    let cols: Vec<usize> = FINDINGS
+        .iter()
+        .map(|f| headers.iter().position(|h| h == *f).unwrap())
+        .collect();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            LabelSet::from_flags(&cols.iter().map(|&c| &rec[c] == "1").collect::<Vec<_>>())
+        })
+        .collect()
+}
+
+#[test]
+fn preset_matches_the_pack_columns() {
+    let t = PromptTemplates::nih_chestxray14();
+    let names: Vec<&str> = t.findings.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, FINDINGS);
+}
+
+#[test]
+fn rendering_is_seeded_and_covers_templates() {
+    let t = PromptTemplates::nih_chestxray14();
+    let set = LabelSet::new([1, 4]); // cardiomegaly, effusion
+    let all = t.all_texts(&set, 1000).unwrap();
+    assert_eq!(all.len(), 4 * 3 * 2);
+    assert!(all.contains(&"chest x-ray with cardiomegaly and effusion".to_string()));
+    let normal = t.all_texts(&LabelSet::default(), 10).unwrap();
+    assert!(normal.contains(&"no acute findings".to_string()));
+    assert!(t.all_texts(&LabelSet::new(0..14), 1000).is_err());
+
+    let s = PromptSampler::new(t, 7).unwrap();
+    assert_eq!(s.text(&set, 3, 5).unwrap(), s.text(&set, 3, 5).unwrap());
+    let drawn: std::collections::HashSet<String> = (0..200)
+        .map(|i| s.text(&set, i / 10, i % 10).unwrap())
+        .collect();
+    assert!(drawn.len() > 12, "only {} distinct texts", drawn.len());
+    assert!(drawn.iter().all(|d| all.contains(d)));
+    assert!(s.text(&LabelSet::new([14]), 0, 0).is_err());
+}
+
+#[test]
+fn three_findings_are_listed() {
+    let mut t = PromptTemplates::nih_chestxray14();
+    t.positive_templates = vec!["chest x-ray with {findings}".into()];
+    for f in &mut t.findings {
+        f.synonyms.clear();
+    }
+    let text = t.all_texts(&LabelSet::new([13, 0, 4]), 10).unwrap();
+    assert_eq!(
+        text,
+        ["chest x-ray with atelectasis, effusion and pneumothorax"]
+    );
+    t.positive_templates = vec!["no placeholder".into()];
+    assert!(t.validate().is_err());
+}
+
+#[test]
+fn templates_load_from_toml() {
+    let t = PromptTemplates::nih_chestxray14();
+    let text = toml::to_string(&t).unwrap();
+    let back: PromptTemplates = toml::from_str(&text).unwrap();
+    assert_eq!(back, t);
+}
+
+#[test]
+fn real_labels_mixed_with_reports() {
+    let sets = label_sets();
+    assert_eq!(sets.len(), 536);
+    let mut ids = CombinedLabelIds::new();
+    for s in &sets {
+        ids.id(s);
+    }
+    // multi-label combinations are far fewer than images
+    assert!(
+        ids.len() > 14 && ids.len() < 300,
+        "{} combinations",
+        ids.len()
+    );
+
+    let sampler = PromptSampler::new(PromptTemplates::nih_chestxray14(), 0).unwrap();
+    let reports = ["Heart size normal. Lungs clear.", "Right pleural effusion."];
+    let mut items: Vec<BatchItem> = sets[..32].iter().map(BatchItem::Labels).collect();
+    items.insert(3, BatchItem::Report(reports[0]));
+    items.push(BatchItem::Report(reports[1]));
+    let batch = sampler.assemble(&items, 11).unwrap();
+    assert_eq!(batch.texts.len(), 34);
+    assert_eq!(batch.texts[3], reports[0]);
+    let t = &batch.targets;
+    for (i, a) in items.iter().enumerate() {
+        for (j, b) in items.iter().enumerate() {
+            let same = match (a, b) {
+                (BatchItem::Labels(x), BatchItem::Labels(y)) => x == y,
+                _ => i == j,
+            };
+            assert_eq!(t.groups()[i] == t.groups()[j], same, "samples {i}, {j}");
+        }
+    }
+    assert!(
+        !t.all_unique(),
+        "the first 32 images should share some label sets"
+    );
+    assert_eq!(batch, sampler.assemble(&items, 11).unwrap());
+}
