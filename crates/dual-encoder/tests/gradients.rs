@@ -1,0 +1,92 @@
+//! One contrastive backward step reaches every parameter of both towers and the logit scale.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use cxr_core::ops::log_softmax_last_dim;
+use dual_encoder::{DualEncoder, TextConfig, TextTransformer};
+use vit_backbone::{Dinov2Config, Dinov2Model};
+
+/// Symmetric InfoNCE with matching pairs on the diagonal.
+fn clip_loss(logits: &Tensor) -> Tensor {
+    let n = logits.dim(0).unwrap();
+    let eye = Tensor::eye(n, DType::F32, &Device::Cpu).unwrap();
+    let a = (log_softmax_last_dim(logits).unwrap() * &eye)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let b = (log_softmax_last_dim(&logits.t().unwrap()).unwrap() * &eye)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    ((a + b).unwrap() * (-0.5 / n as f64)).unwrap()
+}
+
+fn check(causal: bool) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let img_cfg = Dinov2Config {
+        num_hidden_layers: 2,
+        use_mask_token: false,
+        ..Dinov2Config::vit_tiny(28)
+    };
+    let image = Dinov2Model::new(&img_cfg, vb.pp("image_encoder")).unwrap();
+    let tok = common::tokenizer();
+    let cfg = TextConfig {
+        causal,
+        ..TextConfig::tiny(tok.vocab_size())
+    };
+    let text = TextTransformer::new(&cfg, vb.clone()).unwrap();
+    let model = DualEncoder::new(Box::new(image), Box::new(text), vb).unwrap();
+
+    let pixels = Tensor::randn(0f32, 1.0, (3, 3, 28, 28), &Device::Cpu).unwrap();
+    let batch = tok
+        .encode_batch(
+            &[
+                "chest x-ray showing pneumonia",
+                "no effusion",
+                "mild cardiomegaly",
+            ],
+            &Device::Cpu,
+        )
+        .unwrap();
+    let out = model.forward(&pixels, &batch, true).unwrap();
+    let logits = model.logits(&out.image, &out.text).unwrap();
+    let loss = clip_loss(&logits);
+    let grads = loss.backward().unwrap();
+
+    let data = varmap.data().lock().unwrap();
+    assert!(data.contains_key("logit_scale") && data.contains_key("lang_projection"));
+    assert!(data.contains_key("image_projection"));
+    assert!(data
+        .keys()
+        .any(|k| k.starts_with("image_encoder.encoder.layer.1")));
+    assert!(data
+        .keys()
+        .any(|k| k.starts_with("lang_encoder.resblocks.1")));
+    for (name, var) in data.iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let n = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(n.is_finite() && n > 0.0, "{name}: gradient norm {n}");
+    }
+}
+
+#[test]
+fn gradients_reach_every_parameter_causal() {
+    check(true);
+}
+
+#[test]
+fn gradients_reach_every_parameter_bidirectional() {
+    check(false);
+}
