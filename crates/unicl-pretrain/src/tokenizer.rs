@@ -92,11 +92,28 @@ pub fn train_clip_bpe<S: AsRef<str> + Send>(
     let vocab_path = dir.join("vocab.json");
     let bytes = std::fs::read(&vocab_path).map_err(|e| Error::io(&vocab_path, e))?;
     let learned: HashMap<String, u32> = serde_json::from_slice(&bytes).map_err(tok_err)?;
+    // the trainer's ids depend on hash-map order; the merges do not: number the
+    // unmerged symbols in string order, then every merge product in merge order
+    let merges_path = dir.join("merges.txt");
+    let merges = std::fs::read_to_string(&merges_path).map_err(|e| Error::io(&merges_path, e))?;
+    let mut rank: HashMap<String, usize> = HashMap::new();
+    for (i, line) in merges
+        .lines()
+        .filter(|l| !l.starts_with("#version"))
+        .enumerate()
+    {
+        if let Some((a, b)) = line.split_once(' ') {
+            rank.entry(format!("{a}{b}")).or_insert(i);
+        }
+    }
     let mut ordered: Vec<(String, u32)> = learned
         .into_iter()
         .filter(|(t, _)| t != BOS && t != EOS)
         .collect();
-    ordered.sort_by_key(|(_, id)| *id);
+    ordered.sort_by(|(a, _), (b, _)| {
+        let key = |t: &String| (rank.get(t).map_or(0, |r| r + 1), t.clone());
+        key(a).cmp(&key(b))
+    });
     let mut vocab: BTreeMap<String, u32> = BTreeMap::new();
     for (t, _) in ordered {
         let n = vocab.len() as u32;

@@ -157,3 +157,43 @@ fn grad_cache_matches_the_full_batch() {
     let d = cxr_core::ops::max_abs_diff(&naive, full.grads.get(name).unwrap()).unwrap();
     assert!(d > 1e-4, "naive accumulation unexpectedly matched ({d})");
 }
+
+#[test]
+fn tokenizer_is_deterministic_and_pools_at_end_of_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tokenizer(&tmp.path().join("a"));
+    let b = tokenizer(&tmp.path().join("b"));
+    let read = |p: &str| std::fs::read_to_string(tmp.path().join(p)).unwrap();
+    assert!(
+        read("a/merges.txt") == read("b/merges.txt"),
+        "merges differ"
+    );
+    let va: std::collections::BTreeMap<String, u32> =
+        serde_json::from_str(&read("a/vocab.json")).unwrap();
+    let vb: std::collections::BTreeMap<String, u32> =
+        serde_json::from_str(&read("b/vocab.json")).unwrap();
+    let diff: Vec<_> = va
+        .iter()
+        .filter(|(k, v)| vb.get(*k) != Some(v))
+        .take(5)
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "vocab ids differ: {diff:?} of {}",
+        va.len()
+    );
+    let eos = a.token_to_id("<|endoftext|>").unwrap() as usize;
+    assert_eq!(eos + 1, a.vocab_size());
+    let ids = b
+        .encode_unpadded("chest x-ray with an enlarged heart")
+        .unwrap();
+    // whole words were learned: far fewer tokens than characters
+    assert!(ids.len() <= 11, "{ids:?}");
+    assert_eq!(*ids.last().unwrap() as usize, eos);
+    let reloaded =
+        dual_encoder::TextTokenizer::from_file(&tmp.path().join("a/tokenizer.json"), 16).unwrap();
+    assert_eq!(
+        reloaded.encode_unpadded("no acute findings").unwrap(),
+        a.encode_unpadded("no acute findings").unwrap()
+    );
+}
