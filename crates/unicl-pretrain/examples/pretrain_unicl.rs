@@ -315,7 +315,13 @@ fn train(a: TrainArgs) -> R<()> {
     );
     let templates = PromptTemplates::nih_chestxray14();
     let corpus = corpus(&train_set, &templates)?;
-    let tok = train_clip_bpe(&corpus, a.vocab_size, a.context, &a.out.join("tokenizer"))?;
+    let tok_json = a.out.join("tokenizer/tokenizer.json");
+    // a resumed run keeps the tokenizer its checkpoint was trained with
+    let tok = if a.resume && tok_json.is_file() {
+        dual_encoder::TextTokenizer::from_file(&tok_json, a.context)?
+    } else {
+        train_clip_bpe(&corpus, a.vocab_size, a.context, &a.out.join("tokenizer"))?
+    };
     println!(
         "tokenizer: {} tokens learned from {} corpus texts -> {}",
         tok.vocab_size(),

@@ -83,7 +83,7 @@ pub fn tokenizer(dir: &std::path::Path) -> TextTokenizer {
         }
     }
     corpus.push("small left pleural effusion".into());
-    train_clip_bpe(&corpus, 400, 16, dir).unwrap()
+    train_clip_bpe(&corpus, 700, 16, dir).unwrap()
 }
 
 pub fn tiny_config(vocab: usize, batch: usize, steps: u64) -> TrainConfig {
