@@ -157,7 +157,16 @@ impl UniclTrainer {
     /// One optimizer step. A NaN/Inf loss stops with an error before any weight changes.
     pub fn train_step(&mut self, batch: &PairBatch) -> Result<StepOutput> {
         let step = self.step;
-        let BatchGradients { loss, mut grads } = self.gradients(batch)?;
+        let BatchGradients { loss, grads } = self.gradients(batch)?;
+        // backward's gradients still reference this step's graph; the optimizer's moments are
+        // built from them, so without detaching every step's graph would stay alive
+        let mut grads = {
+            let mut d = train_utils::NamedGrads::new();
+            for (n, g) in grads.iter() {
+                d.insert(n.clone(), g.detach());
+            }
+            d
+        };
         check_finite(step, &[("loss", loss)])?;
         let clip = if self.cfg.clip_grad > 0.0 {
             self.cfg.clip_grad
@@ -187,7 +196,7 @@ impl UniclTrainer {
             .iter()
             .find(|(n, _)| n == LOGIT_SCALE)
             .ok_or_else(|| Error::Invalid("the model has no logit_scale".into()))?;
-        let clamped = v.as_tensor().clamp(0.0, MAX_LOGIT_SCALE.ln())?;
+        let clamped = v.as_tensor().detach().clamp(0.0, MAX_LOGIT_SCALE.ln())?;
         v.set(&clamped)?;
         Ok(f64::from(clamped.exp()?.to_scalar::<f32>()?))
     }
