@@ -151,8 +151,10 @@ pub fn run(
             if (step + 1) % v.every.max(1) == 0 || step + 1 == end {
                 let m = validate(trainer, v, device)?;
                 val_auroc.push((step + 1, m));
+                // keyed by the 0-based step just run, like the step log, so a resume at
+                // `step + 1` keeps it
                 vl.append(&StepRecord {
-                    step: step + 1,
+                    step,
                     values: [("val_macro_auroc".to_string(), m)].into_iter().collect(),
                 })?;
                 pb.println(format!(
