@@ -1,0 +1,63 @@
+//! One UniCL training step (both towers forward + backward, loss, clipping, AdamW) at the
+//! size of the cxr-findings run: ViT-tiny/14 with 6 blocks at 42 px, text tower 128 × 4
+//! layers, context 24, batch 32, f32 on the CPU. Counterpart: `benches/train_step.py`.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion};
+use dual_encoder::TokenBatch;
+use unicl_loss::{BatchTargets, LossKind};
+use unicl_pretrain::{PairBatch, TrainConfig, UniclTrainer};
+
+const B: usize = 32;
+const VOCAB: usize = 469;
+const CTX: usize = 24;
+
+fn batch(dev: &Device) -> PairBatch {
+    let pixels = Tensor::randn(0f32, 1.0, (B, 3, 42, 42), dev).unwrap();
+    // prompts of 6–13 tokens, end-of-text (the highest id) last, then padding with it
+    let ids: Vec<Vec<u32>> = (0..B)
+        .map(|i| {
+            let len = 6 + i % 8;
+            (0..CTX)
+                .map(|j| {
+                    if j == 0 {
+                        (VOCAB - 2) as u32
+                    } else if j < len - 1 {
+                        ((i * 31 + j * 7) % (VOCAB - 2)) as u32
+                    } else {
+                        (VOCAB - 1) as u32
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    // 8 label groups of 4, as shared finding sets give
+    let labels: Vec<u64> = (0..B as u64).map(|i| i % 8).collect();
+    PairBatch {
+        pixels,
+        tokens: TokenBatch::from_rows(&ids, None, dev).unwrap(),
+        targets: BatchTargets::from_label_ids(&labels),
+        texts: Vec::new(),
+        indices: (0..B).collect(),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let mut cfg = TrainConfig::small(LossKind::Unicl, 42, VOCAB, 1_000_000);
+    cfg.image.num_hidden_layers = 6;
+    cfg.text.context_length = CTX;
+    cfg.warmup_steps = 0;
+    let mut trainer = UniclTrainer::new(cfg, &dev).unwrap();
+    let b = batch(&dev);
+    let mut group = c.benchmark_group("unicl_train_step");
+    group.sample_size(10);
+    group.bench_function("vit6_42px_text128x4_b32", |bench| {
+        bench.iter(|| trainer.train_step(&b).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,120 @@
+//! The settings of one training run (written next to the run as `config.json`).
+
+use dual_encoder::TextConfig;
+use serde::{Deserialize, Serialize};
+use unicl_loss::LossKind;
+use vit_backbone::Dinov2Config;
+
+use crate::{Error, Result};
+
+/// Everything that determines a run's steps (besides the data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The objective: `unicl` (label-aware targets) or `clip` (every image's own text is its
+    /// only positive).
+    pub objective: LossKind,
+    /// The image tower (a DINOv2 ViT); `drop_path_rate` must be 0 (see the crate docs).
+    pub image: Dinov2Config,
+    /// The text tower; `vocab_size` must match the tokenizer.
+    pub text: TextConfig,
+    /// Images (and texts) per optimizer step: the contrastive batch.
+    pub batch_size: usize,
+    /// GradCache chunk: encode at most this many samples with a live graph at a time.
+    /// `None` back-propagates the whole batch at once. The gradient is the same either way.
+    pub micro_batch: Option<usize>,
+    /// Optimizer steps of the schedule.
+    pub steps: u64,
+    /// Peak learning rate (after warm-up).
+    pub lr: f64,
+    /// Final learning rate of the cosine decay.
+    pub min_lr: f64,
+    /// Linear warm-up steps from 0 to `lr`.
+    pub warmup_steps: u64,
+    /// AdamW weight decay (not applied to biases, norms, embeddings' position tables and the
+    /// logit scale).
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub clip_grad: f64,
+    /// Initial `θ` of `scale = exp(θ)`; `None` = the objective's reference init (UniCL 1,
+    /// CLIP ln(1/0.07)).
+    pub init_log_scale: Option<f64>,
+    /// Seed of the data order, the prompt sampling and the initialisation.
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// A small run: ViT-tiny/14 at `image_size`, a 128-wide 4-layer text tower with context
+    /// 32, batch 32, lr 1e-4 with 10% warm-up.
+    pub fn small(objective: LossKind, image_size: usize, vocab_size: usize, steps: u64) -> Self {
+        let mut image = Dinov2Config::vit_tiny(image_size);
+        image.drop_path_rate = 0.0;
+        // iBOT's mask token is never used by a contrastive objective
+        image.use_mask_token = false;
+        Self {
+            objective,
+            image,
+            text: TextConfig {
+                vocab_size,
+                context_length: 32,
+                width: 128,
+                layers: 4,
+                heads: 4,
+                causal: true,
+                projection_dim: 128,
+                ..TextConfig::unicl_base()
+            },
+            batch_size: 32,
+            micro_batch: None,
+            steps,
+            lr: 1e-4,
+            min_lr: 1e-6,
+            warmup_steps: steps / 10,
+            weight_decay: 0.05,
+            clip_grad: 1.0,
+            init_log_scale: None,
+            seed: 0,
+        }
+    }
+
+    /// The initial `θ` this run uses.
+    pub fn log_scale_init(&self) -> f64 {
+        self.init_log_scale.unwrap_or(match self.objective {
+            LossKind::Clip => unicl_loss::clip_init_log_scale(),
+            LossKind::Siglip => unicl_loss::siglip_init_log_scale(),
+            _ => unicl_loss::UNICL_INIT_LOG_SCALE,
+        })
+    }
+
+    /// Checks the values that would make a run ill-formed.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if self.batch_size < 2 {
+            return bad(format!(
+                "batch_size {} gives no negatives: use at least 2",
+                self.batch_size
+            ));
+        }
+        if self.micro_batch == Some(0) {
+            return bad("micro_batch must be positive".into());
+        }
+        if self.image.drop_path_rate != 0.0 && self.micro_batch.is_some() {
+            return bad(format!(
+                "GradCache re-runs the forward pass, so it needs a deterministic image tower: \
+                 drop_path_rate is {}, set it to 0",
+                self.image.drop_path_rate
+            ));
+        }
+        if self.warmup_steps > self.steps {
+            return bad(format!(
+                "warmup_steps {} exceed steps {}",
+                self.warmup_steps, self.steps
+            ));
+        }
+        if matches!(self.objective, LossKind::Siglip) {
+            return bad("objective siglip needs a learned logit bias, which this trainer does not hold: use unicl or clip".into());
+        }
+        self.image.validate().map_err(Error::Invalid)?;
+        self.text.validate().map_err(Error::Invalid)?;
+        Ok(())
+    }
+}

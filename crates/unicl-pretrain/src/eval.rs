@@ -1,0 +1,206 @@
+//! Zero-shot evaluation: per-finding AUROC of positive-vs-negative prompt ensembles, with
+//! patient-level bootstrap intervals, and paired comparisons of two models.
+
+use candle_core::{Device, Tensor};
+use dual_encoder::{per_finding_auroc, DualEncoder, Templates, TextTokenizer, ZeroShotClassifier};
+use metrics::bootstrap::{
+    bootstrap_many, group_rows, paired_bootstrap, BootstrapConfig, Interval, PairedInterval,
+    Resampling,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, PairDataset, Result};
+
+/// The prompt name of a label column (`pleural_thickening` → `pleural thickening`).
+pub fn display_name(column: &str) -> String {
+    column.replace('_', " ")
+}
+
+/// `[N, P]` unit-norm image embeddings of every sample, in inference mode.
+pub fn image_embeddings(
+    model: &DualEncoder,
+    data: &PairDataset,
+    batch: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let mut out = Vec::new();
+    for chunk in idx.chunks(batch.max(1)) {
+        let px = data.pixels(chunk, device)?;
+        out.push(model.encode_image(&px, false)?.detach());
+    }
+    Ok(Tensor::cat(&out, 0)?)
+}
+
+/// Zero-shot scores of one split, with everything needed to recompute any AUROC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreFile {
+    /// Finding names, in column order.
+    pub findings: Vec<String>,
+    /// Patient of every row.
+    pub patients: Vec<String>,
+    /// Per row, per finding: present / absent / missing.
+    pub labels: Vec<Vec<Option<bool>>>,
+    /// Per row, per finding: the positive-vs-negative prompt probability.
+    pub scores: Vec<Vec<f64>>,
+}
+
+/// Scores every sample of `data` for every finding with
+/// [`ZeroShotClassifier::binary_scores`]: dual-encoder's positive ensemble
+/// ("chest x-ray showing {}", …) against its negative one ("no {}", …).
+pub fn zero_shot_scores(
+    model: &DualEncoder,
+    tokenizer: &TextTokenizer,
+    data: &PairDataset,
+    batch: usize,
+    device: &Device,
+) -> Result<ScoreFile> {
+    let names: Vec<String> = data.findings.iter().map(|f| display_name(f)).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let clf = ZeroShotClassifier::new(
+        model,
+        tokenizer,
+        &refs,
+        &Templates::cxr_positive(),
+        Some(&Templates::cxr_negative()),
+    )?;
+    let emb = image_embeddings(model, data, batch, device)?;
+    let scores = clf
+        .binary_scores(model, &emb)?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec2::<f64>()?;
+    Ok(ScoreFile {
+        findings: data.findings.clone(),
+        patients: data.patients(),
+        labels: data.flags(),
+        scores,
+    })
+}
+
+/// Point AUROC per finding (dual-encoder's [`per_finding_auroc`]) and their mean over the
+/// findings where it is defined.
+pub fn quick_auroc(s: &ScoreFile) -> Result<(Vec<Option<f64>>, f64)> {
+    let n = s.scores.len();
+    let c = s.findings.len();
+    let flat: Vec<f32> = s.scores.iter().flatten().map(|&v| v as f32).collect();
+    let t = Tensor::from_vec(flat, (n, c), &Device::Cpu)?;
+    let per = per_finding_auroc(&t, &s.labels)?;
+    let def: Vec<f64> = per.iter().flatten().copied().collect();
+    let mean = if def.is_empty() {
+        f64::NAN
+    } else {
+        def.iter().sum::<f64>() / def.len() as f64
+    };
+    Ok((per, mean))
+}
+
+fn column_auroc(s: &ScoreFile, rows: &[usize], j: usize) -> Option<f64> {
+    let (y, x): (Vec<bool>, Vec<f64>) = rows
+        .iter()
+        .filter_map(|&r| s.labels[r][j].map(|y| (y, s.scores[r][j])))
+        .unzip();
+    metrics::classification::auroc(&y, &x).ok()
+}
+
+/// Mean AUROC over the findings defined on `rows` (undefined when none is).
+pub fn macro_auroc(s: &ScoreFile, rows: &[usize]) -> metrics::Result<f64> {
+    let v: Vec<f64> = (0..s.findings.len())
+        .filter_map(|j| column_auroc(s, rows, j))
+        .collect();
+    if v.is_empty() {
+        return Err(metrics::MetricsError::Empty {
+            metric: "macro AUROC",
+        });
+    }
+    Ok(v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// AUROC of one finding with its interval.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingAuroc {
+    /// Finding name.
+    pub finding: String,
+    /// Positives in the split.
+    pub positives: usize,
+    /// AUROC and its patient-level bootstrap interval.
+    pub auroc: Interval,
+}
+
+/// Per-finding and macro AUROC with patient-level bootstrap intervals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AurocReport {
+    /// One entry per finding.
+    pub findings: Vec<FindingAuroc>,
+    /// Mean over findings (per resample, over the findings defined on it).
+    pub macro_auroc: Interval,
+}
+
+fn check(s: &ScoreFile) -> Result<()> {
+    let n = s.scores.len();
+    let c = s.findings.len();
+    if n == 0
+        || s.labels.len() != n
+        || s.patients.len() != n
+        || s.scores.iter().any(|r| r.len() != c)
+        || s.labels.iter().any(|r| r.len() != c)
+    {
+        return Err(Error::Invalid(format!(
+            "score file: {n} rows of {c} findings expected for scores, labels and patients"
+        )));
+    }
+    Ok(())
+}
+
+/// Bootstraps every finding's AUROC and the macro AUROC over patients (all rows of a
+/// patient are drawn together).
+pub fn auroc_report(s: &ScoreFile, cfg: &BootstrapConfig) -> Result<AurocReport> {
+    check(s)?;
+    let groups = group_rows(&s.patients);
+    let c = s.findings.len();
+    let mut intervals = bootstrap_many(Resampling::Groups(&groups), cfg, c + 1, |rows| {
+        let mut v: Vec<Option<f64>> = (0..c).map(|j| column_auroc(s, rows, j)).collect();
+        v.push(macro_auroc(s, rows).ok());
+        Ok(v)
+    })?;
+    let macro_auroc = intervals
+        .pop()
+        .ok_or_else(|| Error::Invalid("bootstrap returned nothing".into()))?;
+    let findings = s
+        .findings
+        .iter()
+        .zip(intervals)
+        .enumerate()
+        .map(|(j, (f, auroc))| FindingAuroc {
+            finding: f.clone(),
+            positives: s.labels.iter().filter(|r| r[j] == Some(true)).count(),
+            auroc,
+        })
+        .collect();
+    Ok(AurocReport {
+        findings,
+        macro_auroc,
+    })
+}
+
+/// Paired patient-level bootstrap of macro AUROC, `a − b`, on the same rows (the two score
+/// files must describe the same samples in the same order).
+pub fn paired_macro_auroc(
+    a: &ScoreFile,
+    b: &ScoreFile,
+    cfg: &BootstrapConfig,
+) -> Result<PairedInterval> {
+    check(a)?;
+    check(b)?;
+    if a.patients != b.patients || a.labels != b.labels || a.findings != b.findings {
+        return Err(Error::Invalid(
+            "the two score files are not over the same samples, labels and findings".into(),
+        ));
+    }
+    let groups = group_rows(&a.patients);
+    Ok(paired_bootstrap(
+        Resampling::Groups(&groups),
+        cfg,
+        |rows| macro_auroc(a, rows),
+        |rows| macro_auroc(b, rows),
+    )?)
+}

@@ -1,0 +1,122 @@
+#![allow(clippy::unwrap_used, dead_code)]
+//! Tiny towers and a few real cxr-findings images for the trainer tests.
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use cxr_core::{Preprocessing, Resample};
+use cxr_data::{ImageProcessor, Manifest, ManifestSpec, Split};
+use dual_encoder::{TextConfig, TextTokenizer};
+use unicl_loss::{LabelSet, LossKind, PromptTemplates};
+use unicl_pretrain::{train_clip_bpe, PairDataset, PairSample, PairSource, TrainConfig};
+use vit_backbone::Dinov2Config;
+
+pub const FINDINGS: [&str; 14] = [
+    "atelectasis",
+    "cardiomegaly",
+    "consolidation",
+    "edema",
+    "effusion",
+    "emphysema",
+    "fibrosis",
+    "hernia",
+    "infiltration",
+    "mass",
+    "nodule",
+    "pleural_thickening",
+    "pneumonia",
+    "pneumothorax",
+];
+
+pub fn data_dir() -> PathBuf {
+    std::env::var("CXR_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
+        .join("data/cxr-findings")
+}
+
+pub fn processor(size: usize) -> ImageProcessor {
+    ImageProcessor::from_preprocessing(&Preprocessing {
+        shortest_edge: Some(size),
+        crop: (size, size),
+        resample: Resample::Bicubic,
+        rescale_factor: 1.0 / 255.0,
+        mean: [0.5307; 3],
+        std: [0.2583; 3],
+    })
+}
+
+/// The first `n` training images, with their labels; one is given a report.
+pub fn tiny_dataset(n: usize) -> PairDataset {
+    let m =
+        Manifest::from_csv(data_dir().join("labels.csv"), &ManifestSpec::cxr_findings()).unwrap();
+    let findings: Vec<String> = FINDINGS.iter().map(|s| s.to_string()).collect();
+    let cols: Vec<usize> = findings.iter().map(|f| m.label_index(f).unwrap()).collect();
+    let samples = m
+        .indices_in(Split::Train)
+        .into_iter()
+        .take(n)
+        .enumerate()
+        .map(|(k, i)| {
+            let r = &m.records[i];
+            let flags: Vec<Option<bool>> =
+                cols.iter().map(|&c| r.labels[c].map(|v| v > 0.5)).collect();
+            let present: Vec<bool> = flags.iter().map(|f| f.unwrap_or(false)).collect();
+            PairSample {
+                image: r.image.clone(),
+                patient: r.patient.clone(),
+                labels: LabelSet::from_flags(&present),
+                flags,
+                report: (k == 1).then(|| "small left pleural effusion".to_string()),
+            }
+        })
+        .collect();
+    PairDataset::with_samples(samples, findings, &processor(28)).unwrap()
+}
+
+pub fn tokenizer(dir: &std::path::Path) -> TextTokenizer {
+    let t = PromptTemplates::nih_chestxray14();
+    let mut corpus: Vec<String> = t.negative_texts.clone();
+    for f in &t.findings {
+        for s in &f.synonyms {
+            corpus.push(format!("chest x-ray with {s} and {s}"));
+        }
+    }
+    corpus.push("small left pleural effusion".into());
+    train_clip_bpe(&corpus, 700, 16, dir).unwrap()
+}
+
+pub fn tiny_config(vocab: usize, batch: usize, steps: u64) -> TrainConfig {
+    let mut image = Dinov2Config::vit_tiny(28);
+    image.hidden_size = 24;
+    image.num_hidden_layers = 2;
+    image.num_attention_heads = 2;
+    image.drop_path_rate = 0.0;
+    image.use_mask_token = false;
+    let mut text = TextConfig::tiny(vocab);
+    text.context_length = 16;
+    TrainConfig {
+        image,
+        text,
+        batch_size: batch,
+        lr: 1e-3,
+        warmup_steps: 1,
+        ..TrainConfig::small(LossKind::Unicl, 28, vocab, steps)
+    }
+}
+
+pub fn source(data: PairDataset, tok: TextTokenizer, batch: usize) -> PairSource {
+    PairSource::new(
+        data,
+        PromptTemplates::nih_chestxray14(),
+        tok,
+        batch,
+        7,
+        false,
+    )
+    .unwrap()
+}
+
+pub fn dev() -> Device {
+    Device::Cpu
+}
