@@ -157,16 +157,9 @@ impl UniclTrainer {
     /// One optimizer step. A NaN/Inf loss stops with an error before any weight changes.
     pub fn train_step(&mut self, batch: &PairBatch) -> Result<StepOutput> {
         let step = self.step;
-        let BatchGradients { loss, grads } = self.gradients(batch)?;
-        // backward's gradients still reference this step's graph; the optimizer's moments are
-        // built from them, so without detaching every step's graph would stay alive
-        let mut grads = {
-            let mut d = train_utils::NamedGrads::new();
-            for (n, g) in grads.iter() {
-                d.insert(n.clone(), g.detach());
-            }
-            d
-        };
+        // NamedGrads::from_store hands out detached gradients, so the optimizer's moments
+        // keep no graph of this step alive
+        let BatchGradients { loss, mut grads } = self.gradients(batch)?;
         check_finite(step, &[("loss", loss)])?;
         let clip = if self.cfg.clip_grad > 0.0 {
             self.cfg.clip_grad
