@@ -23,15 +23,9 @@ pub fn read_pack(dir: &Path) -> Result<Manifest> {
 /// Image paths of `split` in the pack at `dir`.
 pub fn split_files(dir: &Path, split: Split) -> Result<Vec<PathBuf>> {
     let m = read_pack(dir)?;
+    // the manifest already resolves each image against the folder of its labels.csv
     Ok(m.indices_in(split)
         .into_iter()
-        .map(|i| {
-            let p = &m.records[i].image;
-            if p.is_absolute() {
-                p.clone()
-            } else {
-                dir.join(p)
-            }
-        })
+        .map(|i| m.records[i].image.clone())
         .collect())
 }
