@@ -2,12 +2,11 @@
 //! loss plot, resolved config.
 
 use std::path::PathBuf;
-use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use train_utils::{plot_curves, read_jsonl, CheckpointDir, StepLog, StepRecord};
+use train_utils::{plot_curves, read_jsonl, CheckpointDir, Prefetch, StepLog, StepRecord};
 
 use crate::{DinoTrainer, Error, MultiCropSource, Result};
 
@@ -74,17 +73,10 @@ pub fn run(
     let end = opts.steps.max(start);
 
     // batches are prepared one step ahead on their own thread
-    let (tx, rx) = sync_channel(1);
-    let producer = {
+    let batches = {
         let source = source.clone();
         let device = device.clone();
-        std::thread::spawn(move || {
-            for step in start..end {
-                if tx.send(source.batch(step, &device)).is_err() {
-                    break;
-                }
-            }
-        })
+        Prefetch::spawn(start..end, move |step| source.batch(step, &device))
     };
 
     let pb = if opts.progress {
@@ -104,9 +96,9 @@ pub fn run(
     let every = opts.checkpoint_every.max(1);
     let mut result = Ok(());
     for step in start..end {
-        let batch = match rx.recv() {
-            Ok(b) => b,
-            Err(_) => {
+        let batch = match batches.next_item() {
+            Some(b) => b,
+            None => {
                 result = Err(Error::Invalid("the batch producer stopped".into()));
                 break;
             }
@@ -144,8 +136,7 @@ pub fn run(
             ckdir.save(&tensors, &state)?;
         }
     }
-    drop(rx);
-    let _ = producer.join();
+    drop(batches);
     pb.finish();
     result?;
     let records = read_jsonl(log.jsonl_path())?;

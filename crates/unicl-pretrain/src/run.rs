@@ -2,13 +2,14 @@
 //! checkpoints, zero-shot validation every N steps, loss plot.
 
 use std::path::PathBuf;
-use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use candle_core::Device;
 use dual_encoder::TextTokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
-use train_utils::{plot_curves, read_jsonl, write_atomic, CheckpointDir, StepLog, StepRecord};
+use train_utils::{
+    plot_curves, read_jsonl, write_atomic, CheckpointDir, Prefetch, StepLog, StepRecord,
+};
 
 use crate::eval::{quick_auroc, zero_shot_scores};
 use crate::{Error, PairDataset, PairSource, Result, UniclTrainer};
@@ -93,17 +94,10 @@ pub fn run(
     let end = opts.steps.max(start);
 
     // batches are prepared one step ahead on their own thread
-    let (tx, rx) = sync_channel(1);
-    let producer = {
+    let batches = {
         let source = source.clone();
         let device = device.clone();
-        std::thread::spawn(move || {
-            for step in start..end {
-                if tx.send(source.batch(step, &device)).is_err() {
-                    break;
-                }
-            }
-        })
+        Prefetch::spawn(start..end, move |step| source.batch(step, &device))
     };
     let pb = if opts.progress {
         ProgressBar::new(end - start)
@@ -121,9 +115,9 @@ pub fn run(
     let every = opts.checkpoint_every.max(1);
     let mut result = Ok(());
     for step in start..end {
-        let out = match rx
-            .recv()
-            .map_err(|_| Error::Invalid("the batch producer stopped".into()))
+        let out = match batches
+            .next_item()
+            .ok_or_else(|| Error::Invalid("the batch producer stopped".into()))
             .and_then(|b| b)
             .and_then(|b| trainer.train_step(&b))
         {
@@ -168,8 +162,7 @@ pub fn run(
             ckdir.save(&tensors, &state)?;
         }
     }
-    drop(rx);
-    let _ = producer.join();
+    drop(batches);
     pb.finish();
     result?;
     let records = read_jsonl(log.jsonl_path())?;
