@@ -171,16 +171,7 @@ impl Checkpoint {
     ) -> cxr_core::Result<Dinov2Model> {
         let vb = VarBuilder::from_varmap(varmap, dtype, device);
         let model = Dinov2Model::new(&self.config, vb)?;
-        let data = varmap
-            .data()
-            .lock()
-            .map_err(|_| Error::Candle(candle_core::Error::Msg("VarMap lock poisoned".into())))?;
-        for (name, var) in data.iter() {
-            if let Some(t) = self.tensors.get(name) {
-                var.set(&t.to_dtype(dtype)?.to_device(device)?)?;
-            }
-        }
-        drop(data);
+        crate::weights::load_into_varmap(varmap, &self.tensors, dtype, device)?;
         Ok(match self.preprocessing {
             Some(p) => model.with_preprocessing(p),
             None => model,

@@ -241,6 +241,26 @@ pub fn validate(
     cxr_core::check_tensors(&expected_tensors(cfg), tensors, file, allow_unexpected)
 }
 
+/// Sets every variable of `varmap` that `tensors` names to that tensor, in `dtype` on
+/// `device` (how a trainable model built from a `VarMap` takes a checkpoint's weights).
+pub fn load_into_varmap(
+    varmap: &candle_nn::VarMap,
+    tensors: &HashMap<String, Tensor>,
+    dtype: candle_core::DType,
+    device: &Device,
+) -> cxr_core::Result<()> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Candle(candle_core::Error::Msg("VarMap lock poisoned".into())))?;
+    for (name, var) in data.iter() {
+        if let Some(t) = tensors.get(name) {
+            var.set(&t.to_dtype(dtype)?.to_device(device)?)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads every tensor of one or more safetensors files onto the CPU.
 pub fn read_safetensors(files: &[impl AsRef<Path>]) -> cxr_core::Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();

@@ -59,16 +59,7 @@ impl DavitCheckpoint {
     ) -> cxr_core::Result<DavitModel> {
         let vb = VarBuilder::from_varmap(varmap, dtype, device);
         let model = DavitModel::new(&self.config, vb)?;
-        let data = varmap
-            .data()
-            .lock()
-            .map_err(|_| Error::Candle(candle_core::Error::Msg("VarMap lock poisoned".into())))?;
-        for (name, var) in data.iter() {
-            if let Some(t) = self.tensors.get(name) {
-                var.set(&t.to_dtype(dtype)?.to_device(device)?)?;
-            }
-        }
-        drop(data);
+        crate::weights::load_into_varmap(varmap, &self.tensors, dtype, device)?;
         Ok(model)
     }
 }
