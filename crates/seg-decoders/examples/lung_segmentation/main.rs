@@ -172,16 +172,22 @@ fn random_vit_tiny(size: usize, seed: u64, dev: &Device) -> Result<Dinov2Model, 
     )?)
 }
 
+/// The encoder folder: `--model`, else the shipped demo model unless `--random-encoder`;
+/// `None` means the seeded random ViT-tiny.
+fn model_dir(a: &Args) -> Option<PathBuf> {
+    let default = workspace_root().join("models/cxr-dino-vit-tiny");
+    match (&a.model, a.random_encoder) {
+        (Some(d), _) => Some(d.clone()),
+        (None, false) if default.join("config.json").exists() => Some(default),
+        _ => None,
+    }
+}
+
 /// A `Var`-backed copy of the encoder (the same weights as [`load_encoder`]'s) for
 /// fine-tuning, with the `VarMap` that holds its parameters.
 fn trainable_encoder(a: &Args, dev: &Device) -> Result<(Dinov2Model, VarMap), AnyError> {
     let varmap = VarMap::new();
-    let default = workspace_root().join("models/cxr-dino-vit-tiny");
-    let dir = match (&a.model, a.random_encoder) {
-        (Some(d), _) => Some(d.clone()),
-        (None, false) if default.join("config.json").exists() => Some(default),
-        _ => None,
-    };
+    let dir = model_dir(a);
     let model = match dir {
         Some(d) => {
             let files = vit_backbone::ModelFiles::in_dir(&d)?;
@@ -202,12 +208,7 @@ fn trainable_encoder(a: &Args, dev: &Device) -> Result<(Dinov2Model, VarMap), An
 }
 
 fn load_encoder(a: &Args, dev: &Device) -> Result<(Dinov2Model, String), AnyError> {
-    let default = workspace_root().join("models/cxr-dino-vit-tiny");
-    let dir = match (&a.model, a.random_encoder) {
-        (Some(d), _) => Some(d.clone()),
-        (None, false) if default.join("config.json").exists() => Some(default),
-        _ => None,
-    };
+    let dir = model_dir(a);
     Ok(match dir {
         Some(d) => {
             let m = Dinov2Model::from_dir(&d, DType::F32, dev)
