@@ -1,0 +1,195 @@
+//! Launching the kernels of `kernels.cu` (compiled to PTX by build.rs) on candle's CUDA
+//! storage. Every launch is followed by candle's error mapping; inputs must be contiguous.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDevice, WrapErr};
+use candle_core::{bail, CudaStorage, DType, Layout, Result};
+use half::bf16;
+
+use crate::teacher::SinkhornKnopp;
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused_ops.ptx"));
+const MODULE: &str = "cxr_fused_ops";
+const BLOCK: u32 = 256;
+
+fn launch_cfg(blocks: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Blocks for a grid-stride loop over `n` elements: enough to fill the GPU, no more.
+fn stride_blocks(n: usize) -> u32 {
+    n.div_ceil(BLOCK as usize).clamp(1, 132 * 16) as u32
+}
+
+fn view<'a, T: candle_core::cuda_backend::CudaDType>(
+    s: &'a CudaStorage,
+    l: &Layout,
+    what: &str,
+) -> Result<CudaView<'a, T>> {
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("fused-ops: {what} must be contiguous (shape {:?})", l.dims());
+    };
+    Ok(s.as_cuda_slice::<T>()?.slice(a..b))
+}
+
+fn wrap<T: candle_core::cuda_backend::CudaDType>(slice: CudaSlice<T>, dev: &CudaDevice) -> CudaStorage {
+    CudaStorage::wrap_cuda_slice(slice, dev.clone())
+}
+
+/// Layer-norm forward (`ln_fwd`) or backward (`ln_bwd`) over rows of `d`: operands
+/// `(x, w, third)` where third is the bias or the output gradient.
+pub(crate) fn layer_norm_rows(
+    kernel: &str,
+    s: [(&CudaStorage, &Layout); 3],
+    d: usize,
+    eps: f32,
+) -> Result<CudaStorage> {
+    let dev = s[0].0.device();
+    let n = s[0].1.shape().elem_count();
+    let rows = (n / d) as u32;
+    let (d, cfg) = (d as i32, launch_cfg(rows));
+    match s[0].0.dtype() {
+        DType::F32 => {
+            let (x, w, c) = (view::<f32>(s[0].0, s[0].1, "x")?, view::<f32>(s[1].0, s[1].1, "w")?, view::<f32>(s[2].0, s[2].1, "operand")?);
+            let out = unsafe { dev.alloc::<f32>(n)? };
+            let f = dev.get_or_load_custom_func(&format!("{kernel}_f32"), MODULE, PTX)?;
+            let mut b = f.builder();
+            b.arg(&x).arg(&w).arg(&c).arg(&out).arg(&d).arg(&eps);
+            // SAFETY: the kernel reads `rows · d` elements of x/c and d of w, writes `out`.
+            unsafe { b.launch(cfg) }.w()?;
+            Ok(wrap(out, dev))
+        }
+        DType::BF16 => {
+            let (x, w, c) = (view::<bf16>(s[0].0, s[0].1, "x")?, view::<bf16>(s[1].0, s[1].1, "w")?, view::<bf16>(s[2].0, s[2].1, "operand")?);
+            let out = unsafe { dev.alloc::<bf16>(n)? };
+            let f = dev.get_or_load_custom_func(&format!("{kernel}_bf16"), MODULE, PTX)?;
+            let mut b = f.builder();
+            b.arg(&x).arg(&w).arg(&c).arg(&out).arg(&d).arg(&eps);
+            // SAFETY: as above.
+            unsafe { b.launch(cfg) }.w()?;
+            Ok(wrap(out, dev))
+        }
+        other => bail!("fused layer norm on CUDA supports f32 and bf16, got {other:?}"),
+    }
+}
+
+/// Bilinear resize forward (`backward = false`: `s` is the input) or backward (`s` is the
+/// output gradient, the result the zero-initialised input gradient).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn resize(
+    kernel: &str,
+    s: &CudaStorage,
+    l: &Layout,
+    planes: usize,
+    input: (usize, usize),
+    output: (usize, usize),
+    align_corners: bool,
+    backward: bool,
+) -> Result<CudaStorage> {
+    let dev = s.device();
+    let src = view::<f32>(s, l, "resize operand")?;
+    let n_out = planes * output.0 * output.1;
+    let out = if backward {
+        dev.alloc_zeros::<f32>(planes * input.0 * input.1)?
+    } else {
+        unsafe { dev.alloc::<f32>(n_out)? }
+    };
+    let f = dev.get_or_load_custom_func(kernel, MODULE, PTX)?;
+    let dims = [planes as i32, input.0 as i32, input.1 as i32, output.0 as i32, output.1 as i32, align_corners as i32];
+    let mut b = f.builder();
+    b.arg(&src).arg(&out);
+    for v in &dims {
+        b.arg(v);
+    }
+    // SAFETY: one grid-stride pass over the `n_out` output positions; indices stay in range.
+    unsafe { b.launch(launch_cfg(stride_blocks(n_out))) }.w()?;
+    Ok(wrap(out, dev))
+}
+
+pub(crate) fn center_softmax(
+    s1: &CudaStorage,
+    l1: &Layout,
+    s2: &CudaStorage,
+    l2: &Layout,
+    n: usize,
+    k: usize,
+    inv_temp: f32,
+) -> Result<CudaStorage> {
+    let dev = s1.device();
+    let (t, c) = (view::<f32>(s1, l1, "logits")?, view::<f32>(s2, l2, "center")?);
+    let out = unsafe { dev.alloc::<f32>(n * k)? };
+    let f = dev.get_or_load_custom_func("center_softmax_f32", MODULE, PTX)?;
+    let k = k as i32;
+    let mut b = f.builder();
+    b.arg(&t).arg(&c).arg(&out).arg(&k).arg(&inv_temp);
+    // SAFETY: one block per row of k elements.
+    unsafe { b.launch(launch_cfg(n as u32)) }.w()?;
+    Ok(wrap(out, dev))
+}
+
+/// Two-stage reduction of `partial` (one value per block) into `out[0]`; op 0 = max, 1 = sum.
+fn finish(dev: &CudaDevice, partial: &CudaSlice<f32>, count: usize, op: i32, out: &CudaSlice<f32>) -> Result<()> {
+    let f = dev.get_or_load_custom_func("sk_finish", MODULE, PTX)?;
+    let count = count as i32;
+    let mut b = f.builder();
+    b.arg(partial).arg(&count).arg(&op).arg(out);
+    // SAFETY: one block reads `count` partials, thread 0 writes out[0].
+    unsafe { b.launch(launch_cfg(1)) }.w()?;
+    Ok(())
+}
+
+pub(crate) fn sinkhorn(s: &CudaStorage, l: &Layout, n: usize, k: usize, op: &SinkhornKnopp) -> Result<CudaStorage> {
+    let dev = s.device();
+    let t = view::<f32>(s, l, "logits")?;
+    let total_len = n * k;
+    let blocks = stride_blocks(total_len);
+    let cfg = launch_cfg(blocks);
+    let partial = dev.alloc_zeros::<f32>(blocks as usize)?;
+    let max = dev.alloc_zeros::<f32>(1)?;
+    let total = dev.alloc_zeros::<f32>(1)?;
+    let q = unsafe { dev.alloc::<f32>(total_len)? };
+    let n_el = total_len;
+
+    let f = dev.get_or_load_custom_func("sk_partial_max", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&t).arg(&n_el).arg(&partial);
+    // SAFETY: grid-stride over n·k logits, one partial per block.
+    unsafe { b.launch(cfg) }.w()?;
+    finish(dev, &partial, blocks as usize, 0, &max)?;
+
+    let f = dev.get_or_load_custom_func("sk_exp", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&t).arg(&q).arg(&n_el).arg(&max).arg(&op.inv_temp).arg(&partial);
+    // SAFETY: as above; writes q.
+    unsafe { b.launch(cfg) }.w()?;
+    finish(dev, &partial, blocks as usize, 1, &total)?;
+
+    let f = dev.get_or_load_custom_func("sk_scale", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&q).arg(&n_el).arg(&total);
+    // SAFETY: grid-stride in-place scale of q.
+    unsafe { b.launch(cfg) }.w()?;
+
+    let col = dev.alloc_zeros::<f32>(k)?;
+    let (rows, kk) = (n as i32, k as i32);
+    for it in 0..op.iterations {
+        let f = dev.get_or_load_custom_func("sk_col_sum", MODULE, PTX)?;
+        let mut b = f.builder();
+        b.arg(&q).arg(&rows).arg(&kk).arg(&col);
+        // SAFETY: one thread per column c < k.
+        unsafe { b.launch(launch_cfg(k.div_ceil(BLOCK as usize) as u32)) }.w()?;
+        let out_scale = if it + 1 == op.iterations { op.n_samples } else { 1.0 };
+        let f = dev.get_or_load_custom_func("sk_row_norm", MODULE, PTX)?;
+        let mut b = f.builder();
+        b.arg(&q).arg(&kk).arg(&col).arg(&op.n_samples).arg(&out_scale);
+        // SAFETY: one block per row of q.
+        unsafe { b.launch(launch_cfg(n as u32)) }.w()?;
+    }
+    let storage = wrap(q, dev);
+    if op.iterations == 0 {
+        // Q · B after the global normalisation alone
+        return storage.affine(&Layout::contiguous((n, k)), op.n_samples as f64, 0.0);
+    }
+    Ok(storage)
+}

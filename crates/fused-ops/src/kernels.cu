@@ -1,0 +1,282 @@
+// CUDA kernels of the fused operations. Each has a CPU twin in the Rust module of the same
+// operation; that twin is the reference the GPU parity checks compare against.
+//
+// Compiled to PTX by build.rs with the nvcc of the `cuda` toolchain (scripts/cuda-toolchain.sh)
+// and loaded through candle's custom-module cache. All accumulation is in f32, as PyTorch does
+// for f32 and bf16 inputs.
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#define BLOCK 256
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+  return __float2bfloat16(v);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+  return v;
+}
+
+// Sum of `v` over the block; every thread gets the result. `shared` holds 32 floats.
+__device__ float block_sum(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // `shared` may still be read by a previous call
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  const int n_warps = (blockDim.x + 31) >> 5;
+  v = (lane < n_warps) ? shared[lane] : 0.f;
+  return warp_sum(v);
+}
+__device__ float block_max(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  const int n_warps = (blockDim.x + 31) >> 5;
+  v = (lane < n_warps) ? shared[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer norm over the last dimension (`d`), one block per row. Two passes over the row (mean,
+// then centred variance) as PyTorch's reference formula; the row stays in L1/L2 between them.
+
+template <typename T>
+__device__ void ln_stats(const T* x, int d, float eps, float* shared, float* mean, float* rstd) {
+  float s = 0.f;
+  for (int i = threadIdx.x; i < d; i += blockDim.x) s += to_f32(x[i]);
+  const float m = block_sum(s, shared) / d;
+  float v = 0.f;
+  for (int i = threadIdx.x; i < d; i += blockDim.x) {
+    const float c = to_f32(x[i]) - m;
+    v += c * c;
+  }
+  *mean = m;
+  *rstd = rsqrtf(block_sum(v, shared) / d + eps);
+}
+
+template <typename T>
+__device__ void ln_fwd(const T* x, const T* w, const T* b, T* y, int d, float eps) {
+  __shared__ float shared[32];
+  const size_t row = blockIdx.x;
+  x += row * d;
+  y += row * d;
+  float mean, rstd;
+  ln_stats(x, d, eps, shared, &mean, &rstd);
+  for (int i = threadIdx.x; i < d; i += blockDim.x) {
+    const float n = (to_f32(x[i]) - mean) * rstd;
+    y[i] = from_f32<T>(n * to_f32(w[i]) + to_f32(b[i]));
+  }
+}
+
+// dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = dy · w.
+template <typename T>
+__device__ void ln_bwd(const T* x, const T* w, const T* dy, T* dx, int d, float eps) {
+  __shared__ float shared[32];
+  const size_t row = blockIdx.x;
+  x += row * d;
+  dy += row * d;
+  dx += row * d;
+  float mean, rstd;
+  ln_stats(x, d, eps, shared, &mean, &rstd);
+  float sg = 0.f, sgx = 0.f;
+  for (int i = threadIdx.x; i < d; i += blockDim.x) {
+    const float g = to_f32(dy[i]) * to_f32(w[i]);
+    sg += g;
+    sgx += g * (to_f32(x[i]) - mean) * rstd;
+  }
+  const float mg = block_sum(sg, shared) / d;
+  const float mgx = block_sum(sgx, shared) / d;
+  for (int i = threadIdx.x; i < d; i += blockDim.x) {
+    const float xh = (to_f32(x[i]) - mean) * rstd;
+    const float g = to_f32(dy[i]) * to_f32(w[i]);
+    dx[i] = from_f32<T>(rstd * (g - mg - xh * mgx));
+  }
+}
+
+extern "C" __global__ void ln_fwd_f32(const float* x, const float* w, const float* b, float* y,
+                                      int d, float eps) {
+  ln_fwd(x, w, b, y, d, eps);
+}
+extern "C" __global__ void ln_fwd_bf16(const __nv_bfloat16* x, const __nv_bfloat16* w,
+                                       const __nv_bfloat16* b, __nv_bfloat16* y, int d,
+                                       float eps) {
+  ln_fwd(x, w, b, y, d, eps);
+}
+extern "C" __global__ void ln_bwd_f32(const float* x, const float* w, const float* dy, float* dx,
+                                      int d, float eps) {
+  ln_bwd(x, w, dy, dx, d, eps);
+}
+extern "C" __global__ void ln_bwd_bf16(const __nv_bfloat16* x, const __nv_bfloat16* w,
+                                       const __nv_bfloat16* dy, __nv_bfloat16* dx, int d,
+                                       float eps) {
+  ln_bwd(x, w, dy, dx, d, eps);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bilinear resize with PyTorch's `F.interpolate(mode="bilinear", antialias=False)` source
+// coordinates. One thread per output element; the backward scatters into the zeroed input
+// gradient with atomics (two output pixels can read the same input pixel).
+
+struct Tap {
+  int i0, i1;
+  float l0, l1;
+};
+
+__device__ __forceinline__ Tap tap(int dst, int in, int out, int align_corners) {
+  float src;
+  if (align_corners) {
+    src = out > 1 ? (float)(in - 1) / (float)(out - 1) * dst : 0.f;
+  } else {
+    src = fmaxf(((float)in / (float)out) * (dst + 0.5f) - 0.5f, 0.f);
+  }
+  Tap t;
+  t.i0 = min((int)floorf(src), in - 1);
+  t.i1 = min(t.i0 + 1, in - 1);
+  t.l1 = src - t.i0;
+  t.l0 = 1.f - t.l1;
+  return t;
+}
+
+extern "C" __global__ void resize_fwd_f32(const float* x, float* y, int planes, int ih, int iw,
+                                          int oh, int ow, int align_corners) {
+  const size_t n = (size_t)planes * oh * ow;
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
+       idx += (size_t)gridDim.x * blockDim.x) {
+    const int ox = idx % ow;
+    const int oy = (idx / ow) % oh;
+    const size_t p = idx / ((size_t)ow * oh);
+    const Tap ty = tap(oy, ih, oh, align_corners), tx = tap(ox, iw, ow, align_corners);
+    const float* src = x + p * ih * iw;
+    y[idx] = ty.l0 * (tx.l0 * src[ty.i0 * iw + tx.i0] + tx.l1 * src[ty.i0 * iw + tx.i1]) +
+             ty.l1 * (tx.l0 * src[ty.i1 * iw + tx.i0] + tx.l1 * src[ty.i1 * iw + tx.i1]);
+  }
+}
+
+extern "C" __global__ void resize_bwd_f32(const float* dy, float* dx, int planes, int ih, int iw,
+                                          int oh, int ow, int align_corners) {
+  const size_t n = (size_t)planes * oh * ow;
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
+       idx += (size_t)gridDim.x * blockDim.x) {
+    const int ox = idx % ow;
+    const int oy = (idx / ow) % oh;
+    const size_t p = idx / ((size_t)ow * oh);
+    const Tap ty = tap(oy, ih, oh, align_corners), tx = tap(ox, iw, ow, align_corners);
+    float* dst = dx + p * ih * iw;
+    const float g = dy[idx];
+    atomicAdd(dst + ty.i0 * iw + tx.i0, ty.l0 * tx.l0 * g);
+    atomicAdd(dst + ty.i0 * iw + tx.i1, ty.l0 * tx.l1 * g);
+    atomicAdd(dst + ty.i1 * iw + tx.i0, ty.l1 * tx.l0 * g);
+    atomicAdd(dst + ty.i1 * iw + tx.i1, ty.l1 * tx.l1 * g);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DINO teacher: softmax((t − center) / temp) over the `k` prototypes, one block per row.
+
+extern "C" __global__ void center_softmax_f32(const float* t, const float* center, float* y,
+                                              int k, float inv_temp) {
+  __shared__ float shared[32];
+  const size_t row = blockIdx.x;
+  t += row * k;
+  y += row * k;
+  float m = -INFINITY;
+  for (int i = threadIdx.x; i < k; i += blockDim.x) m = fmaxf(m, (t[i] - center[i]) * inv_temp);
+  m = block_max(m, shared);
+  float s = 0.f;
+  for (int i = threadIdx.x; i < k; i += blockDim.x) {
+    const float e = expf((t[i] - center[i]) * inv_temp - m);
+    y[i] = e;
+    s += e;
+  }
+  const float inv = 1.f / block_sum(s, shared);
+  for (int i = threadIdx.x; i < k; i += blockDim.x) y[i] *= inv;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sinkhorn-Knopp on `[n, k]` teacher logits (dinov2's prototypes are our columns). The global
+// maximum and sum are two-stage reductions (per-block partials, then one block); each round is
+// a column pass (one thread per prototype, coalesced across the row) and a row pass (one block
+// per sample).
+
+// partial[blockIdx.x] = max over the block's grid-stride share of x.
+extern "C" __global__ void sk_partial_max(const float* x, size_t n, float* partial) {
+  __shared__ float shared[32];
+  float m = -INFINITY;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x)
+    m = fmaxf(m, x[i]);
+  m = block_max(m, shared);
+  if (threadIdx.x == 0) partial[blockIdx.x] = m;
+}
+
+// q = exp((t − max) / temp); partial[blockIdx.x] = the block's sum of q.
+extern "C" __global__ void sk_exp(const float* t, float* q, size_t n, const float* max,
+                                  float inv_temp, float* partial) {
+  __shared__ float shared[32];
+  const float m = *max;
+  float s = 0.f;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x) {
+    const float e = expf((t[i] - m) * inv_temp);
+    q[i] = e;
+    s += e;
+  }
+  s = block_sum(s, shared);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// out[0] = op(partial[0..count]) in one block; op 0 = max, 1 = sum.
+extern "C" __global__ void sk_finish(const float* partial, int count, int op, float* out) {
+  __shared__ float shared[32];
+  float v = op == 0 ? -INFINITY : 0.f;
+  for (int i = threadIdx.x; i < count; i += blockDim.x)
+    v = op == 0 ? fmaxf(v, partial[i]) : v + partial[i];
+  v = op == 0 ? block_max(v, shared) : block_sum(v, shared);
+  if (threadIdx.x == 0) out[0] = v;
+}
+
+// q /= total (the first normalisation of dinov2's Q /= sum(Q)).
+extern "C" __global__ void sk_scale(float* q, size_t n, const float* total) {
+  const float inv = 1.f / *total;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x)
+    q[i] *= inv;
+}
+
+// col[c] = Σ_r q[r, c] · k: the per-prototype mass times K, so that a division by it leaves
+// every prototype with mass 1/K.
+extern "C" __global__ void sk_col_sum(const float* q, int rows, int k, float* col) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= k) return;
+  float s = 0.f;
+  for (int r = 0; r < rows; ++r) s += q[(size_t)r * k + c];
+  col[c] = s * k;
+}
+
+// Row r: q[r, :] /= col, then q[r, :] /= (Σ q[r, :] · n_samples) and × out_scale.
+extern "C" __global__ void sk_row_norm(float* q, int k, const float* col, float n_samples,
+                                       float out_scale) {
+  __shared__ float shared[32];
+  float* row = q + (size_t)blockIdx.x * k;
+  float s = 0.f;
+  for (int i = threadIdx.x; i < k; i += blockDim.x) {
+    const float v = row[i] / col[i];
+    row[i] = v;
+    s += v;
+  }
+  const float scale = out_scale / (block_sum(s, shared) * n_samples);
+  for (int i = threadIdx.x; i < k; i += blockDim.x) row[i] *= scale;
+}

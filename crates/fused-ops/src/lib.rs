@@ -1,0 +1,47 @@
+//! Fused operations the workspace trains through, each a candle `CustomOp` with a CPU
+//! implementation (the reference, always built and tested) and a CUDA kernel (`cuda` feature).
+//!
+//! candle's own fused kernels for these operations either have no backward pass
+//! (`candle_nn::ops::layer_norm`, `upsample_bilinear2d`) or do not exist (the DINO teacher's
+//! centring and Sinkhorn-Knopp). The composed forms in `cxr_core::ops`, `seg_decoders::resize`
+//! and `dino_loss::teacher` are exact but launch many small kernels and keep every
+//! intermediate alive for autograd; the operations here do one pass per row and recompute what
+//! the backward needs.
+//!
+//! | operation | forward | backward |
+//! |---|---|---|
+//! | [`layer_norm`] | one pass per row, f32 statistics (f32, bf16, f16) | fused `dx`; `dw`, `db` as row sums |
+//! | [`resize_bilinear`] | PyTorch `F.interpolate(mode="bilinear")` source taps | scatter-add of the four taps |
+//! | [`center_softmax`] | `softmax((t − c) / τ)` per row | none (teacher targets are constants) |
+//! | [`sinkhorn_knopp`] | dinov2's `sinkhorn_knopp_teacher` | none |
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! let x = Tensor::randn(0f32, 1., (2, 5, 8), &Device::Cpu)?;
+//! let (w, b) = (Tensor::ones(8, candle_core::DType::F32, &Device::Cpu)?, Tensor::zeros(8, candle_core::DType::F32, &Device::Cpu)?);
+//! let y = fused_ops::layer_norm(&x, &w, &b, 1e-6)?;
+//! assert_eq!(y.dims(), &[2, 5, 8]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+#[cfg(feature = "cuda")]
+mod cuda;
+mod layer_norm;
+pub mod parity;
+mod resize;
+mod storage;
+mod teacher;
+
+pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward};
+pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};
+pub use teacher::{center_softmax, sinkhorn_knopp, CenterSoftmax, SinkhornKnopp};
+
+/// The first CUDA device, or `None` with the reason (no `cuda` feature, no driver, no GPU), so
+/// GPU tests and benchmarks can say why they skip.
+pub fn cuda_device() -> std::result::Result<candle_core::Device, String> {
+    if !candle_core::utils::cuda_is_available() {
+        return Err("built without the `cuda` feature".into());
+    }
+    candle_core::Device::new_cuda(0).map_err(|e| format!("no usable CUDA device: {e}"))
+}

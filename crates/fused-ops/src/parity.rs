@@ -1,0 +1,126 @@
+//! Device-against-CPU checks of every operation: the same random inputs through the CPU
+//! reference and through `device`, forward outputs and gradients compared. The GPU test and
+//! the GPU benchmark example both run these, so what is tested is what is reported.
+
+use candle_core::{DType, Device, Result, Shape, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// One comparison: the largest absolute difference against the CPU reference, relative to
+/// the reference's largest magnitude.
+#[derive(Debug, Clone)]
+pub struct ParityCheck {
+    /// What was compared (operation, dtype, output or gradient).
+    pub name: String,
+    /// `max |device − cpu| / max(|cpu|, 1e-12)`.
+    pub rel_err: f32,
+    /// The tolerance the check must meet.
+    pub tolerance: f32,
+}
+
+impl ParityCheck {
+    /// Whether the check met its tolerance (NaN never does).
+    pub fn passed(&self) -> bool {
+        self.rel_err <= self.tolerance
+    }
+}
+
+fn rel_err(device: &Tensor, cpu: &Tensor) -> Result<f32> {
+    let d = device.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+    let c = cpu.to_dtype(DType::F32)?;
+    let diff = (d - &c)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    let scale = c.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1e-12);
+    Ok(diff / scale)
+}
+
+fn push(out: &mut Vec<ParityCheck>, name: String, d: &Tensor, c: &Tensor, tol: f32) -> Result<()> {
+    out.push(ParityCheck { name, rel_err: rel_err(d, c)?, tolerance: tol });
+    Ok(())
+}
+
+/// Runs `f` on CPU and on `device` with the same inputs and gradient weights `r`, returning
+/// the output and the gradients of `sum(out · r)` with respect to each input.
+fn with_grads(
+    inputs: &[Tensor],
+    r: &Tensor,
+    device: &Device,
+    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<Vec<Tensor>> {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(&t.to_device(device)?))
+        .collect::<Result<_>>()?;
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&ts)?;
+    let loss = (y.to_dtype(DType::F32)? * r.to_device(device)?)?.sum_all()?;
+    let grads = loss.backward()?;
+    let mut out = vec![y];
+    for v in &vars {
+        match grads.get(v.as_tensor()) {
+            Some(g) => out.push(g.clone()),
+            None => candle_core::bail!("no gradient reached an input"),
+        }
+    }
+    Ok(out)
+}
+
+/// Uniform noise in `[offset − scale, offset + scale)` from a seeded stream (candle's CPU
+/// device cannot be seeded).
+fn random(rng: &mut ChaCha8Rng, shape: impl Into<Shape>, scale: f32, offset: f32) -> Result<Tensor> {
+    let shape = shape.into();
+    let v: Vec<f32> =
+        (0..shape.elem_count()).map(|_| offset + scale * (2.0 * rng.random::<f32>() - 1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+/// Every operation on `device` against the CPU reference, at sizes that exercise partial
+/// blocks and several blocks per row (layer norm width 768, K = 4099 prototypes).
+pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
+    let cpu = Device::Cpu;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+
+    // layer norm, f32 and bf16, forward and the three gradients
+    let (x, w, b) = (
+        random(&mut rng, (4, 77, 768), 3.0, 0.7)?,
+        random(&mut rng, 768, 0.5, 1.0)?,
+        random(&mut rng, 768, 0.5, 0.0)?,
+    );
+    let r = random(&mut rng, (4, 77, 768), 1.0, 0.0)?;
+    for (dtype, tol_y, tol_g) in [(DType::F32, 1e-5, 1e-4), (DType::BF16, 2e-2, 5e-2)] {
+        let inputs: Vec<Tensor> =
+            [&x, &w, &b].iter().map(|t| t.to_dtype(dtype)).collect::<Result<_>>()?;
+        let f = |t: &[Tensor]| crate::layer_norm(&t[0], &t[1], &t[2], 1e-6);
+        let c = with_grads(&inputs, &r, &cpu, &f)?;
+        let d = with_grads(&inputs, &r, device, &f)?;
+        for (i, what) in ["y", "dx", "dw", "db"].iter().enumerate() {
+            let tol = if i == 0 { tol_y } else { tol_g };
+            push(&mut out, format!("layer_norm {dtype:?} {what}"), &d[i], &c[i], tol)?;
+        }
+    }
+
+    // bilinear resize, up and down, both alignments: output and input gradient
+    let img = random(&mut rng, (2, 16, 37, 37), 1.0, 0.0)?;
+    for (size, align) in [((148, 148), false), ((518, 518), false), ((20, 30), true), ((9, 9), false)] {
+        let r = random(&mut rng, (2, 16, size.0, size.1), 1.0, 0.0)?;
+        let f = |t: &[Tensor]| crate::resize_bilinear(&t[0], size, align);
+        let c = with_grads(std::slice::from_ref(&img), &r, &cpu, &f)?;
+        let d = with_grads(std::slice::from_ref(&img), &r, device, &f)?;
+        let name = format!("resize 37->{}x{} align={align}", size.0, size.1);
+        push(&mut out, format!("{name} y"), &d[0], &c[0], 1e-5)?;
+        push(&mut out, format!("{name} dx"), &d[1], &c[1], 1e-4)?;
+    }
+
+    // teacher: centring softmax and Sinkhorn-Knopp at a non-multiple-of-block K
+    let t = random(&mut rng, (64, 4099), 4.0, 0.0)?;
+    let center = random(&mut rng, (1, 4099), 0.2, 0.0)?;
+    let c = crate::center_softmax(&t, &center, 0.04)?;
+    let d = crate::center_softmax(&t.to_device(device)?, &center.to_device(device)?, 0.04)?;
+    push(&mut out, "center_softmax".into(), &d, &c, 1e-4)?;
+    for iters in [0, 3] {
+        let c = crate::sinkhorn_knopp(&t, 0.05, 64.0, iters)?;
+        let d = crate::sinkhorn_knopp(&t.to_device(device)?, 0.05, 64.0, iters)?;
+        push(&mut out, format!("sinkhorn_knopp iters={iters}"), &d, &c, 1e-4)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,246 @@
+//! The GPU checks and benchmarks of the workspace in one binary, so a short lease on a GPU
+//! machine runs everything from one carried file (`torch_suite.py` times PyTorch on the same
+//! card in the same session):
+//!
+//! ```text
+//! source .cuda/env.sh   # scripts/cuda-toolchain.sh
+//! cargo build --release -p gpu-bench --features cuda
+//! gpu_suite parity                 # CUDA kernels vs CPU references (exit code 1 on a failure)
+//! gpu_suite ops                    # fused ops vs the composed candle forms, on the GPU
+//! gpu_suite forward --batch 32     # RAD-DINO (ViT-B/14, 518) forward, f32 and bf16
+//! ```
+//!
+//! Without the `cuda` feature or a GPU every command says so and exits with code 2.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::VarBuilder;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use vit_backbone::{Dinov2Config, Dinov2Model, ForwardOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "CUDA kernel checks and GPU benchmarks (RAD-DINO forward, fused ops)",
+    long_about = "Runs on the first CUDA device. `parity` compares every fused-ops kernel with \
+its CPU reference (outputs and gradients) and exits 1 if one misses its tolerance. `ops` times \
+the fused ops against the composed candle forms they replace. `forward` times the RAD-DINO \
+ViT-B/14 forward at 518x518. Each prints a table and, with --json, writes the numbers."
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Write the results as JSON here.
+    #[arg(long, global = true)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// CUDA kernels against their CPU references.
+    Parity,
+    /// Fused ops against the composed forms (median ms over --repeats after warm-up).
+    Ops {
+        #[arg(long, default_value_t = 20)]
+        repeats: usize,
+    },
+    /// RAD-DINO forward (random weights; the weights do not change the work).
+    Forward {
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 10)]
+        repeats: usize,
+        /// Comma-separated: f32, bf16.
+        #[arg(long, default_value = "f32,bf16", value_delimiter = ',')]
+        dtypes: Vec<String>,
+    },
+}
+
+/// Median and minimum seconds of `repeats` calls after `warmup`, synchronising the device
+/// around each call so asynchronous launches are counted.
+fn time(dev: &Device, warmup: usize, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    dev.synchronize()?;
+    let mut v = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        f()?;
+        dev.synchronize()?;
+        v.push(t.elapsed().as_secs_f64());
+    }
+    v.sort_by(f64::total_cmp);
+    Ok((v[v.len() / 2], v[0]))
+}
+
+fn parity(dev: &Device) -> Result<(serde_json::Value, bool)> {
+    let checks = fused_ops::parity::device_vs_cpu(dev, 11)?;
+    let mut ok = true;
+    let mut rows = Vec::new();
+    println!("{:<42} {:>10} {:>8}  result", "check", "rel err", "tol");
+    for c in &checks {
+        ok &= c.passed();
+        println!(
+            "{:<42} {:>10.2e} {:>8.0e}  {}",
+            c.name,
+            c.rel_err,
+            c.tolerance,
+            if c.passed() { "ok" } else { "FAIL" }
+        );
+        rows.push(json!({"check": c.name, "rel_err": c.rel_err, "tolerance": c.tolerance, "passed": c.passed()}));
+    }
+    Ok((json!({"checks": rows, "all_passed": ok}), ok))
+}
+
+/// Gradient of `sum(f(x...) · r)` with respect to the inputs, as one timed unit.
+fn fwd_bwd(inputs: &[Var], r: &Tensor, f: &dyn Fn(&[Tensor]) -> Result<Tensor>) -> Result<()> {
+    let ts: Vec<Tensor> = inputs.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&ts)?;
+    let grads = (y.to_dtype(DType::F32)? * r)?.sum_all()?.backward()?;
+    for v in inputs {
+        if grads.get(v.as_tensor()).is_none() {
+            candle_core::bail!("no gradient reached an input");
+        }
+    }
+    Ok(())
+}
+
+fn ops(dev: &Device, repeats: usize) -> Result<serde_json::Value> {
+    let mut rows = Vec::new();
+    let mut report = |name: &str, fused: (f64, f64), other: (f64, f64), other_name: &str| {
+        println!(
+            "{name:<46} fused {:>8.3} ms   {other_name} {:>8.3} ms   speed-up {:>5.2}x",
+            fused.0 * 1e3,
+            other.0 * 1e3,
+            other.0 / fused.0
+        );
+        rows.push(json!({"op": name, "fused_ms": fused.0 * 1e3, "baseline": other_name,
+            "baseline_ms": other.0 * 1e3, "speedup": other.0 / fused.0}));
+    };
+
+    // layer norm at RAD-DINO batch-32 activation size: 32 · 1370 rows of 768
+    for dtype in [DType::F32, DType::BF16] {
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (32 * 1370, 768), dev)?.to_dtype(dtype)?)?;
+        let w = Var::from_tensor(&Tensor::randn(1f32, 0.1, 768, dev)?.to_dtype(dtype)?)?;
+        let b = Var::from_tensor(&Tensor::randn(0f32, 0.1, 768, dev)?.to_dtype(dtype)?)?;
+        let r = Tensor::randn(0f32, 1., (32 * 1370, 768), dev)?;
+        let vars = [x.clone(), w.clone(), b.clone()];
+        let fused = |t: &[Tensor]| fused_ops::layer_norm(&t[0], &t[1], &t[2], 1e-6);
+        let composed = |t: &[Tensor]| cxr_core::ops::layer_norm(&t[0], &t[1], &t[2], 1e-6);
+        let a = time(dev, 3, repeats, || fwd_bwd(&vars, &r, &fused))?;
+        let c = time(dev, 3, repeats, || fwd_bwd(&vars, &r, &composed))?;
+        report(&format!("layer_norm fwd+bwd {dtype:?} [43840, 768]"), a, c, "composed");
+        let xt = x.as_tensor().detach();
+        let (wt, bt) = (w.as_tensor().detach(), b.as_tensor().detach());
+        let a = time(dev, 3, repeats, || fused_ops::layer_norm(&xt, &wt, &bt, 1e-6).map(|_| ()))?;
+        let c = time(dev, 3, repeats, || {
+            candle_nn::ops::layer_norm(&xt, &wt, &bt, 1e-6).map(|_| ())
+        })?;
+        report(&format!("layer_norm fwd {dtype:?} [43840, 768]"), a, c, "candle_nn (no bwd)");
+    }
+
+    // bilinear upsampling of decoder features: [8, 256, 37, 37] -> 148 x 148
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1., (8, 256, 37, 37), dev)?)?;
+    let r = Tensor::randn(0f32, 1., (8, 256, 148, 148), dev)?;
+    let vars = [x.clone()];
+    let fused = |t: &[Tensor]| fused_ops::resize_bilinear(&t[0], (148, 148), false);
+    let matmul = |t: &[Tensor]| {
+        seg_decoders::resize_bilinear(&t[0], (148, 148), seg_decoders::AlignCorners::False)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    };
+    let a = time(dev, 3, repeats, || fwd_bwd(&vars, &r, &fused))?;
+    let c = time(dev, 3, repeats, || fwd_bwd(&vars, &r, &matmul))?;
+    report("resize fwd+bwd [8,256,37,37]->148", a, c, "separable matmul");
+    let xt = x.as_tensor().detach();
+    let a = time(dev, 3, repeats, || fused_ops::resize_bilinear(&xt, (148, 148), false).map(|_| ()))?;
+    let c = time(dev, 3, repeats, || xt.upsample_bilinear2d(148, 148, false).map(|_| ()))?;
+    report("resize fwd [8,256,37,37]->148", a, c, "candle upsample (no bwd)");
+
+    // DINO teacher at dinov2's head size: 2 x 32 global CLS rows and K = 65536 prototypes
+    let t = Tensor::randn(0f32, 1., (64, 65536), dev)?;
+    let center = (Tensor::randn(0f32, 1., (1, 65536), dev)? * 0.1)?;
+    let a = time(dev, 3, repeats, || fused_ops::center_softmax(&t, &center, 0.07).map(|_| ()))?;
+    let c = time(dev, 3, repeats, || {
+        dino_loss::teacher::softmax_center_teacher(&t, &center, 0.07)
+            .map(|_| ())
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    })?;
+    report("center_softmax [64, 65536]", a, c, "composed");
+    let a = time(dev, 3, repeats, || fused_ops::sinkhorn_knopp(&t, 0.07, 64.0, 3).map(|_| ()))?;
+    let c = time(dev, 3, repeats, || {
+        dino_loss::teacher::sinkhorn_knopp_teacher(&t, 0.07, 64.0, 3)
+            .map(|_| ())
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    })?;
+    report("sinkhorn_knopp 3 it [64, 65536]", a, c, "composed");
+    Ok(json!({ "ops": rows }))
+}
+
+fn forward(dev: &Device, batch: usize, repeats: usize, dtypes: &[String]) -> Result<serde_json::Value> {
+    let cfg = Dinov2Config::rad_dino();
+    let mut rows = Vec::new();
+    // 2 FLOPs per multiply-add over the GEMMs of one image at 518 (1370 tokens)
+    let (n, d) = (1370.0f64, 768.0f64);
+    let gflop = 2.0 * (1369.0 * 588.0 * d + 12.0 * (4.0 * n * d * d + 2.0 * n * n * d + 8.0 * n * d * d)) / 1e9;
+    for name in dtypes {
+        let dtype = match name.as_str() {
+            "f32" => DType::F32,
+            "bf16" => DType::BF16,
+            other => candle_core::bail!("unknown dtype {other} (f32 or bf16)"),
+        };
+        let mut tensors = std::collections::HashMap::new();
+        for (key, shape) in vit_backbone::weights::expected_tensors(&cfg) {
+            tensors.insert(key, (Tensor::randn(0f32, 0.02, shape, dev)?).to_dtype(dtype)?);
+        }
+        let model = Dinov2Model::new(&cfg, VarBuilder::from_tensors(tensors, dtype, dev))?;
+        let x = Tensor::randn(0f32, 1.0, (batch, 3, 518, 518), dev)?.to_dtype(dtype)?;
+        let opts = ForwardOptions::default();
+        let (med, min) = time(dev, 3, repeats, || model.forward(&x, &opts).map(|_| ()))?;
+        let out = model.forward(&x, &opts)?;
+        let finite = out.pooler_output.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?.is_finite();
+        println!(
+            "RAD-DINO forward {name:>4} batch {batch}: median {:.1} ms ({:.0} img/s, {:.0} TFLOP/s), min {:.1} ms, finite output: {finite}",
+            med * 1e3,
+            batch as f64 / med,
+            gflop * batch as f64 / med / 1e3,
+            min * 1e3
+        );
+        rows.push(json!({"dtype": name, "batch": batch, "median_ms": med * 1e3, "min_ms": min * 1e3,
+            "images_per_s": batch as f64 / med, "finite": finite}));
+    }
+    Ok(json!({"forward": rows}))
+}
+
+fn main() {
+    let args = Args::parse();
+    let dev = match fused_ops::cuda_device() {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("gpu_suite needs a CUDA device: {why}");
+            std::process::exit(2);
+        }
+    };
+    let result = match &args.cmd {
+        Cmd::Parity => parity(&dev).map(|(v, ok)| (v, ok)),
+        Cmd::Ops { repeats } => ops(&dev, *repeats).map(|v| (v, true)),
+        Cmd::Forward { batch, repeats, dtypes } => forward(&dev, *batch, *repeats, dtypes).map(|v| (v, true)),
+    };
+    match result {
+        Ok((value, ok)) => {
+            if let Some(path) = &args.json {
+                if let Err(e) = std::fs::write(path, value.to_string()) {
+                    eprintln!("could not write {}: {e}", path.display());
+                }
+            }
+            if !ok {
+                std::process::exit(1);
+            }
+        }
+        Err(e) => {
+            eprintln!("gpu_suite failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
