@@ -369,7 +369,8 @@ def main():
     if args.json:
         doc = dict(side="torch", torch=torch.__version__, device=args.device, dtype=args.dtype,
                    attn=args.attn, arch=args.arch, batch=args.batch, n_local=args.n_local,
-                   prototypes=args.prototypes, global_size=args.global_size,
+                   prototypes=args.prototypes, head_hidden_dim=args.head_hidden_dim,
+                   head_bottleneck_dim=args.head_bottleneck_dim, global_size=args.global_size,
                    local_size=args.local_size, centering=args.centering, warmup=args.warmup,
                    steps=args.steps, masks=args.masks, timing=timing)
         with open(args.json, "w") as f:

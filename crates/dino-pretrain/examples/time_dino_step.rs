@@ -41,6 +41,12 @@ struct Args {
     /// Prototypes K of the (shared DINO/iBOT) head.
     #[arg(long, default_value_t = 65536)]
     prototypes: usize,
+    /// Hidden width of the head's MLP.
+    #[arg(long, default_value_t = 2048)]
+    head_hidden_dim: usize,
+    /// Bottleneck width of the head.
+    #[arg(long, default_value_t = 256)]
+    head_bottleneck_dim: usize,
     /// Global crop size (multiple of the patch size 14).
     #[arg(long, default_value_t = 224)]
     global_size: usize,
@@ -84,6 +90,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n_local: args.n_local,
         batch_size: args.batch,
         prototypes: args.prototypes,
+        head_hidden_dim: args.head_hidden_dim,
+        head_bottleneck_dim: args.head_bottleneck_dim,
         centering: args.centering.clone(),
         warmup: args.warmup,
         steps: args.steps,
@@ -140,6 +148,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "batch": opts.batch_size,
             "n_local": opts.n_local,
             "prototypes": opts.prototypes,
+            "head_hidden_dim": opts.head_hidden_dim,
+            "head_bottleneck_dim": opts.head_bottleneck_dim,
             "global_size": opts.global_size,
             "local_size": opts.local_size,
             "centering": opts.centering,
