@@ -63,6 +63,9 @@ struct Args {
     /// Run this many steps, print the time per step and exit (no files written).
     #[arg(long)]
     measure: Option<u64>,
+    /// `cpu` or `cuda` (GPU 0; needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -71,7 +74,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => DinoV2Config::from_toml_file(p)?,
         None => DinoV2Config::preset(&args.preset)?,
     };
-    let device = Device::Cpu;
+    let device = match args.device.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0)?,
+        other => return Err(format!("--device {other} (cpu or cuda)").into()),
+    };
     let mut files = Vec::new();
     for d in &args.data {
         let f = packs::split_files(d, Split::Train)?;

@@ -6,7 +6,8 @@
 //! ([`MultiCropSource`]), the DINO + iBOT + KoLeo objective of `dino-loss`, and AdamW with
 //! dinov2's parameter groups and schedules from `train-utils`. Checkpoints hold everything an
 //! exact resume needs. [`run`] adds the progress bar, step logs, loss plot and checkpoints;
-//! [`knn`] evaluates frozen encoders; [`export`] writes a Hugging Face model directory.
+//! [`knn`] evaluates frozen encoders; [`export`] writes a Hugging Face model directory;
+//! [`step_bench`] times the training step on a synthetic batch (CPU or CUDA).
 #![deny(missing_docs)]
 
 mod arch;
@@ -16,6 +17,7 @@ pub mod export;
 pub mod knn;
 pub mod packs;
 mod run;
+pub mod step_bench;
 mod trainer;
 
 pub use arch::{backbone_config, Init};
