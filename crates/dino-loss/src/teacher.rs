@@ -61,8 +61,12 @@ pub fn softmax_center_teacher(t: &Tensor, center: &Tensor, temp: f64) -> Result<
             center.dims(),
         ));
     }
-    let z = (t.broadcast_sub(&center)? / temp)?;
-    Ok(candle_nn::ops::softmax_last_dim(&z)?)
+    if t.dtype() == DType::F64 {
+        // f64 (exact references) keeps the composed form; the fused op works in f32
+        let z = (t.broadcast_sub(&center)? / temp)?;
+        return Ok(candle_nn::ops::softmax_last_dim(&z)?);
+    }
+    Ok(fused_ops::center_softmax(&t, &center, temp)?)
 }
 
 /// dinov2's `sinkhorn_knopp_teacher` on `t` (`[N, K]`), returning `[N, K]` assignments whose
@@ -87,9 +91,14 @@ pub fn sinkhorn_knopp_teacher(
         )));
     }
     let t = working(t)?;
+    if t.dtype() != DType::F64 {
+        // one fused op (CPU reference or CUDA kernel), in f32
+        return Ok(fused_ops::sinkhorn_knopp(&t, temp, n_samples, n_iterations)?);
+    }
+    // f64 (exact references): the same steps composed, kept as [N, K] (dinov2's rows, the
+    // prototypes, are our columns)
     let k = t.dim(1)? as f64;
     let max = t.flatten_all()?.max_keepdim(0)?.reshape((1, 1))?;
-    // kept as [N, K]: dinov2's rows (prototypes) are our columns
     let mut q = (t.broadcast_sub(&max)? / temp)?.exp()?;
     q = q.broadcast_div(&q.sum_all()?.reshape((1, 1))?)?;
     for _ in 0..n_iterations {

@@ -4,6 +4,7 @@
 //! f32) instead of saving them: one extra read of a row that is already in cache, and no
 //! per-row tensors kept alive by autograd.
 
+use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use half::{bf16, f16};
 use rayon::prelude::*;

@@ -112,7 +112,7 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
     }
 
     // teacher: centring softmax and Sinkhorn-Knopp at a non-multiple-of-block K
-    let t = random(&mut rng, (64, 4099), 4.0, 0.0)?;
+    let t = random(&mut rng, (64, 4099), 1.0, 0.0)?;
     let center = random(&mut rng, (1, 4099), 0.2, 0.0)?;
     let c = crate::center_softmax(&t, &center, 0.04)?;
     let d = crate::center_softmax(&t.to_device(device)?, &center.to_device(device)?, 0.04)?;

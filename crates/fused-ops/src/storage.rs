@@ -1,5 +1,6 @@
 //! Reading candle CPU storage as contiguous f32 (or native half) slices.
 
+use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, Layout, Result};
 
 /// The contiguous element range of `layout`, or an error naming `what`.

@@ -55,6 +55,29 @@ enum Cmd {
         #[arg(long, default_value = "f32,bf16", value_delimiter = ',')]
         dtypes: Vec<String>,
     },
+    /// One DINOv2 training step (dino_pretrain::step_bench: multi-crop student + EMA teacher,
+    /// DINO + iBOT + KoLeo, AdamW), f32.
+    Step {
+        #[arg(long, default_value = "vit_base")]
+        arch: String,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 8)]
+        n_local: usize,
+        #[arg(long, default_value_t = 65536)]
+        prototypes: usize,
+        #[arg(long, default_value_t = 224)]
+        global_size: usize,
+        #[arg(long, default_value_t = 98)]
+        local_size: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Write the batch's iBOT masks (for dino_step_torch.py --masks).
+        #[arg(long)]
+        save_masks: Option<std::path::PathBuf>,
+    },
 }
 
 /// Median and minimum seconds of `repeats` calls after `warmup`, synchronising the device
@@ -213,6 +236,24 @@ fn forward(dev: &Device, batch: usize, repeats: usize, dtypes: &[String]) -> Res
     Ok(json!({"forward": rows}))
 }
 
+fn step(dev: &Device, opts: &dino_pretrain::step_bench::StepBenchOptions, save_masks: Option<&std::path::Path>) -> Result<serde_json::Value> {
+    let err = |e: dino_pretrain::Error| candle_core::Error::Msg(e.to_string());
+    if let Some(path) = save_masks {
+        let batch = opts.batch(&Device::Cpu).map_err(err)?;
+        candle_core::safetensors::save(&std::collections::HashMap::from([("masks".to_string(), batch.masks)]), path)?;
+    }
+    let t = dino_pretrain::step_bench::time_train_steps(opts, dev).map_err(err)?;
+    println!(
+        "DINOv2 step {} batch {} ({} global {} + {} local {}): median {:.1} ms, min {:.1} ms, {:.0} img/s, first-step losses {:?}",
+        opts.arch, opts.batch_size, 2, opts.global_size, opts.n_local, opts.local_size,
+        t.median_s * 1e3, t.min_s * 1e3, t.images_per_second, t.first_step_losses
+    );
+    Ok(json!({"step": {"arch": opts.arch, "batch": opts.batch_size, "median_ms": t.median_s * 1e3,
+        "min_ms": t.min_s * 1e3, "images_per_s": t.images_per_second, "steps_s": t.step_seconds,
+        "masked_patches": t.masked_patches, "student_parameters": t.student_parameters,
+        "last_total_loss": t.last_total_loss}}))
+}
+
 fn main() {
     let args = Args::parse();
     let dev = match fused_ops::cuda_device() {
@@ -226,6 +267,20 @@ fn main() {
         Cmd::Parity => parity(&dev).map(|(v, ok)| (v, ok)),
         Cmd::Ops { repeats } => ops(&dev, *repeats).map(|v| (v, true)),
         Cmd::Forward { batch, repeats, dtypes } => forward(&dev, *batch, *repeats, dtypes).map(|v| (v, true)),
+        Cmd::Step { arch, batch, n_local, prototypes, global_size, local_size, warmup, steps, save_masks } => {
+            let opts = dino_pretrain::step_bench::StepBenchOptions {
+                arch: arch.clone(),
+                batch_size: *batch,
+                n_local: *n_local,
+                prototypes: *prototypes,
+                global_size: *global_size,
+                local_size: *local_size,
+                warmup: *warmup,
+                steps: *steps,
+                ..Default::default()
+            };
+            step(&dev, &opts, save_masks.as_deref()).map(|v| (v, true))
+        }
     };
     match result {
         Ok((value, ok)) => {
