@@ -93,7 +93,12 @@ pub fn sinkhorn_knopp_teacher(
     let t = working(t)?;
     if t.dtype() != DType::F64 {
         // one fused op (CPU reference or CUDA kernel), in f32
-        return Ok(fused_ops::sinkhorn_knopp(&t, temp, n_samples, n_iterations)?);
+        return Ok(fused_ops::sinkhorn_knopp(
+            &t,
+            temp,
+            n_samples,
+            n_iterations,
+        )?);
     }
     // f64 (exact references): the same steps composed, kept as [N, K] (dinov2's rows, the
     // prototypes, are our columns)

@@ -14,7 +14,11 @@ const MODULE: &str = "cxr_fused_ops";
 const BLOCK: u32 = 256;
 
 fn launch_cfg(blocks: u32) -> LaunchConfig {
-    LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (blocks.max(1), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// Blocks for a grid-stride loop over `n` elements: enough to fill the GPU, no more.
@@ -28,12 +32,18 @@ fn view<'a, T: candle_core::cuda_backend::CudaDType>(
     what: &str,
 ) -> Result<CudaView<'a, T>> {
     let Some((a, b)) = l.contiguous_offsets() else {
-        bail!("fused-ops: {what} must be contiguous (shape {:?})", l.dims());
+        bail!(
+            "fused-ops: {what} must be contiguous (shape {:?})",
+            l.dims()
+        );
     };
     Ok(s.as_cuda_slice::<T>()?.slice(a..b))
 }
 
-fn wrap<T: candle_core::cuda_backend::CudaDType>(slice: CudaSlice<T>, dev: &CudaDevice) -> CudaStorage {
+fn wrap<T: candle_core::cuda_backend::CudaDType>(
+    slice: CudaSlice<T>,
+    dev: &CudaDevice,
+) -> CudaStorage {
     CudaStorage::wrap_cuda_slice(slice, dev.clone())
 }
 
@@ -51,7 +61,11 @@ pub(crate) fn layer_norm_rows(
     let (d, cfg) = (d as i32, launch_cfg(rows));
     match s[0].0.dtype() {
         DType::F32 => {
-            let (x, w, c) = (view::<f32>(s[0].0, s[0].1, "x")?, view::<f32>(s[1].0, s[1].1, "w")?, view::<f32>(s[2].0, s[2].1, "operand")?);
+            let (x, w, c) = (
+                view::<f32>(s[0].0, s[0].1, "x")?,
+                view::<f32>(s[1].0, s[1].1, "w")?,
+                view::<f32>(s[2].0, s[2].1, "operand")?,
+            );
             let out = unsafe { dev.alloc::<f32>(n)? };
             let f = dev.get_or_load_custom_func(&format!("{kernel}_f32"), MODULE, PTX)?;
             let mut b = f.builder();
@@ -61,7 +75,11 @@ pub(crate) fn layer_norm_rows(
             Ok(wrap(out, dev))
         }
         DType::BF16 => {
-            let (x, w, c) = (view::<bf16>(s[0].0, s[0].1, "x")?, view::<bf16>(s[1].0, s[1].1, "w")?, view::<bf16>(s[2].0, s[2].1, "operand")?);
+            let (x, w, c) = (
+                view::<bf16>(s[0].0, s[0].1, "x")?,
+                view::<bf16>(s[1].0, s[1].1, "w")?,
+                view::<bf16>(s[2].0, s[2].1, "operand")?,
+            );
             let out = unsafe { dev.alloc::<bf16>(n)? };
             let f = dev.get_or_load_custom_func(&format!("{kernel}_bf16"), MODULE, PTX)?;
             let mut b = f.builder();
@@ -96,7 +114,14 @@ pub(crate) fn resize(
         unsafe { dev.alloc::<f32>(n_out)? }
     };
     let f = dev.get_or_load_custom_func(kernel, MODULE, PTX)?;
-    let dims = [planes as i32, input.0 as i32, input.1 as i32, output.0 as i32, output.1 as i32, align_corners as i32];
+    let dims = [
+        planes as i32,
+        input.0 as i32,
+        input.1 as i32,
+        output.0 as i32,
+        output.1 as i32,
+        align_corners as i32,
+    ];
     let mut b = f.builder();
     b.arg(&src).arg(&out);
     for v in &dims {
@@ -117,7 +142,10 @@ pub(crate) fn center_softmax(
     inv_temp: f32,
 ) -> Result<CudaStorage> {
     let dev = s1.device();
-    let (t, c) = (view::<f32>(s1, l1, "logits")?, view::<f32>(s2, l2, "center")?);
+    let (t, c) = (
+        view::<f32>(s1, l1, "logits")?,
+        view::<f32>(s2, l2, "center")?,
+    );
     let out = unsafe { dev.alloc::<f32>(n * k)? };
     let f = dev.get_or_load_custom_func("center_softmax_f32", MODULE, PTX)?;
     let k = k as i32;
@@ -129,7 +157,13 @@ pub(crate) fn center_softmax(
 }
 
 /// Two-stage reduction of `partial` (one value per block) into `out[0]`; op 0 = max, 1 = sum.
-fn finish(dev: &CudaDevice, partial: &CudaSlice<f32>, count: usize, op: i32, out: &CudaSlice<f32>) -> Result<()> {
+fn finish(
+    dev: &CudaDevice,
+    partial: &CudaSlice<f32>,
+    count: usize,
+    op: i32,
+    out: &CudaSlice<f32>,
+) -> Result<()> {
     let f = dev.get_or_load_custom_func("sk_finish", MODULE, PTX)?;
     let count = count as i32;
     let mut b = f.builder();
@@ -139,7 +173,13 @@ fn finish(dev: &CudaDevice, partial: &CudaSlice<f32>, count: usize, op: i32, out
     Ok(())
 }
 
-pub(crate) fn sinkhorn(s: &CudaStorage, l: &Layout, n: usize, k: usize, op: &SinkhornKnopp) -> Result<CudaStorage> {
+pub(crate) fn sinkhorn(
+    s: &CudaStorage,
+    l: &Layout,
+    n: usize,
+    k: usize,
+    op: &SinkhornKnopp,
+) -> Result<CudaStorage> {
     let dev = s.device();
     let t = view::<f32>(s, l, "logits")?;
     let total_len = n * k;
@@ -160,7 +200,12 @@ pub(crate) fn sinkhorn(s: &CudaStorage, l: &Layout, n: usize, k: usize, op: &Sin
 
     let f = dev.get_or_load_custom_func("sk_exp", MODULE, PTX)?;
     let mut b = f.builder();
-    b.arg(&t).arg(&q).arg(&n_el).arg(&max).arg(&op.inv_temp).arg(&partial);
+    b.arg(&t)
+        .arg(&q)
+        .arg(&n_el)
+        .arg(&max)
+        .arg(&op.inv_temp)
+        .arg(&partial);
     // SAFETY: as above; writes q.
     unsafe { b.launch(cfg) }.w()?;
     finish(dev, &partial, blocks as usize, 1, &total)?;
@@ -179,10 +224,18 @@ pub(crate) fn sinkhorn(s: &CudaStorage, l: &Layout, n: usize, k: usize, op: &Sin
         b.arg(&q).arg(&rows).arg(&kk).arg(&col);
         // SAFETY: one thread per column c < k.
         unsafe { b.launch(launch_cfg(k.div_ceil(BLOCK as usize) as u32)) }.w()?;
-        let out_scale = if it + 1 == op.iterations { op.n_samples } else { 1.0 };
+        let out_scale = if it + 1 == op.iterations {
+            op.n_samples
+        } else {
+            1.0
+        };
         let f = dev.get_or_load_custom_func("sk_row_norm", MODULE, PTX)?;
         let mut b = f.builder();
-        b.arg(&q).arg(&kk).arg(&col).arg(&op.n_samples).arg(&out_scale);
+        b.arg(&q)
+            .arg(&kk)
+            .arg(&col)
+            .arg(&op.n_samples)
+            .arg(&out_scale);
         // SAFETY: one block per row of q.
         unsafe { b.launch(launch_cfg(n as u32)) }.w()?;
     }

@@ -130,13 +130,24 @@ fn backward_rows<T: Element>(x: &[T], w: &[T], dy: &[T], eps: f32) -> Vec<T> {
 fn check(op: &str, la: &Layout, lw: &Layout, lc: &Layout, c_name: &str) -> Result<usize> {
     let d = match la.dims().last() {
         Some(&d) if d > 0 => d,
-        _ => bail!("{op}: input of shape {:?} has no feature dimension", la.dims()),
+        _ => bail!(
+            "{op}: input of shape {:?} has no feature dimension",
+            la.dims()
+        ),
     };
     if lw.dims() != [d] {
-        bail!("{op}: weight {:?} does not match input {:?}", lw.dims(), la.dims());
+        bail!(
+            "{op}: weight {:?} does not match input {:?}",
+            lw.dims(),
+            la.dims()
+        );
     }
     if lc.dims() != la.dims() && !(c_name == "bias" && lc.dims() == [d]) {
-        bail!("{op}: {c_name} {:?} does not match input {:?}", lc.dims(), la.dims());
+        bail!(
+            "{op}: {c_name} {:?} does not match input {:?}",
+            lc.dims(),
+            la.dims()
+        );
     }
     Ok(d)
 }
@@ -160,13 +171,9 @@ fn cpu3(
             &b[r[1].0..r[1].1],
             &c[r[2].0..r[2].1],
         )),
-        (CpuStorage::BF16(a), CpuStorage::BF16(b), CpuStorage::BF16(c)) => {
-            CpuStorage::BF16(bf16_fn(
-                &a[r[0].0..r[0].1],
-                &b[r[1].0..r[1].1],
-                &c[r[2].0..r[2].1],
-            ))
-        }
+        (CpuStorage::BF16(a), CpuStorage::BF16(b), CpuStorage::BF16(c)) => CpuStorage::BF16(
+            bf16_fn(&a[r[0].0..r[0].1], &b[r[1].0..r[1].1], &c[r[2].0..r[2].1]),
+        ),
         (CpuStorage::F16(a), CpuStorage::F16(b), CpuStorage::F16(c)) => CpuStorage::F16(f16_fn(
             &a[r[0].0..r[0].1],
             &b[r[1].0..r[1].1],
@@ -218,7 +225,8 @@ impl CustomOp3 for LayerNormForward {
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let d = check(self.name(), l1, l2, l3, "bias")?;
-        let out = crate::cuda::layer_norm_rows("ln_fwd", [(s1, l1), (s2, l2), (s3, l3)], d, self.eps)?;
+        let out =
+            crate::cuda::layer_norm_rows("ln_fwd", [(s1, l1), (s2, l2), (s3, l3)], d, self.eps)?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -284,7 +292,8 @@ impl CustomOp3 for LayerNormBackward {
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let d = check(self.name(), l1, l2, l3, "output gradient")?;
-        let out = crate::cuda::layer_norm_rows("ln_bwd", [(s1, l1), (s2, l2), (s3, l3)], d, self.eps)?;
+        let out =
+            crate::cuda::layer_norm_rows("ln_bwd", [(s1, l1), (s2, l2), (s3, l3)], d, self.eps)?;
         Ok((out, l1.shape().clone()))
     }
 }

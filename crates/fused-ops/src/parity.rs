@@ -29,12 +29,21 @@ fn rel_err(device: &Tensor, cpu: &Tensor) -> Result<f32> {
     let d = device.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
     let c = cpu.to_dtype(DType::F32)?;
     let diff = (d - &c)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-    let scale = c.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1e-12);
+    let scale = c
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()?
+        .max(1e-12);
     Ok(diff / scale)
 }
 
 fn push(out: &mut Vec<ParityCheck>, name: String, d: &Tensor, c: &Tensor, tol: f32) -> Result<()> {
-    out.push(ParityCheck { name, rel_err: rel_err(d, c)?, tolerance: tol });
+    out.push(ParityCheck {
+        name,
+        rel_err: rel_err(d, c)?,
+        tolerance: tol,
+    });
     Ok(())
 }
 
@@ -66,10 +75,16 @@ fn with_grads(
 
 /// Uniform noise in `[offset − scale, offset + scale)` from a seeded stream (candle's CPU
 /// device cannot be seeded).
-fn random(rng: &mut ChaCha8Rng, shape: impl Into<Shape>, scale: f32, offset: f32) -> Result<Tensor> {
+fn random(
+    rng: &mut ChaCha8Rng,
+    shape: impl Into<Shape>,
+    scale: f32,
+    offset: f32,
+) -> Result<Tensor> {
     let shape = shape.into();
-    let v: Vec<f32> =
-        (0..shape.elem_count()).map(|_| offset + scale * (2.0 * rng.random::<f32>() - 1.0)).collect();
+    let v: Vec<f32> = (0..shape.elem_count())
+        .map(|_| offset + scale * (2.0 * rng.random::<f32>() - 1.0))
+        .collect();
     Tensor::from_vec(v, shape, &Device::Cpu)
 }
 
@@ -88,20 +103,33 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
     );
     let r = random(&mut rng, (4, 77, 768), 1.0, 0.0)?;
     for (dtype, tol_y, tol_g) in [(DType::F32, 1e-5, 1e-4), (DType::BF16, 2e-2, 5e-2)] {
-        let inputs: Vec<Tensor> =
-            [&x, &w, &b].iter().map(|t| t.to_dtype(dtype)).collect::<Result<_>>()?;
+        let inputs: Vec<Tensor> = [&x, &w, &b]
+            .iter()
+            .map(|t| t.to_dtype(dtype))
+            .collect::<Result<_>>()?;
         let f = |t: &[Tensor]| crate::layer_norm(&t[0], &t[1], &t[2], 1e-6);
         let c = with_grads(&inputs, &r, &cpu, &f)?;
         let d = with_grads(&inputs, &r, device, &f)?;
         for (i, what) in ["y", "dx", "dw", "db"].iter().enumerate() {
             let tol = if i == 0 { tol_y } else { tol_g };
-            push(&mut out, format!("layer_norm {dtype:?} {what}"), &d[i], &c[i], tol)?;
+            push(
+                &mut out,
+                format!("layer_norm {dtype:?} {what}"),
+                &d[i],
+                &c[i],
+                tol,
+            )?;
         }
     }
 
     // bilinear resize, up and down, both alignments: output and input gradient
     let img = random(&mut rng, (2, 16, 37, 37), 1.0, 0.0)?;
-    for (size, align) in [((148, 148), false), ((518, 518), false), ((20, 30), true), ((9, 9), false)] {
+    for (size, align) in [
+        ((148, 148), false),
+        ((518, 518), false),
+        ((20, 30), true),
+        ((9, 9), false),
+    ] {
         let r = random(&mut rng, (2, 16, size.0, size.1), 1.0, 0.0)?;
         let f = |t: &[Tensor]| crate::resize_bilinear(&t[0], size, align);
         let c = with_grads(std::slice::from_ref(&img), &r, &cpu, &f)?;
@@ -120,7 +148,13 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
     for iters in [0, 3] {
         let c = crate::sinkhorn_knopp(&t, 0.05, 64.0, iters)?;
         let d = crate::sinkhorn_knopp(&t.to_device(device)?, 0.05, 64.0, iters)?;
-        push(&mut out, format!("sinkhorn_knopp iters={iters}"), &d, &c, 1e-4)?;
+        push(
+            &mut out,
+            format!("sinkhorn_knopp iters={iters}"),
+            &d,
+            &c,
+            1e-4,
+        )?;
     }
     Ok(out)
 }

@@ -30,10 +30,16 @@ pub struct ResizeBilinearBackward {
 pub fn resize_bilinear(x: &Tensor, size: (usize, usize), align_corners: bool) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     if size.0 == 0 || size.1 == 0 || h == 0 || w == 0 {
-        bail!("resize_bilinear: empty input {:?} or output {size:?}", x.dims());
+        bail!(
+            "resize_bilinear: empty input {:?} or output {size:?}",
+            x.dims()
+        );
     }
     let dtype = x.dtype();
-    let op = ResizeBilinear { out: size, align_corners };
+    let op = ResizeBilinear {
+        out: size,
+        align_corners,
+    };
     x.to_dtype(DType::F32)?
         .contiguous()?
         .apply_op1(op)?
@@ -63,7 +69,12 @@ pub(crate) fn tap(dst: usize, input: usize, output: usize, align_corners: bool) 
     let i0 = (src.floor() as usize).min(input - 1);
     let i1 = (i0 + 1).min(input - 1);
     let l1 = src - i0 as f32;
-    Tap { i0, i1, l0: 1.0 - l1, l1 }
+    Tap {
+        i0,
+        i1,
+        l0: 1.0 - l1,
+        l1,
+    }
 }
 
 fn dims(layout: &Layout, op: &str) -> Result<(usize, usize, usize)> {
@@ -82,8 +93,12 @@ impl CustomOp1 for ResizeBilinear {
         let (planes, ih, iw) = dims(l, self.name())?;
         let x = f32_slice(s, l, "input", self.name())?;
         let (oh, ow) = self.out;
-        let ty: Vec<Tap> = (0..oh).map(|d| tap(d, ih, oh, self.align_corners)).collect();
-        let tx: Vec<Tap> = (0..ow).map(|d| tap(d, iw, ow, self.align_corners)).collect();
+        let ty: Vec<Tap> = (0..oh)
+            .map(|d| tap(d, ih, oh, self.align_corners))
+            .collect();
+        let tx: Vec<Tap> = (0..ow)
+            .map(|d| tap(d, iw, ow, self.align_corners))
+            .collect();
         let mut y = vec![0f32; planes * oh * ow];
         for p in 0..planes {
             let src = &x[p * ih * iw..(p + 1) * ih * iw];
@@ -124,7 +139,10 @@ impl CustomOp1 for ResizeBilinear {
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let (_, _, h, w) = x.dims4()?;
-        let back = ResizeBilinearBackward { input: (h, w), align_corners: self.align_corners };
+        let back = ResizeBilinearBackward {
+            input: (h, w),
+            align_corners: self.align_corners,
+        };
         Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&back)?))
     }
 }
@@ -141,8 +159,12 @@ impl CustomOp1 for ResizeBilinearBackward {
         if ih == 0 || iw == 0 {
             bail!("{}: empty input size {:?}", self.name(), self.input);
         }
-        let ty: Vec<Tap> = (0..oh).map(|d| tap(d, ih, oh, self.align_corners)).collect();
-        let tx: Vec<Tap> = (0..ow).map(|d| tap(d, iw, ow, self.align_corners)).collect();
+        let ty: Vec<Tap> = (0..oh)
+            .map(|d| tap(d, ih, oh, self.align_corners))
+            .collect();
+        let tx: Vec<Tap> = (0..ow)
+            .map(|d| tap(d, iw, ow, self.align_corners))
+            .collect();
         let mut dx = vec![0f32; planes * ih * iw];
         for p in 0..planes {
             let g = &dy[p * oh * ow..(p + 1) * oh * ow];

@@ -7,7 +7,10 @@ use candle_core::{bail, CpuStorage, Layout, Result};
 pub(crate) fn contiguous(layout: &Layout, what: &str, op: &str) -> Result<(usize, usize)> {
     match layout.contiguous_offsets() {
         Some(r) => Ok(r),
-        None => bail!("{op}: {what} must be contiguous (shape {:?})", layout.dims()),
+        None => bail!(
+            "{op}: {what} must be contiguous (shape {:?})",
+            layout.dims()
+        ),
     }
 }
 

@@ -47,8 +47,17 @@ fn check_temp(temp: f64, op: &str) -> Result<()> {
 pub fn center_softmax(t: &Tensor, center: &Tensor, temp: f64) -> Result<Tensor> {
     check_temp(temp, "center_softmax")?;
     let t = t.detach().to_dtype(DType::F32)?.contiguous()?;
-    let center = center.detach().to_dtype(DType::F32)?.flatten_all()?.contiguous()?;
-    t.apply_op2_no_bwd(&center, &CenterSoftmax { inv_temp: (1.0 / temp) as f32 })
+    let center = center
+        .detach()
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .contiguous()?;
+    t.apply_op2_no_bwd(
+        &center,
+        &CenterSoftmax {
+            inv_temp: (1.0 / temp) as f32,
+        },
+    )
 }
 
 /// dinov2's Sinkhorn-Knopp teacher targets for logits `[N, K]` (see [`SinkhornKnopp`]).
@@ -81,21 +90,31 @@ impl CustomOp2 for CenterSoftmax {
         let t = f32_slice(s1, l1, "logits", self.name())?;
         let c = f32_slice(s2, l2, "center", self.name())?;
         if c.len() != k {
-            bail!("{}: center has {} elements, logits have K = {k}", self.name(), c.len());
+            bail!(
+                "{}: center has {} elements, logits have K = {k}",
+                self.name(),
+                c.len()
+            );
         }
         let it = self.inv_temp;
         let mut y = vec![0f32; t.len()];
-        y.par_chunks_mut(k).zip(t.par_chunks(k)).for_each(|(yr, tr)| {
-            let m = tr.iter().zip(c).map(|(a, b)| (a - b) * it).fold(f32::NEG_INFINITY, f32::max);
-            let mut s = 0f64;
-            for i in 0..k {
-                let e = ((tr[i] - c[i]) * it - m).exp();
-                yr[i] = e;
-                s += e as f64;
-            }
-            let inv = (1.0 / s) as f32;
-            yr.iter_mut().for_each(|v| *v *= inv);
-        });
+        y.par_chunks_mut(k)
+            .zip(t.par_chunks(k))
+            .for_each(|(yr, tr)| {
+                let m = tr
+                    .iter()
+                    .zip(c)
+                    .map(|(a, b)| (a - b) * it)
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let mut s = 0f64;
+                for i in 0..k {
+                    let e = ((tr[i] - c[i]) * it - m).exp();
+                    yr[i] = e;
+                    s += e as f64;
+                }
+                let inv = (1.0 / s) as f32;
+                yr.iter_mut().for_each(|v| *v *= inv);
+            });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -109,7 +128,11 @@ impl CustomOp2 for CenterSoftmax {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (n, k) = nk(l1, self.name())?;
         if l2.shape().elem_count() != k {
-            bail!("{}: center has {} elements, logits have K = {k}", self.name(), l2.shape().elem_count());
+            bail!(
+                "{}: center has {} elements, logits have K = {k}",
+                self.name(),
+                l2.shape().elem_count()
+            );
         }
         let out = crate::cuda::center_softmax(s1, l1, s2, l2, n, k, self.inv_temp)?;
         Ok((out, l1.shape().clone()))
@@ -125,7 +148,10 @@ impl CustomOp1 for SinkhornKnopp {
         let (_, k) = nk(l, self.name())?;
         let t = f32_slice(s, l, "logits", self.name())?;
         let max = t.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut q: Vec<f32> = t.iter().map(|v| ((v - max) * self.inv_temp).exp()).collect();
+        let mut q: Vec<f32> = t
+            .iter()
+            .map(|v| ((v - max) * self.inv_temp).exp())
+            .collect();
         let total: f64 = q.iter().map(|&v| v as f64).sum();
         let inv = (1.0 / total) as f32;
         q.iter_mut().for_each(|v| *v *= inv);
@@ -133,11 +159,18 @@ impl CustomOp1 for SinkhornKnopp {
         for it in 0..self.iterations {
             col_sum.iter_mut().for_each(|c| *c = 0.0);
             for row in q.chunks(k) {
-                col_sum.iter_mut().zip(row).for_each(|(c, &v)| *c += v as f64);
+                col_sum
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(c, &v)| *c += v as f64);
             }
             // prototype mass times K: dividing by it leaves each prototype with mass 1/K
             let col: Vec<f32> = col_sum.iter().map(|c| (c * k as f64) as f32).collect();
-            let out_scale = if it + 1 == self.iterations { self.n_samples } else { 1.0 };
+            let out_scale = if it + 1 == self.iterations {
+                self.n_samples
+            } else {
+                1.0
+            };
             q.par_chunks_mut(k).for_each(|row| {
                 let mut s = 0f64;
                 for (v, c) in row.iter_mut().zip(&col) {

@@ -14,10 +14,21 @@ fn grads_of(
     r: &Tensor,
 ) -> (Tensor, Vec<Tensor>) {
     let vars = [x, w, b].map(|t| Var::from_tensor(t).unwrap());
-    let y = f(vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor()).unwrap();
-    let loss = (y.to_dtype(DType::F32).unwrap() * r).unwrap().sum_all().unwrap();
+    let y = f(
+        vars[0].as_tensor(),
+        vars[1].as_tensor(),
+        vars[2].as_tensor(),
+    )
+    .unwrap();
+    let loss = (y.to_dtype(DType::F32).unwrap() * r)
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let g = loss.backward().unwrap();
-    let grads = vars.iter().map(|v| g.get(v.as_tensor()).unwrap().clone()).collect();
+    let grads = vars
+        .iter()
+        .map(|v| g.get(v.as_tensor()).unwrap().clone())
+        .collect();
     (y, grads)
 }
 
@@ -30,15 +41,33 @@ fn layer_norm_equals_composed_form_with_gradients() {
     let r = Tensor::rand(-1f32, 1., (2, 9, 64), &cpu).unwrap();
     for (dtype, tol) in [(DType::F32, 1e-4f32), (DType::BF16, 0.1)] {
         let [x, w, b] = [&x, &w, &b].map(|t| t.to_dtype(dtype).unwrap());
-        let (y1, g1) = grads_of(|x, w, b| fused_ops::layer_norm(x, w, b, 1e-6), &x, &w, &b, &r);
-        let (y2, g2) = grads_of(|x, w, b| cxr_core::ops::layer_norm(x, w, b, 1e-6), &x, &w, &b, &r);
+        let (y1, g1) = grads_of(
+            |x, w, b| fused_ops::layer_norm(x, w, b, 1e-6),
+            &x,
+            &w,
+            &b,
+            &r,
+        );
+        let (y2, g2) = grads_of(
+            |x, w, b| cxr_core::ops::layer_norm(x, w, b, 1e-6),
+            &x,
+            &w,
+            &b,
+            &r,
+        );
         assert_eq!(y1.dtype(), dtype);
         assert!(max_abs_diff(&y1, &y2).unwrap() < tol, "{dtype:?} forward");
         for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
             assert_eq!(a.dtype(), dtype, "gradient {i} keeps the parameter dtype");
             let err = max_abs_diff(a, c).unwrap();
             assert!(err < tol * 10.0, "{dtype:?} gradient {i}: {err}");
-            let v = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let v = a
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             assert!(v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0));
         }
     }
@@ -64,11 +93,27 @@ fn resize_gradient_is_the_adjoint() {
     for (size, align) in [((37, 29), false), ((4, 6), true), ((10, 26), false)] {
         let r = Tensor::rand(-1f32, 1., (2, 3, size.0, size.1), &cpu).unwrap();
         let y = fused_ops::resize_bilinear(&x, size, align).unwrap();
-        let lhs = (y * &r).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        let back = fused_ops::ResizeBilinearBackward { input: (10, 13), align_corners: align };
+        let lhs = (y * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let back = fused_ops::ResizeBilinearBackward {
+            input: (10, 13),
+            align_corners: align,
+        };
         let xt = r.apply_op1_no_bwd(&back).unwrap();
-        let rhs = (x.clone() * xt).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{size:?}: {lhs} vs {rhs}");
+        let rhs = (x.clone() * xt)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
+            "{size:?}: {lhs} vs {rhs}"
+        );
     }
 }
 

@@ -14,7 +14,10 @@ fn cuda_kernels_match_cpu_references() {
     let checks = fused_ops::parity::device_vs_cpu(&device, 11).unwrap();
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed()).collect();
     for c in &checks {
-        eprintln!("{:<40} rel err {:.2e} (tol {:.0e})", c.name, c.rel_err, c.tolerance);
+        eprintln!(
+            "{:<40} rel err {:.2e} (tol {:.0e})",
+            c.name, c.rel_err, c.tolerance
+        );
     }
     assert!(failed.is_empty(), "failed: {failed:?}");
 }

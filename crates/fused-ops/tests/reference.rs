@@ -9,7 +9,10 @@ use candle_core::{Device, Tensor, Var};
 use cxr_core::ops::max_abs_diff;
 
 fn fixtures() -> HashMap<String, Tensor> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference.safetensors");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference.safetensors"
+    );
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
 }
 
@@ -23,8 +26,17 @@ fn layer_norm_matches_torch_forward_and_gradients() {
     );
     let y = fused_ops::layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-6).unwrap();
     assert!(max_abs_diff(&y, &f["ln.y"]).unwrap() < 1e-5);
-    let grads = (y * &f["ln.r"]).unwrap().sum_all().unwrap().backward().unwrap();
-    for (var, key, tol) in [(&x, "ln.dx", 1e-4), (&w, "ln.dw", 1e-4), (&b, "ln.db", 1e-4)] {
+    let grads = (y * &f["ln.r"])
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (var, key, tol) in [
+        (&x, "ln.dx", 1e-4),
+        (&w, "ln.dw", 1e-4),
+        (&b, "ln.db", 1e-4),
+    ] {
         let g = grads.get(var.as_tensor()).unwrap();
         let err = max_abs_diff(g, &f[key]).unwrap();
         assert!(err < tol, "{key}: max abs diff {err}");
@@ -73,7 +85,9 @@ fn bad_inputs_are_errors() {
     let cpu = Device::Cpu;
     let x = Tensor::zeros((2, 8), candle_core::DType::F32, &cpu).unwrap();
     let w = Tensor::ones(7, candle_core::DType::F32, &cpu).unwrap();
-    let err = fused_ops::layer_norm(&x, &w, &w, 1e-6).unwrap_err().to_string();
+    let err = fused_ops::layer_norm(&x, &w, &w, 1e-6)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("weight") && err.contains("[7]"), "{err}");
     let wb = Tensor::ones(8, candle_core::DType::BF16, &cpu).unwrap();
     assert!(fused_ops::layer_norm(&x, &wb, &wb, 1e-6).is_err());

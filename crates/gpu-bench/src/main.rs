@@ -82,7 +82,12 @@ enum Cmd {
 
 /// Median and minimum seconds of `repeats` calls after `warmup`, synchronising the device
 /// around each call so asynchronous launches are counted.
-fn time(dev: &Device, warmup: usize, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+fn time(
+    dev: &Device,
+    warmup: usize,
+    repeats: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(f64, f64)> {
     for _ in 0..warmup {
         f()?;
     }
@@ -139,13 +144,16 @@ fn ops(dev: &Device, repeats: usize) -> Result<serde_json::Value> {
             other.0 * 1e3,
             other.0 / fused.0
         );
-        rows.push(json!({"op": name, "fused_ms": fused.0 * 1e3, "baseline": other_name,
-            "baseline_ms": other.0 * 1e3, "speedup": other.0 / fused.0}));
+        rows.push(
+            json!({"op": name, "fused_ms": fused.0 * 1e3, "baseline": other_name,
+            "baseline_ms": other.0 * 1e3, "speedup": other.0 / fused.0}),
+        );
     };
 
     // layer norm at RAD-DINO batch-32 activation size: 32 · 1370 rows of 768
     for dtype in [DType::F32, DType::BF16] {
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (32 * 1370, 768), dev)?.to_dtype(dtype)?)?;
+        let x =
+            Var::from_tensor(&Tensor::randn(0f32, 1., (32 * 1370, 768), dev)?.to_dtype(dtype)?)?;
         let w = Var::from_tensor(&Tensor::randn(1f32, 0.1, 768, dev)?.to_dtype(dtype)?)?;
         let b = Var::from_tensor(&Tensor::randn(0f32, 0.1, 768, dev)?.to_dtype(dtype)?)?;
         let r = Tensor::randn(0f32, 1., (32 * 1370, 768), dev)?;
@@ -154,14 +162,26 @@ fn ops(dev: &Device, repeats: usize) -> Result<serde_json::Value> {
         let composed = |t: &[Tensor]| cxr_core::ops::layer_norm(&t[0], &t[1], &t[2], 1e-6);
         let a = time(dev, 3, repeats, || fwd_bwd(&vars, &r, &fused))?;
         let c = time(dev, 3, repeats, || fwd_bwd(&vars, &r, &composed))?;
-        report(&format!("layer_norm fwd+bwd {dtype:?} [43840, 768]"), a, c, "composed");
+        report(
+            &format!("layer_norm fwd+bwd {dtype:?} [43840, 768]"),
+            a,
+            c,
+            "composed",
+        );
         let xt = x.as_tensor().detach();
         let (wt, bt) = (w.as_tensor().detach(), b.as_tensor().detach());
-        let a = time(dev, 3, repeats, || fused_ops::layer_norm(&xt, &wt, &bt, 1e-6).map(|_| ()))?;
+        let a = time(dev, 3, repeats, || {
+            fused_ops::layer_norm(&xt, &wt, &bt, 1e-6).map(|_| ())
+        })?;
         let c = time(dev, 3, repeats, || {
             candle_nn::ops::layer_norm(&xt, &wt, &bt, 1e-6).map(|_| ())
         })?;
-        report(&format!("layer_norm fwd {dtype:?} [43840, 768]"), a, c, "candle_nn (no bwd)");
+        report(
+            &format!("layer_norm fwd {dtype:?} [43840, 768]"),
+            a,
+            c,
+            "candle_nn (no bwd)",
+        );
     }
 
     // bilinear upsampling of decoder features: [8, 256, 37, 37] -> 148 x 148
@@ -175,23 +195,41 @@ fn ops(dev: &Device, repeats: usize) -> Result<serde_json::Value> {
     };
     let a = time(dev, 3, repeats, || fwd_bwd(&vars, &r, &fused))?;
     let c = time(dev, 3, repeats, || fwd_bwd(&vars, &r, &matmul))?;
-    report("resize fwd+bwd [8,256,37,37]->148", a, c, "separable matmul");
+    report(
+        "resize fwd+bwd [8,256,37,37]->148",
+        a,
+        c,
+        "separable matmul",
+    );
     let xt = x.as_tensor().detach();
-    let a = time(dev, 3, repeats, || fused_ops::resize_bilinear(&xt, (148, 148), false).map(|_| ()))?;
-    let c = time(dev, 3, repeats, || xt.upsample_bilinear2d(148, 148, false).map(|_| ()))?;
-    report("resize fwd [8,256,37,37]->148", a, c, "candle upsample (no bwd)");
+    let a = time(dev, 3, repeats, || {
+        fused_ops::resize_bilinear(&xt, (148, 148), false).map(|_| ())
+    })?;
+    let c = time(dev, 3, repeats, || {
+        xt.upsample_bilinear2d(148, 148, false).map(|_| ())
+    })?;
+    report(
+        "resize fwd [8,256,37,37]->148",
+        a,
+        c,
+        "candle upsample (no bwd)",
+    );
 
     // DINO teacher at dinov2's head size: 2 x 32 global CLS rows and K = 65536 prototypes
     let t = Tensor::randn(0f32, 1., (64, 65536), dev)?;
     let center = (Tensor::randn(0f32, 1., (1, 65536), dev)? * 0.1)?;
-    let a = time(dev, 3, repeats, || fused_ops::center_softmax(&t, &center, 0.07).map(|_| ()))?;
+    let a = time(dev, 3, repeats, || {
+        fused_ops::center_softmax(&t, &center, 0.07).map(|_| ())
+    })?;
     let c = time(dev, 3, repeats, || {
         dino_loss::teacher::softmax_center_teacher(&t, &center, 0.07)
             .map(|_| ())
             .map_err(|e| candle_core::Error::Msg(e.to_string()))
     })?;
     report("center_softmax [64, 65536]", a, c, "composed");
-    let a = time(dev, 3, repeats, || fused_ops::sinkhorn_knopp(&t, 0.07, 64.0, 3).map(|_| ()))?;
+    let a = time(dev, 3, repeats, || {
+        fused_ops::sinkhorn_knopp(&t, 0.07, 64.0, 3).map(|_| ())
+    })?;
     let c = time(dev, 3, repeats, || {
         dino_loss::teacher::sinkhorn_knopp_teacher(&t, 0.07, 64.0, 3)
             .map(|_| ())
@@ -201,12 +239,19 @@ fn ops(dev: &Device, repeats: usize) -> Result<serde_json::Value> {
     Ok(json!({ "ops": rows }))
 }
 
-fn forward(dev: &Device, batch: usize, repeats: usize, dtypes: &[String]) -> Result<serde_json::Value> {
+fn forward(
+    dev: &Device,
+    batch: usize,
+    repeats: usize,
+    dtypes: &[String],
+) -> Result<serde_json::Value> {
     let cfg = Dinov2Config::rad_dino();
     let mut rows = Vec::new();
     // 2 FLOPs per multiply-add over the GEMMs of one image at 518 (1370 tokens)
     let (n, d) = (1370.0f64, 768.0f64);
-    let gflop = 2.0 * (1369.0 * 588.0 * d + 12.0 * (4.0 * n * d * d + 2.0 * n * n * d + 8.0 * n * d * d)) / 1e9;
+    let gflop = 2.0
+        * (1369.0 * 588.0 * d + 12.0 * (4.0 * n * d * d + 2.0 * n * n * d + 8.0 * n * d * d))
+        / 1e9;
     for name in dtypes {
         let dtype = match name.as_str() {
             "f32" => DType::F32,
@@ -215,14 +260,22 @@ fn forward(dev: &Device, batch: usize, repeats: usize, dtypes: &[String]) -> Res
         };
         let mut tensors = std::collections::HashMap::new();
         for (key, shape) in vit_backbone::weights::expected_tensors(&cfg) {
-            tensors.insert(key, (Tensor::randn(0f32, 0.02, shape, dev)?).to_dtype(dtype)?);
+            tensors.insert(
+                key,
+                (Tensor::randn(0f32, 0.02, shape, dev)?).to_dtype(dtype)?,
+            );
         }
         let model = Dinov2Model::new(&cfg, VarBuilder::from_tensors(tensors, dtype, dev))?;
         let x = Tensor::randn(0f32, 1.0, (batch, 3, 518, 518), dev)?.to_dtype(dtype)?;
         let opts = ForwardOptions::default();
         let (med, min) = time(dev, 3, repeats, || model.forward(&x, &opts).map(|_| ()))?;
         let out = model.forward(&x, &opts)?;
-        let finite = out.pooler_output.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?.is_finite();
+        let finite = out
+            .pooler_output
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?
+            .is_finite();
         println!(
             "RAD-DINO forward {name:>4} batch {batch}: median {:.1} ms ({:.0} img/s, {:.0} TFLOP/s), min {:.1} ms, finite output: {finite}",
             med * 1e3,
@@ -230,17 +283,26 @@ fn forward(dev: &Device, batch: usize, repeats: usize, dtypes: &[String]) -> Res
             gflop * batch as f64 / med / 1e3,
             min * 1e3
         );
-        rows.push(json!({"dtype": name, "batch": batch, "median_ms": med * 1e3, "min_ms": min * 1e3,
-            "images_per_s": batch as f64 / med, "finite": finite}));
+        rows.push(
+            json!({"dtype": name, "batch": batch, "median_ms": med * 1e3, "min_ms": min * 1e3,
+            "images_per_s": batch as f64 / med, "finite": finite}),
+        );
     }
     Ok(json!({"forward": rows}))
 }
 
-fn step(dev: &Device, opts: &dino_pretrain::step_bench::StepBenchOptions, save_masks: Option<&std::path::Path>) -> Result<serde_json::Value> {
+fn step(
+    dev: &Device,
+    opts: &dino_pretrain::step_bench::StepBenchOptions,
+    save_masks: Option<&std::path::Path>,
+) -> Result<serde_json::Value> {
     let err = |e: dino_pretrain::Error| candle_core::Error::Msg(e.to_string());
     if let Some(path) = save_masks {
         let batch = opts.batch(&Device::Cpu).map_err(err)?;
-        candle_core::safetensors::save(&std::collections::HashMap::from([("masks".to_string(), batch.masks)]), path)?;
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("masks".to_string(), batch.masks)]),
+            path,
+        )?;
     }
     let t = dino_pretrain::step_bench::time_train_steps(opts, dev).map_err(err)?;
     println!(
@@ -248,10 +310,12 @@ fn step(dev: &Device, opts: &dino_pretrain::step_bench::StepBenchOptions, save_m
         opts.arch, opts.batch_size, 2, opts.global_size, opts.n_local, opts.local_size,
         t.median_s * 1e3, t.min_s * 1e3, t.images_per_second, t.first_step_losses
     );
-    Ok(json!({"step": {"arch": opts.arch, "batch": opts.batch_size, "median_ms": t.median_s * 1e3,
+    Ok(
+        json!({"step": {"arch": opts.arch, "batch": opts.batch_size, "median_ms": t.median_s * 1e3,
         "min_ms": t.min_s * 1e3, "images_per_s": t.images_per_second, "steps_s": t.step_seconds,
         "masked_patches": t.masked_patches, "student_parameters": t.student_parameters,
-        "last_total_loss": t.last_total_loss}}))
+        "last_total_loss": t.last_total_loss}}),
+    )
 }
 
 fn main() {
@@ -264,10 +328,24 @@ fn main() {
         }
     };
     let result = match &args.cmd {
-        Cmd::Parity => parity(&dev).map(|(v, ok)| (v, ok)),
+        Cmd::Parity => parity(&dev),
         Cmd::Ops { repeats } => ops(&dev, *repeats).map(|v| (v, true)),
-        Cmd::Forward { batch, repeats, dtypes } => forward(&dev, *batch, *repeats, dtypes).map(|v| (v, true)),
-        Cmd::Step { arch, batch, n_local, prototypes, global_size, local_size, warmup, steps, save_masks } => {
+        Cmd::Forward {
+            batch,
+            repeats,
+            dtypes,
+        } => forward(&dev, *batch, *repeats, dtypes).map(|v| (v, true)),
+        Cmd::Step {
+            arch,
+            batch,
+            n_local,
+            prototypes,
+            global_size,
+            local_size,
+            warmup,
+            steps,
+            save_masks,
+        } => {
             let opts = dino_pretrain::step_bench::StepBenchOptions {
                 arch: arch.clone(),
                 batch_size: *batch,
