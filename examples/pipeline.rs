@@ -70,10 +70,10 @@ struct Args {
     #[arg(long, default_value_t = 48)]
     report_max_new_tokens: usize,
     /// scaling: nested subset sizes, ascending.
-    #[arg(long, value_delimiter = ',', default_values_t = [32usize, 64, 128])]
+    #[arg(long, value_delimiter = ',', default_values_t = [16usize, 32, 64, 128])]
     scaling_sizes: Vec<usize>,
     /// scaling: pretraining steps per subset (fixed compute).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 16)]
     scaling_steps: u64,
     /// scaling: images per pretraining step.
     #[arg(long, default_value_t = 8)]

@@ -141,8 +141,8 @@ pub struct ScalingSettings {
 impl Default for ScalingSettings {
     fn default() -> Self {
         Self {
-            sizes: vec![32, 64, 128],
-            steps: 6,
+            sizes: vec![16, 32, 64, 128],
+            steps: 16,
             batch: 8,
             crop: 56,
             labels: vec!["effusion".into(), "cardiomegaly".into()],
