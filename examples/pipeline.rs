@@ -91,25 +91,23 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
-    let mut cfg = PipelineConfig::default();
-    cfg.stages = a
-        .stages
-        .iter()
-        .map(|s| Stage::parse(s))
-        .collect::<Result<_, _>>()?;
-    if let Some(m) = a.model {
-        cfg.model = m;
-    }
-    if let Some(m) = a.mini {
-        cfg.mini = m;
-    }
-    if let Some(f) = a.findings {
-        cfg.findings = f;
-    }
-    cfg.out = a.out;
-    cfg.bootstrap = a.bootstrap;
-    cfg.seed = a.seed;
-    cfg.seg_epochs = a.seg_epochs;
+    let d = PipelineConfig::default();
+    let mut cfg = PipelineConfig {
+        stages: a
+            .stages
+            .iter()
+            .map(|s| Stage::parse(s))
+            .collect::<Result<_, _>>()?,
+        model: a.model.unwrap_or(d.model),
+        mini: a.mini.unwrap_or(d.mini),
+        findings: a.findings.unwrap_or(d.findings),
+        out: a.out,
+        bootstrap: a.bootstrap,
+        seed: a.seed,
+        seg_epochs: a.seg_epochs,
+        progress: !a.quiet,
+        ..d
+    };
     cfg.report.steps = a.report_steps;
     cfg.report.width = a.report_width;
     cfg.report.layers = a.report_layers;
@@ -119,7 +117,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.scaling.batch = a.scaling_batch;
     cfg.scaling.crop = a.scaling_crop;
     cfg.scaling.seg_epochs = a.scaling_seg_epochs;
-    cfg.progress = !a.quiet;
     for s in &cfg.stages {
         println!("  {:<8} {}", s.name(), describe(*s));
     }

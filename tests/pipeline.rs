@@ -1,5 +1,6 @@
 //! The README's pipeline at minimal settings on a handful of real images: every stage runs,
 //! and `summary.json` carries each stage's headline number.
+#![allow(clippy::unwrap_used)] // helpers of a test
 use std::path::{Path, PathBuf};
 
 use cxr::pipeline::{run, shared_dir, PipelineConfig, Stage};
