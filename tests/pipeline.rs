@@ -115,6 +115,13 @@ fn pipeline_runs_every_stage_and_writes_the_summary() {
     assert!((-2.0..=2.0).contains(&v("embed")));
     let dice = v("segment");
     assert!((0.0..=1.0).contains(&dice), "Dice {dice}");
+    let baselines = json["stages"]["segment"]["details"]["baselines"]
+        .as_array()
+        .unwrap();
+    assert_eq!(baselines.len(), 2);
+    assert!(baselines
+        .iter()
+        .all(|b| (0.0..=1.0).contains(&b["dice"].as_f64().unwrap())));
     let rouge = v("report");
     assert!((0.0..=1.0).contains(&rouge), "ROUGE-L {rouge}");
     let probe = &json["stages"]["probe"];

@@ -2,8 +2,10 @@
 //! encoder (scaling's `LungSegTask`: whole image resized to the encoder's square input,
 //! BCE + soft Dice, Adam), mean per-image Dice on the test split with a patient bootstrap.
 use cxr_core::Encoder;
+use cxr_data::Split;
 use metrics::bootstrap::{bootstrap, BootstrapConfig, Resampling};
 use scaling::study::tasks::{EvalTask, LungSegTask, Predictions};
+use seg_decoders::lung;
 use serde_json::json;
 
 use super::error::{Context, Error, Result};
@@ -47,6 +49,52 @@ pub(crate) fn run(
         values.len(),
         clusters.len()
     ));
+    // two heads that ignore the image, scored the same way: everything is lung, and the
+    // training masks' pixel-wise mean thresholded at 0.5
+    let samples = lung::load(
+        &cfg.mini,
+        &lung::square_processor(&encoder.preprocessing(), size),
+        size,
+    )
+    .ctx(stage)?;
+    let train: Vec<&lung::Sample> = samples.iter().filter(|x| x.split == Split::Train).collect();
+    let prior: Vec<bool> = (0..size * size)
+        .map(|p| {
+            train.iter().map(|x| f64::from(x.target[p])).sum::<f64>() > 0.5 * train.len() as f64
+        })
+        .collect();
+    let mut baselines = Vec::new();
+    for (name, pred) in [
+        ("all foreground", vec![true; size * size]),
+        ("mean training mask > 0.5", prior),
+    ] {
+        let per_image: Vec<f64> = r
+            .ids
+            .iter()
+            .map(|id| {
+                let x = samples
+                    .iter()
+                    .find(|x| &x.id == id && x.split == Split::Test)
+                    .ok_or_else(|| Error::stage(stage, format!("test image {id} not loaded")))?;
+                let t: Vec<bool> = x.target.iter().map(|&v| v > 0.5).collect();
+                metrics::segmentation::dice(&pred, &t).ctx(stage)
+            })
+            .collect::<Result<_>>()?;
+        let b = bootstrap(Resampling::Groups(&clusters), &boot, |rows| {
+            Ok(rows.iter().map(|&i| per_image[i]).sum::<f64>() / rows.len() as f64)
+        })
+        .ctx(stage)?;
+        log(&format!(
+            "  {name:<26} {}",
+            super::summary::show_interval(b.estimate, b.ci)
+        ));
+        baselines.push(json!({"baseline": name, "dice": b.estimate, "ci": b.ci}));
+    }
+    log(&format!(
+        "  {:<26} {}",
+        "linear head",
+        super::summary::show_interval(iv.estimate, iv.ci)
+    ));
     Ok(StageSummary {
         seconds: 0.0,
         headline,
@@ -55,6 +103,7 @@ pub(crate) fn run(
             "epochs": cfg.seg_epochs,
             "input_px": size,
             "patients": clusters.len(),
+            "baselines": baselines,
             "dice_per_image": r.ids.iter().zip(values).map(|(id, v)| json!({"id": id, "dice": v})).collect::<Vec<_>>(),
         }),
         outputs: vec![],
