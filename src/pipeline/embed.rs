@@ -152,3 +152,27 @@ pub(crate) fn run(
         outputs: vec![path_string(&path), path_string(&ids_path)],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_is_own_pairs_minus_other_patients() {
+        // patient a: two copies of e1; patient b: e2 and a unit vector at 60° to it; c: one image
+        let h = 3f32.sqrt() / 2.0;
+        let emb = Matrix::new(5, 2, vec![1.0, 0.0, 2.0, 0.0, 0.0, 1.0, h, 0.5, 1.0, 1.0]).unwrap();
+        let p: Vec<String> = ["a", "a", "b", "b", "c"].map(String::from).to_vec();
+        let g = patient_gaps(&emb, &p);
+        assert_eq!(g.len(), 2, "c has one image and no gap");
+        let r = 0.5f64.sqrt();
+        // a: own 1; others per image: 0 (b's 90°), cos 30° = h, cos 45° = r
+        let a = 1.0 - (f64::from(h) + r) / 3.0;
+        // b: own cos 60° = 0.5; others: image 2 (0, 0, r), image 3 (h, h, cos 15°)
+        let c15 = (15f64).to_radians().cos();
+        let hb = f64::from(h);
+        let b = 0.5 - (r + 2.0 * hb + c15) / 6.0;
+        assert!((g[0] - a).abs() < 1e-6, "{} vs {a}", g[0]);
+        assert!((g[1] - b).abs() < 1e-6, "{} vs {b}", g[1]);
+    }
+}

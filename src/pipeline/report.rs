@@ -409,3 +409,26 @@ pub(crate) fn run(
         outputs: vec![path_string(&out), path_string(&lm_dir)],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_reads_the_metadata_and_rejects_unknown_values() {
+        let mut m: BTreeMap<String, String> = [("view", "PA"), ("sex", "f"), ("modality", "DX")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        assert_eq!(
+            template(&m, Some(0.0)).unwrap(),
+            "Frontal PA chest radiograph of a female patient, digital radiography. The patient \
+             was not admitted to the intensive care unit during this hospital stay."
+        );
+        assert!(template(&m, Some(1.0))
+            .unwrap()
+            .contains("patient was admitted"));
+        assert!(template(&m, None).is_none());
+        m.insert("view".into(), "LL".into());
+        assert!(template(&m, Some(0.0)).is_none());
+    }
+}
