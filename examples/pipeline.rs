@@ -89,8 +89,17 @@ struct Args {
     quiet: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let a = Args::parse();
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let d = PipelineConfig::default();
     let mut cfg = PipelineConfig {
         stages: a
