@@ -1,0 +1,110 @@
+//! Stage 2: frozen-feature probes of the findings on cxr-findings (probe-heads' protocol:
+//! CLS + mean patch token, L2 logistic regression per finding with `C` chosen on val,
+//! test AUROC with a patient-level bootstrap).
+use cxr_core::Encoder;
+use cxr_data::{Manifest, ManifestSpec, Split};
+use metrics::bootstrap::BootstrapConfig;
+use probe_heads::eval::{evaluate, logreg_probe};
+use probe_heads::extract::{extract_features, ExtractConfig};
+use probe_heads::logreg::default_c_grid;
+use probe_heads::Targets;
+use serde_json::json;
+
+use super::error::{Context, Result};
+use super::summary::{show_interval, Headline, StageSummary};
+use super::PipelineConfig;
+
+pub(crate) fn run(
+    cfg: &PipelineConfig,
+    encoder: &dyn Encoder,
+    log: &mut dyn FnMut(&str),
+) -> Result<StageSummary> {
+    let stage = "probe";
+    let manifest = Manifest::from_csv(
+        cfg.findings.join("labels.csv"),
+        &ManifestSpec::cxr_findings(),
+    )
+    .ctx(stage)?;
+    let (tr, va, te) = (
+        manifest.indices_in(Split::Train),
+        manifest.indices_in(Split::Val),
+        manifest.indices_in(Split::Test),
+    );
+    let targets = |rows: &[usize]| Targets::MultiLabel {
+        names: manifest.label_names.clone(),
+        y: rows
+            .iter()
+            .flat_map(|&i| {
+                manifest.records[i]
+                    .labels
+                    .iter()
+                    .map(|v| v.map(|x| x > 0.5))
+            })
+            .collect(),
+    };
+    let ecfg = ExtractConfig {
+        progress: cfg.progress,
+        ..Default::default()
+    };
+    let mut feats = Vec::new();
+    for rows in [&tr, &va, &te] {
+        feats.push(
+            extract_features(encoder, "probe", &manifest, rows, &ecfg)
+                .ctx(stage)?
+                .cls_and_patch_mean()
+                .ctx(stage)?,
+        );
+    }
+    let (ytr, yva, yte) = (targets(&tr), targets(&va), targets(&te));
+    let (scores, chosen_c) = logreg_probe(
+        (&feats[0], &ytr),
+        (&feats[1], &yva),
+        &feats[2],
+        &default_c_grid(),
+    )
+    .ctx(stage)?;
+    let groups: Vec<String> = te
+        .iter()
+        .map(|&i| manifest.records[i].patient.clone())
+        .collect();
+    let boot = BootstrapConfig {
+        n_resamples: cfg.bootstrap,
+        seed: cfg.seed,
+        ..Default::default()
+    };
+    let res = evaluate(&yte, &scores, &groups, &boot).ctx(stage)?;
+    log(&format!(
+        "{} / {} / {} train / val / test images, {} features; test AUROC (95% CI over patients):",
+        tr.len(),
+        va.len(),
+        te.len(),
+        feats[0].cols
+    ));
+    let mut per_label = serde_json::Map::new();
+    for r in &res {
+        log(&format!(
+            "  {:<20} {} ({} positives)",
+            r.name,
+            show_interval(r.auroc.estimate, r.auroc.ci),
+            r.positives
+        ));
+        per_label.insert(
+            r.name.clone(),
+            json!({"auroc": r.auroc.estimate, "ci": r.auroc.ci, "positives": r.positives, "n": r.n}),
+        );
+    }
+    let macro_row = res
+        .last()
+        .ok_or_else(|| super::Error::stage(stage, "no evaluation rows"))?;
+    Ok(StageSummary {
+        seconds: 0.0,
+        headline: Headline::from_interval("macro AUROC (test)", &macro_row.auroc, te.len()),
+        details: json!({
+            "train": tr.len(), "val": va.len(), "test": te.len(),
+            "features": feats[0].cols,
+            "chosen_c": chosen_c,
+            "per_label": per_label,
+        }),
+        outputs: vec![],
+    })
+}
