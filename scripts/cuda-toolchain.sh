@@ -50,10 +50,17 @@ for d in "$TK"/include/cccl/*; do
 done
 
 # Link-time stub for the driver library: the real libcuda.so.1 comes with the GPU machine's
-# driver. Only the symbols' names matter to the linker, so an empty shared object with the
-# right soname is enough for dynamic linking (cudarc resolves the symbols at run time).
+# driver and the wheels do not ship NVIDIA's stub. The linker only needs every driver entry
+# point to exist under the right soname, so the stub defines each `cu*` function that cuda.h
+# declares as an empty symbol; at run time the loader binds the real driver's.
 mkdir -p "$TK/lib/stubs"
-printf 'void cuda_driver_stub(void) {}\n' > "$DEST/stub.c"
+grep -ohE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' "$TK/include/cuda.h" "$TK"/include/cudaProfiler*.h 2>/dev/null \
+  | sed -E 's/[[:space:]]*\($//' | sort -u \
+  | awk '{ printf "void %s(void) {}\n", $1 }' > "$DEST/stub.c"
+# cuda.h maps many names to versioned ones (cuCtxCreate -> cuCtxCreate_v2) with #defines
+grep -ohE '#define[[:space:]]+cu[A-Za-z0-9_]+[[:space:]]+cu[A-Za-z0-9_]+' "$TK/include/cuda.h" \
+  | awk '{ print $3 }' | sort -u | awk '{ printf "void %s(void) {}\n", $1 }' >> "$DEST/stub.c"
+sort -u "$DEST/stub.c" -o "$DEST/stub.c"
 cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$TK/lib/stubs/libcuda.so" "$DEST/stub.c"
 ln -sfn libcuda.so "$TK/lib/stubs/libcuda.so.1"
 

@@ -3,7 +3,7 @@
 # there): the gpu_suite binary built here with `--features cuda` travels xz-compressed in
 # .gpu/ (git-ignored), PyTorch is the machine's own. Results land in $OUT (default out/gpu).
 #
-#   bash crates/gpu-bench/device_run.sh [parity|ops|forward|step|pretrain|all]
+#   bash crates/gpu-bench/device_run.sh [parity|ops|forward|step|bench|pretrain|all]   (bench = the first four)
 #
 # `pretrain` runs a DINOv2 ViT-Tiny pretraining on .gpu/findings-160 (the cxr-findings train
 # split at 160 px) for about $PRETRAIN_SECONDS (default 180) and packs the exported teacher
@@ -31,7 +31,8 @@ for pat in ["libcublas.so.13", "libcurand.so.10", "libnvrtc.so.13", "libcudart.s
 print(":".join(seen))
 PY
 )
-export LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}"
+# .gpu/lib: fontconfig/freetype for the plots of pretrain_dino, used only where the system lacks them
+export LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}:$PWD/.gpu/lib"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
 BIN=/tmp/gpu_suite
@@ -41,35 +42,35 @@ fi
 run() { echo "== $*"; local t0=$(date +%s); "$@"; echo "   (exit $?, $(( $(date +%s) - t0 )) s)"; }
 S="--arch vit_base --batch 32 --n-local 8 --prototypes 65536 --global-size 224 --local-size 98 --warmup 3 --steps 10"
 
-case $what in parity|all) run "$BIN" parity --json "$OUT/parity.json" ;; esac
-case $what in ops|all)
-  run "$BIN" ops --json "$OUT/ops.json"
-  run python3 crates/gpu-bench/torch_suite.py ops --json "$OUT/torch_ops.json" ;;
+case $what in parity|bench|all) run timeout 90 "$BIN" parity --json "$OUT/parity.json" ;; esac
+case $what in ops|bench|all)
+  run timeout 120 "$BIN" ops --json "$OUT/ops.json"
+  run timeout 120 python3 crates/gpu-bench/torch_suite.py ops --json "$OUT/torch_ops.json" ;;
 esac
-case $what in forward|all)
-  run "$BIN" forward --batch 32 --json "$OUT/forward.json"
-  run python3 crates/gpu-bench/torch_suite.py forward --batch 32 --json "$OUT/torch_forward.json" ;;
+case $what in forward|bench|all)
+  run timeout 120 "$BIN" forward --batch 32 --json "$OUT/forward.json"
+  run timeout 150 python3 crates/gpu-bench/torch_suite.py forward --batch 32 --json "$OUT/torch_forward.json" ;;
 esac
 case $what in pretrain|all)
   P=/tmp/pretrain_dino
   [ -x $P ] || { python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/pretrain_dino.xz'), open('$P','wb'))" && chmod +x $P; }
   cfg=crates/dino-pretrain/configs/vit_tiny_cxr_gpu.toml
   secs=${PRETRAIN_SECONDS:-180}
-  run $P --device cuda --data .gpu/findings-160 --config $cfg --out /tmp/measure --measure 6 | tee /tmp/measure.txt
+  run timeout 120 $P --device cuda --data "$PWD/.gpu/findings-160" --config $cfg --out /tmp/measure --measure 6 | tee /tmp/measure.txt
   st=$(grep "^step 5:" /tmp/measure.txt | sed 's/.*total \([0-9.]*\) s.*/\1/')
   epochs=$(python3 -c "print(max(5, min(100, int($secs / (float('${st:-1}') * 10)))))")
   echo "step time ${st}s -> $epochs epochs of 10 steps"
   sed "s/^epochs = 100/epochs = $epochs/" $cfg > /tmp/cfg.toml
-  run timeout $((secs + 240)) $P --device cuda --data .gpu/findings-160 --config /tmp/cfg.toml \
+  run timeout $((secs + 90)) $P --device cuda --data "$PWD/.gpu/findings-160" --config /tmp/cfg.toml \
       --out /tmp/run --checkpoint-every 100000 --export /tmp/run/export
   tail -3 /tmp/run/steps.csv
   tar -C /tmp/run -cf "$OUT/pretrain.tar" export steps.csv loss_curve.png config.resolved.toml ;;
 esac
-case $what in step|all)
-  run "$BIN" step $S --save-masks "$OUT/masks.safetensors" --json "$OUT/step.json"
-  run python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype f32 --attn sdpa $S \
+case $what in step|bench|all)
+  run timeout 180 "$BIN" step $S --save-masks "$OUT/masks.safetensors" --json "$OUT/step.json"
+  run timeout 120 python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype f32 --attn sdpa $S \
       --masks "$OUT/masks.safetensors" --json "$OUT/torch_step_f32.json"
-  run python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype bf16 --attn sdpa $S \
+  run timeout 120 python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype bf16 --attn sdpa $S \
       --masks "$OUT/masks.safetensors" --json "$OUT/torch_step_bf16.json" ;;
 esac
 
