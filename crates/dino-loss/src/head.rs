@@ -265,7 +265,8 @@ impl DinoHead {
                 &dims,
             ));
         }
-        let mut h = x.flatten_to(dims.len().saturating_sub(2))?;
+        // contiguous: CUDA matmul needs a dense left operand (e.g. a CLS-token view)
+        let mut h = x.flatten_to(dims.len().saturating_sub(2))?.contiguous()?;
         if h.rank() == 1 {
             h = h.unsqueeze(0)?;
         }

@@ -57,8 +57,10 @@ pub(crate) fn layer_norm_rows(
 ) -> Result<CudaStorage> {
     let dev = s[0].0.device();
     let n = s[0].1.shape().elem_count();
-    let rows = (n / d) as u32;
-    let (d, cfg) = (d as i32, launch_cfg(rows));
+    let rows = n / d;
+    // a warp per row, 8 rows per block
+    let cfg = launch_cfg(rows.div_ceil(8) as u32);
+    let (rows, d) = (rows as i32, d as i32);
     match s[0].0.dtype() {
         DType::F32 => {
             let (x, w, c) = (
@@ -69,7 +71,13 @@ pub(crate) fn layer_norm_rows(
             let out = unsafe { dev.alloc::<f32>(n)? };
             let f = dev.get_or_load_custom_func(&format!("{kernel}_f32"), MODULE, PTX)?;
             let mut b = f.builder();
-            b.arg(&x).arg(&w).arg(&c).arg(&out).arg(&d).arg(&eps);
+            b.arg(&x)
+                .arg(&w)
+                .arg(&c)
+                .arg(&out)
+                .arg(&rows)
+                .arg(&d)
+                .arg(&eps);
             // SAFETY: the kernel reads `rows · d` elements of x/c and d of w, writes `out`.
             unsafe { b.launch(cfg) }.w()?;
             Ok(wrap(out, dev))
@@ -83,13 +91,78 @@ pub(crate) fn layer_norm_rows(
             let out = unsafe { dev.alloc::<bf16>(n)? };
             let f = dev.get_or_load_custom_func(&format!("{kernel}_bf16"), MODULE, PTX)?;
             let mut b = f.builder();
-            b.arg(&x).arg(&w).arg(&c).arg(&out).arg(&d).arg(&eps);
+            b.arg(&x)
+                .arg(&w)
+                .arg(&c)
+                .arg(&out)
+                .arg(&rows)
+                .arg(&d)
+                .arg(&eps);
             // SAFETY: as above.
             unsafe { b.launch(cfg) }.w()?;
             Ok(wrap(out, dev))
         }
         other => bail!("fused layer norm on CUDA supports f32 and bf16, got {other:?}"),
     }
+}
+
+/// Column partial sums `[2, chunks, d]` of `dy · x̂` (row 0) and `dy` (row 1) over chunks of
+/// rows; the caller sums over the chunks.
+pub(crate) fn layer_norm_param_partials(
+    sx: &CudaStorage,
+    lx: &Layout,
+    sdy: &CudaStorage,
+    ldy: &Layout,
+    d: usize,
+    eps: f32,
+) -> Result<(CudaStorage, usize)> {
+    let dev = sx.device();
+    let rows = lx.shape().elem_count() / d;
+    let rows_per_chunk = rows.div_ceil(512).max(1);
+    let chunks = rows.div_ceil(rows_per_chunk).max(1);
+    let mean = dev.alloc_zeros::<f32>(rows.max(1))?;
+    let rstd = dev.alloc_zeros::<f32>(rows.max(1))?;
+    let part = dev.alloc_zeros::<f32>(2 * chunks * d)?;
+    let suffix = match sx.dtype() {
+        DType::F32 => "f32",
+        DType::BF16 => "bf16",
+        other => bail!("fused layer norm on CUDA supports f32 and bf16, got {other:?}"),
+    };
+    let (r, di, rpc) = (rows as i32, d as i32, rows_per_chunk as i32);
+    let stats = dev.get_or_load_custom_func(&format!("ln_stats_{suffix}"), MODULE, PTX)?;
+    let partials =
+        dev.get_or_load_custom_func(&format!("ln_param_partials_{suffix}"), MODULE, PTX)?;
+    let grid = LaunchConfig {
+        grid_dim: (d.div_ceil(BLOCK as usize) as u32, chunks as u32, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    macro_rules! launch {
+        ($t:ty) => {{
+            let x = view::<$t>(sx, lx, "x")?;
+            let dy = view::<$t>(sdy, ldy, "dy")?;
+            let mut b = stats.builder();
+            b.arg(&x).arg(&mean).arg(&rstd).arg(&r).arg(&di).arg(&eps);
+            // SAFETY: a warp per row of d elements; writes mean/rstd[row].
+            unsafe { b.launch(launch_cfg(rows.div_ceil(8) as u32)) }.w()?;
+            let mut b = partials.builder();
+            b.arg(&x)
+                .arg(&dy)
+                .arg(&mean)
+                .arg(&rstd)
+                .arg(&part)
+                .arg(&r)
+                .arg(&di)
+                .arg(&rpc);
+            // SAFETY: one thread per (column, chunk); writes part[.., chunk, column].
+            unsafe { b.launch(grid) }.w()?;
+        }};
+    }
+    match sx.dtype() {
+        DType::F32 => launch!(f32),
+        _ => launch!(bf16),
+    }
+    Ok((wrap(part, dev), chunks))
 }
 
 /// Bilinear resize forward (`backward = false`: `s` is the input) or backward (`s` is the

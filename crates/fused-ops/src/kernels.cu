@@ -50,32 +50,35 @@ __device__ float block_max(float v, float* shared) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Layer norm over the last dimension (`d`), one block per row. Two passes over the row (mean,
-// then centred variance) as PyTorch's reference formula; the row stays in L1/L2 between them.
+// Layer norm over the last dimension (`d`), one warp per row (8 rows per 256-thread block): no
+// block barriers, only warp shuffles. Two passes over the row (mean, then centred variance) as
+// PyTorch's reference formula; the row stays in L1 between them.
 
 template <typename T>
-__device__ void ln_stats(const T* x, int d, float eps, float* shared, float* mean, float* rstd) {
+__device__ __forceinline__ void ln_row_stats(const T* x, int d, float eps, int lane, float* mean,
+                                             float* rstd) {
   float s = 0.f;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) s += to_f32(x[i]);
-  const float m = block_sum(s, shared) / d;
+  for (int i = lane; i < d; i += 32) s += to_f32(x[i]);
+  const float m = warp_sum(s) / d;
   float v = 0.f;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) {
+  for (int i = lane; i < d; i += 32) {
     const float c = to_f32(x[i]) - m;
     v += c * c;
   }
   *mean = m;
-  *rstd = rsqrtf(block_sum(v, shared) / d + eps);
+  *rstd = rsqrtf(warp_sum(v) / d + eps);
 }
 
 template <typename T>
-__device__ void ln_fwd(const T* x, const T* w, const T* b, T* y, int d, float eps) {
-  __shared__ float shared[32];
-  const size_t row = blockIdx.x;
+__device__ void ln_fwd(const T* x, const T* w, const T* b, T* y, int rows, int d, float eps) {
+  const size_t row = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= (size_t)rows) return;
+  const int lane = threadIdx.x & 31;
   x += row * d;
   y += row * d;
   float mean, rstd;
-  ln_stats(x, d, eps, shared, &mean, &rstd);
-  for (int i = threadIdx.x; i < d; i += blockDim.x) {
+  ln_row_stats(x, d, eps, lane, &mean, &rstd);
+  for (int i = lane; i < d; i += 32) {
     const float n = (to_f32(x[i]) - mean) * rstd;
     y[i] = from_f32<T>(n * to_f32(w[i]) + to_f32(b[i]));
   }
@@ -83,47 +86,85 @@ __device__ void ln_fwd(const T* x, const T* w, const T* b, T* y, int d, float ep
 
 // dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = dy · w.
 template <typename T>
-__device__ void ln_bwd(const T* x, const T* w, const T* dy, T* dx, int d, float eps) {
-  __shared__ float shared[32];
-  const size_t row = blockIdx.x;
+__device__ void ln_bwd(const T* x, const T* w, const T* dy, T* dx, int rows, int d, float eps) {
+  const size_t row = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= (size_t)rows) return;
+  const int lane = threadIdx.x & 31;
   x += row * d;
   dy += row * d;
   dx += row * d;
   float mean, rstd;
-  ln_stats(x, d, eps, shared, &mean, &rstd);
+  ln_row_stats(x, d, eps, lane, &mean, &rstd);
   float sg = 0.f, sgx = 0.f;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) {
+  for (int i = lane; i < d; i += 32) {
     const float g = to_f32(dy[i]) * to_f32(w[i]);
     sg += g;
     sgx += g * (to_f32(x[i]) - mean) * rstd;
   }
-  const float mg = block_sum(sg, shared) / d;
-  const float mgx = block_sum(sgx, shared) / d;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) {
+  const float mg = warp_sum(sg) / d;
+  const float mgx = warp_sum(sgx) / d;
+  for (int i = lane; i < d; i += 32) {
     const float xh = (to_f32(x[i]) - mean) * rstd;
     const float g = to_f32(dy[i]) * to_f32(w[i]);
     dx[i] = from_f32<T>(rstd * (g - mg - xh * mgx));
   }
 }
 
-extern "C" __global__ void ln_fwd_f32(const float* x, const float* w, const float* b, float* y,
-                                      int d, float eps) {
-  ln_fwd(x, w, b, y, d, eps);
+// Per-row mean and 1/std (a warp per row), for the parameter gradients.
+template <typename T>
+__device__ void ln_stats(const T* x, float* mean, float* rstd, int rows, int d, float eps) {
+  const size_t row = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= (size_t)rows) return;
+  const int lane = threadIdx.x & 31;
+  float m, r;
+  ln_row_stats(x + row * d, d, eps, lane, &m, &r);
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = r;
+  }
 }
-extern "C" __global__ void ln_fwd_bf16(const __nv_bfloat16* x, const __nv_bfloat16* w,
-                                       const __nv_bfloat16* b, __nv_bfloat16* y, int d,
-                                       float eps) {
-  ln_fwd(x, w, b, y, d, eps);
+
+// Column partial sums over the rows of chunk blockIdx.y: part[chunk, c] = Σ dy·x̂ and
+// part[chunks + chunk, c] = Σ dy. One thread per column: reads coalesce along the row.
+template <typename T>
+__device__ void ln_param_partials(const T* x, const T* dy, const float* mean, const float* rstd,
+                                  float* part, int rows, int d, int rows_per_chunk) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= d) return;
+  const int chunk = blockIdx.y, chunks = gridDim.y;
+  const int r0 = chunk * rows_per_chunk, r1 = min(rows, r0 + rows_per_chunk);
+  float sw = 0.f, sb = 0.f;
+  for (int r = r0; r < r1; ++r) {
+    const float g = to_f32(dy[(size_t)r * d + c]);
+    sw += g * (to_f32(x[(size_t)r * d + c]) - mean[r]) * rstd[r];
+    sb += g;
+  }
+  part[(size_t)chunk * d + c] = sw;
+  part[(size_t)(chunks + chunk) * d + c] = sb;
 }
-extern "C" __global__ void ln_bwd_f32(const float* x, const float* w, const float* dy, float* dx,
-                                      int d, float eps) {
-  ln_bwd(x, w, dy, dx, d, eps);
-}
-extern "C" __global__ void ln_bwd_bf16(const __nv_bfloat16* x, const __nv_bfloat16* w,
-                                       const __nv_bfloat16* dy, __nv_bfloat16* dx, int d,
-                                       float eps) {
-  ln_bwd(x, w, dy, dx, d, eps);
-}
+
+#define LN_KERNELS(SUFFIX, T)                                                                     \
+  extern "C" __global__ void ln_fwd_##SUFFIX(const T* x, const T* w, const T* b, T* y, int rows, \
+                                             int d, float eps) {                                 \
+    ln_fwd(x, w, b, y, rows, d, eps);                                                            \
+  }                                                                                              \
+  extern "C" __global__ void ln_bwd_##SUFFIX(const T* x, const T* w, const T* dy, T* dx,         \
+                                             int rows, int d, float eps) {                       \
+    ln_bwd(x, w, dy, dx, rows, d, eps);                                                          \
+  }                                                                                              \
+  extern "C" __global__ void ln_stats_##SUFFIX(const T* x, float* mean, float* rstd, int rows,   \
+                                               int d, float eps) {                               \
+    ln_stats(x, mean, rstd, rows, d, eps);                                                       \
+  }                                                                                              \
+  extern "C" __global__ void ln_param_partials_##SUFFIX(const T* x, const T* dy,                 \
+                                                        const float* mean, const float* rstd,    \
+                                                        float* part, int rows, int d,            \
+                                                        int rows_per_chunk) {                    \
+    ln_param_partials(x, dy, mean, rstd, part, rows, d, rows_per_chunk);                         \
+  }
+
+LN_KERNELS(f32, float)
+LN_KERNELS(bf16, __nv_bfloat16)
 
 // ---------------------------------------------------------------------------------------------
 // Bilinear resize with PyTorch's `F.interpolate(mode="bilinear", antialias=False)` source

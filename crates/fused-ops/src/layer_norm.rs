@@ -5,7 +5,7 @@
 //! per-row tensors kept alive by autograd.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -22,6 +22,15 @@ pub struct LayerNormForward {
 /// `dx = rstd · (g − mean(g) − x̂ · mean(g · x̂))` with `g = dy · w`.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerNormBackward {
+    /// The forward's epsilon.
+    pub eps: f32,
+}
+
+/// The parameter gradients of [`LayerNormForward`] (`CustomOp2` on `x` and `dy`): an f32
+/// `[2, chunks, D]` of partial column sums of `dy · x̂` (row 0, summing to `dw`) and `dy` (row 1,
+/// `db`) over chunks of rows; sum over dimension 1 for the gradients.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerNormParamGrad {
     /// The forward's epsilon.
     pub eps: f32,
 }
@@ -240,17 +249,11 @@ impl CustomOp3 for LayerNormForward {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let dx = x.apply_op3_no_bwd(w, &dy, &LayerNormBackward { eps: self.eps })?;
-        // x̂ through the same kernel with w = 1, b = 0, so the statistics match the forward's
-        let d = x.dim(D::Minus1)?;
-        let ones = Tensor::ones(d, x.dtype(), x.device())?;
-        let zeros = Tensor::zeros(d, x.dtype(), x.device())?;
-        let x_hat = x.apply_op3_no_bwd(&ones, &zeros, self)?;
-        let rows = x.elem_count() / d;
-        let dy32 = dy.to_dtype(DType::F32)?.reshape((rows, d))?;
-        let dw = (dy32.clone() * x_hat.to_dtype(DType::F32)?.reshape((rows, d))?)?
-            .sum(0)?
-            .to_dtype(w.dtype())?;
-        let db = dy32.sum(0)?.to_dtype(b.dtype())?;
+        let sums = x
+            .apply_op2_no_bwd(&dy, &LayerNormParamGrad { eps: self.eps })?
+            .sum(1)?;
+        let dw = sums.get(0)?.to_dtype(w.dtype())?;
+        let db = sums.get(1)?.to_dtype(b.dtype())?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
@@ -295,5 +298,112 @@ impl CustomOp3 for LayerNormBackward {
         let out =
             crate::cuda::layer_norm_rows("ln_bwd", [(s1, l1), (s2, l2), (s3, l3)], d, self.eps)?;
         Ok((out, l1.shape().clone()))
+    }
+}
+
+fn param_grad_rows<T: Element>(x: &[T], dy: &[T], d: usize, eps: f32) -> Vec<f32> {
+    let (sw, sb) = x
+        .par_chunks(d * 64)
+        .zip(dy.par_chunks(d * 64))
+        .map(|(xc, dyc)| {
+            let (mut sw, mut sb) = (vec![0f64; d], vec![0f64; d]);
+            for (xr, dyr) in xc.chunks(d).zip(dyc.chunks(d)) {
+                let (mean, rstd) = stats(xr.iter().map(|v| v.f()), d, eps);
+                for i in 0..d {
+                    let g = dyr[i].f() as f64;
+                    sw[i] += g * ((xr[i].f() - mean) * rstd) as f64;
+                    sb[i] += g;
+                }
+            }
+            (sw, sb)
+        })
+        .reduce(
+            || (vec![0f64; d], vec![0f64; d]),
+            |(mut aw, mut ab), (bw, bb)| {
+                aw.iter_mut().zip(&bw).for_each(|(a, b)| *a += b);
+                ab.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
+                (aw, ab)
+            },
+        );
+    sw.into_iter().chain(sb).map(|v| v as f32).collect()
+}
+
+impl CustomOp2 for LayerNormParamGrad {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm-param-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = match l1.dims().last() {
+            Some(&d) if d > 0 => d,
+            _ => bail!(
+                "{}: input {:?} has no feature dimension",
+                self.name(),
+                l1.dims()
+            ),
+        };
+        if l1.dims() != l2.dims() {
+            bail!(
+                "{}: x {:?} and dy {:?} differ",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let (a, b) = contiguous(l1, "x", self.name())?;
+        let (c, e) = contiguous(l2, "dy", self.name())?;
+        let eps = self.eps;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(dy)) => {
+                param_grad_rows(&x[a..b], &dy[c..e], d, eps)
+            }
+            (CpuStorage::BF16(x), CpuStorage::BF16(dy)) => {
+                param_grad_rows(&x[a..b], &dy[c..e], d, eps)
+            }
+            (CpuStorage::F16(x), CpuStorage::F16(dy)) => {
+                param_grad_rows(&x[a..b], &dy[c..e], d, eps)
+            }
+            (x, dy) => bail!(
+                "{}: x and dy must share one of f32/bf16/f16, got {:?} and {:?}",
+                self.name(),
+                x.dtype(),
+                dy.dtype()
+            ),
+        };
+        Ok((CpuStorage::F32(out), Shape::from((2, 1, d))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let d = match l1.dims().last() {
+            Some(&d) if d > 0 => d,
+            _ => bail!(
+                "{}: input {:?} has no feature dimension",
+                self.name(),
+                l1.dims()
+            ),
+        };
+        if l1.dims() != l2.dims() {
+            bail!(
+                "{}: x {:?} and dy {:?} differ",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let (out, chunks) = crate::cuda::layer_norm_param_partials(s1, l1, s2, l2, d, self.eps)?;
+        Ok((out, Shape::from((2, chunks, d))))
     }
 }

@@ -33,7 +33,7 @@ mod resize;
 mod storage;
 mod teacher;
 
-pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward};
+pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward, LayerNormParamGrad};
 pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};
 pub use teacher::{center_softmax, sinkhorn_knopp, CenterSoftmax, SinkhornKnopp};
 

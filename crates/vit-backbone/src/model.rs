@@ -172,7 +172,11 @@ impl Dinov2Model {
             hidden_states.push(x.clone());
         }
         let last_hidden_state = self.layernorm.forward(&x)?;
-        let pooler_output = last_hidden_state.narrow(1, 0, 1)?.squeeze(1)?;
+        // contiguous: CUDA matmuls (heads, KoLeo) reject the strided CLS view
+        let pooler_output = last_hidden_state
+            .narrow(1, 0, 1)?
+            .squeeze(1)?
+            .contiguous()?;
         Ok(Dinov2Output {
             last_hidden_state,
             pooler_output,
@@ -235,7 +239,7 @@ impl Encoder for Dinov2Model {
                     layer,
                     tokens: hs.narrow(1, prefix, n)?,
                     grid: out.grid,
-                    cls: Some(hs.narrow(1, 0, 1)?.squeeze(1)?),
+                    cls: Some(hs.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
