@@ -66,6 +66,28 @@ enum Objective {
     Clip,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DeviceArg {
+    /// The CPU (always available).
+    Cpu,
+    /// The first CUDA GPU (needs a build with `--features cuda`).
+    Cuda,
+}
+
+impl DeviceArg {
+    fn device(self) -> R<Device> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda => Device::new_cuda(0).map_err(|e| {
+                format!(
+                    "--device cuda: {e} (build the example with `--features cuda` on a machine with the CUDA toolkit)"
+                )
+                .into()
+            }),
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Train, validate zero-shot every N steps, evaluate the test split before and after.
@@ -87,6 +109,10 @@ struct TrainArgs {
     out: PathBuf,
     #[arg(long, value_enum, default_value_t = Objective::Unicl)]
     objective: Objective,
+    /// Where the model, batches, loss and optimizer live; evaluation scores and probe
+    /// features are copied back to the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
     /// Optimizer steps.
     #[arg(long, default_value_t = 400)]
     steps: u64,
@@ -247,9 +273,10 @@ fn features(trainer: &UniclTrainer, d: &PairDataset, dev: &Device) -> R<probe_he
             .model()
             .image_encoder()
             .forward_features(&d.pixels(c, dev)?, &FeatureRequest::default())?;
-        rows.push(f.pooled);
+        rows.push(f.pooled.detach());
     }
-    let t = Tensor::cat(&rows, 0)?;
+    // the probe code reads plain host memory
+    let t = Tensor::cat(&rows, 0)?.to_device(&Device::Cpu)?;
     let (n, k) = t.dims2()?;
     Ok(probe_heads::Matrix::new(n, k, t.flatten_all()?.to_vec1()?)?)
 }
@@ -295,7 +322,8 @@ fn probe(
 }
 
 fn train(a: TrainArgs) -> R<()> {
-    let dev = Device::Cpu;
+    let dev = a.device.device()?;
+    println!("device: {dev:?}");
     let t0 = Instant::now();
     let manifest = Manifest::from_csv(a.data.join("labels.csv"), &ManifestSpec::cxr_findings())?;
     let findings: Vec<String> = FINDINGS.iter().map(|s| s.to_string()).collect();
