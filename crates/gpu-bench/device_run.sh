@@ -3,7 +3,8 @@
 # there): the gpu_suite binary built here with `--features cuda` travels xz-compressed in
 # .gpu/ (git-ignored), PyTorch is the machine's own. Results land in $OUT (default out/gpu).
 #
-#   bash crates/gpu-bench/device_run.sh [parity|ops|forward|step|bench|pretrain|all]   (bench = the first four)
+#   bash crates/gpu-bench/device_run.sh [parity|ops|forward|step|bench|pretrain|unicl|train|all]
+#   (bench = parity ops forward step; train = parity ops pretrain unicl step)
 #
 # `pretrain` runs a DINOv2 ViT-Tiny pretraining on .gpu/findings-160 (the cxr-findings train
 # split at 160 px) for about $PRETRAIN_SECONDS (default 180) and packs the exported teacher
@@ -42,8 +43,8 @@ fi
 run() { echo "== $*"; local t0=$(date +%s); "$@"; echo "   (exit $?, $(( $(date +%s) - t0 )) s)"; }
 S="--arch vit_base --batch 32 --n-local 8 --prototypes 65536 --global-size 224 --local-size 98 --warmup 3 --steps 10"
 
-case $what in parity|bench|all) run timeout 90 "$BIN" parity --json "$OUT/parity.json" ;; esac
-case $what in ops|bench|all)
+case $what in parity|bench|all|train) run timeout 90 "$BIN" parity --json "$OUT/parity.json" ;; esac
+case $what in ops|bench|all|train)
   run timeout 120 "$BIN" ops --json "$OUT/ops.json"
   run timeout 120 python3 crates/gpu-bench/torch_suite.py ops --json "$OUT/torch_ops.json" ;;
 esac
@@ -51,7 +52,14 @@ case $what in forward|bench|all)
   run timeout 120 "$BIN" forward --batch 32 --json "$OUT/forward.json"
   run timeout 150 python3 crates/gpu-bench/torch_suite.py forward --batch 32 --json "$OUT/torch_forward.json" ;;
 esac
-case $what in pretrain|all)
+case $what in step|bench|all|train)
+  run timeout 180 "$BIN" step $S --save-masks "$OUT/masks.safetensors" --json "$OUT/step.json"
+  run timeout 120 python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype f32 --attn sdpa $S \
+      --masks "$OUT/masks.safetensors" --json "$OUT/torch_step_f32.json"
+  run timeout 120 python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype bf16 --attn sdpa $S \
+      --masks "$OUT/masks.safetensors" --json "$OUT/torch_step_bf16.json" ;;
+esac
+case $what in pretrain|all|train)
   P=/tmp/pretrain_dino
   [ -x $P ] || { python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/pretrain_dino.xz'), open('$P','wb'))" && chmod +x $P; }
   cfg=crates/dino-pretrain/configs/vit_tiny_cxr_gpu.toml
@@ -66,12 +74,19 @@ case $what in pretrain|all)
   tail -3 /tmp/run/steps.csv
   tar -C /tmp/run -cf "$OUT/pretrain.tar" export steps.csv loss_curve.png config.resolved.toml ;;
 esac
-case $what in step|bench|all)
-  run timeout 180 "$BIN" step $S --save-masks "$OUT/masks.safetensors" --json "$OUT/step.json"
-  run timeout 120 python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype f32 --attn sdpa $S \
-      --masks "$OUT/masks.safetensors" --json "$OUT/torch_step_f32.json"
-  run timeout 120 python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype bf16 --attn sdpa $S \
-      --masks "$OUT/masks.safetensors" --json "$OUT/torch_step_bf16.json" ;;
+case $what in unicl|train|all)
+  U=/tmp/pretrain_unicl
+  [ -x $U ] || { python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/pretrain_unicl.xz'), open('$U','wb'))" && chmod +x $U; }
+  # from the DINO-pretrained tiny ViT of the `pretrain` stage when there is one
+  init=""
+  [ -f /tmp/run/export/config.json ] && init="--init-image /tmp/run/export"
+  for obj in unicl clip; do
+    run timeout ${UNICL_TIMEOUT:-150} $U train --device cuda --data "$PWD/.gpu/findings-160" --out /tmp/u-$obj \
+        --objective $obj --steps ${UNICL_STEPS:-300} --batch 64 --image-size 112 --image-layers 12 \
+        --context 24 --lr 3e-4 --init-log-scale 2.659260036932778 --val-every 100 \
+        --checkpoint-every 100000 --probe --quiet $init
+  done
+  (cd /tmp && tar -cf "$OUT/unicl.tar" $(ls -d u-unicl/*.json u-unicl/*.png u-unicl/*.csv u-clip/*.json u-clip/*.png u-clip/*.csv 2>/dev/null)) ;;
 esac
 
 rm -f "$OUT/masks.safetensors"
