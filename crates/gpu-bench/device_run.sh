@@ -36,6 +36,12 @@ PY
 export LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}:$PWD/.gpu/lib"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
+# the plots of the training loops need a sans-serif font; the GPU image has no fontconfig setup
+if ! fc-match sans-serif >/dev/null 2>&1 && [ -f .gpu/fonts/fonts.conf ]; then
+  sed "s|FONTDIR|$PWD/.gpu/fonts|" .gpu/fonts/fonts.conf > /tmp/fonts.conf
+  export FONTCONFIG_FILE=/tmp/fonts.conf
+fi
+
 BIN=/tmp/gpu_suite
 if [ ! -x "$BIN" ]; then
   python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open('.gpu/gpu_suite.xz'), open('$BIN','wb'))" && chmod +x "$BIN"
