@@ -65,7 +65,7 @@ case $what in step|bench|all|train)
   run timeout 120 python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype bf16 --attn sdpa $S \
       --masks "$OUT/masks.safetensors" --json "$OUT/torch_step_bf16.json" ;;
 esac
-case $what in pretrain|all|train)
+case $what in pretrain|all|train|runs)
   P=/tmp/pretrain_dino
   [ -x $P ] || { python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/pretrain_dino.xz'), open('$P','wb'))" && chmod +x $P; }
   cfg=crates/dino-pretrain/configs/vit_tiny_cxr_gpu.toml
@@ -80,7 +80,7 @@ case $what in pretrain|all|train)
   tail -3 /tmp/run/steps.csv
   tar -C /tmp/run -cf "$OUT/pretrain.tar" export steps.csv loss_curve.png config.resolved.toml ;;
 esac
-case $what in unicl|train|all)
+case $what in unicl|train|all|runs)
   U=/tmp/pretrain_unicl
   [ -x $U ] || { python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/pretrain_unicl.xz'), open('$U','wb'))" && chmod +x $U; }
   # from the DINO-pretrained tiny ViT of the `pretrain` stage when there is one
