@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use train_utils::{plot_curves, read_jsonl, CheckpointDir, Prefetch, StepLog, StepRecord};
+use train_utils::{plot_curves_or_warn, read_jsonl, CheckpointDir, Prefetch, StepLog, StepRecord};
 
 use crate::{DinoTrainer, Error, MultiCropSource, Result};
 
@@ -141,12 +141,12 @@ pub fn run(
     result?;
     let records = read_jsonl(log.jsonl_path())?;
     if !records.is_empty() {
-        plot_curves(
+        plot_curves_or_warn(
             &records,
             &CURVES,
             &opts.out.join("loss_curve"),
             "DINOv2 continual pretraining",
-        )?;
+        );
     }
     Ok(RunSummary {
         start_step: start,

@@ -42,7 +42,7 @@ pub use grads::{named_vars, NamedGrads, NamedVars};
 pub use guard::check_finite;
 pub use log::{read_jsonl, StepLog, StepRecord};
 pub use param_groups::{layer_id, NoDecayRule, ParamGroup, ParamGroupRules};
-pub use plot::plot_curves;
+pub use plot::{plot_curves, plot_curves_or_warn};
 pub use prefetch::Prefetch;
 pub use schedule::{CosineSchedule, DinoScheduleConfig, DinoSchedules, ScheduleValues};
 pub use state::{RngState, TrainState};

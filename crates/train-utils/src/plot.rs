@@ -69,6 +69,15 @@ fn draw<DB: DrawingBackend>(
     root.present().map_err(|e| e.to_string())
 }
 
+/// [`plot_curves`] for the end of a training run: a figure that cannot be drawn (no usable
+/// font on a headless GPU machine, say) is reported on stderr and the run goes on, so its
+/// checkpoints and export are never lost to a plot; the numbers stay in the step log.
+pub fn plot_curves_or_warn(records: &[StepRecord], columns: &[&str], stem: &Path, title: &str) {
+    if let Err(e) = plot_curves(records, columns, stem, title) {
+        eprintln!("warning: loss curve not drawn ({e}); the step log has the numbers");
+    }
+}
+
 /// Plots `columns` of `records` against the step into `<stem>.png` and `<stem>.svg`.
 pub fn plot_curves(
     records: &[StepRecord],

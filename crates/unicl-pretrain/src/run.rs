@@ -8,7 +8,7 @@ use candle_core::Device;
 use dual_encoder::TextTokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 use train_utils::{
-    plot_curves, read_jsonl, write_atomic, CheckpointDir, Prefetch, StepLog, StepRecord,
+    plot_curves_or_warn, read_jsonl, write_atomic, CheckpointDir, Prefetch, StepLog, StepRecord,
 };
 
 use crate::eval::{quick_auroc, zero_shot_scores};
@@ -168,7 +168,7 @@ pub fn run(
     let records = read_jsonl(log.jsonl_path())?;
     if !records.is_empty() {
         let title = format!("{:?} image-text pretraining", trainer.config().objective);
-        plot_curves(&records, &["loss"], &opts.out.join("loss_curve"), &title)?;
+        plot_curves_or_warn(&records, &["loss"], &opts.out.join("loss_curve"), &title);
     }
     Ok(RunSummary {
         start_step: start,
