@@ -22,13 +22,11 @@ use llava_bridge::{
     GenerationConfig, Llama, LlamaConfig, LlamaKeys, Projector, ReportGenerator, TextTokenizer,
     Weights,
 };
-use metrics::bootstrap::{bootstrap_many, group_rows, BootstrapConfig, Interval, Resampling};
-use metrics::text::bleu::corpus_bleu;
-use metrics::text::rouge::rouge_l;
+use metrics::bootstrap::{group_rows, BootstrapConfig, Interval};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use report_labeler::score::label_f1;
-use report_labeler::{Labeler, ReportLabels};
+use report_labeler::score::report_scores_with_ci;
+use report_labeler::Labeler;
 use serde_json::json;
 
 use super::error::{Context, Error, Result};
@@ -134,39 +132,6 @@ fn trainable_llama(dir: &Path) -> Result<(Llama, Vec<(String, Var)>)> {
     let keys = LlamaKeys::detect(&w).ctx(stage)?;
     let lm = Llama::new(&cfg, &w, &keys).ctx(stage)?;
     Ok((lm, vars))
-}
-
-/// ROUGE-L F (mean), corpus BLEU-4, label macro-F1-14 and micro-F1-14 with one
-/// patient-clustered bootstrap.
-fn score(
-    generated: &[String],
-    reference: &[String],
-    ref_labels: &[ReportLabels],
-    groups: &[Vec<usize>],
-    cfg: &BootstrapConfig,
-) -> Result<Vec<Interval>> {
-    let gen_labels = Labeler::new().label_all(generated);
-    let rouge: Vec<f64> = generated
-        .iter()
-        .zip(reference)
-        .map(|(g, r)| rouge_l(r, g).fmeasure)
-        .collect();
-    bootstrap_many(Resampling::Groups(groups), cfg, 4, |rows| {
-        let mean_rouge = rows.iter().map(|&i| rouge[i]).sum::<f64>() / rows.len() as f64;
-        let hyps: Vec<&str> = rows.iter().map(|&i| generated[i].as_str()).collect();
-        let refs: Vec<Vec<&str>> = rows.iter().map(|&i| vec![reference[i].as_str()]).collect();
-        let bleu4 = corpus_bleu(&hyps, &refs)?[3];
-        let g: Vec<ReportLabels> = rows.iter().map(|&i| gen_labels[i]).collect();
-        let r: Vec<ReportLabels> = rows.iter().map(|&i| ref_labels[i]).collect();
-        let f1 = label_f1(&g, &r).ok();
-        Ok(vec![
-            Some(mean_rouge),
-            Some(bleu4),
-            f1.as_ref().map(|f| f.macro_f1_14),
-            f1.as_ref().map(|f| f.micro_f1_14),
-        ])
-    })
-    .ctx("report scoring")
 }
 
 fn bar(len: u64, msg: &str, show: bool) -> ProgressBar {
@@ -329,9 +294,9 @@ pub(crate) fn run(
         seed: cfg.seed,
         ..Default::default()
     };
-    let model_scores = score(&generated, &test.reports, &ref_labels, &groups, &boot)?;
+    let model_scores = report_scores_with_ci(&generated, &test.reports, &ref_labels, &groups, &boot).ctx("report scoring")?;
     let base_gen = vec![baseline.clone(); test.ids.len()];
-    let base_scores = score(&base_gen, &test.reports, &ref_labels, &groups, &boot)?;
+    let base_scores = report_scores_with_ci(&base_gen, &test.reports, &ref_labels, &groups, &boot).ctx("report scoring")?;
     let exact = |g: &[String]| g.iter().zip(&test.reports).filter(|(a, b)| a == b).count();
     let names = [
         "ROUGE-L F",

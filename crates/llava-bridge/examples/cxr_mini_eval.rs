@@ -42,10 +42,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use metrics::bootstrap::{bootstrap_many, group_rows, BootstrapConfig, Interval, Resampling};
-use metrics::text::bleu::corpus_bleu;
-use metrics::text::rouge::rouge_l;
-use report_labeler::score::label_f1;
+use metrics::bootstrap::{group_rows, BootstrapConfig, Interval};
+use report_labeler::score::report_scores_with_ci;
 use report_labeler::{Label, Labeler, Observation, ReportLabels};
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
@@ -206,45 +204,6 @@ fn read_generated(path: &str) -> R<HashMap<String, String>> {
     Ok(out)
 }
 
-/// Scores of one system: ROUGE-L F (mean over reports), corpus BLEU-4, label macro-F1-14
-/// and micro-F1-14, each with its patient-clustered interval.
-fn score_system(
-    generated: &[String],
-    reference: &[String],
-    ref_labels: &[ReportLabels],
-    groups: &[Vec<usize>],
-    cfg: &BootstrapConfig,
-) -> R<Vec<Interval>> {
-    let labeler = Labeler::new();
-    let gen_labels = labeler.label_all(generated);
-    let rouge: Vec<f64> = generated
-        .iter()
-        .zip(reference)
-        .map(|(g, r)| rouge_l(r, g).fmeasure)
-        .collect();
-    Ok(bootstrap_many(
-        Resampling::Groups(groups),
-        cfg,
-        4,
-        |rows| {
-            let mean_rouge = rows.iter().map(|&i| rouge[i]).sum::<f64>() / rows.len() as f64;
-            let hyps: Vec<&str> = rows.iter().map(|&i| generated[i].as_str()).collect();
-            let refs: Vec<Vec<&str>> = rows.iter().map(|&i| vec![reference[i].as_str()]).collect();
-            let bleu4 = corpus_bleu(&hyps, &refs)?[3];
-            let g: Vec<ReportLabels> = rows.iter().map(|&i| gen_labels[i]).collect();
-            let r: Vec<ReportLabels> = rows.iter().map(|&i| ref_labels[i]).collect();
-            // only fails on empty or unequal inputs, which a resample never is
-            let f1 = label_f1(&g, &r).ok();
-            Ok(vec![
-                Some(mean_rouge),
-                Some(bleu4),
-                f1.as_ref().map(|f| f.macro_f1_14),
-                f1.as_ref().map(|f| f.micro_f1_14),
-            ])
-        },
-    )?)
-}
-
 fn show(i: &Interval) -> String {
     let e = i.estimate.map_or("-".into(), |e| format!("{e:.3}"));
     match i.ci {
@@ -347,7 +306,7 @@ fn score(a: &ScoreArgs) -> R<()> {
     println!("| system | ROUGE-L F | BLEU-4 | label macro-F1-14 | label micro-F1-14 | exact match | reports with a finding |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (name, g) in &systems {
-        let s = score_system(g, &reference, &ref_labels, &groups, &cfg)?;
+        let s = report_scores_with_ci(g, &reference, &ref_labels, &groups, &cfg)?;
         let exact = g.iter().zip(&reference).filter(|(x, y)| x == y).count();
         let pos = n_with_finding(&labeler.label_all(g));
         println!(
