@@ -242,6 +242,10 @@ pub struct TrainSection {
     pub centering: String,
     /// Gradient-accumulation micro-batches per step (not in dinov2; 1 = off).
     pub grad_accumulation: usize,
+    /// Arithmetic of the student backbone's forward and backward: `f32`, or `bf16` (mixed
+    /// precision as dinov2's `compute_precision`: bf16 copies of the f32 master weights each
+    /// step, heads, losses and the optimizer in f32). Not in dinov2's yaml under this name.
+    pub compute_precision: String,
 }
 
 impl Default for TrainSection {
@@ -253,6 +257,7 @@ impl Default for TrainSection {
             saveckp_freq: 20,
             centering: "centering".into(),
             grad_accumulation: 1,
+            compute_precision: "f32".into(),
         }
     }
 }

@@ -14,7 +14,7 @@ use train_utils::{
     check_finite, clip_grad_norm, ema_update, named_vars, AdamW, AdamWConfig, Checkpoint,
     DinoSchedules, NamedGrads, NamedVars, ParamGroupRules, RngState, ScheduleValues, TrainState,
 };
-use vit_backbone::{Dinov2Config, Dinov2Model, ForwardOptions};
+use vit_backbone::{Dinov2Config, Dinov2Model, Dinov2Output, ForwardOptions};
 
 use crate::{backbone_config, Error, Init, MultiCropBatch, Result};
 
@@ -210,6 +210,12 @@ impl DinoTrainer {
         student: Dinov2Model,
         device: &Device,
     ) -> Result<Self> {
+        if !matches!(cfg.train.compute_precision.as_str(), "f32" | "bf16") {
+            return Err(Error::Invalid(format!(
+                "train.compute_precision `{}` (f32 or bf16)",
+                cfg.train.compute_precision
+            )));
+        }
         let vb = VarBuilder::from_varmap(&student_vm, DType::F32, device);
         let (dino_head, ibot_head) = build_heads(&cfg, model_cfg.hidden_size, &vb)?;
         load_dino_head(init, &student_vm, device)?;
@@ -308,6 +314,33 @@ impl DinoTrainer {
         Ok((model, dino, ibot))
     }
 
+    /// The dtype of the student backbone's arithmetic (`train.compute_precision`).
+    fn compute_dtype(&self) -> Result<DType> {
+        match self.cfg.train.compute_precision.as_str() {
+            "f32" => Ok(DType::F32),
+            "bf16" => Ok(DType::BF16),
+            other => Err(Error::Invalid(format!(
+                "train.compute_precision `{other}` (f32 or bf16)"
+            ))),
+        }
+    }
+
+    /// A bf16 student backbone on casts of the f32 master variables, with the f32 model's
+    /// stochastic-depth state.
+    fn bf16_student(&self) -> Result<Dinov2Model> {
+        let tensors: HashMap<String, Tensor> = self
+            .student_vars()
+            .into_iter()
+            .filter(|(n, _)| !is_head(n))
+            .map(|(n, v)| Ok((n, v.as_tensor().to_dtype(DType::BF16)?)))
+            .collect::<Result<_>>()?;
+        let vb = VarBuilder::from_tensors(tensors, DType::BF16, &self.device);
+        let model = Dinov2Model::new(&self.model_cfg, vb)?;
+        let (seed, calls) = self.student.drop_path_state();
+        model.set_drop_path_state(seed, calls);
+        Ok(model)
+    }
+
     /// Row indices of the masked patches in `[2B·N]` order, and the f32 masks.
     fn mask_index(masks: &Tensor) -> Result<(Tensor, Tensor, usize)> {
         let flat: Vec<u8> = masks.flatten_all()?.to_vec1()?;
@@ -366,9 +399,19 @@ impl DinoTrainer {
             None,
         )?;
 
-        // student: masked global crops and local crops, with stochastic depth
-        let g = self.student.forward(
-            &batch.global,
+        // student: masked global crops and local crops, with stochastic depth; in bf16 mixed
+        // precision through a bf16 copy of the f32 master weights (the casts are
+        // differentiable, so the gradients land on the f32 variables)
+        let mixed = self.compute_dtype()? == DType::BF16;
+        let bf16_student = if mixed {
+            Some(self.bf16_student()?)
+        } else {
+            None
+        };
+        let student = bf16_student.as_ref().unwrap_or(&self.student);
+        let dt = student.dtype();
+        let g = student.forward(
+            &batch.global.to_dtype(dt)?,
             &ForwardOptions {
                 bool_masked_pos: ibot_on.then_some(&batch.masks),
                 train: true,
@@ -377,16 +420,29 @@ impl DinoTrainer {
         )?;
         let local_cls_logits = match &batch.local {
             Some(local) => {
-                let l = self.student.forward(
-                    local,
+                let l = student.forward(
+                    &local.to_dtype(dt)?,
                     &ForwardOptions {
                         train: true,
                         ..ForwardOptions::default()
                     },
                 )?;
-                Some(self.dino_head.forward(&l.pooler_output)?)
+                Some(
+                    self.dino_head
+                        .forward(&l.pooler_output.to_dtype(DType::F32)?)?,
+                )
             }
             None => None,
+        };
+        if let Some(b) = &bf16_student {
+            // the copy drew the stochastic-depth masks: carry its counter back
+            let (seed, calls) = b.drop_path_state();
+            self.student.set_drop_path_state(seed, calls);
+        }
+        let g = Dinov2Output {
+            last_hidden_state: g.last_hidden_state.to_dtype(DType::F32)?,
+            pooler_output: g.pooler_output.to_dtype(DType::F32)?,
+            ..g
         };
         let masked_patch_logits = if ibot_on {
             let rows = Self::masked_rows(&g.last_hidden_state, prefix, &idx)?;
