@@ -294,9 +294,12 @@ pub(crate) fn run(
         seed: cfg.seed,
         ..Default::default()
     };
-    let model_scores = report_scores_with_ci(&generated, &test.reports, &ref_labels, &groups, &boot).ctx("report scoring")?;
+    let model_scores =
+        report_scores_with_ci(&generated, &test.reports, &ref_labels, &groups, &boot)
+            .ctx("report scoring")?;
     let base_gen = vec![baseline.clone(); test.ids.len()];
-    let base_scores = report_scores_with_ci(&base_gen, &test.reports, &ref_labels, &groups, &boot).ctx("report scoring")?;
+    let base_scores = report_scores_with_ci(&base_gen, &test.reports, &ref_labels, &groups, &boot)
+        .ctx("report scoring")?;
     let exact = |g: &[String]| g.iter().zip(&test.reports).filter(|(a, b)| a == b).count();
     let names = [
         "ROUGE-L F",

@@ -61,47 +61,29 @@ pub(crate) fn layer_norm_rows(
     // a warp per row, 8 rows per block
     let cfg = launch_cfg(rows.div_ceil(8) as u32);
     let (rows, d) = (rows as i32, d as i32);
+    macro_rules! launch {
+        ($t:ty, $suffix:literal) => {{
+            let x = view::<$t>(s[0].0, s[0].1, "x")?;
+            let w = view::<$t>(s[1].0, s[1].1, "w")?;
+            let c = view::<$t>(s[2].0, s[2].1, "operand")?;
+            let out = unsafe { dev.alloc::<$t>(n)? };
+            let f = dev.get_or_load_custom_func(&format!("{kernel}_{}", $suffix), MODULE, PTX)?;
+            let mut b = f.builder();
+            b.arg(&x)
+                .arg(&w)
+                .arg(&c)
+                .arg(&out)
+                .arg(&rows)
+                .arg(&d)
+                .arg(&eps);
+            // SAFETY: a warp per row reads `rows · d` elements of x/c and d of w, writes `out`.
+            unsafe { b.launch(cfg) }.w()?;
+            Ok(wrap(out, dev))
+        }};
+    }
     match s[0].0.dtype() {
-        DType::F32 => {
-            let (x, w, c) = (
-                view::<f32>(s[0].0, s[0].1, "x")?,
-                view::<f32>(s[1].0, s[1].1, "w")?,
-                view::<f32>(s[2].0, s[2].1, "operand")?,
-            );
-            let out = unsafe { dev.alloc::<f32>(n)? };
-            let f = dev.get_or_load_custom_func(&format!("{kernel}_f32"), MODULE, PTX)?;
-            let mut b = f.builder();
-            b.arg(&x)
-                .arg(&w)
-                .arg(&c)
-                .arg(&out)
-                .arg(&rows)
-                .arg(&d)
-                .arg(&eps);
-            // SAFETY: the kernel reads `rows · d` elements of x/c and d of w, writes `out`.
-            unsafe { b.launch(cfg) }.w()?;
-            Ok(wrap(out, dev))
-        }
-        DType::BF16 => {
-            let (x, w, c) = (
-                view::<bf16>(s[0].0, s[0].1, "x")?,
-                view::<bf16>(s[1].0, s[1].1, "w")?,
-                view::<bf16>(s[2].0, s[2].1, "operand")?,
-            );
-            let out = unsafe { dev.alloc::<bf16>(n)? };
-            let f = dev.get_or_load_custom_func(&format!("{kernel}_bf16"), MODULE, PTX)?;
-            let mut b = f.builder();
-            b.arg(&x)
-                .arg(&w)
-                .arg(&c)
-                .arg(&out)
-                .arg(&rows)
-                .arg(&d)
-                .arg(&eps);
-            // SAFETY: as above.
-            unsafe { b.launch(cfg) }.w()?;
-            Ok(wrap(out, dev))
-        }
+        DType::F32 => launch!(f32, "f32"),
+        DType::BF16 => launch!(bf16, "bf16"),
         other => bail!("fused layer norm on CUDA supports f32 and bf16, got {other:?}"),
     }
 }

@@ -246,20 +246,25 @@ pub fn report_scores_with_ci(
         .zip(reference)
         .map(|(g, r)| metrics::text::rouge::rouge_l(r, g).fmeasure)
         .collect();
-    Ok(bootstrap_many(Resampling::Groups(groups), cfg, 4, |rows| {
-        let mean_rouge = rows.iter().map(|&i| rouge[i]).sum::<f64>() / rows.len() as f64;
-        let hyps: Vec<&str> = rows.iter().map(|&i| generated[i].as_str()).collect();
-        let refs: Vec<Vec<&str>> = rows.iter().map(|&i| vec![reference[i].as_str()]).collect();
-        let bleu4 = metrics::text::bleu::corpus_bleu(&hyps, &refs)?[3];
-        let g: Vec<ReportLabels> = rows.iter().map(|&i| gen_labels[i]).collect();
-        let r: Vec<ReportLabels> = rows.iter().map(|&i| ref_labels[i]).collect();
-        // only fails on empty or unequal inputs, which a resample never is
-        let f1 = label_f1(&g, &r).ok();
-        Ok(vec![
-            Some(mean_rouge),
-            Some(bleu4),
-            f1.as_ref().map(|f| f.macro_f1_14),
-            f1.as_ref().map(|f| f.micro_f1_14),
-        ])
-    })?)
+    Ok(bootstrap_many(
+        Resampling::Groups(groups),
+        cfg,
+        4,
+        |rows| {
+            let mean_rouge = rows.iter().map(|&i| rouge[i]).sum::<f64>() / rows.len() as f64;
+            let hyps: Vec<&str> = rows.iter().map(|&i| generated[i].as_str()).collect();
+            let refs: Vec<Vec<&str>> = rows.iter().map(|&i| vec![reference[i].as_str()]).collect();
+            let bleu4 = metrics::text::bleu::corpus_bleu(&hyps, &refs)?[3];
+            let g: Vec<ReportLabels> = rows.iter().map(|&i| gen_labels[i]).collect();
+            let r: Vec<ReportLabels> = rows.iter().map(|&i| ref_labels[i]).collect();
+            // only fails on empty or unequal inputs, which a resample never is
+            let f1 = label_f1(&g, &r).ok();
+            Ok(vec![
+                Some(mean_rouge),
+                Some(bleu4),
+                f1.as_ref().map(|f| f.macro_f1_14),
+                f1.as_ref().map(|f| f.micro_f1_14),
+            ])
+        },
+    )?)
 }
