@@ -92,6 +92,17 @@ impl std::fmt::Debug for DinoTrainer {
     }
 }
 
+/// The dtype of the student backbone's arithmetic (`train.compute_precision`).
+fn compute_dtype(cfg: &DinoV2Config) -> Result<DType> {
+    match cfg.train.compute_precision.as_str() {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        other => Err(Error::Invalid(format!(
+            "train.compute_precision `{other}` (f32 or bf16)"
+        ))),
+    }
+}
+
 fn is_head(name: &str) -> bool {
     name.starts_with("dino_head.") || name.starts_with("ibot_head.")
 }
@@ -210,12 +221,7 @@ impl DinoTrainer {
         student: Dinov2Model,
         device: &Device,
     ) -> Result<Self> {
-        if !matches!(cfg.train.compute_precision.as_str(), "f32" | "bf16") {
-            return Err(Error::Invalid(format!(
-                "train.compute_precision `{}` (f32 or bf16)",
-                cfg.train.compute_precision
-            )));
-        }
+        compute_dtype(&cfg)?;
         let vb = VarBuilder::from_varmap(&student_vm, DType::F32, device);
         let (dino_head, ibot_head) = build_heads(&cfg, model_cfg.hidden_size, &vb)?;
         load_dino_head(init, &student_vm, device)?;
@@ -314,17 +320,6 @@ impl DinoTrainer {
         Ok((model, dino, ibot))
     }
 
-    /// The dtype of the student backbone's arithmetic (`train.compute_precision`).
-    fn compute_dtype(&self) -> Result<DType> {
-        match self.cfg.train.compute_precision.as_str() {
-            "f32" => Ok(DType::F32),
-            "bf16" => Ok(DType::BF16),
-            other => Err(Error::Invalid(format!(
-                "train.compute_precision `{other}` (f32 or bf16)"
-            ))),
-        }
-    }
-
     /// A bf16 student backbone on casts of the f32 master variables, with the f32 model's
     /// stochastic-depth state.
     fn bf16_student(&self) -> Result<Dinov2Model> {
@@ -402,7 +397,7 @@ impl DinoTrainer {
         // student: masked global crops and local crops, with stochastic depth; in bf16 mixed
         // precision through a bf16 copy of the f32 master weights (the casts are
         // differentiable, so the gradients land on the f32 variables)
-        let mixed = self.compute_dtype()? == DType::BF16;
+        let mixed = compute_dtype(&self.cfg)? == DType::BF16;
         let bf16_student = if mixed {
             Some(self.bf16_student()?)
         } else {
