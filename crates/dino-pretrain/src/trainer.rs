@@ -32,6 +32,10 @@ pub struct StepOutput {
     pub schedule: ScheduleValues,
     /// Gradient norms before clipping: backbone, DINO head, iBOT head (if separate).
     pub grad_norms: Vec<(&'static str, f64)>,
+    /// Collapse diagnostics: `teacher_target_entropy`, the mean entropy of the DINO teacher
+    /// targets (ln K = uniform targets), and `teacher_logit_spread`, the mean standard deviation
+    /// across samples of the teacher's DINO logits (0 = a head that scores every image alike).
+    pub diagnostics: Vec<(&'static str, f64)>,
 }
 
 impl StepOutput {
@@ -41,6 +45,7 @@ impl StepOutput {
             .losses
             .iter()
             .chain(self.grad_norms.iter())
+            .chain(self.diagnostics.iter())
             .map(|(k, v)| ((*k).to_string(), *v))
             .collect();
         let s = &self.schedule;
@@ -80,6 +85,7 @@ pub struct DinoTrainer {
     schedules: DinoSchedules,
     opt: AdamW,
     step: u64,
+    diagnostics: Vec<(&'static str, f64)>,
 }
 
 impl std::fmt::Debug for DinoTrainer {
@@ -90,6 +96,23 @@ impl std::fmt::Debug for DinoTrainer {
             .field("step", &self.step)
             .finish()
     }
+}
+
+/// Mean over rows of the entropy `−Σ p ln p` of the distributions in `p` (`[N, K]`): ln K for
+/// uniform teacher targets, 0 for one-hot ones.
+fn mean_row_entropy(p: &Tensor) -> Result<f64> {
+    let p = p.to_dtype(DType::F32)?;
+    let plogp = (&p * p.clamp(1e-30f32, 1f32)?.log()?)?;
+    Ok(-(plogp.sum(1)?.mean_all()?.to_scalar::<f32>()? as f64))
+}
+
+/// Mean over prototypes of the standard deviation across samples of `logits` (`[N, K]`): 0 when
+/// the head gives every sample the same scores (a collapsed head), whatever the backbone does.
+fn spread_over_samples(logits: &Tensor) -> Result<f64> {
+    let l = logits.to_dtype(DType::F32)?;
+    let centred = l.broadcast_sub(&l.mean_keepdim(0)?)?;
+    let std = centred.sqr()?.mean(0)?.sqrt()?;
+    Ok(std.mean_all()?.to_scalar::<f32>()? as f64)
 }
 
 /// The dtype of the student backbone's arithmetic (`train.compute_precision`).
@@ -270,6 +293,7 @@ impl DinoTrainer {
             schedules,
             opt,
             step: 0,
+            diagnostics: Vec::new(),
         })
     }
 
@@ -378,6 +402,7 @@ impl DinoTrainer {
         let (t_model, t_dino, t_ibot) = self.teacher()?;
         let t_out = t_model.forward(&batch.global, &ForwardOptions::default())?;
         let t_cls_logits = t_dino.forward(&t_out.pooler_output)?.detach();
+        let t_cls_logits_for_log = t_cls_logits.clone();
         let t_patch_logits = if ibot_on {
             let rows = Self::masked_rows(&t_out.last_hidden_state, prefix, &idx)?;
             Some(t_ibot.as_ref().unwrap_or(&t_dino).forward(&rows)?.detach())
@@ -393,6 +418,13 @@ impl DinoTrainer {
             1,
             None,
         )?;
+        self.diagnostics = vec![
+            ("teacher_target_entropy", mean_row_entropy(&targets.cls)?),
+            (
+                "teacher_logit_spread",
+                spread_over_samples(&t_cls_logits_for_log)?,
+            ),
+        ];
 
         // student: masked global crops and local crops, with stochastic depth; in bf16 mixed
         // precision through a bf16 copy of the f32 master weights (the casts are
@@ -514,6 +546,7 @@ impl DinoTrainer {
             losses: scalars,
             schedule: s,
             grad_norms,
+            diagnostics: self.diagnostics.clone(),
         })
     }
 

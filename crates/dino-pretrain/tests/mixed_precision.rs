@@ -73,6 +73,11 @@ fn bf16_step_reaches_every_f32_variable_and_tracks_the_f32_losses() {
     // stochastic depth advanced on the f32 model too (two student forwards per step)
     let out = t16.train_step(&batch).unwrap();
     assert!(out.total().is_finite());
+    // the collapse diagnostics are logged with every step
+    let v = out.values();
+    let entropy = v["teacher_target_entropy"];
+    assert!(entropy > 0.0 && entropy <= (32f64).ln() + 1e-4, "{entropy}");
+    assert!(v["teacher_logit_spread"] > 0.0);
 }
 
 #[test]
