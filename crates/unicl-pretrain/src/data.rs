@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use cxr_data::{decode_file, DecodeOptions, ImageProcessor, Manifest, Split};
+use cxr_data::{decode_file, DecodeOptions, ImageProcessor, IndexSampler, Manifest, Split};
 use dual_encoder::{TextTokenizer, TokenBatch};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -188,6 +188,9 @@ pub struct PairSource {
     batch_size: usize,
     seed: u64,
     unique_targets: bool,
+    /// Who picks each epoch's samples (a curated subset, say); `None`: a seeded permutation
+    /// of the whole dataset.
+    index_sampler: Option<std::sync::Arc<dyn IndexSampler>>,
 }
 
 impl PairSource {
@@ -214,7 +217,16 @@ impl PairSource {
             batch_size,
             seed,
             unique_targets,
+            index_sampler: None,
         })
+    }
+
+    /// The same source with epochs drawn by `sampler` (indices into the dataset), e.g. a
+    /// curated subset from `scaling::curation`: the training loop does not know how the
+    /// samples were chosen.
+    pub fn with_sampler(mut self, sampler: std::sync::Arc<dyn IndexSampler>) -> Self {
+        self.index_sampler = Some(sampler);
+        self
     }
 
     /// The dataset.
@@ -228,6 +240,9 @@ impl PairSource {
     }
 
     fn order(&self, epoch: u64) -> Vec<usize> {
+        if let Some(sampler) = &self.index_sampler {
+            return sampler.indices(epoch, self.data.len());
+        }
         let mut order: Vec<usize> = (0..self.data.len()).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(epoch);
@@ -235,9 +250,18 @@ impl PairSource {
         order
     }
 
-    /// Dataset indices of the samples of `step` (epochs of a seeded permutation).
+    /// Samples per epoch: the dataset, or what the sampler draws from it.
+    fn epoch_len(&self) -> usize {
+        match &self.index_sampler {
+            Some(s) => s.epoch_len(self.data.len()).max(1),
+            None => self.data.len(),
+        }
+    }
+
+    /// Dataset indices of the samples of `step` (epochs of a seeded permutation, or of the
+    /// sampler's draws).
     pub fn indices(&self, step: u64) -> Vec<usize> {
-        let n = self.data.len() as u64;
+        let n = self.epoch_len() as u64;
         let b = self.batch_size as u64;
         let mut cached: Option<(u64, Vec<usize>)> = None;
         (step * b..(step + 1) * b)
@@ -247,7 +271,9 @@ impl PairSource {
                     Some((e, o)) if *e == epoch => o,
                     _ => &cached.insert((epoch, self.order(epoch))).1,
                 };
-                order[(pos % n) as usize]
+                // a sampler that draws fewer than `epoch_len` indices shows up as an
+                // out-of-range index, which `batch` reports
+                order.get((pos % n) as usize).copied().unwrap_or(usize::MAX)
             })
             .collect()
     }
@@ -255,6 +281,18 @@ impl PairSource {
     /// The batch of `step`.
     pub fn batch(&self, step: u64, device: &Device) -> Result<PairBatch> {
         let indices = self.indices(step);
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.data.len()) {
+            return Err(Error::Invalid(format!(
+                "step {step}: the sampler gave index {} for {} samples (or fewer indices than \
+                 its epoch length)",
+                if bad == usize::MAX {
+                    "none".to_string()
+                } else {
+                    bad.to_string()
+                },
+                self.data.len()
+            )));
+        }
         let items: Vec<BatchItem<'_>> = indices
             .iter()
             .map(|&i| {
