@@ -402,7 +402,7 @@ impl DinoTrainer {
         let (t_model, t_dino, t_ibot) = self.teacher()?;
         let t_out = t_model.forward(&batch.global, &ForwardOptions::default())?;
         let t_cls_logits = t_dino.forward(&t_out.pooler_output)?.detach();
-        let t_cls_logits_for_log = t_cls_logits.clone();
+        let logit_spread = spread_over_samples(&t_cls_logits)?;
         let t_patch_logits = if ibot_on {
             let rows = Self::masked_rows(&t_out.last_hidden_state, prefix, &idx)?;
             Some(t_ibot.as_ref().unwrap_or(&t_dino).forward(&rows)?.detach())
@@ -420,10 +420,7 @@ impl DinoTrainer {
         )?;
         self.diagnostics = vec![
             ("teacher_target_entropy", mean_row_entropy(&targets.cls)?),
-            (
-                "teacher_logit_spread",
-                spread_over_samples(&t_cls_logits_for_log)?,
-            ),
+            ("teacher_logit_spread", logit_spread),
         ];
 
         // student: masked global crops and local crops, with stochastic depth; in bf16 mixed

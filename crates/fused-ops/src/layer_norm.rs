@@ -136,14 +136,28 @@ fn backward_rows<T: Element>(x: &[T], w: &[T], dy: &[T], eps: f32) -> Vec<T> {
 }
 
 /// Checks shapes (`a` is `[.., D]`, `w` is `[D]`, `c` like `a`) and returns `D`.
-fn check(op: &str, la: &Layout, lw: &Layout, lc: &Layout, c_name: &str) -> Result<usize> {
-    let d = match la.dims().last() {
-        Some(&d) if d > 0 => d,
+/// The (non-zero) last dimension of `la`.
+fn feature_dim(op: &str, la: &Layout) -> Result<usize> {
+    match la.dims().last() {
+        Some(&d) if d > 0 => Ok(d),
         _ => bail!(
             "{op}: input of shape {:?} has no feature dimension",
             la.dims()
         ),
-    };
+    }
+}
+
+/// Checks that `x` (`lx`) and `dy` (`ldy`) have one shape with a feature dimension; returns it.
+fn check_pair(op: &str, lx: &Layout, ldy: &Layout) -> Result<usize> {
+    let d = feature_dim(op, lx)?;
+    if lx.dims() != ldy.dims() {
+        bail!("{op}: x {:?} and dy {:?} differ", lx.dims(), ldy.dims());
+    }
+    Ok(d)
+}
+
+fn check(op: &str, la: &Layout, lw: &Layout, lc: &Layout, c_name: &str) -> Result<usize> {
+    let d = feature_dim(op, la)?;
     if lw.dims() != [d] {
         bail!(
             "{op}: weight {:?} does not match input {:?}",
@@ -340,22 +354,7 @@ impl CustomOp2 for LayerNormParamGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = match l1.dims().last() {
-            Some(&d) if d > 0 => d,
-            _ => bail!(
-                "{}: input {:?} has no feature dimension",
-                self.name(),
-                l1.dims()
-            ),
-        };
-        if l1.dims() != l2.dims() {
-            bail!(
-                "{}: x {:?} and dy {:?} differ",
-                self.name(),
-                l1.dims(),
-                l2.dims()
-            );
-        }
+        let d = check_pair(self.name(), l1, l2)?;
         let (a, b) = contiguous(l1, "x", self.name())?;
         let (c, e) = contiguous(l2, "dy", self.name())?;
         let eps = self.eps;
@@ -387,22 +386,7 @@ impl CustomOp2 for LayerNormParamGrad {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let d = match l1.dims().last() {
-            Some(&d) if d > 0 => d,
-            _ => bail!(
-                "{}: input {:?} has no feature dimension",
-                self.name(),
-                l1.dims()
-            ),
-        };
-        if l1.dims() != l2.dims() {
-            bail!(
-                "{}: x {:?} and dy {:?} differ",
-                self.name(),
-                l1.dims(),
-                l2.dims()
-            );
-        }
+        let d = check_pair(self.name(), l1, l2)?;
         let (out, chunks) = crate::cuda::layer_norm_param_partials(s1, l1, s2, l2, d, self.eps)?;
         Ok((out, Shape::from((2, chunks, d))))
     }

@@ -35,6 +35,13 @@ fn nk(layout: &Layout, op: &str) -> Result<(usize, usize)> {
     }
 }
 
+fn check_center(op: &str, center_len: usize, k: usize) -> Result<()> {
+    if center_len != k {
+        bail!("{op}: center has {center_len} elements, logits have K = {k}");
+    }
+    Ok(())
+}
+
 fn check_temp(temp: f64, op: &str) -> Result<()> {
     if !(temp.is_finite() && temp > 0.0) {
         bail!("{op}: temperature must be positive and finite, got {temp}");
@@ -89,13 +96,7 @@ impl CustomOp2 for CenterSoftmax {
         let (_, k) = nk(l1, self.name())?;
         let t = f32_slice(s1, l1, "logits", self.name())?;
         let c = f32_slice(s2, l2, "center", self.name())?;
-        if c.len() != k {
-            bail!(
-                "{}: center has {} elements, logits have K = {k}",
-                self.name(),
-                c.len()
-            );
-        }
+        check_center(self.name(), c.len(), k)?;
         let it = self.inv_temp;
         let mut y = vec![0f32; t.len()];
         y.par_chunks_mut(k)
@@ -127,13 +128,7 @@ impl CustomOp2 for CenterSoftmax {
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (n, k) = nk(l1, self.name())?;
-        if l2.shape().elem_count() != k {
-            bail!(
-                "{}: center has {} elements, logits have K = {k}",
-                self.name(),
-                l2.shape().elem_count()
-            );
-        }
+        check_center(self.name(), l2.shape().elem_count(), k)?;
         let out = crate::cuda::center_softmax(s1, l1, s2, l2, n, k, self.inv_temp)?;
         Ok((out, l1.shape().clone()))
     }
