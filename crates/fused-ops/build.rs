@@ -9,6 +9,7 @@ use std::process::Command;
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=src/kernels.cu");
+    println!("cargo::rerun-if-changed=src/attention.cu");
     println!("cargo::rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo::rerun-if-env-changed=CUDA_ROOT");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
@@ -21,19 +22,24 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("nvcc"));
     let cap = env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
     let cap = cap.trim().trim_start_matches("sm_").to_string();
-    let status = Command::new(&nvcc)
-        .args(["-ptx", "-O3", "-std=c++17"])
-        .arg(format!("-arch=sm_{cap}"))
-        .arg("src/kernels.cu")
-        .arg("-o")
-        .arg(out.join("fused_ops.ptx"))
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "the cuda feature needs nvcc ({}): {e}; run scripts/cuda-toolchain.sh and \
-                 source .cuda/env.sh",
-                nvcc.display()
-            )
-        });
-    assert!(status.success(), "nvcc failed on src/kernels.cu");
+    for (source, ptx) in [
+        ("src/kernels.cu", "fused_ops.ptx"),
+        ("src/attention.cu", "fused_attention.ptx"),
+    ] {
+        let status = Command::new(&nvcc)
+            .args(["-ptx", "-O3", "-std=c++17"])
+            .arg(format!("-arch=sm_{cap}"))
+            .arg(source)
+            .arg("-o")
+            .arg(out.join(ptx))
+            .status()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the cuda feature needs nvcc ({}): {e}; run scripts/cuda-toolchain.sh and \
+                     source .cuda/env.sh",
+                    nvcc.display()
+                )
+            });
+        assert!(status.success(), "nvcc failed on {source}");
+    }
 }

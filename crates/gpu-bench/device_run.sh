@@ -3,10 +3,13 @@
 # there): the gpu_suite binary built here with `--features cuda` travels xz-compressed in
 # .gpu/ (git-ignored), PyTorch is the machine's own. Results land in $OUT (default out/gpu).
 #
-#   bash crates/gpu-bench/device_run.sh [parity|ops|forward|step|bench|pretrain|unicl|train|all]
-#   (bench = parity ops forward step; train = parity ops pretrain unicl step)
+#   bash crates/gpu-bench/device_run.sh [parity|ops|profile|forward|step|bench|pretrain|unicl|train|all]
+#   (bench = parity ops profile forward step; train = parity ops pretrain unicl step;
+#    attention = parity profile forward step pretrain; final = pool profile forward step, where
+#    `pool` times our forward with CUDA's default memory-pool release threshold for comparison)
 #
-# `pretrain` runs a DINOv2 ViT-Tiny pretraining on .gpu/findings-160 (the cxr-findings train
+# `pretrain` runs a DINOv2 ViT-Tiny pretraining (one run per teacher centering in
+# $PRETRAIN_CENTERINGS, student layer-scale init $PRETRAIN_LAYERSCALE) on .gpu/findings-160 (the cxr-findings train
 # split at 160 px) for about $PRETRAIN_SECONDS (default 180) and packs the exported teacher
 # backbone, steps.csv and the loss curve into $OUT/pretrain.tar. At the end every JSON result
 # is merged into $OUT/results.json (the tool returns at most 8 files).
@@ -49,23 +52,30 @@ fi
 run() { echo "== $*"; local t0=$(date +%s); "$@"; echo "   (exit $?, $(( $(date +%s) - t0 )) s)"; }
 S="--arch vit_base --batch 32 --n-local 8 --prototypes 65536 --global-size 224 --local-size 98 --warmup 3 --steps 10"
 
-case $what in parity|bench|all|train) run timeout 90 "$BIN" parity --json "$OUT/parity.json" ;; esac
+case $what in parity|bench|all|train|attention) run timeout 90 "$BIN" parity --json "$OUT/parity.json" ;; esac
 case $what in ops|bench|all|train)
   run timeout 120 "$BIN" ops --json "$OUT/ops.json"
   run timeout 120 python3 crates/gpu-bench/torch_suite.py ops --json "$OUT/torch_ops.json" ;;
 esac
-case $what in forward|bench|all)
+case $what in pool|final)
+  run timeout 90 "$BIN" forward --batch 32 --cuda-default-pool --json "$OUT/forward_default_pool.json" ;;
+esac
+case $what in profile|bench|all|attention|final)
+  run timeout 90 "$BIN" profile --batch 32 --json "$OUT/profile.json" ;;
+esac
+case $what in forward|bench|all|attention|final)
   run timeout 120 "$BIN" forward --batch 32 --json "$OUT/forward.json"
   run timeout 150 python3 crates/gpu-bench/torch_suite.py forward --batch 32 --json "$OUT/torch_forward.json" ;;
 esac
-case $what in step|bench|all|train)
+case $what in step|bench|all|train|attention|final)
   run timeout 180 "$BIN" step $S --save-masks "$OUT/masks.safetensors" --json "$OUT/step.json"
+  run timeout 120 "$BIN" step $S --precision bf16 --json "$OUT/step_bf16.json"
   run timeout 120 python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype f32 --attn sdpa $S \
       --masks "$OUT/masks.safetensors" --json "$OUT/torch_step_f32.json"
   run timeout 120 python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype bf16 --attn sdpa $S \
       --masks "$OUT/masks.safetensors" --json "$OUT/torch_step_bf16.json" ;;
 esac
-case $what in pretrain|all|train|runs)
+case $what in pretrain|all|train|runs|attention)
   P=/tmp/pretrain_dino
   [ -x $P ] || { python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/pretrain_dino.xz'), open('$P','wb'))" && chmod +x $P; }
   cfg=crates/dino-pretrain/configs/vit_tiny_cxr_gpu.toml
@@ -74,11 +84,18 @@ case $what in pretrain|all|train|runs)
   st=$(grep "^step 5:" /tmp/measure.txt | sed 's/.*total \([0-9.]*\) s.*/\1/')
   epochs=$(python3 -c "print(max(5, min(100, int($secs / (float('${st:-1}') * 10)))))")
   echo "step time ${st}s -> $epochs epochs of 10 steps"
-  sed "s/^epochs = 100/epochs = $epochs/" $cfg > /tmp/cfg.toml
-  run timeout $((secs + 90)) $P --device cuda --data "$PWD/.gpu/findings-160" --config /tmp/cfg.toml \
-      --out /tmp/run --checkpoint-every 100000 --export /tmp/run/export
-  tail -3 /tmp/run/steps.csv
-  tar -C /tmp/run -cf "$OUT/pretrain.tar" export steps.csv loss_curve.png config.resolved.toml ;;
+  # one run per teacher centering in $PRETRAIN_CENTERINGS (dinov2's names); the first one's
+  # export initialises the UniCL stage
+  first=""
+  for c in ${PRETRAIN_CENTERINGS:-sinkhorn_knopp}; do
+    sed -e "s/^epochs = 100/epochs = $epochs/" -e "s/^centering = .*/centering = \"$c\"/" \
+        -e "s/^layerscale = .*/layerscale = ${PRETRAIN_LAYERSCALE:-1.0e-5}/" $cfg > /tmp/cfg-$c.toml
+    run timeout $((secs + 90)) $P --device cuda --data "$PWD/.gpu/findings-160" --config /tmp/cfg-$c.toml \
+        --out /tmp/run-$c --checkpoint-every 100000 --export /tmp/run-$c/export
+    tail -3 /tmp/run-$c/steps.csv
+    tar -C /tmp/run-$c -cf "$OUT/pretrain-$c.tar" export steps.csv loss_curve.png config.resolved.toml
+    [ -n "$first" ] || { first=$c; ln -sfn /tmp/run-$c /tmp/run; }
+  done ;;
 esac
 case $what in unicl|train|all|runs)
   U=/tmp/pretrain_unicl

@@ -79,6 +79,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cuda" => Device::new_cuda(0)?,
         other => return Err(format!("--device {other} (cpu or cuda)").into()),
     };
+    // keep freed GPU memory pooled across synchronised steps, as PyTorch's allocator does
+    if let Err(e) = fused_ops::retain_freed_gpu_memory(&device) {
+        eprintln!("warning: freed GPU memory goes back to the driver at each sync: {e}");
+    }
     let mut files = Vec::new();
     for d in &args.data {
         let f = packs::split_files(d, Split::Train)?;

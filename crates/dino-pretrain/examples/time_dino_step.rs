@@ -83,6 +83,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cuda" => Device::new_cuda(0)?,
         other => return Err(format!("--device {other} (cpu or cuda)").into()),
     };
+    if let Err(e) = fused_ops::retain_freed_gpu_memory(&device) {
+        eprintln!("warning: freed GPU memory goes back to the driver at each sync: {e}");
+    }
     let opts = StepBenchOptions {
         arch: args.arch.clone(),
         global_size: args.global_size,

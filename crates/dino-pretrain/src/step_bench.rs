@@ -56,6 +56,8 @@ pub struct StepBenchOptions {
     /// Seed of the pixels, masks and stochastic depth (the weights come from candle's own
     /// random initialisers).
     pub seed: u64,
+    /// `train.compute_precision` of the student: `f32` or `bf16` (mixed precision).
+    pub compute_precision: String,
 }
 
 impl Default for StepBenchOptions {
@@ -74,6 +76,7 @@ impl Default for StepBenchOptions {
             warmup: 3,
             steps: 10,
             seed: 0,
+            compute_precision: "f32".into(),
         }
     }
 }
@@ -106,6 +109,7 @@ impl StepBenchOptions {
         cfg.train.centering = self.centering.clone();
         cfg.train.batch_size_per_gpu = self.batch_size;
         cfg.train.seed = self.seed;
+        cfg.train.compute_precision = self.compute_precision.clone();
         // a step past the warm-up: full lr, the prototypes train
         cfg.optim.warmup_epochs = 0;
         cfg.optim.freeze_last_layer_epochs = 0;

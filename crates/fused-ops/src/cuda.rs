@@ -301,3 +301,137 @@ pub(crate) fn sinkhorn(
     }
     Ok(storage)
 }
+
+/// An epilogue kernel (`bias_gelu`, `bias_scale_residual`): a block per row of `d` elements
+/// (grid-stride over the rows), four elements per load where widths and offsets allow.
+pub(crate) fn epilogue(
+    kernel: &str,
+    s: [(&CudaStorage, &Layout); 3],
+    d: usize,
+) -> Result<CudaStorage> {
+    let dev = s[0].0.device();
+    let n = s[0].1.shape().elem_count();
+    let rows = n / d.max(1);
+    let aligned = s.iter().all(|(_, l)| l.start_offset() % 4 == 0);
+    let vec4 = i32::from(d % 4 == 0 && aligned);
+    let cfg = LaunchConfig {
+        grid_dim: (rows.clamp(1, 132 * 16) as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    macro_rules! launch {
+        ($t:ty, $suffix:literal) => {{
+            let a = view::<$t>(s[0].0, s[0].1, "branch")?;
+            let p = view::<$t>(s[1].0, s[1].1, "per-channel operand")?;
+            let r = view::<$t>(s[2].0, s[2].1, "residual")?;
+            let out = unsafe { dev.alloc::<$t>(n)? };
+            let f = dev.get_or_load_custom_func(&format!("{kernel}_{}", $suffix), MODULE, PTX)?;
+            let (rows, d) = (rows as u64, d as i32);
+            let mut b = f.builder();
+            b.arg(&a)
+                .arg(&p)
+                .arg(&r)
+                .arg(&out)
+                .arg(&rows)
+                .arg(&d)
+                .arg(&vec4);
+            // SAFETY: grid-stride over the rows of a/r/out; p is read at columns < 2d; the
+            // vectorised path runs only on 4-aligned offsets and widths.
+            unsafe { b.launch(cfg) }.w()?;
+            Ok(wrap(out, dev))
+        }};
+    }
+    match s[0].0.dtype() {
+        DType::F32 => launch!(f32, "f32"),
+        DType::BF16 => launch!(bf16, "bf16"),
+        other => bail!("fused epilogue on CUDA supports f32 and bf16, got {other:?}"),
+    }
+}
+
+const ATTENTION_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused_attention.ptx"));
+const ATTENTION_MODULE: &str = "cxr_fused_attention";
+/// Dynamic shared memory of the two attention kernels (see the end of attention.cu).
+const ATTENTION_SMEM_F32: u32 = 4 * 64 * 68 * 4;
+const ATTENTION_SMEM_BF16: u32 = 4 * 64 * 72 * 2 + 2 * 4 * 16 * 68 * 4;
+
+/// Flash-style attention over `qkv` `[B, N, 3, H, 64]` with bias `[3, H, 64]`: one block per
+/// (64-query tile, head, sample), output `[B, N, H, 64]`.
+pub(crate) fn attention(
+    (sq, lq): (&CudaStorage, &Layout),
+    (sb, lb): (&CudaStorage, &Layout),
+    b: usize,
+    n: usize,
+    heads: usize,
+    scale: f32,
+) -> Result<CudaStorage> {
+    use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
+    let dev = sq.device();
+    let len = b * n * heads * 64;
+    let (kernel, threads, smem) = match sq.dtype() {
+        DType::F32 => ("attn_fwd_f32", 256, ATTENTION_SMEM_F32),
+        DType::BF16 => ("attn_fwd_bf16", 128, ATTENTION_SMEM_BF16),
+        other => bail!("fused attention on CUDA supports f32 and bf16, got {other:?}"),
+    };
+    let f = dev.get_or_load_custom_func(kernel, ATTENTION_MODULE, ATTENTION_PTX)?;
+    // more than the 48 KiB a kernel gets without asking
+    f.set_attribute(
+        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        smem as i32,
+    )
+    .w()?;
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(64) as u32, heads as u32, b as u32),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: smem,
+    };
+    let (n, h) = (n as i32, heads as i32);
+    macro_rules! launch {
+        ($t:ty) => {{
+            let qkv = view::<$t>(sq, lq, "qkv")?;
+            let bias = view::<$t>(sb, lb, "qkv bias")?;
+            let out = unsafe { dev.alloc::<$t>(len)? };
+            let mut bl = f.builder();
+            bl.arg(&qkv)
+                .arg(&bias)
+                .arg(&out)
+                .arg(&n)
+                .arg(&h)
+                .arg(&scale);
+            // SAFETY: each block reads its sample's qkv rows (bounded by n) and writes its own
+            // 64 query rows of one head.
+            unsafe { bl.launch(cfg) }.w()?;
+            Ok(wrap(out, dev))
+        }};
+    }
+    match sq.dtype() {
+        DType::F32 => launch!(f32),
+        _ => launch!(bf16),
+    }
+}
+
+/// Sets the release threshold of GPU `ordinal`'s default memory pool to "never": memory
+/// freed by candle's stream-ordered allocations stays in the pool for the next allocation
+/// instead of going back to the driver at every synchronisation (CUDA's default threshold is
+/// 0), as PyTorch's caching allocator keeps its blocks.
+pub(crate) fn retain_pool_memory(ordinal: usize) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let mut dev: sys::CUdevice = 0;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = u64::MAX;
+    // SAFETY: plain driver queries/attribute writes with valid out-pointers; candle has
+    // initialised the driver when a CUDA device exists.
+    unsafe {
+        sys::cuDeviceGet(&mut dev, ordinal as i32).result().w()?;
+        sys::cuDeviceGetDefaultMemPool(&mut pool, dev)
+            .result()
+            .w()?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()
+        .w()?;
+    }
+    Ok(())
+}

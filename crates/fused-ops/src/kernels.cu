@@ -69,6 +69,11 @@ __device__ __forceinline__ void ln_row_stats(const T* x, int d, float eps, int l
   *rstd = rsqrtf(warp_sum(v) / d + eps);
 }
 
+// Rows up to 32 · LN_CACHE elements stay in registers between the three steps (one read of x
+// from memory instead of three); longer rows take the looping form. Same summation order in
+// both, so the results are identical.
+#define LN_CACHE 32
+
 template <typename T>
 __device__ void ln_fwd(const T* x, const T* w, const T* b, T* y, int rows, int d, float eps) {
   const size_t row = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -76,6 +81,30 @@ __device__ void ln_fwd(const T* x, const T* w, const T* b, T* y, int rows, int d
   const int lane = threadIdx.x & 31;
   x += row * d;
   y += row * d;
+  if (d <= 32 * LN_CACHE) {
+    float v[LN_CACHE];
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < LN_CACHE; ++k) {
+      const int i = lane + 32 * k;
+      v[k] = i < d ? to_f32(x[i]) : 0.f;
+      s += v[k];
+    }
+    const float mean = warp_sum(s) / d;
+    float var = 0.f;
+#pragma unroll
+    for (int k = 0; k < LN_CACHE; ++k) {
+      const float c = v[k] - mean;
+      if (lane + 32 * k < d) var += c * c;
+    }
+    const float rstd = rsqrtf(warp_sum(var) / d + eps);
+#pragma unroll
+    for (int k = 0; k < LN_CACHE; ++k) {
+      const int i = lane + 32 * k;
+      if (i < d) y[i] = from_f32<T>((v[k] - mean) * rstd * to_f32(w[i]) + to_f32(b[i]));
+    }
+    return;
+  }
   float mean, rstd;
   ln_row_stats(x, d, eps, lane, &mean, &rstd);
   for (int i = lane; i < d; i += 32) {
@@ -321,3 +350,94 @@ extern "C" __global__ void sk_row_norm(float* q, int k, const float* col, float 
   const float scale = out_scale / (block_sum(s, shared) * n_samples);
   for (int i = threadIdx.x; i < k; i += blockDim.x) row[i] *= scale;
 }
+
+// ---------------------------------------------------------------------------------------------
+// GEMM epilogues of the ViT block (inference): one pass instead of bias add + GELU, or bias add +
+// layer scale + residual add. Operands (a, p, r): `p` holds the per-channel rows of width d.
+// CPU twin: epilogue.rs.
+
+__device__ __forceinline__ void load4(const float* p, float v[4]) {
+  const float4 t = *reinterpret_cast<const float4*>(p);
+  v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w;
+}
+__device__ __forceinline__ void load4(const __nv_bfloat16* p, float v[4]) {
+  const uint2 t = *reinterpret_cast<const uint2*>(p);
+  const __nv_bfloat16* e = reinterpret_cast<const __nv_bfloat16*>(&t);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) v[k] = __bfloat162float(e[k]);
+}
+__device__ __forceinline__ void store4(float* p, const float v[4]) {
+  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ void store4(__nv_bfloat16* p, const float v[4]) {
+  uint2 t;
+  __nv_bfloat16* e = reinterpret_cast<__nv_bfloat16*>(&t);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) e[k] = __float2bfloat16(v[k]);
+  *reinterpret_cast<uint2*>(p) = t;
+}
+
+__device__ __forceinline__ float gelu_erf(float v) {
+  return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+}
+
+// A block per row (grid-stride over rows), threads along the row: the per-channel operands are
+// indexed by the column directly, no division. `vec4`: d % 4 == 0 and every operand 4-element
+// aligned, so four elements move per load.
+template <typename T>
+__device__ void bias_gelu(const T* x, const T* b, const T* /*unused*/, T* y, size_t rows, int d,
+                          int vec4) {
+  for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * d;
+    T* yr = y + r * d;
+    if (vec4) {
+      for (int c = 4 * threadIdx.x; c < d; c += 4 * blockDim.x) {
+        float v[4], bb[4];
+        load4(xr + c, v);
+        load4(b + c, bb);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) v[k] = gelu_erf(v[k] + bb[k]);
+        store4(yr + c, v);
+      }
+    } else {
+      for (int c = threadIdx.x; c < d; c += blockDim.x)
+        yr[c] = from_f32<T>(gelu_erf(to_f32(xr[c]) + to_f32(b[c])));
+    }
+  }
+}
+
+// y = r + λ ⊙ (a + b), p = [b; λ]
+template <typename T>
+__device__ void bias_scale_residual(const T* a, const T* p, const T* res, T* y, size_t rows,
+                                    int d, int vec4) {
+  for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* ar = a + r * d;
+    const T* rr = res + r * d;
+    T* yr = y + r * d;
+    if (vec4) {
+      for (int c = 4 * threadIdx.x; c < d; c += 4 * blockDim.x) {
+        float av[4], bv[4], lv[4], rv[4];
+        load4(ar + c, av);
+        load4(p + c, bv);
+        load4(p + d + c, lv);
+        load4(rr + c, rv);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) av[k] = rv[k] + lv[k] * (av[k] + bv[k]);
+        store4(yr + c, av);
+      }
+    } else {
+      for (int c = threadIdx.x; c < d; c += blockDim.x)
+        yr[c] = from_f32<T>(to_f32(rr[c]) + to_f32(p[d + c]) * (to_f32(ar[c]) + to_f32(p[c])));
+    }
+  }
+}
+
+#define EPILOGUE(name, T, suffix)                                                              \
+  extern "C" __global__ void name##_##suffix(const T* a, const T* p, const T* r, T* y,       \
+                                             size_t rows, int d, int vec4) {                 \
+    name<T>(a, p, r, y, rows, d, vec4);                                                        \
+  }
+EPILOGUE(bias_gelu, float, f32)
+EPILOGUE(bias_gelu, __nv_bfloat16, bf16)
+EPILOGUE(bias_scale_residual, float, f32)
+EPILOGUE(bias_scale_residual, __nv_bfloat16, bf16)

@@ -14,6 +14,8 @@
 //! | [`resize_bilinear`] | PyTorch `F.interpolate(mode="bilinear")` source taps | scatter-add of the four taps |
 //! | [`center_softmax`] | `softmax((t − c) / τ)` per row | none (teacher targets are constants) |
 //! | [`sinkhorn_knopp`] | dinov2's `sinkhorn_knopp_teacher` | none |
+//! | [`attention()`] | flash-style multi-head attention from the fused qkv projection | none (inference) |
+//! | [`bias_gelu`], [`bias_scale_residual`] | the ViT block's GEMM epilogues in one pass | none (inference) |
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -25,14 +27,18 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod attention;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod epilogue;
 mod layer_norm;
 pub mod parity;
 mod resize;
 mod storage;
 mod teacher;
 
+pub use attention::{attention, FusedAttention};
+pub use epilogue::{bias_gelu, bias_scale_residual, BiasGelu, BiasScaleResidual};
 pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward, LayerNormParamGrad};
 pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};
 pub use teacher::{center_softmax, sinkhorn_knopp, CenterSoftmax, SinkhornKnopp};
@@ -44,4 +50,16 @@ pub fn cuda_device() -> std::result::Result<candle_core::Device, String> {
         return Err("built without the `cuda` feature".into());
     }
     candle_core::Device::new_cuda(0).map_err(|e| format!("no usable CUDA device: {e}"))
+}
+
+/// Keeps the memory candle frees on a CUDA `device` in the driver's pool for reuse instead of
+/// returning it at every synchronisation (CUDA's default), the way PyTorch's caching allocator
+/// behaves. Long GPU jobs (benchmarks, training loops) call this once at start; without it,
+/// every synchronised step maps its activations afresh. A no-op for the CPU.
+pub fn retain_freed_gpu_memory(device: &candle_core::Device) -> candle_core::Result<()> {
+    match device.location() {
+        #[cfg(feature = "cuda")]
+        candle_core::DeviceLocation::Cuda { gpu_id } => cuda::retain_pool_memory(gpu_id),
+        _ => Ok(()),
+    }
 }

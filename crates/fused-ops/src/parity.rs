@@ -156,5 +156,79 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
             1e-4,
         )?;
     }
+
+    // fused attention (head dim 64; sequences with a partial last tile and a single tile) and
+    // the block epilogues, f32 and bf16, against the CPU reference in f64
+    for (b, n, heads) in [(2, 257, 3), (1, 37, 2)] {
+        let qkv = random(&mut rng, (b, n, 3 * heads * 64), 2.0, 0.0)?;
+        let bias = random(&mut rng, 3 * heads * 64, 0.5, 0.0)?;
+        for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 3e-2)] {
+            let (q, bi) = (qkv.to_dtype(dtype)?, bias.to_dtype(dtype)?);
+            let c = crate::attention(&q, Some(&bi), heads, 0.125)?;
+            let d = crate::attention(
+                &q.to_device(device)?,
+                Some(&bi.to_device(device)?),
+                heads,
+                0.125,
+            )?;
+            push(
+                &mut out,
+                format!("attention {dtype:?} n={n} heads={heads}"),
+                &d,
+                &c,
+                tol,
+            )?;
+        }
+    }
+    // rows longer than the register-cached layer norm holds (the looping form)
+    let x = random(&mut rng, (2, 9, 1500), 3.0, 0.7)?;
+    let (w, b) = (
+        random(&mut rng, 1500, 0.5, 1.0)?,
+        random(&mut rng, 1500, 0.5, 0.0)?,
+    );
+    let c = crate::layer_norm(&x, &w, &b, 1e-6)?;
+    let on = |t: &Tensor| t.to_device(device);
+    let d = crate::layer_norm(&on(&x)?, &on(&w)?, &on(&b)?, 1e-6)?;
+    push(&mut out, "layer_norm F32 y (d = 1500)".into(), &d, &c, 1e-5)?;
+    // epilogues at a width that is not a multiple of 4 (the scalar form)
+    let a = random(&mut rng, (5, 33, 30), 3.0, 0.0)?;
+    let (b, lambda) = (
+        random(&mut rng, 30, 1.0, 0.0)?,
+        random(&mut rng, 30, 0.2, 0.0)?,
+    );
+    let c = crate::bias_scale_residual(&a, &b, &lambda, &a)?;
+    let d = crate::bias_scale_residual(&on(&a)?, &on(&b)?, &on(&lambda)?, &on(&a)?)?;
+    push(
+        &mut out,
+        "bias_scale_residual F32 (d = 30)".into(),
+        &d,
+        &c,
+        1e-5,
+    )?;
+    let c = crate::bias_gelu(&a, &b)?;
+    let d = crate::bias_gelu(&on(&a)?, &on(&b)?)?;
+    push(&mut out, "bias_gelu F32 (d = 30)".into(), &d, &c, 1e-5)?;
+
+    let a = random(&mut rng, (3, 77, 768), 3.0, 0.0)?;
+    let r = random(&mut rng, (3, 77, 768), 1.0, 0.0)?;
+    let b = random(&mut rng, 768, 1.0, 0.0)?;
+    let lambda = random(&mut rng, 768, 0.2, 0.0)?;
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+        let [a, r, b, lambda] = [&a, &r, &b, &lambda].map(|t| t.to_dtype(dtype));
+        let (a, r, b, lambda) = (a?, r?, b?, lambda?);
+        let on = |t: &Tensor| t.to_device(device);
+        let c = crate::bias_gelu(&a, &b)?;
+        let d = crate::bias_gelu(&on(&a)?, &on(&b)?)?;
+        push(&mut out, format!("bias_gelu {dtype:?}"), &d, &c, tol)?;
+        let c = crate::bias_scale_residual(&a, &b, &lambda, &r)?;
+        let d = crate::bias_scale_residual(&on(&a)?, &on(&b)?, &on(&lambda)?, &on(&r)?)?;
+        push(
+            &mut out,
+            format!("bias_scale_residual {dtype:?}"),
+            &d,
+            &c,
+            tol,
+        )?;
+    }
     Ok(out)
 }

@@ -27,3 +27,23 @@ pub(crate) fn f32_slice<'a>(
         other => bail!("{op}: {what} must be f32, got {:?}", other.dtype()),
     }
 }
+
+/// The elements of a contiguous f32 or bf16 storage, widened to f32.
+pub(crate) fn widened(s: &CpuStorage, layout: &Layout, what: &str, op: &str) -> Result<Vec<f32>> {
+    let (a, b) = contiguous(layout, what, op)?;
+    match s {
+        CpuStorage::F32(v) => Ok(v[a..b].to_vec()),
+        CpuStorage::BF16(v) => Ok(v[a..b].iter().map(|x| x.to_f32()).collect()),
+        other => bail!("{op}: {what} must be f32 or bf16, got {:?}", other.dtype()),
+    }
+}
+
+/// f32 values stored back in `dtype` (f32 or bf16, as [`widened`] accepts).
+pub(crate) fn narrowed(v: Vec<f32>, dtype: candle_core::DType) -> CpuStorage {
+    match dtype {
+        candle_core::DType::BF16 => {
+            CpuStorage::BF16(v.into_iter().map(half::bf16::from_f32).collect())
+        }
+        _ => CpuStorage::F32(v),
+    }
+}

@@ -126,3 +126,71 @@ fn device_checks_pass_on_cpu_against_itself() {
         assert_eq!(c.rel_err, 0.0, "{}", c.name);
     }
 }
+
+/// The composed attention the ViT ran before: permute q/k/v out of the projection, scores,
+/// softmax, weighted sum, heads back together.
+fn composed_attention(qkv: &Tensor, bias: &Tensor, heads: usize) -> Tensor {
+    let (b, n, w) = qkv.dims3().unwrap();
+    let d = w / (3 * heads);
+    let x = qkv
+        .broadcast_add(bias)
+        .unwrap()
+        .reshape((b, n, 3, heads, d))
+        .unwrap()
+        .permute((2, 0, 3, 1, 4))
+        .unwrap();
+    let q = (x.get(0).unwrap() * (d as f64).powf(-0.5)).unwrap();
+    let (k, v) = (x.get(1).unwrap(), x.get(2).unwrap());
+    let s = q
+        .contiguous()
+        .unwrap()
+        .matmul(&k.t().unwrap().contiguous().unwrap())
+        .unwrap();
+    let p = cxr_core::ops::softmax_last_dim(&s).unwrap();
+    p.matmul(&v.contiguous().unwrap())
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .reshape((b, n, heads * d))
+        .unwrap()
+}
+
+#[test]
+fn attention_equals_composed_form() {
+    let cpu = Device::Cpu;
+    // head dim 64 and a sequence that is not a multiple of the kernels' 64-row tiles
+    let (heads, d) = (3, 64);
+    let qkv = Tensor::randn(0f32, 1., (2, 70, 3 * heads * d), &cpu).unwrap();
+    let bias = Tensor::randn(0f32, 0.3, 3 * heads * d, &cpu).unwrap();
+    let want = composed_attention(&qkv, &bias, heads);
+    let got = fused_ops::attention(&qkv, Some(&bias), heads, (d as f64).powf(-0.5)).unwrap();
+    assert_eq!(got.dims(), &[2, 70, heads * d]);
+    let err = max_abs_diff(&got, &want).unwrap();
+    assert!(err < 1e-5, "f32: {err}");
+    // bf16 in and out, f32 inside: within bf16 rounding of the f32 result
+    let got = fused_ops::attention(
+        &qkv.to_dtype(DType::BF16).unwrap(),
+        Some(&bias.to_dtype(DType::BF16).unwrap()),
+        heads,
+        (d as f64).powf(-0.5),
+    )
+    .unwrap();
+    assert_eq!(got.dtype(), DType::BF16);
+    let err = max_abs_diff(&got.to_dtype(DType::F32).unwrap(), &want).unwrap();
+    assert!(err < 3e-2, "bf16: {err}");
+}
+
+#[test]
+fn epilogues_equal_composed_forms() {
+    let cpu = Device::Cpu;
+    let a = Tensor::randn(0f32, 2., (4, 9, 48), &cpu).unwrap();
+    let b = Tensor::randn(0f32, 1., 48, &cpu).unwrap();
+    let lambda = Tensor::randn(0f32, 0.1, 48, &cpu).unwrap();
+    let r = Tensor::randn(0f32, 1., (4, 9, 48), &cpu).unwrap();
+    let want = a.broadcast_add(&b).unwrap().gelu_erf().unwrap();
+    let err = max_abs_diff(&fused_ops::bias_gelu(&a, &b).unwrap(), &want).unwrap();
+    assert!(err < 1e-5, "bias_gelu: {err}");
+    let want = (&r + a.broadcast_add(&b).unwrap().broadcast_mul(&lambda).unwrap()).unwrap();
+    let got = fused_ops::bias_scale_residual(&a, &b, &lambda, &r).unwrap();
+    assert!(max_abs_diff(&got, &want).unwrap() < 1e-5);
+}

@@ -69,6 +69,27 @@ def sinkhorn_knopp_teacher(teacher_output, teacher_temp, n_iterations=3):
 for iters in (0, 1, 3):
     out[f"teacher.sinkhorn.{iters}"] = sinkhorn_knopp_teacher(t.clone(), 0.5, iters)
 
+# fused attention: the qkv projection [B, N, 3*H*d] as transformers' Dinov2 builds it from the
+# query/key/value Linear layers, attention by F.scaled_dot_product_attention
+B, N, H, D = 2, 11, 2, 8
+qkv = torch.randn(B, N, 3 * H * D, dtype=torch.float64)
+qkv_bias = torch.randn(3 * H * D, dtype=torch.float64) * 0.3
+q, k, v = (qkv + qkv_bias).split(H * D, dim=-1)
+heads = lambda t: t.view(B, N, H, D).transpose(1, 2)
+ctx = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), scale=D ** -0.5)
+out["attention.qkv"] = qkv
+out["attention.bias"] = qkv_bias
+out["attention.out"] = ctx.transpose(1, 2).reshape(B, N, H * D)
+
+# the block's epilogues: GELU(x + b) as nn.GELU() (erf), and r + lambda * (a + b)
+a = torch.randn(3, 5, 16, dtype=torch.float64) * 2
+eb = torch.randn(16, dtype=torch.float64)
+lam = torch.randn(16, dtype=torch.float64) * 0.1
+res = torch.randn(3, 5, 16, dtype=torch.float64)
+out["epilogue.a"], out["epilogue.b"], out["epilogue.lambda"], out["epilogue.r"] = a, eb, lam, res
+out["epilogue.gelu"] = torch.nn.GELU()(a + eb)
+out["epilogue.residual"] = res + lam * (a + eb)
+
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "reference.safetensors")
 save_file({k: v.to(torch.float32).contiguous() for k, v in out.items()}, path)
 print(f"wrote {len(out)} tensors to {path}")

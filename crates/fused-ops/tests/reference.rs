@@ -81,6 +81,36 @@ fn teacher_matches_dinov2() {
 }
 
 #[test]
+fn attention_matches_torch_sdpa() {
+    let f = fixtures();
+    let y = fused_ops::attention(
+        &f["attention.qkv"],
+        Some(&f["attention.bias"]),
+        2,
+        8f64.powf(-0.5),
+    )
+    .unwrap();
+    let err = max_abs_diff(&y, &f["attention.out"]).unwrap();
+    assert!(
+        err < 1e-5,
+        "attention vs F.scaled_dot_product_attention: {err}"
+    );
+}
+
+#[test]
+fn epilogues_match_torch() {
+    let f = fixtures();
+    let (a, b) = (&f["epilogue.a"], &f["epilogue.b"]);
+    let gelu = fused_ops::bias_gelu(a, b).unwrap();
+    let err = max_abs_diff(&gelu, &f["epilogue.gelu"]).unwrap();
+    assert!(err < 1e-5, "bias_gelu vs nn.GELU: {err}");
+    let res =
+        fused_ops::bias_scale_residual(a, b, &f["epilogue.lambda"], &f["epilogue.r"]).unwrap();
+    let err = max_abs_diff(&res, &f["epilogue.residual"]).unwrap();
+    assert!(err < 1e-5, "bias_scale_residual: {err}");
+}
+
+#[test]
 fn bad_inputs_are_errors() {
     let cpu = Device::Cpu;
     let x = Tensor::zeros((2, 8), candle_core::DType::F32, &cpu).unwrap();
@@ -97,4 +127,19 @@ fn bad_inputs_are_errors() {
     assert!(fused_ops::center_softmax(&x, &w, 0.04).is_err());
     assert!(fused_ops::sinkhorn_knopp(&x, 0.0, 2.0, 3).is_err());
     assert!(fused_ops::sinkhorn_knopp(&x, 0.1, -1.0, 3).is_err());
+    // attention: width not 3 × heads × d, wrong bias length, and no backward
+    let qkv = Tensor::zeros((1, 4, 24), candle_core::DType::F32, &cpu).unwrap();
+    assert!(fused_ops::attention(&qkv, None, 5, 0.5).is_err());
+    let err = fused_ops::attention(&qkv, Some(&w), 2, 0.5)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bias has 7"), "{err}");
+    let var = candle_core::Var::from_tensor(&qkv).unwrap();
+    let y = fused_ops::attention(var.as_tensor(), None, 2, 0.5).unwrap();
+    assert!(
+        y.sum_all().unwrap().backward().is_err(),
+        "a gradient must not vanish silently"
+    );
+    assert!(fused_ops::bias_scale_residual(&x, &w, &w, &x).is_err());
+    assert!(fused_ops::bias_gelu(&x, &w).is_err());
 }

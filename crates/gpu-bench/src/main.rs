@@ -20,6 +20,8 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use vit_backbone::{Dinov2Config, Dinov2Model, ForwardOptions};
 
+mod profile;
+
 #[derive(Parser, Debug)]
 #[command(
     about = "CUDA kernel checks and GPU benchmarks (RAD-DINO forward, fused ops)",
@@ -34,6 +36,10 @@ struct Args {
     /// Write the results as JSON here.
     #[arg(long, global = true)]
     json: Option<std::path::PathBuf>,
+    /// Leave CUDA's default memory-pool release threshold (freed memory goes back to the
+    /// driver at every synchronisation) instead of keeping it pooled as PyTorch does.
+    #[arg(long, global = true)]
+    cuda_default_pool: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -54,6 +60,18 @@ enum Cmd {
         /// Comma-separated: f32, bf16.
         #[arg(long, default_value = "f32,bf16", value_delimiter = ',')]
         dtypes: Vec<String>,
+        /// Comma-separated block paths: `fused` (flash-style attention + fused epilogues) and
+        /// `composed` (the ops training runs: materialised scores, separate elementwise kernels).
+        #[arg(long, default_value = "fused,composed", value_delimiter = ',')]
+        paths: Vec<String>,
+    },
+    /// Per-op times of one ViT-B block at the forward benchmark's shapes (batch x 1370
+    /// tokens), both paths, to show where a forward spends its time.
+    Profile {
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 10)]
+        repeats: usize,
     },
     /// One DINOv2 training step (dino_pretrain::step_bench: multi-crop student + EMA teacher,
     /// DINO + iBOT + KoLeo, AdamW), f32.
@@ -77,6 +95,9 @@ enum Cmd {
         /// Write the batch's iBOT masks (for dino_step_torch.py --masks).
         #[arg(long)]
         save_masks: Option<std::path::PathBuf>,
+        /// Student arithmetic: f32, or bf16 (mixed precision, f32 master weights).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
 }
 
@@ -119,7 +140,81 @@ fn parity(dev: &Device) -> Result<(serde_json::Value, bool)> {
         );
         rows.push(json!({"check": c.name, "rel_err": c.rel_err, "tolerance": c.tolerance, "passed": c.passed()}));
     }
+    // the whole block path: fused GPU inference against the composed GPU ops and the CPU
+    for (name, rel_err, tol) in model_parity(dev)? {
+        let passed = rel_err <= tol;
+        ok &= passed;
+        println!(
+            "{name:<42} {rel_err:>10.2e} {tol:>8.0e}  {}",
+            if passed { "ok" } else { "FAIL" }
+        );
+        rows.push(json!({"check": name, "rel_err": rel_err, "tolerance": tol, "passed": passed}));
+    }
     Ok((json!({"checks": rows, "all_passed": ok}), ok))
+}
+
+/// A 2-block ViT-B/14 (RAD-DINO widths) at 224 px, batch 2, random weights: the fused GPU path
+/// against the composed GPU path and the CPU, `(check, relative error, tolerance)`.
+fn model_parity(dev: &Device) -> Result<Vec<(String, f32, f32)>> {
+    let mut cfg = Dinov2Config::rad_dino();
+    cfg.num_hidden_layers = 2;
+    let mut tensors = std::collections::HashMap::new();
+    for (key, shape) in vit_backbone::weights::expected_tensors(&cfg) {
+        // layer scale at 1 so the blocks change the residual stream visibly
+        let t = if key.contains("lambda1") {
+            Tensor::ones(shape, DType::F32, &Device::Cpu)?
+        } else {
+            Tensor::randn(0f32, 0.05, shape, &Device::Cpu)?
+        };
+        tensors.insert(key, t);
+    }
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 224, 224), &Device::Cpu)?;
+    let opts = ForwardOptions::default();
+    let run = |device: &Device, dtype: DType, fused: bool| -> Result<Tensor> {
+        let ts = tensors
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.to_dtype(dtype)?.to_device(device)?)))
+            .collect::<Result<std::collections::HashMap<_, _>>>()?;
+        let model = Dinov2Model::new(&cfg, VarBuilder::from_tensors(ts, dtype, device))?;
+        vit_backbone::set_fused_gpu_inference(fused);
+        let y = model
+            .forward(&x.to_dtype(dtype)?.to_device(device)?, &opts)?
+            .last_hidden_state;
+        vit_backbone::set_fused_gpu_inference(true);
+        y.to_device(&Device::Cpu)?.to_dtype(DType::F32)
+    };
+    let rel = |a: &Tensor, b: &Tensor| -> Result<f32> {
+        let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        Ok(diff / scale.max(1e-12))
+    };
+    let cpu = run(&Device::Cpu, DType::F32, false)?;
+    let fused = run(dev, DType::F32, true)?;
+    let composed = run(dev, DType::F32, false)?;
+    let fused_bf16 = run(dev, DType::BF16, true)?;
+    let composed_bf16 = run(dev, DType::BF16, false)?;
+    Ok(vec![
+        (
+            "ViT-B 2 blocks f32: fused GPU vs CPU".into(),
+            rel(&fused, &cpu)?,
+            1e-4,
+        ),
+        (
+            "ViT-B 2 blocks f32: composed GPU vs CPU".into(),
+            rel(&composed, &cpu)?,
+            1e-4,
+        ),
+        (
+            "ViT-B 2 blocks bf16: fused GPU vs CPU f32".into(),
+            rel(&fused_bf16, &cpu)?,
+            5e-2,
+        ),
+        (
+            "ViT-B 2 blocks bf16: composed GPU vs CPU f32".into(),
+            rel(&composed_bf16, &cpu)?,
+            5e-2,
+        ),
+    ])
 }
 
 /// Gradient of `sum(f(x...) · r)` with respect to the inputs, as one timed unit.
@@ -244,6 +339,7 @@ fn forward(
     batch: usize,
     repeats: usize,
     dtypes: &[String],
+    paths: &[String],
 ) -> Result<serde_json::Value> {
     let cfg = Dinov2Config::rad_dino();
     let mut rows = Vec::new();
@@ -268,26 +364,40 @@ fn forward(
         let model = Dinov2Model::new(&cfg, VarBuilder::from_tensors(tensors, dtype, dev))?;
         let x = Tensor::randn(0f32, 1.0, (batch, 3, 518, 518), dev)?.to_dtype(dtype)?;
         let opts = ForwardOptions::default();
-        let (med, min) = time(dev, 3, repeats, || model.forward(&x, &opts).map(|_| ()))?;
-        let out = model.forward(&x, &opts)?;
-        let finite = out
-            .pooler_output
-            .to_dtype(DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()?
-            .is_finite();
-        println!(
-            "RAD-DINO forward {name:>4} batch {batch}: median {:.1} ms ({:.0} img/s, {:.0} TFLOP/s), min {:.1} ms, finite output: {finite}",
-            med * 1e3,
-            batch as f64 / med,
-            gflop * batch as f64 / med / 1e3,
-            min * 1e3
-        );
-        rows.push(
-            json!({"dtype": name, "batch": batch, "median_ms": med * 1e3, "min_ms": min * 1e3,
-            "images_per_s": batch as f64 / med, "finite": finite}),
-        );
+        let mut outputs = Vec::new();
+        for path in paths {
+            vit_backbone::set_fused_gpu_inference(path == "fused");
+            let (med, min) = time(dev, 3, repeats, || model.forward(&x, &opts).map(|_| ()))?;
+            let out = model
+                .forward(&x, &opts)?
+                .last_hidden_state
+                .to_dtype(DType::F32)?;
+            let finite = out.sum_all()?.to_scalar::<f32>()?.is_finite();
+            println!(
+                "RAD-DINO forward {name:>4} {path:>8} batch {batch}: median {:.1} ms ({:.0} img/s, {:.0} TFLOP/s), min {:.1} ms, finite output: {finite}",
+                med * 1e3,
+                batch as f64 / med,
+                gflop * batch as f64 / med / 1e3,
+                min * 1e3
+            );
+            rows.push(
+                json!({"dtype": name, "path": path, "batch": batch, "median_ms": med * 1e3,
+                "min_ms": min * 1e3, "images_per_s": batch as f64 / med, "finite": finite}),
+            );
+            outputs.push(out);
+        }
+        if let [a, b] = outputs.as_slice() {
+            let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            println!(
+                "  {name}: max |fused - composed| = {diff:.3e} (max |composed| = {scale:.3e})"
+            );
+            rows.push(
+                json!({"dtype": name, "max_abs_diff_fused_composed": diff, "max_abs": scale}),
+            );
+        }
     }
+    vit_backbone::set_fused_gpu_inference(true);
     Ok(json!({"forward": rows}))
 }
 
@@ -306,12 +416,12 @@ fn step(
     }
     let t = dino_pretrain::step_bench::time_train_steps(opts, dev).map_err(err)?;
     println!(
-        "DINOv2 step {} batch {} ({} global {} + {} local {}): median {:.1} ms, min {:.1} ms, {:.0} img/s, first-step losses {:?}",
-        opts.arch, opts.batch_size, 2, opts.global_size, opts.n_local, opts.local_size,
+        "DINOv2 step {} {} batch {} ({} global {} + {} local {}): median {:.1} ms, min {:.1} ms, {:.0} img/s, first-step losses {:?}",
+        opts.arch, opts.compute_precision, opts.batch_size, 2, opts.global_size, opts.n_local, opts.local_size,
         t.median_s * 1e3, t.min_s * 1e3, t.images_per_second, t.first_step_losses
     );
     Ok(
-        json!({"step": {"arch": opts.arch, "batch": opts.batch_size, "median_ms": t.median_s * 1e3,
+        json!({"step": {"arch": opts.arch, "precision": opts.compute_precision, "batch": opts.batch_size, "median_ms": t.median_s * 1e3,
         "min_ms": t.min_s * 1e3, "images_per_s": t.images_per_second, "steps_s": t.step_seconds,
         "masked_patches": t.masked_patches, "student_parameters": t.student_parameters,
         "last_total_loss": t.last_total_loss}}),
@@ -327,6 +437,11 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if !args.cuda_default_pool {
+        if let Err(e) = fused_ops::retain_freed_gpu_memory(&dev) {
+            eprintln!("could not keep freed memory pooled: {e}");
+        }
+    }
     let result = match &args.cmd {
         Cmd::Parity => parity(&dev),
         Cmd::Ops { repeats } => ops(&dev, *repeats).map(|v| (v, true)),
@@ -334,7 +449,11 @@ fn main() {
             batch,
             repeats,
             dtypes,
-        } => forward(&dev, *batch, *repeats, dtypes).map(|v| (v, true)),
+            paths,
+        } => forward(&dev, *batch, *repeats, dtypes, paths).map(|v| (v, true)),
+        Cmd::Profile { batch, repeats } => {
+            profile::block_ops(&dev, *batch, *repeats).map(|v| (v, true))
+        }
         Cmd::Step {
             arch,
             batch,
@@ -345,6 +464,7 @@ fn main() {
             warmup,
             steps,
             save_masks,
+            precision,
         } => {
             let opts = dino_pretrain::step_bench::StepBenchOptions {
                 arch: arch.clone(),
@@ -355,6 +475,7 @@ fn main() {
                 local_size: *local_size,
                 warmup: *warmup,
                 steps: *steps,
+                compute_precision: precision.clone(),
                 ..Default::default()
             };
             step(&dev, &opts, save_masks.as_deref()).map(|v| (v, true))

@@ -19,17 +19,23 @@ pub fn clip_grad_norm(
             .collect(),
         None => grads.iter().map(|(k, _)| k.clone()).collect(),
     };
-    let mut sq = 0f64;
+    // per-tensor sums of squares stay on the device; one read-back for the whole norm
+    // (a read per tensor would synchronise the GPU ~200 times per step)
+    let mut partial = Vec::with_capacity(selected.len());
     for name in &selected {
         if let Some(g) = grads.get(name) {
-            let n: f64 = g
-                .to_dtype(candle_core::DType::F64)?
-                .sqr()?
-                .sum_all()?
-                .to_scalar()?;
-            sq += n;
+            partial.push(g.to_dtype(candle_core::DType::F64)?.sqr()?.sum_all()?);
         }
     }
+    let sq: f64 = if partial.is_empty() {
+        0.0
+    } else {
+        candle_core::Tensor::stack(&partial, 0)?
+            .to_device(&candle_core::Device::Cpu)?
+            .to_vec1::<f64>()?
+            .iter()
+            .sum()
+    };
     let norm = sq.sqrt();
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {

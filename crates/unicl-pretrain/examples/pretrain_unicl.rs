@@ -78,12 +78,20 @@ impl DeviceArg {
     fn device(self) -> R<Device> {
         match self {
             Self::Cpu => Ok(Device::Cpu),
-            Self::Cuda => Device::new_cuda(0).map_err(|e| {
-                format!(
-                    "--device cuda: {e} (build the example with `--features cuda` on a machine with the CUDA toolkit)"
-                )
-                .into()
-            }),
+            Self::Cuda => {
+                let device = Device::new_cuda(0).map_err(|e| {
+                    format!(
+                        "--device cuda: {e} (build the example with `--features cuda` on a machine with the CUDA toolkit)"
+                    )
+                })?;
+                // keep freed GPU memory pooled across synchronised steps
+                if let Err(e) = fused_ops::retain_freed_gpu_memory(&device) {
+                    eprintln!(
+                        "warning: freed GPU memory goes back to the driver at each sync: {e}"
+                    );
+                }
+                Ok(device)
+            }
         }
     }
 }

@@ -32,11 +32,8 @@ impl Attention {
         })
     }
 
-    /// Attention of `x` `[B, N, D]`; with `keep_probs`, also the `[B, heads, N, N]` attention
-    /// probabilities (what `transformers` returns with `output_attentions=True`).
-    pub fn forward(&self, x: &Tensor, keep_probs: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let (b, n, d) = x.dims3()?;
-        // one GEMM for q, k and v: the three projections read the same input
+    /// The fused q/k/v projection: weight `[3D, D]` and, with `qkv_bias`, bias `[3D]`.
+    pub(crate) fn qkv_params(&self) -> Result<(Tensor, Option<Tensor>)> {
         let weight = Tensor::cat(
             &[self.query.weight(), self.key.weight(), self.value.weight()],
             0,
@@ -45,6 +42,25 @@ impl Attention {
             (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
             _ => None,
         };
+        Ok((weight, bias))
+    }
+
+    /// The output projection.
+    pub(crate) fn output(&self) -> &Linear {
+        &self.output
+    }
+
+    /// `(heads, head_dim)`.
+    pub(crate) fn heads(&self) -> (usize, usize) {
+        (self.heads, self.head_dim)
+    }
+
+    /// Attention of `x` `[B, N, D]`; with `keep_probs`, also the `[B, heads, N, N]` attention
+    /// probabilities (what `transformers` returns with `output_attentions=True`).
+    pub fn forward(&self, x: &Tensor, keep_probs: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let (b, n, d) = x.dims3()?;
+        // one GEMM for q, k and v: the three projections read the same input
+        let (weight, bias) = self.qkv_params()?;
         let qkv = Linear::apply(x, &weight, bias.as_ref())?;
         let scale = (self.head_dim as f64).powf(-0.5);
         if !keep_probs

@@ -1,11 +1,22 @@
 //! One pre-norm transformer block (`encoder.layer.{i}`).
 
-use candle_core::{Module, Result, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::attention::Attention;
 use crate::config::Dinov2Config;
-use crate::layers::{FeedForward, LayerNorm, LayerScale};
+use crate::layers::{tracks_grad, FeedForward, LayerNorm, LayerScale, Linear};
+
+static FUSED_GPU_INFERENCE: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused GPU inference path of the blocks on (the default) or off. Off, a CUDA
+/// forward runs the same composed ops as training (materialised attention scores, separate
+/// bias, GELU, layer-scale and residual kernels); benchmarks switch it to compare the two.
+pub fn set_fused_gpu_inference(on: bool) {
+    FUSED_GPU_INFERENCE.store(on, Ordering::Relaxed);
+}
 
 /// `h += drop_path(ls1(attn(norm1(h))))`, `h += drop_path(ls2(mlp(norm2(h))))`.
 #[derive(Debug, Clone)]
@@ -53,6 +64,9 @@ impl Block {
         keep_attention: bool,
         drop_path: Option<&DropPathMasks>,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        if !keep_attention && drop_path.is_none() && self.fused_gpu_applies(x) {
+            return Ok((self.forward_fused_gpu(x)?, None));
+        }
         let (attn, probs) = self
             .attention
             .forward(&self.norm1.forward(x)?, keep_attention)?;
@@ -68,5 +82,48 @@ impl Block {
             branch = branch.broadcast_mul(&m.mlp)?;
         }
         Ok(((x + branch)?, probs))
+    }
+
+    /// Whether the fused CUDA inference path can run `x`: on a CUDA device, f32 or bf16, head
+    /// dim 64, GELU MLP, and nothing tracking gradients.
+    fn fused_gpu_applies(&self, x: &Tensor) -> bool {
+        let FeedForward::Mlp { fc1, .. } = &self.mlp else {
+            return false;
+        };
+        FUSED_GPU_INFERENCE.load(Ordering::Relaxed)
+            && x.device().is_cuda()
+            && matches!(x.dtype(), DType::F32 | DType::BF16)
+            && self.attention.heads().1 == fused_ops::attention::CUDA_HEAD_DIM
+            && !tracks_grad(&[x, fc1.weight(), self.attention.output().weight()])
+    }
+
+    /// The inference block on the GPU: bias-free GEMMs whose epilogues (qkv bias, bias +
+    /// GELU, bias + layer scale + residual) are fused into the next kernel, and flash-style
+    /// attention read straight from the qkv projection.
+    fn forward_fused_gpu(&self, x: &Tensor) -> Result<Tensor> {
+        let FeedForward::Mlp { fc1, fc2 } = &self.mlp else {
+            candle_core::bail!("the fused GPU block needs the GELU MLP");
+        };
+        let (heads, head_dim) = self.attention.heads();
+        let (w_qkv, b_qkv) = self.attention.qkv_params()?;
+        let qkv = Linear::apply(&self.norm1.forward(x)?, &w_qkv, None)?;
+        let ctx = fused_ops::attention(&qkv, b_qkv.as_ref(), heads, (head_dim as f64).powf(-0.5))?;
+        let out = self.attention.output();
+        let x = residual(&ctx, out, self.layer_scale1.lambda(), x)?;
+        let h = Linear::apply(&self.norm2.forward(&x)?, fc1.weight(), None)?;
+        let h = match fc1.bias() {
+            Some(b) => fused_ops::bias_gelu(&h, b)?,
+            None => h.gelu_erf()?,
+        };
+        residual(&h, fc2, self.layer_scale2.lambda(), &x)
+    }
+}
+
+/// `x + λ ⊙ (h Wᵀ + b)` with the bias, scale and residual in one pass after the GEMM.
+fn residual(h: &Tensor, proj: &Linear, lambda: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let a = Linear::apply(h, proj.weight(), None)?;
+    match proj.bias() {
+        Some(b) => fused_ops::bias_scale_residual(&a, b, lambda, x),
+        None => (x + a.broadcast_mul(lambda)?)?.contiguous(),
     }
 }

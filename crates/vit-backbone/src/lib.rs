@@ -31,6 +31,7 @@ pub mod loading;
 pub mod model;
 pub mod weights;
 
+pub use block::set_fused_gpu_inference;
 pub use config::{Dinov2Config, PosInterpolation};
 pub use davit::{DavitConfig, DavitModel};
 pub use loading::{cached_model_files, Checkpoint, ModelFiles};
