@@ -288,7 +288,7 @@ fn to_unit(
                 }
             };
             let lut = apply_voi(&values, &voi, invert, path)?;
-            Ok(samples.map_masked(mask, |r| lut[r as usize]))
+            Ok(samples.lookup(&lut, mask))
         }
         None => {
             let values: Vec<f64> = samples.map_masked(mask, |r| m.of(r));

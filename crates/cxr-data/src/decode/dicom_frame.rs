@@ -103,6 +103,41 @@ impl Samples<'_> {
         }
     }
 
+    /// `lut[sample & mask]` for every sample; `lut` has `mask + 1` entries.
+    pub(crate) fn lookup(&self, lut: &[f32], mask: u64) -> Vec<f32> {
+        // Widened to every value the sample type holds (masking folded in), the table is
+        // indexed without masks or bounds checks; this loop runs once per pixel.
+        let widen = |i: usize| lut.get(i & mask as usize).copied().unwrap_or(0.0);
+        match *self {
+            Samples::U8(v)
+            | Samples::Native {
+                bytes: v,
+                bits_alloc: 8,
+            } => {
+                let t: [f32; 256] = std::array::from_fn(widen);
+                v.iter().map(|&x| t[usize::from(x)]).collect()
+            }
+            Samples::I32(v) if mask <= 0xFFFF => {
+                let t = table16(widen);
+                let t = &t[..1 << 16]; // a known length lets u16 indices skip bounds checks
+                                       // the low 16 bits hold every stored bit (Bits Stored ≤ 16 here)
+                v.iter().map(|&x| t[usize::from(x as u16)]).collect()
+            }
+            Samples::Native {
+                bytes,
+                bits_alloc: 16,
+            } => {
+                let t = table16(widen);
+                let t = &t[..1 << 16];
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| t[usize::from(u16::from_le_bytes([c[0], c[1]]))])
+                    .collect()
+            }
+            _ => self.map_masked(mask, |r| lut.get(r as usize).copied().unwrap_or(0.0)),
+        }
+    }
+
     /// `f(sample & mask)` for every sample, in order.
     pub(crate) fn for_each_masked(&self, mask: u64, f: impl FnMut(u64)) {
         // a Vec of `()` never allocates
@@ -212,4 +247,9 @@ fn decode_j2k(bytes: &[u8], layout: &FrameLayout) -> Option<DecodedFrame> {
         return None;
     }
     Some(DecodedFrame::J2k(image))
+}
+
+/// The 2^16 values `f(index)`.
+fn table16(f: impl Fn(usize) -> f32) -> Vec<f32> {
+    (0..1usize << 16).map(f).collect()
 }
