@@ -72,7 +72,9 @@ pub fn to_u8(x: f32) -> u8 {
     // Adding 2^23 rounds a value in [0, 255] to an integer, ties to even, which the low
     // mantissa bits then hold; exact ties that went down get their 1 back.
     const MAGIC: f32 = 8_388_608.0;
-    let v = (x * 255.0).max(0.0).min(255.0); // `max` ignores a NaN
+    // not `clamp`, which keeps a NaN: `max` drops it, so NaN maps to 0
+    #[allow(clippy::manual_clamp)]
+    let v = (x * 255.0).max(0.0).min(255.0);
     let m = v + MAGIC;
     let r = m.to_bits().wrapping_sub(MAGIC.to_bits());
     (r + u32::from(v - (m - MAGIC) == 0.5)) as u8
