@@ -226,6 +226,13 @@ fn horizontal(
         9 => horizontal_fixed::<9>(src, w, ch, first, rows, out_w),
         11 => horizontal_fixed::<11>(src, w, ch, first, rows, out_w),
         13 => horizontal_fixed::<13>(src, w, ch, first, rows, out_w),
+        // bicubic from ~2–3k-pixel films down to 518 (e.g. 1841 → 518 gives 17)
+        15 => horizontal_fixed::<15>(src, w, ch, first, rows, out_w),
+        17 => horizontal_fixed::<17>(src, w, ch, first, rows, out_w),
+        19 => horizontal_fixed::<19>(src, w, ch, first, rows, out_w),
+        21 => horizontal_fixed::<21>(src, w, ch, first, rows, out_w),
+        23 => horizontal_fixed::<23>(src, w, ch, first, rows, out_w),
+        25 => horizontal_fixed::<25>(src, w, ch, first, rows, out_w),
         _ => None,
     }
     .unwrap_or_else(|| horizontal_any(src, w, ch, first, rows, out_w))
@@ -358,6 +365,7 @@ mod tests {
         for (w, out_w, filter) in [
             (1024, 518, Filter::Bicubic),
             (1841, 518, Filter::Bicubic),
+            (3000, 518, Filter::Bicubic),
             (300, 100, Filter::Bilinear),
             (97, 40, Filter::Bicubic),
             (12, 5, Filter::Bicubic),
