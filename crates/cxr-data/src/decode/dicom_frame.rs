@@ -46,6 +46,7 @@ pub(crate) enum Samples<'a> {
     U8(&'a [u8]),
     /// Decoder-native integers whose low `Bits Allocated` bits are the stored value, as
     /// `dicom-pixeldata` keeps them when it writes its byte buffer.
+    #[cfg_attr(not(feature = "jpeg2000"), allow(dead_code))]
     I32(&'a [i32]),
     /// dicom-pixeldata's little-endian buffer of `bits_alloc`-bit samples (8, 16 or 32).
     Native { bytes: &'a [u8], bits_alloc: u16 },
@@ -153,6 +154,7 @@ pub(crate) struct FrameLayout {
     pub bits_allocated: u16,
     pub number_of_frames: u32,
     /// Finest JPEG 2000 resolution levels to discard ([`crate::DicomOptions::j2k_reduce`]).
+    #[cfg_attr(not(feature = "jpeg2000"), allow(dead_code))]
     pub j2k_reduce: u8,
 }
 
