@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use cxr_data::{decode_file, DecodeOptions, ImageProcessor};
+use cxr_data::{decode_file, DecodeOptions, DicomOptions, ImageProcessor};
 
 fn shared() -> PathBuf {
     std::env::var("CXR_SHARED")
@@ -20,20 +20,38 @@ fn bench(c: &mut Criterion) {
     ))
     .unwrap();
     let mini = shared().join("data/cxr-mini");
+    let full = DecodeOptions::default();
+    // opt-in reduced-resolution JPEG 2000 decode (a different, blurrier image; see DicomOptions)
+    let reduce1 = DecodeOptions {
+        dicom: DicomOptions {
+            j2k_reduce: 1,
+            ..Default::default()
+        },
+    };
     let cases = [
-        ("png_512x419", mini.join("images/53c9be49.png")),
+        ("png_512x419", mini.join("images/53c9be49.png"), full),
         (
             "dicom_jpeg_1024",
             mini.join("dicom/siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"),
+            full,
         ),
-        ("dicom_j2k_1841x1955", mini.join("dicom/wg04_RG1_J2KI.dcm")),
+        (
+            "dicom_j2k_1841x1955",
+            mini.join("dicom/wg04_RG1_J2KI.dcm"),
+            full,
+        ),
+        (
+            "dicom_j2k_1841x1955_reduce1",
+            mini.join("dicom/wg04_RG1_J2KI.dcm"),
+            reduce1,
+        ),
     ];
     let mut g = c.benchmark_group("to_518_tensor");
     g.throughput(Throughput::Elements(1));
-    for (name, path) in cases {
+    for (name, path, opts) in cases {
         g.bench_function(name, |b| {
             b.iter(|| {
-                let img = decode_file(&path, &DecodeOptions::default()).unwrap();
+                let img = decode_file(&path, &opts).unwrap();
                 proc.apply(&img).unwrap()
             })
         });

@@ -2,8 +2,11 @@
 
 PNG: PIL open + transformers' PIL-backed BitImageProcessor. DICOM: pydicom (+pylibjpeg)
 decode, the same windowing as cxr-data (tests/gen.py), round to 8 bits, same processor.
+The `_reduce1` case decodes the JPEG 2000 frame with OpenJPEG's reduce = 1 (Pillow), the
+work `DicomOptions::j2k_reduce = 1` does on the Rust side.
 One thread:  OMP_NUM_THREADS=1 CXR_SHARED=... python benches/preprocess_py.py
 """
+import io
 import json
 import os
 import sys
@@ -11,7 +14,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from PIL import Image
+from pydicom.encaps import generate_frames
 from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 
 HERE = Path(__file__).resolve().parent
@@ -34,10 +39,26 @@ def dicom(path):
     return proc(images=Image.fromarray(u8), return_tensors="np")["pixel_values"]
 
 
+def dicom_j2k_reduce1(path):
+    # the opt-in reduced decode on this side: OpenJPEG's reduce = 1 through Pillow on the
+    # frame's codestream, then the same windowing and processor
+    ds = pydicom.dcmread(path)
+    im = Image.open(io.BytesIO(next(generate_frames(ds.PixelData, number_of_frames=1))))
+    im.reduce = 1
+    # Pillow widens the samples to 16 bits (a left shift by 16 - precision); undo it, as
+    # pydicom's own Pillow plugin does, to get the stored values back (checked equal to
+    # cxr-data's reduce = 1 decode)
+    raw = np.asarray(im) >> (16 - int(ds.BitsStored))
+    y = gen.dicom_window(ds, raw)
+    u8 = np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
+    return proc(images=Image.fromarray(u8), return_tensors="np")["pixel_values"]
+
+
 cases = [
     ("png_512x419", png, mini / "images/53c9be49.png"),
     ("dicom_jpeg_1024", dicom, mini / "dicom/siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"),
     ("dicom_j2k_1841x1955", dicom, mini / "dicom/wg04_RG1_J2KI.dcm"),
+    ("dicom_j2k_1841x1955_reduce1", dicom_j2k_reduce1, mini / "dicom/wg04_RG1_J2KI.dcm"),
 ]
 for name, fn, path in cases:
     fn(path)

@@ -42,6 +42,10 @@ struct Args {
     /// DICOM intensity window choice.
     #[arg(long, value_enum, default_value = "auto")]
     voi: Voi,
+    /// JPEG 2000 DICOMs only, opt-in: discard this many finest wavelet levels (each halves
+    /// the decoded size). Faster, but a different (blurrier) input than the full decode.
+    #[arg(long, default_value_t = 0)]
+    j2k_reduce: u8,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,7 +57,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Voi::Minmax => VoiChoice::MinMax,
     };
     let opts = DecodeOptions {
-        dicom: DicomOptions { voi, frame: 0 },
+        dicom: DicomOptions {
+            voi,
+            frame: 0,
+            j2k_reduce: args.j2k_reduce,
+        },
     };
     let image = decode_file(&args.image, &opts)?;
     let pixels = processor.apply_tensor(&image, &Device::Cpu)?.unsqueeze(0)?;

@@ -65,16 +65,19 @@ impl GrayImage {
     }
 }
 
-/// `round(x * 255)` clamped to `0..=255` (NaN maps to 0).
+/// `round(x * 255)` (half away from zero) clamped to `0..=255` (NaN maps to 0).
 pub fn to_u8(x: f32) -> u8 {
-    let v = (x * 255.0).round();
-    if v.is_nan() || v <= 0.0 {
-        0
-    } else if v >= 255.0 {
-        255
-    } else {
-        v as u8
-    }
+    // Written to vectorise (this runs once per pixel of every decoded image): `f32::round`
+    // is a libm call on x86-64 without SSE4.1 and float → int casts saturate element-wise.
+    // Adding 2^23 rounds a value in [0, 255] to an integer, ties to even, which the low
+    // mantissa bits then hold; exact ties that went down get their 1 back.
+    const MAGIC: f32 = 8_388_608.0;
+    // not `clamp`, which keeps a NaN: `max` drops it, so NaN maps to 0
+    #[allow(clippy::manual_clamp)]
+    let v = (x * 255.0).max(0.0).min(255.0);
+    let m = v + MAGIC;
+    let r = m.to_bits().wrapping_sub(MAGIC.to_bits());
+    (r + u32::from(v - (m - MAGIC) == 0.5)) as u8
 }
 
 #[cfg(test)]
@@ -88,6 +91,16 @@ mod tests {
         assert_eq!(img.to_u8(), bytes);
         assert_eq!(to_u8(f32::NAN), 0);
         assert_eq!(to_u8(2.0), 255);
+        assert_eq!(to_u8(-0.5), 0);
+        assert_eq!(to_u8(f32::INFINITY), 255);
+        // against the plain definition on a dense sweep, halves included
+        for i in -1000..=300_000 {
+            let x = i as f32 / 255_000.0;
+            let want = (x * 255.0).round().clamp(0.0, 255.0) as u8;
+            assert_eq!(to_u8(x), want, "{x}");
+            let h = (i as f32 + 0.5) / 255.0;
+            assert_eq!(to_u8(h), (h * 255.0).round().clamp(0.0, 255.0) as u8, "{h}");
+        }
         assert!(GrayImage::new(2, 2, vec![0.0; 3]).is_err());
     }
 }

@@ -38,7 +38,11 @@ BIG_STRIDE = 14
 
 def dicom_reference(path):
     ds = pydicom.dcmread(path)
-    raw = ds.pixel_array
+    return dicom_window(ds, ds.pixel_array)
+
+
+def dicom_window(ds, raw):
+    """Decoded stored values `raw` of `ds` -> [0, 1] (modality LUT, VOI, MONOCHROME1)."""
     m = apply_modality_lut(raw, ds).astype(np.float64)
     bits = int(ds.BitsStored)
     if ds.PixelRepresentation == 0:
@@ -66,6 +70,39 @@ def dicom_reference(path):
 def stats(a):
     a = a.astype(np.float64)
     return np.array([a.mean(), a.std(), a.min(), a.max()], dtype=np.float64)
+
+
+JPEG_CROP = (448, 448, 128)  # top, left, size of the crop kept from each JPEG decoder
+
+
+def write_jpeg_decoder_fixture():
+    """The SIIM JPEG fragment decoded by libjpeg (pylibjpeg) and libjpeg-turbo (Pillow): a
+    central crop of the raw 8-bit samples, plus full-image digests, to bound our IDCT's
+    rounding differences against both."""
+    import io
+
+    from pydicom.encaps import generate_frames
+
+    f = MINI / "dicom/siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+    ds = pydicom.dcmread(f)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    turbo = np.asarray(Image.open(io.BytesIO(frame)))
+    libjpeg = pydicom.pixels.pixel_array(f, decoding_plugin="pylibjpeg")
+    assert turbo.shape == libjpeg.shape == (ds.Rows, ds.Columns)
+    t, l, n = JPEG_CROP
+    save_file(
+        {
+            "turbo": np.ascontiguousarray(turbo[t : t + n, l : l + n]),
+            "libjpeg": np.ascontiguousarray(libjpeg[t : t + n, l : l + n]),
+            "crop": np.array(JPEG_CROP, dtype=np.int64),
+            "turbo_sum": np.array([turbo.astype(np.int64).sum()], dtype=np.int64),
+            "libjpeg_sum": np.array([libjpeg.astype(np.int64).sum()], dtype=np.int64),
+        },
+        str(FIX / "dicom/siim_jpeg_decoders.safetensors"),
+        metadata={"file": f.name, "turbo": PIL.__version__},
+    )
+    d = turbo.astype(int) - libjpeg.astype(int)
+    print("libjpeg-turbo vs libjpeg: max", np.abs(d).max(), "differing", (d != 0).mean())
 
 
 def write_dicom_fixtures():
@@ -188,5 +225,6 @@ def write_raster_fixtures():
 
 if __name__ == "__main__":
     write_dicom_fixtures()
+    write_jpeg_decoder_fixture()
     write_processor_fixtures()
     write_raster_fixtures()

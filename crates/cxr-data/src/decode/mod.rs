@@ -6,6 +6,7 @@
 //! [`Error::Decode`] instead of a panic in the loader.
 
 mod dicom;
+mod dicom_frame;
 mod raster;
 
 use std::path::Path;
