@@ -90,6 +90,8 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    // the stages allocate and free the same large tensors over and over: keep them in the heap
+    train_utils::retain_freed_heap_memory();
     match run(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

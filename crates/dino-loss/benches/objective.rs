@@ -17,6 +17,8 @@ const N_PATCH: usize = 16; // masked tokens per image, 8 of 16 images masked
 const K: usize = 65536;
 
 fn bench(c: &mut Criterion) {
+    // freed [208, 65536] buffers are reused instead of faulted in afresh every step
+    train_utils::retain_freed_heap_memory();
     let dev = Device::Cpu;
     let cfg = DinoHeadConfig::new(DIM, K);
     let svm = VarMap::new();

@@ -70,6 +70,8 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    // every step frees and reallocates the same large tensors: keep them in the heap
+    train_utils::retain_freed_heap_memory();
     let cfg = match &args.config {
         Some(p) => DinoV2Config::from_toml_file(p)?,
         None => DinoV2Config::preset(&args.preset)?,

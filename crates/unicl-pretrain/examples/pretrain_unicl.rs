@@ -500,6 +500,8 @@ fn compare(a: CompareArgs) -> R<()> {
 }
 
 fn main() -> R<()> {
+    // every step frees and reallocates the same large tensors: keep them in the heap
+    train_utils::retain_freed_heap_memory();
     match Cli::parse().cmd {
         Cmd::Train(a) => train(a),
         Cmd::Compare(a) => compare(a),
