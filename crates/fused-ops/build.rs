@@ -12,6 +12,7 @@ fn main() {
     println!("cargo::rerun-if-changed=src/attention.cu");
     println!("cargo::rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo::rerun-if-env-changed=CUDA_ROOT");
+    println!("cargo::rustc-check-cfg=cfg(bf16_wmma)");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
@@ -22,6 +23,10 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("nvcc"));
     let cap = env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
     let cap = cap.trim().trim_start_matches("sm_").to_string();
+    // the bf16 attention kernel uses WMMA bf16 fragments (sm_80 and later)
+    if cap.parse::<u32>().is_ok_and(|c| c >= 80) {
+        println!("cargo::rustc-cfg=bf16_wmma");
+    }
     for (source, ptx) in [
         ("src/kernels.cu", "fused_ops.ptx"),
         ("src/attention.cu", "fused_attention.ptx"),

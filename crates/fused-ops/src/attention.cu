@@ -187,6 +187,11 @@ extern "C" __global__ void attn_fwd_bf16(const __nv_bfloat16* __restrict__ qkv,
                                          const __nv_bfloat16* __restrict__ bias,
                                          __nv_bfloat16* __restrict__ out, int n, int heads,
                                          float scale) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  // bf16 WMMA needs sm_80; the Rust side never launches this kernel on such builds
+  // (`cuda_supports`), and a launch that slipped through stops here instead of writing nothing
+  __trap();
+#else
   extern __shared__ float4 smem_f4[];
   __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem_f4);  // [BQ][LDH]
   __nv_bfloat16* ks = qs + BQ * LDH;                               // [BK][LDH]
@@ -313,6 +318,7 @@ extern "C" __global__ void attn_fwd_bf16(const __nv_bfloat16* __restrict__ qkv,
       *reinterpret_cast<uint4*>(dst + c) = packed;
     }
   }
+#endif
 }
 
 // shared memory of the two kernels, in bytes (mirrored in cuda.rs)

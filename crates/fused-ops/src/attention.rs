@@ -26,6 +26,17 @@ pub struct FusedAttention {
 /// The head dim the CUDA kernels are built for (every DINOv2 / RAD-DINO size uses 64).
 pub const CUDA_HEAD_DIM: usize = 64;
 
+/// Whether this build's CUDA kernel handles `dtype`: f32 always, bf16 when the kernels were
+/// compiled for compute capability 8.0 or later (`CUDA_COMPUTE_CAP`; its WMMA bf16 fragments
+/// need sm_80).
+pub fn cuda_supports(dtype: candle_core::DType) -> bool {
+    match dtype {
+        candle_core::DType::F32 => true,
+        candle_core::DType::BF16 => cfg!(bf16_wmma),
+        _ => false,
+    }
+}
+
 /// Multi-head self-attention of a fused qkv projection `[B, N, 3·H·d]` (the `q`, `k`, `v`
 /// blocks of `H·d` in that order, as `Tensor::cat` of the three projections gives) plus an
 /// optional bias `[3·H·d]`; returns the context `[B, N, H·d]`. No backward (see the module
@@ -124,6 +135,13 @@ impl CustomOp2 for FusedAttention {
         let (b, n, hd) = dims(l1, self.heads)?;
         if hd != CUDA_HEAD_DIM {
             bail!("fused attention on CUDA needs head dim {CUDA_HEAD_DIM}, got {hd}");
+        }
+        if !cuda_supports(s1.dtype()) {
+            bail!(
+                "fused attention on CUDA: {:?} needs kernels built for compute capability 8.0+ \
+                 (CUDA_COMPUTE_CAP)",
+                s1.dtype()
+            );
         }
         let out = crate::cuda::attention((s1, l1), (s2, l2), b, n, self.heads, self.scale)?;
         Ok((out, Shape::from((b, n, self.heads * hd))))

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::attention::Attention;
@@ -92,7 +92,7 @@ impl Block {
         };
         FUSED_GPU_INFERENCE.load(Ordering::Relaxed)
             && x.device().is_cuda()
-            && matches!(x.dtype(), DType::F32 | DType::BF16)
+            && fused_ops::attention::cuda_supports(x.dtype())
             && self.attention.heads().1 == fused_ops::attention::CUDA_HEAD_DIM
             && !tracks_grad(&[x, fc1.weight(), self.attention.output().weight()])
     }
