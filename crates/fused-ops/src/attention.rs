@@ -30,12 +30,11 @@ pub const CUDA_HEAD_DIM: usize = 64;
 /// compiled for compute capability 8.0 or later (`CUDA_COMPUTE_CAP`; its WMMA bf16 fragments
 /// need sm_80).
 pub fn cuda_supports(dtype: candle_core::DType) -> bool {
-    match dtype {
-        candle_core::DType::F32 => true,
-        candle_core::DType::BF16 => cfg!(bf16_wmma),
-        _ => false,
-    }
+    dtype == candle_core::DType::F32 || (dtype == candle_core::DType::BF16 && BF16_WMMA)
 }
+
+/// Set by build.rs when the kernels are compiled for sm_80 or later.
+const BF16_WMMA: bool = cfg!(bf16_wmma);
 
 /// Multi-head self-attention of a fused qkv projection `[B, N, 3·H·d]` (the `q`, `k`, `v`
 /// blocks of `H·d` in that order, as `Tensor::cat` of the three projections gives) plus an
