@@ -141,7 +141,7 @@ fn parity(dev: &Device) -> Result<(serde_json::Value, bool)> {
         rows.push(json!({"check": c.name, "rel_err": c.rel_err, "tolerance": c.tolerance, "passed": c.passed()}));
     }
     // the whole block path: fused GPU inference against the composed GPU ops and the CPU
-    for (name, rel_err, tol) in model_parity(dev)? {
+    for (name, rel_err, tol) in vit_backbone::gpu_parity::fused_blocks_vs_composed(dev)? {
         let passed = rel_err <= tol;
         ok &= passed;
         println!(
@@ -151,70 +151,6 @@ fn parity(dev: &Device) -> Result<(serde_json::Value, bool)> {
         rows.push(json!({"check": name, "rel_err": rel_err, "tolerance": tol, "passed": passed}));
     }
     Ok((json!({"checks": rows, "all_passed": ok}), ok))
-}
-
-/// A 2-block ViT-B/14 (RAD-DINO widths) at 224 px, batch 2, random weights: the fused GPU path
-/// against the composed GPU path and the CPU, `(check, relative error, tolerance)`.
-fn model_parity(dev: &Device) -> Result<Vec<(String, f32, f32)>> {
-    let mut cfg = Dinov2Config::rad_dino();
-    cfg.num_hidden_layers = 2;
-    let mut tensors = std::collections::HashMap::new();
-    for (key, shape) in vit_backbone::weights::expected_tensors(&cfg) {
-        // layer scale at 1 so the blocks change the residual stream visibly
-        let t = if key.contains("lambda1") {
-            Tensor::ones(shape, DType::F32, &Device::Cpu)?
-        } else {
-            Tensor::randn(0f32, 0.05, shape, &Device::Cpu)?
-        };
-        tensors.insert(key, t);
-    }
-    let x = Tensor::randn(0f32, 1.0, (2, 3, 224, 224), &Device::Cpu)?;
-    let opts = ForwardOptions::default();
-    let run = |device: &Device, dtype: DType, fused: bool| -> Result<Tensor> {
-        let ts = tensors
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), v.to_dtype(dtype)?.to_device(device)?)))
-            .collect::<Result<std::collections::HashMap<_, _>>>()?;
-        let model = Dinov2Model::new(&cfg, VarBuilder::from_tensors(ts, dtype, device))?;
-        vit_backbone::set_fused_gpu_inference(fused);
-        let y = model
-            .forward(&x.to_dtype(dtype)?.to_device(device)?, &opts)?
-            .last_hidden_state;
-        vit_backbone::set_fused_gpu_inference(true);
-        y.to_device(&Device::Cpu)?.to_dtype(DType::F32)
-    };
-    let rel = |a: &Tensor, b: &Tensor| -> Result<f32> {
-        let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-        let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-        Ok(diff / scale.max(1e-12))
-    };
-    let cpu = run(&Device::Cpu, DType::F32, false)?;
-    let fused = run(dev, DType::F32, true)?;
-    let composed = run(dev, DType::F32, false)?;
-    let fused_bf16 = run(dev, DType::BF16, true)?;
-    let composed_bf16 = run(dev, DType::BF16, false)?;
-    Ok(vec![
-        (
-            "ViT-B 2 blocks f32: fused GPU vs CPU".into(),
-            rel(&fused, &cpu)?,
-            1e-4,
-        ),
-        (
-            "ViT-B 2 blocks f32: composed GPU vs CPU".into(),
-            rel(&composed, &cpu)?,
-            1e-4,
-        ),
-        (
-            "ViT-B 2 blocks bf16: fused GPU vs CPU f32".into(),
-            rel(&fused_bf16, &cpu)?,
-            5e-2,
-        ),
-        (
-            "ViT-B 2 blocks bf16: composed GPU vs CPU f32".into(),
-            rel(&composed_bf16, &cpu)?,
-            5e-2,
-        ),
-    ])
 }
 
 /// Gradient of `sum(f(x...) · r)` with respect to the inputs, as one timed unit.

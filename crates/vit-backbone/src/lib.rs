@@ -25,6 +25,7 @@ pub mod davit;
 pub mod embeddings;
 pub mod fast_ops;
 pub mod fused_attention;
+pub mod gpu_parity;
 pub mod interpolate;
 pub mod layers;
 pub mod loading;
