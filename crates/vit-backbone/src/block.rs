@@ -84,8 +84,9 @@ impl Block {
         Ok(((x + branch)?, probs))
     }
 
-    /// Whether the fused CUDA inference path can run `x`: on a CUDA device, f32 or bf16, head
-    /// dim 64, GELU MLP, and nothing tracking gradients.
+    /// Whether the fused CUDA inference path can run `x`: on a CUDA device, a dtype the
+    /// build's attention kernel takes (f32; bf16 on sm_80+), head dim 64, GELU MLP, and nothing
+    /// tracking gradients.
     fn fused_gpu_applies(&self, x: &Tensor) -> bool {
         let FeedForward::Mlp { fc1, .. } = &self.mlp else {
             return false;

@@ -119,9 +119,14 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // on CUDA the fused kernel also serves inference: it keeps each row in registers
-        // (one read of x) where candle's kernel reads it three times
-        if tracks_grad(&[x, &self.weight, &self.bias]) || x.device().is_cuda() {
+        // on CUDA the fused kernel also serves f32/bf16 inference: it keeps each row in
+        // registers, one read of x (its CUDA kernels take no other dtype)
+        let cuda_fused = x.device().is_cuda()
+            && matches!(
+                x.dtype(),
+                candle_core::DType::F32 | candle_core::DType::BF16
+            );
+        if tracks_grad(&[x, &self.weight, &self.bias]) || cuda_fused {
             // one pass per row with a fused backward (CPU and CUDA), instead of the ~10
             // primitive ops of the composed form
             fused_ops::layer_norm(x, &self.weight, &self.bias, self.eps)
@@ -144,9 +149,7 @@ impl LayerScale {
             lambda: vb.get_with_hints(dim, "lambda1", Init::Const(init))?,
         })
     }
-}
 
-impl LayerScale {
     /// The per-channel scale `λ`.
     pub(crate) fn lambda(&self) -> &Tensor {
         &self.lambda
