@@ -44,6 +44,8 @@ fn batch(dev: &Device) -> PairBatch {
 }
 
 fn bench(c: &mut Criterion) {
+    // as pretrain_unicl does: freed step tensors are reused, not faulted in afresh
+    train_utils::retain_freed_heap_memory();
     let dev = Device::Cpu;
     let mut cfg = TrainConfig::small(LossKind::Unicl, 42, VOCAB, 1_000_000);
     cfg.image.num_hidden_layers = 6;
