@@ -36,6 +36,27 @@ fn last_dim(l: &Layout, op: &str) -> Result<usize> {
     }
 }
 
+/// The width `d` of `x` (`l1`) once the bias (`l2`) is checked to hold `d` elements; shared by
+/// the CPU and CUDA paths.
+fn gelu_width(l1: &Layout, l2: &Layout, op: &str) -> Result<usize> {
+    let d = last_dim(l1, op)?;
+    let n = l2.shape().elem_count();
+    if n != d {
+        bail!("{op}: bias has {n} elements, x has width {d}");
+    }
+    Ok(d)
+}
+
+/// The width `d` of the branch (`l1`) once `[b; λ]` (`l2`) is checked to hold `2d` elements
+/// and the residual (`l3`) as many as the branch.
+fn residual_width(l1: &Layout, l2: &Layout, l3: &Layout, op: &str) -> Result<usize> {
+    let d = last_dim(l1, op)?;
+    if l2.shape().elem_count() != 2 * d || l3.shape().elem_count() != l1.shape().elem_count() {
+        bail!("{op}: operands do not match a width of {d}");
+    }
+    Ok(d)
+}
+
 /// `gelu_erf(x + b)` with `b` broadcast over the last dimension of `x`.
 pub fn bias_gelu(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     let b = b.to_dtype(x.dtype())?.flatten_all()?.contiguous()?;
@@ -78,16 +99,9 @@ impl CustomOp2 for BiasGelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = last_dim(l1, self.name())?;
+        let d = gelu_width(l1, l2, self.name())?;
         let mut x = widened(s1, l1, "x", self.name())?;
         let b = widened(s2, l2, "bias", self.name())?;
-        if b.len() != d {
-            bail!(
-                "{}: bias has {} elements, x has width {d}",
-                self.name(),
-                b.len()
-            );
-        }
         x.par_chunks_mut(d).for_each(|row| {
             row.iter_mut()
                 .zip(&b)
@@ -104,14 +118,7 @@ impl CustomOp2 for BiasGelu {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let d = last_dim(l1, self.name())?;
-        if l2.shape().elem_count() != d {
-            bail!(
-                "{}: bias has {} elements, x has width {d}",
-                self.name(),
-                l2.shape().elem_count()
-            );
-        }
+        let d = gelu_width(l1, l2, self.name())?;
         let out = crate::cuda::epilogue("bias_gelu", [(s1, l1), (s2, l2), (s1, l1)], d)?;
         Ok((out, l1.shape().clone()))
     }
@@ -131,13 +138,10 @@ impl CustomOp3 for BiasScaleResidual {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = last_dim(l1, self.name())?;
+        let d = residual_width(l1, l2, l3, self.name())?;
         let mut a = widened(s1, l1, "branch", self.name())?;
         let p = widened(s2, l2, "bias/scale", self.name())?;
         let r = widened(s3, l3, "residual", self.name())?;
-        if p.len() != 2 * d || r.len() != a.len() {
-            bail!("{}: operands do not match a width of {d}", self.name());
-        }
         let (bias, lambda) = p.split_at(d);
         a.par_chunks_mut(d)
             .zip(r.par_chunks(d))
@@ -159,10 +163,7 @@ impl CustomOp3 for BiasScaleResidual {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let d = last_dim(l1, self.name())?;
-        if l2.shape().elem_count() != 2 * d || l3.shape().elem_count() != l1.shape().elem_count() {
-            bail!("{}: operands do not match a width of {d}", self.name());
-        }
+        let d = residual_width(l1, l2, l3, self.name())?;
         let out = crate::cuda::epilogue("bias_scale_residual", [(s1, l1), (s2, l2), (s3, l3)], d)?;
         Ok((out, l1.shape().clone()))
     }
