@@ -5,8 +5,10 @@
 #
 #   bash crates/gpu-bench/device_run.sh [parity|ops|profile|forward|step|bench|pretrain|unicl|train|all]
 #   (bench = parity ops profile forward step; train = parity ops pretrain unicl step;
-#    attention = parity profile forward step pretrain; final = pool profile forward step, where
-#    `pool` times our forward with CUDA's default memory-pool release threshold for comparison)
+#    attention = parity profile forward step pretrain; final = parity profile forward
+#    trainprof step stepprof; `pool` times our forward with CUDA's default memory-pool release threshold for
+#    comparison and `stepprof` lists the kernels of a DINOv2 step when nsys is installed;
+#    verify = parity and our two steps, without PyTorch)
 #
 # `pretrain` runs a DINOv2 ViT-Tiny pretraining (one run per teacher centering in
 # $PRETRAIN_CENTERINGS, student layer-scale init $PRETRAIN_LAYERSCALE) on .gpu/findings-160 (the cxr-findings train
@@ -52,20 +54,29 @@ fi
 run() { echo "== $*"; local t0=$(date +%s); "$@"; echo "   (exit $?, $(( $(date +%s) - t0 )) s)"; }
 S="--arch vit_base --batch 32 --n-local 8 --prototypes 65536 --global-size 224 --local-size 98 --warmup 3 --steps 10"
 
-case $what in parity|bench|all|train|attention) run timeout 90 "$BIN" parity --json "$OUT/parity.json" ;; esac
+case $what in parity|bench|all|train|attention|final|verify) run timeout 90 "$BIN" parity --json "$OUT/parity.json" ;; esac
 case $what in ops|bench|all|train)
   run timeout 120 "$BIN" ops --json "$OUT/ops.json"
   run timeout 120 python3 crates/gpu-bench/torch_suite.py ops --json "$OUT/torch_ops.json" ;;
 esac
-case $what in pool|final)
+case $what in pool)
   run timeout 90 "$BIN" forward --batch 32 --cuda-default-pool --json "$OUT/forward_default_pool.json" ;;
 esac
 case $what in profile|bench|all|attention|final)
   run timeout 90 "$BIN" profile --batch 32 --json "$OUT/profile.json" ;;
 esac
 case $what in forward|bench|all|attention|final)
-  run timeout 120 "$BIN" forward --batch 32 --json "$OUT/forward.json"
+  # every bf16 attention kernel on the fused path (the first is the default)
+  run timeout 150 "$BIN" forward --batch 32 --bf16-attention ${BF16_ATTENTION:-mma128,mma,wmma} --json "$OUT/forward.json"
   run timeout 150 python3 crates/gpu-bench/torch_suite.py forward --batch 32 --json "$OUT/torch_forward.json" ;;
+esac
+case $what in trainprof|final|verify)
+  run timeout 120 "$BIN" train-profile --batch 32 --json "$OUT/train_profile.json" ;;
+esac
+case $what in verify)
+  # our steps only (a quick check of a change; compare with PyTorch from a full run)
+  run timeout 180 "$BIN" step $S --json "$OUT/step.json"
+  run timeout 120 "$BIN" step $S --precision bf16 --json "$OUT/step_bf16.json" ;;
 esac
 case $what in step|bench|all|train|attention|final)
   run timeout 180 "$BIN" step $S --save-masks "$OUT/masks.safetensors" --json "$OUT/step.json"
@@ -74,6 +85,15 @@ case $what in step|bench|all|train|attention|final)
       --masks "$OUT/masks.safetensors" --json "$OUT/torch_step_f32.json"
   run timeout 120 python3 crates/dino-pretrain/benches/dino_step_torch.py --device cuda --dtype bf16 --attn sdpa $S \
       --masks "$OUT/masks.safetensors" --json "$OUT/torch_step_bf16.json" ;;
+esac
+case $what in stepprof|final)
+  if command -v nsys >/dev/null 2>&1; then
+    run timeout 150 nsys profile -o /tmp/step --force-overwrite true "$BIN" step ${S/--steps 10/--steps 3} --precision bf16
+    nsys stats --report cuda_gpu_kern_sum --format csv /tmp/step.nsys-rep > "$OUT/step_kernels_bf16.csv" 2>/dev/null
+    head -c 4000 "$OUT/step_kernels_bf16.csv"
+  else
+    echo "no nsys on this machine: no kernel list of the step"
+  fi ;;
 esac
 case $what in pretrain|all|train|runs|attention)
   P=/tmp/pretrain_dino

@@ -53,6 +53,20 @@ def forward(args):
                          "min_ms": mn, "images_per_s": args.batch / med * 1e3})
             del model
             torch.cuda.empty_cache()
+        # the stem alone (patch embedding, CLS, position embeddings, final layer norm): the
+        # same model with no blocks, to split a forward into stem and blocks
+        cfg = Dinov2Config(hidden_size=768, num_hidden_layers=0, num_attention_heads=12,
+                           mlp_ratio=4, patch_size=14, image_size=518, layerscale_value=1.0,
+                           layer_norm_eps=1e-6)
+        model = Dinov2Model(cfg).to("cuda", dtype).eval()
+        x = torch.randn(args.batch, 3, 518, 518, device="cuda", dtype=dtype)
+        with torch.inference_mode():
+            med, mn = bench(lambda: model(pixel_values=x), repeats=args.repeats)
+        print(f"torch Dinov2Model {dtype_name:>4}  stem batch {args.batch}: median {med:.2f} ms, min {mn:.2f} ms")
+        rows.append({"dtype": dtype_name, "attn": "stem (0 blocks)", "batch": args.batch,
+                     "median_ms": med, "min_ms": mn})
+        del model
+        torch.cuda.empty_cache()
     return {"forward": rows, "device": torch.cuda.get_device_name(0), "torch": torch.__version__}
 
 

@@ -53,6 +53,8 @@ pub struct StepBenchOptions {
     pub warmup: usize,
     /// Timed steps.
     pub steps: usize,
+    /// Extra steps after the timed ones, timed phase by phase (0: none).
+    pub phase_steps: usize,
     /// Seed of the pixels, masks and stochastic depth (the weights come from candle's own
     /// random initialisers).
     pub seed: u64,
@@ -75,6 +77,7 @@ impl Default for StepBenchOptions {
             centering: "sinkhorn_knopp".into(),
             warmup: 3,
             steps: 10,
+            phase_steps: 0,
             seed: 0,
             compute_precision: "f32".into(),
         }
@@ -202,6 +205,11 @@ pub struct StepTiming {
     pub first_step_losses: Vec<(String, f64)>,
     /// Total loss of the last step run.
     pub last_total_loss: f64,
+    /// Median seconds of each phase (forward, backward, optimizer) over
+    /// `StepBenchOptions::phase_steps` extra steps run after the timed ones with a device
+    /// synchronisation at every phase end (kept apart so the synchronisations do not touch
+    /// `median_s`); empty when none were asked for.
+    pub phase_seconds: Vec<(String, f64)>,
 }
 
 fn median(xs: &[f64]) -> f64 {
@@ -274,14 +282,50 @@ pub fn time_steps(
         student_parameters,
         first_step_losses: first.unwrap_or_default(),
         last_total_loss: last,
+        phase_seconds: Vec::new(),
     })
 }
 
-/// Builds the trainer and batch of `opts` on `device` and times its training steps.
+/// Median seconds of each phase of a training step (see
+/// [`DinoTrainer::train_step_marked`]) over `steps` steps, synchronising `device` at every
+/// phase end.
+pub fn time_phases(
+    trainer: &mut DinoTrainer,
+    batch: &MultiCropBatch,
+    steps: usize,
+    device: &Device,
+) -> Result<Vec<(String, f64)>> {
+    let mut phases: Vec<(&'static str, Vec<f64>)> = Vec::new();
+    for _ in 0..steps {
+        device.synchronize()?;
+        let mut t = Instant::now();
+        trainer.train_step_marked(batch, |phase| {
+            device.synchronize()?;
+            let dt = t.elapsed().as_secs_f64();
+            match phases.iter_mut().find(|(p, _)| *p == phase) {
+                Some((_, v)) => v.push(dt),
+                None => phases.push((phase, vec![dt])),
+            }
+            t = Instant::now();
+            Ok(())
+        })?;
+    }
+    Ok(phases
+        .iter()
+        .map(|(p, v)| ((*p).to_string(), median(v)))
+        .collect())
+}
+
+/// Builds the trainer and batch of `opts` on `device` and times its training steps (and,
+/// with `opts.phase_steps`, their phases).
 pub fn time_train_steps(opts: &StepBenchOptions, device: &Device) -> Result<StepTiming> {
     let mut trainer = opts.trainer(device)?;
     let batch = opts.batch(device)?;
-    time_steps(&mut trainer, &batch, opts.warmup, opts.steps, device)
+    let mut timing = time_steps(&mut trainer, &batch, opts.warmup, opts.steps, device)?;
+    if opts.phase_steps > 0 {
+        timing.phase_seconds = time_phases(&mut trainer, &batch, opts.phase_steps, device)?;
+    }
+    Ok(timing)
 }
 
 #[cfg(test)]

@@ -501,14 +501,27 @@ impl DinoTrainer {
     /// One training step: forward, backward, clipping per sub-model, AdamW, EMA update.
     /// A NaN/Inf loss stops with an error before any weight changes.
     pub fn train_step(&mut self, batch: &MultiCropBatch) -> Result<StepOutput> {
+        self.train_step_marked(batch, |_| Ok(()))
+    }
+
+    /// [`Self::train_step`] calling `mark(phase)` as each phase ends: `"forward"` (student,
+    /// teacher and losses), `"backward"`, `"optimizer"` (clipping, AdamW and the EMA update).
+    /// Benchmarks synchronise the device and read a clock there.
+    pub fn train_step_marked(
+        &mut self,
+        batch: &MultiCropBatch,
+        mut mark: impl FnMut(&'static str) -> Result<()>,
+    ) -> Result<StepOutput> {
         let step = self.step;
         let s = self.schedules.at(step as usize);
         let losses = self.losses(batch, &s)?;
         let scalars = losses.scalars()?;
         check_finite(step, &scalars)?;
+        mark("forward")?;
         let vars = self.student_vars();
         let mut grads = NamedGrads::from_store(&losses.total.backward()?, &vars);
         drop(losses);
+        mark("backward")?;
         let mut grad_norms = Vec::new();
         let clip = self.cfg.optim.clip_grad;
         for (label, pick) in [
@@ -537,6 +550,7 @@ impl DinoTrainer {
         }
         self.opt.step(&grads, s.lr, s.wd, s.last_layer_lr)?;
         ema_update(&self.teacher_vars(), &vars, s.momentum)?;
+        mark("optimizer")?;
         self.step += 1;
         Ok(StepOutput {
             step,

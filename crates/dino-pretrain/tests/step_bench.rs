@@ -86,3 +86,24 @@ fn crop_sizes_must_be_patch_multiples() {
     let err = opts.config().unwrap_err().to_string();
     assert!(err.contains("96") && err.contains("14"), "{err}");
 }
+
+#[test]
+fn phase_steps_time_forward_backward_and_optimizer() {
+    let opts = StepBenchOptions {
+        phase_steps: 1,
+        ..tiny()
+    };
+    let t = time_train_steps(&opts, &Device::Cpu).unwrap();
+    let names: Vec<&str> = t.phase_seconds.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(names, ["forward", "backward", "optimizer"]);
+    assert!(
+        t.phase_seconds
+            .iter()
+            .all(|(_, s)| s.is_finite() && *s > 0.0),
+        "{:?}",
+        t.phase_seconds
+    );
+    // without phase steps there is no breakdown
+    let t = time_train_steps(&tiny(), &Device::Cpu).unwrap();
+    assert!(t.phase_seconds.is_empty());
+}

@@ -7,9 +7,11 @@
 // context `[B, N, H, 64]`, the layout the output projection reads. Head dim 64 only (every
 // DINOv2 / RAD-DINO size); other sizes take the composed path.
 //
-// Two kernels: f32 on the CUDA cores (register tiles of 4×4), bf16 on the tensor cores through
-// WMMA 16×16×16 fragments with f32 accumulation. Both keep the softmax statistics in f32 and
-// work in base 2 (exp2 of s · scale · log2 e), as flash attention does.
+// Kernels: f32 on the CUDA cores (register tiles of 4×4); bf16 on the tensor cores, through
+// mma.sync m16n8k16 with register-resident softmax (the default) or through WMMA 16×16×16
+// fragments with the softmax in shared memory (the first kernel, kept for comparison), both
+// with f32 accumulation. All keep the softmax statistics in f32 and work in base 2 (exp2 of
+// s · scale · log2 e), as flash attention does.
 //
 // CPU twin: `attention.rs` (`cpu_attention`).
 
@@ -321,6 +323,297 @@ extern "C" __global__ void attn_fwd_bf16(const __nv_bfloat16* __restrict__ qkv,
 #endif
 }
 
-// shared memory of the two kernels, in bytes (mirrored in cuda.rs)
-// f32:  4 · 64 · 68 · 4                          = 69632
-// bf16: 4 · 64 · 72 · 2 + 2 · 4 · 16 · 68 · 4    = 36864 + 34816 = 71680
+// ---------------------------------------------------------------------------------------------
+// bf16 on the tensor cores with `mma.sync.m16n8k16`, flash-attention-2 style: each of the 4 warps
+// owns 16 query rows and keeps their q fragments, scores, probabilities and output accumulators
+// in registers. The scores' accumulator layout is the A-fragment layout of the next product, so
+// the probabilities feed `p · v` without a trip through shared memory (which the WMMA kernel
+// above needs because its fragment layout is opaque).
+//
+// The k and v biases never enter the key loop: q · (k_j + b_k) = q · k_j + q · b_k, and the
+// second term is the same for every key of a row, so it cancels in the softmax; and as a row's
+// probabilities sum to one, Σ_j p_j (v_j + b_v) = Σ_j p_j v_j + b_v. So the k and v tiles are
+// copied to shared memory untouched with cp.async, double-buffered (the next tile lands while
+// this one is multiplied), and b_v is added to the normalised output in f32.
+//
+// Fragments are read from shared memory with ldmatrix (v transposed by ldmatrix.trans; plain
+// 32-bit loads measured 30% slower on the H200). Two block sizes: 4 warps (64 query rows,
+// `attn_fwd_bf16_mma`) and 8 warps (128 rows, `attn_fwd_bf16_mma128`, which halves the k/v
+// traffic from L2 per query).
+//
+// Fragment coordinates of m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16"), with
+// g = lane / 4 and t = lane % 4: A (16 × 16) registers a0..a3 hold rows g, g + 8, g, g + 8 and
+// columns 2t, 2t, 2t + 8, 2t + 8 (two consecutive columns each); B (16 × 8) registers b0, b1
+// hold rows 2t and 2t + 8 (two consecutive rows each) of column g; C (16 × 8) holds rows g
+// (c0, c1) and g + 8 (c2, c3) at columns 2t, 2t + 1.
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+
+#define LDT 72  // bf16 row pitch: 144 bytes, so the eight 16-byte rows of one ldmatrix hit distinct banks
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global → shared, asynchronously; `valid == false` writes zeros and reads nothing
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// four 8 × 8 bf16 matrices; lane l gives the address of row l % 8 of matrix l / 8
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const __nv_bfloat16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_trans(unsigned (&r)[4], const __nv_bfloat16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+
+// c += a · b, bf16 inputs, f32 accumulators
+__device__ __forceinline__ void mma_16816(float (&c)[4], const unsigned (&a)[4], unsigned b0,
+                                          unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// two floats as bf16, `lo` in the low half (the lower column / row of a fragment register)
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<unsigned*>(&v);
+}
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.f32 %0, %1;\n" : "=f"(y) : "f"(x));  // exp2(-inf) = +0
+  return y;
+}
+
+template <int WARPS>
+__device__ __forceinline__ void attn_fwd_bf16_mma_body(const __nv_bfloat16* __restrict__ qkv,
+                                                       const __nv_bfloat16* __restrict__ bias,
+                                                       __nv_bfloat16* __restrict__ out, int n,
+                                                       int heads, float scale) {
+  constexpr int ROWS = 16 * WARPS, THREADS = 32 * WARPS;
+  extern __shared__ float4 smem_mma[];
+  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem_mma);  // [ROWS][LDT]
+  __nv_bfloat16* ks = qs + ROWS * LDT;                             // [2][BK][LDT]
+  __nv_bfloat16* vs = ks + 2 * BK * LDT;                           // [2][BK][LDT]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t = lane & 3;          // fragment row group, thread in group
+  const int lm = lane >> 3, lr = lane & 7;        // ldmatrix: which matrix, which row
+  const int q0 = blockIdx.x * ROWS, h = blockIdx.y, b = blockIdx.z;
+  const size_t row_stride = (size_t)3 * heads * HD;
+  const __nv_bfloat16* base = qkv + (size_t)b * n * row_stride + (size_t)h * HD;
+  const __nv_bfloat16* kbase = base + (size_t)heads * HD;
+  const __nv_bfloat16* vbase = base + (size_t)2 * heads * HD;
+  const int tiles = (n + BK - 1) / BK;
+
+  // k and v of key tile `tile` into buffer `buf`: 64 rows of 8 16-byte chunks; rows past n are
+  // zeros (their scores are masked, and zeros keep 0 · v finite)
+  auto load_kv = [&](int tile, int buf) {
+    const int k0 = tile * BK;
+    for (int c = tid; c < BK * HD / 8; c += THREADS) {
+      const int r = c >> 3, d = (c & 7) << 3;
+      const bool valid = k0 + r < n;
+      const size_t off = (size_t)(valid ? k0 + r : 0) * row_stride + d;
+      cp_async_16(ks + (buf * BK + r) * LDT + d, kbase + off, valid);
+      cp_async_16(vs + (buf * BK + r) * LDT + d, vbase + off, valid);
+    }
+    cp_async_commit();
+  };
+  load_kv(0, 0);
+
+  // the q tile with its bias added in f32 and rounded once
+  const __nv_bfloat16* bq = bias ? bias + (size_t)h * HD : nullptr;
+  for (int c = tid; c < ROWS * HD / 8; c += THREADS) {
+    const int r = c >> 3, d = (c & 7) << 3;
+    uint4 raw = make_uint4(0u, 0u, 0u, 0u);
+    if (q0 + r < n) {
+      raw = *reinterpret_cast<const uint4*>(base + (size_t)(q0 + r) * row_stride + d);
+      if (bq) {
+        __nv_bfloat16* e = reinterpret_cast<__nv_bfloat16*>(&raw);
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+          e[i] = __float2bfloat16(__bfloat162float(e[i]) + __bfloat162float(bq[d + i]));
+      }
+    }
+    *reinterpret_cast<uint4*>(qs + r * LDT + d) = raw;
+  }
+  __syncthreads();
+
+  // this warp's 16 q rows; their A fragments are re-read from shared memory at every tile
+  // (4 ldmatrix against the 32 of k and v) rather than held, which keeps the kernel within
+  // 128 registers without spilling
+  const __nv_bfloat16* qw = qs + warp * 16 * LDT + (lr + 8 * (lm & 1)) * LDT + 8 * (lm >> 1);
+
+  float o[8][4];  // output, 8 tiles of 8 dims: [0], [1] row g, [2], [3] row g + 8
+#pragma unroll
+  for (int i = 0; i < 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m_lo = -INFINITY, m_hi = -INFINITY;  // running maxima of rows g, g + 8 (· c, base 2)
+  float l_lo = 0.f, l_hi = 0.f;              // this thread's share of the running sums
+  const float qk_scale = scale * LOG2E;
+
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int buf = tile & 1;
+    if (tile + 1 < tiles) {
+      load_kv(tile + 1, buf ^ 1);  // that buffer was released by the barrier ending the last tile
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const __nv_bfloat16* kt = ks + buf * BK * LDT;
+    const __nv_bfloat16* vt = vs + buf * BK * LDT;
+    const int k0 = tile * BK;
+
+    // s = q kᵀ: 8 tiles of 8 keys; kᵀ's B fragments are k's rows read as they are stored
+    float s[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      unsigned qf[4];
+      ldsm_x4(qf, qw + kk * 16);
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        unsigned bf[4];  // b0, b1 of key tile 2 np, then of 2 np + 1
+        ldsm_x4(bf, kt + (np * 16 + lr + 8 * (lm >> 1)) * LDT + kk * 16 + 8 * (lm & 1));
+        mma_16816(s[2 * np], qf, bf[0], bf[1]);
+        mma_16816(s[2 * np + 1], qf, bf[2], bf[3]);
+      }
+    }
+
+    // online softmax; a row's 64 scores live in the 4 threads of its group. The maxima are
+    // taken of the raw scores (scale > 0) and the scale folded into the exponent:
+    // p = exp2(s · c − m · c) with c = scale · log2 e, one FFMA per score
+    if (k0 + BK > n) {  // only the last tile has keys past n
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int key = k0 + i * 8 + 2 * t;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          if (key + e >= n) s[i][e] = s[i][2 + e] = -INFINITY;
+        }
+      }
+    }
+    float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      mx_lo = fmaxf(mx_lo, fmaxf(s[i][0], s[i][1]));
+      mx_hi = fmaxf(mx_hi, fmaxf(s[i][2], s[i][3]));
+    }
+#pragma unroll
+    for (int off = 1; off < 4; off <<= 1) {
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffff, mx_lo, off));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffff, mx_hi, off));
+    }
+    // every tile holds at least one key < n, so the new maxima are finite
+    const float mn_lo = fmaxf(m_lo, mx_lo * qk_scale), mn_hi = fmaxf(m_hi, mx_hi * qk_scale);
+    const float a_lo = fast_exp2(m_lo - mn_lo), a_hi = fast_exp2(m_hi - mn_hi);
+    m_lo = mn_lo;
+    m_hi = mn_hi;
+    l_lo *= a_lo;
+    l_hi *= a_hi;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      o[i][0] *= a_lo;
+      o[i][1] *= a_lo;
+      o[i][2] *= a_hi;
+      o[i][3] *= a_hi;
+    }
+    // o += p v, one 16-key k-step at a time: the probabilities of key tiles 2 kk and 2 kk + 1
+    // are the A fragment of k-step kk (the score accumulators' layout is the A layout), and
+    // v's B fragments are pairs of consecutive keys of one dim (ldmatrix.trans)
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      float p[2][4];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const float* si = s[2 * kk + half];
+        p[half][0] = fast_exp2(fmaf(si[0], qk_scale, -mn_lo));
+        p[half][1] = fast_exp2(fmaf(si[1], qk_scale, -mn_lo));
+        p[half][2] = fast_exp2(fmaf(si[2], qk_scale, -mn_hi));
+        p[half][3] = fast_exp2(fmaf(si[3], qk_scale, -mn_hi));
+        l_lo += p[half][0] + p[half][1];
+        l_hi += p[half][2] + p[half][3];
+      }
+      const unsigned pf[4] = {pack_bf16(p[0][0], p[0][1]), pack_bf16(p[0][2], p[0][3]),
+                              pack_bf16(p[1][0], p[1][1]), pack_bf16(p[1][2], p[1][3])};
+#pragma unroll
+      for (int dp = 0; dp < 4; ++dp) {
+        unsigned bf[4];  // b0, b1 of dim tile 2 dp, then of 2 dp + 1
+        ldsm_x4_trans(bf, vt + (kk * 16 + lr + 8 * (lm & 1)) * LDT + dp * 16 + 8 * (lm >> 1));
+        mma_16816(o[2 * dp], pf, bf[0], bf[1]);
+        mma_16816(o[2 * dp + 1], pf, bf[2], bf[3]);
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the prefetch of the tile after next
+  }
+
+#pragma unroll
+  for (int off = 1; off < 4; off <<= 1) {
+    l_lo += __shfl_xor_sync(0xffffffff, l_lo, off);
+    l_hi += __shfl_xor_sync(0xffffffff, l_hi, off);
+  }
+  const float inv_lo = 1.f / l_lo, inv_hi = 1.f / l_hi;
+  const __nv_bfloat16* bv = bias ? bias + (size_t)(2 * heads + h) * HD : nullptr;
+  const int r_lo = q0 + warp * 16 + g, r_hi = r_lo + 8;
+  __nv_bfloat16* dst_lo = out + ((size_t)b * n + r_lo) * heads * HD + (size_t)h * HD;
+  __nv_bfloat16* dst_hi = dst_lo + (size_t)8 * heads * HD;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int d = i * 8 + 2 * t;
+    const float b0 = bv ? __bfloat162float(bv[d]) : 0.f;
+    const float b1 = bv ? __bfloat162float(bv[d + 1]) : 0.f;
+    if (r_lo < n)
+      *reinterpret_cast<unsigned*>(dst_lo + d) =
+          pack_bf16(o[i][0] * inv_lo + b0, o[i][1] * inv_lo + b1);
+    if (r_hi < n)
+      *reinterpret_cast<unsigned*>(dst_hi + d) =
+          pack_bf16(o[i][2] * inv_hi + b0, o[i][3] * inv_hi + b1);
+  }
+}
+
+// at most 128 registers a thread, so that 16 warps fit an SM (4 or 2 blocks)
+extern "C" __global__ void __launch_bounds__(128, 4)
+    attn_fwd_bf16_mma(const __nv_bfloat16* __restrict__ qkv, const __nv_bfloat16* __restrict__ bias,
+                      __nv_bfloat16* __restrict__ out, int n, int heads, float scale) {
+  attn_fwd_bf16_mma_body<4>(qkv, bias, out, n, heads, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2)
+    attn_fwd_bf16_mma128(const __nv_bfloat16* __restrict__ qkv,
+                         const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ out,
+                         int n, int heads, float scale) {
+  attn_fwd_bf16_mma_body<8>(qkv, bias, out, n, heads, scale);
+}
+
+#else  // before sm_80: no bf16 mma; the Rust side never launches these (`cuda_supports`)
+
+extern "C" __global__ void attn_fwd_bf16_mma(const __nv_bfloat16*, const __nv_bfloat16*,
+                                             __nv_bfloat16*, int, int, float) {
+  __trap();
+}
+extern "C" __global__ void attn_fwd_bf16_mma128(const __nv_bfloat16*, const __nv_bfloat16*,
+                                                __nv_bfloat16*, int, int, float) {
+  __trap();
+}
+
+#endif
+
+// shared memory of the kernels, in bytes (mirrored in cuda.rs)
+// f32:       4 · 64 · 68 · 4                          = 69632
+// bf16 wmma: 4 · 64 · 72 · 2 + 2 · 4 · 16 · 68 · 4    = 36864 + 34816 = 71680
+// bf16 mma:  (16 · warps + 2 · 64 + 2 · 64) · 72 · 2   = 46080 (4 warps), 55296 (8 warps)

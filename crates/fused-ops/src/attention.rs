@@ -7,6 +7,8 @@
 //! Inference only: the op has no backward, and asking for one is an error rather than a
 //! silently missing gradient (training takes the composed, differentiable path).
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -21,14 +23,67 @@ pub struct FusedAttention {
     pub heads: usize,
     /// Scale of the scores, `d^-1/2` for standard attention.
     pub scale: f32,
+    /// The CUDA kernel a bf16 input runs on (ignored on the CPU and for f32).
+    pub bf16_kernel: Bf16Kernel,
+}
+
+/// The CUDA kernels bf16 attention can run on. They compute the same thing; the choice is for
+/// speed comparisons (`gpu_suite`) and as a fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Bf16Kernel {
+    /// `mma.sync` m16n8k16 with `ldmatrix` fragment loads; scores, probabilities and output
+    /// stay in registers (flash-attention-2 style), k/v tiles double-buffered with `cp.async`;
+    /// 8 warps, 128 query rows a block (the default: fastest measured on the H200).
+    Mma128,
+    /// The same with 4 warps and 64 query rows a block.
+    Mma,
+    /// WMMA 16×16×16 fragments with the softmax in shared memory (the first bf16 kernel).
+    Wmma,
+}
+
+impl Bf16Kernel {
+    /// Every kernel, the default first.
+    pub const ALL: [Self; 3] = [Self::Mma128, Self::Mma, Self::Wmma];
+
+    /// Short name, as `gpu_suite --bf16-attention` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mma => "mma",
+            Self::Mma128 => "mma128",
+            Self::Wmma => "wmma",
+        }
+    }
+
+    /// The kernel called `name` (see [`Bf16Kernel::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+static BF16_KERNEL: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses the CUDA kernel of later bf16 [`attention`] calls in this process (default
+/// [`Bf16Kernel::Mma128`]).
+pub fn set_bf16_kernel(kernel: Bf16Kernel) {
+    let i = Bf16Kernel::ALL
+        .iter()
+        .position(|k| *k == kernel)
+        .unwrap_or(0);
+    BF16_KERNEL.store(i as u8, Ordering::Relaxed);
+}
+
+/// The CUDA kernel bf16 [`attention`] runs on now.
+pub fn bf16_kernel() -> Bf16Kernel {
+    Bf16Kernel::ALL[BF16_KERNEL.load(Ordering::Relaxed) as usize % Bf16Kernel::ALL.len()]
 }
 
 /// The head dim the CUDA kernels are built for (every DINOv2 / RAD-DINO size uses 64).
 pub const CUDA_HEAD_DIM: usize = 64;
 
 /// Whether this build's CUDA kernel handles `dtype`: f32 always, bf16 when the kernels were
-/// compiled for compute capability 8.0 or later (`CUDA_COMPUTE_CAP`; its WMMA bf16 fragments
-/// need sm_80).
+/// compiled for compute capability 8.0 or later (`CUDA_COMPUTE_CAP`; bf16 `mma` and WMMA
+/// fragments need sm_80).
 pub fn cuda_supports(dtype: candle_core::DType) -> bool {
     dtype == candle_core::DType::F32 || (dtype == candle_core::DType::BF16 && BF16_WMMA)
 }
@@ -55,11 +110,18 @@ pub fn attention(qkv: &Tensor, bias: Option<&Tensor>, heads: usize, scale: f64) 
             bias.elem_count()
         );
     }
-    qkv.contiguous()?.apply_op2(
+    // the CUDA kernels read 16-byte chunks: a view that starts mid-chunk is copied first
+    let qkv = if qkv.is_contiguous() && qkv.layout().start_offset() % 8 == 0 {
+        qkv.clone()
+    } else {
+        qkv.force_contiguous()?
+    };
+    qkv.apply_op2(
         &bias,
         FusedAttention {
             heads,
             scale: scale as f32,
+            bf16_kernel: bf16_kernel(),
         },
     )
 }
@@ -135,6 +197,13 @@ impl CustomOp2 for FusedAttention {
         if hd != CUDA_HEAD_DIM {
             bail!("fused attention on CUDA needs head dim {CUDA_HEAD_DIM}, got {hd}");
         }
+        if !(self.scale > 0.0 && self.scale.is_finite()) {
+            // the kernels take row maxima of the unscaled scores
+            bail!(
+                "fused attention on CUDA needs a positive finite scale, got {}",
+                self.scale
+            );
+        }
         if !cuda_supports(s1.dtype()) {
             bail!(
                 "fused attention on CUDA: {:?} needs kernels built for compute capability 8.0+ \
@@ -142,7 +211,7 @@ impl CustomOp2 for FusedAttention {
                 s1.dtype()
             );
         }
-        let out = crate::cuda::attention((s1, l1), (s2, l2), b, n, self.heads, self.scale)?;
+        let out = crate::cuda::attention((s1, l1), (s2, l2), b, n, self, self.bf16_kernel)?;
         Ok((out, Shape::from((b, n, self.heads * hd))))
     }
 }

@@ -60,6 +60,9 @@ pub(crate) fn layer_norm_rows(
     let rows = n / d;
     // a warp per row, 8 rows per block
     let cfg = launch_cfg(rows.div_ceil(8) as u32);
+    // groups of 4 elements when every operand starts 4-element aligned and rows are too
+    let aligned = s.iter().all(|(_, l)| l.start_offset() % 4 == 0);
+    let vec4 = i32::from(d % 4 == 0 && aligned);
     let (rows, d) = (rows as i32, d as i32);
     macro_rules! launch {
         ($t:ty, $suffix:literal) => {{
@@ -75,8 +78,10 @@ pub(crate) fn layer_norm_rows(
                 .arg(&out)
                 .arg(&rows)
                 .arg(&d)
-                .arg(&eps);
-            // SAFETY: a warp per row reads `rows · d` elements of x/c and d of w, writes `out`.
+                .arg(&eps)
+                .arg(&vec4);
+            // SAFETY: a warp per row reads `rows · d` elements of x/c and d of w, writes `out`;
+            // the grouped accesses run only on 4-aligned offsets and widths.
             unsafe { b.launch(cfg) }.w()?;
             Ok(wrap(out, dev))
         }};
@@ -302,8 +307,9 @@ pub(crate) fn sinkhorn(
     Ok(storage)
 }
 
-/// An epilogue kernel (`bias_gelu`, `bias_scale_residual`): a block per row of `d` elements
-/// (grid-stride over the rows), four elements per load where widths and offsets allow.
+/// An epilogue kernel (`bias_gelu`, `bias_scale_residual`, `bias_add`, `scale_columns`): rows
+/// of `d` elements spread over whole warps (grid-stride over the rows), eight or four elements
+/// per access where widths and offsets allow.
 pub(crate) fn epilogue(
     kernel: &str,
     s: [(&CudaStorage, &Layout); 3],
@@ -312,11 +318,29 @@ pub(crate) fn epilogue(
     let dev = s[0].0.device();
     let n = s[0].1.shape().elem_count();
     let rows = n / d.max(1);
-    let aligned = s.iter().all(|(_, l)| l.start_offset() % 4 == 0);
-    let vec4 = i32::from(d % 4 == 0 && aligned);
+    // elements per access: the widest that divides the width and every offset, with 8 for
+    // bf16 only (16-byte accesses; for f32 the 8-wide form measured 2.5x slower on the H200,
+    // float4 already being 16 bytes)
+    let widths: &[usize] = match s[0].0.dtype() {
+        DType::BF16 => &[8, 4],
+        _ => &[4],
+    };
+    let vec: i32 = widths
+        .iter()
+        .copied()
+        .find(|&w| d % w == 0 && s.iter().all(|(_, l)| l.start_offset() % w == 0))
+        .map_or(1, |w| w as i32);
+    // threads along a row: its accesses rounded up to whole warps (a 3072-wide bf16 row is
+    // 384 threads, all busy), and as many rows a block as fit 256 threads
+    let per_row = d.div_ceil(vec as usize).next_multiple_of(32).min(1024);
+    let rows_per_block = (BLOCK as usize / per_row).max(1);
     let cfg = LaunchConfig {
-        grid_dim: (rows.clamp(1, 132 * 16) as u32, 1, 1),
-        block_dim: (BLOCK, 1, 1),
+        grid_dim: (
+            rows.div_ceil(rows_per_block).clamp(1, 132 * 16) as u32,
+            1,
+            1,
+        ),
+        block_dim: (per_row as u32, rows_per_block as u32, 1),
         shared_mem_bytes: 0,
     };
     macro_rules! launch {
@@ -334,9 +358,9 @@ pub(crate) fn epilogue(
                 .arg(&out)
                 .arg(&rows)
                 .arg(&d)
-                .arg(&vec4);
+                .arg(&vec);
             // SAFETY: grid-stride over the rows of a/r/out; p is read at columns < 2d; the
-            // vectorised path runs only on 4-aligned offsets and widths.
+            // vectorised paths run only on offsets and widths that are multiples of `vec`.
             unsafe { b.launch(cfg) }.w()?;
             Ok(wrap(out, dev))
         }};
@@ -350,27 +374,38 @@ pub(crate) fn epilogue(
 
 const ATTENTION_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused_attention.ptx"));
 const ATTENTION_MODULE: &str = "cxr_fused_attention";
-/// Dynamic shared memory of the two attention kernels (see the end of attention.cu).
+/// Dynamic shared memory of the attention kernels (see the end of attention.cu).
 const ATTENTION_SMEM_F32: u32 = 4 * 64 * 68 * 4;
-const ATTENTION_SMEM_BF16: u32 = 4 * 64 * 72 * 2 + 2 * 4 * 16 * 68 * 4;
+const ATTENTION_SMEM_BF16_WMMA: u32 = 4 * 64 * 72 * 2 + 2 * 4 * 16 * 68 * 4;
+/// The mma kernels: a q tile of 16 rows a warp, double-buffered 64-key k and v tiles.
+const fn attention_smem_bf16_mma(warps: u32) -> u32 {
+    (16 * warps + 2 * 64 + 2 * 64) * 72 * 2
+}
 
 /// Flash-style attention over `qkv` `[B, N, 3, H, 64]` with bias `[3, H, 64]`: one block per
-/// (64-query tile, head, sample), output `[B, N, H, 64]`.
+/// (query tile, head, sample), output `[B, N, H, 64]`.
 pub(crate) fn attention(
     (sq, lq): (&CudaStorage, &Layout),
     (sb, lb): (&CudaStorage, &Layout),
     b: usize,
     n: usize,
-    heads: usize,
-    scale: f32,
+    op: &crate::attention::FusedAttention,
+    bf16_kernel: crate::attention::Bf16Kernel,
 ) -> Result<CudaStorage> {
+    use crate::attention::Bf16Kernel;
     use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
     let dev = sq.device();
+    let (heads, scale) = (op.heads, op.scale);
     let len = b * n * heads * 64;
-    let (kernel, threads, smem) = match sq.dtype() {
-        DType::F32 => ("attn_fwd_f32", 256, ATTENTION_SMEM_F32),
-        DType::BF16 => ("attn_fwd_bf16", 128, ATTENTION_SMEM_BF16),
-        other => bail!("fused attention on CUDA supports f32 and bf16, got {other:?}"),
+    // (kernel, threads, query rows a block, shared memory)
+    let (kernel, threads, rows, smem) = match (sq.dtype(), bf16_kernel) {
+        (DType::F32, _) => ("attn_fwd_f32", 256, 64, ATTENTION_SMEM_F32),
+        (DType::BF16, Bf16Kernel::Wmma) => ("attn_fwd_bf16", 128, 64, ATTENTION_SMEM_BF16_WMMA),
+        (DType::BF16, Bf16Kernel::Mma) => {
+            ("attn_fwd_bf16_mma", 128, 64, attention_smem_bf16_mma(4))
+        }
+        (DType::BF16, _) => ("attn_fwd_bf16_mma128", 256, 128, attention_smem_bf16_mma(8)),
+        (other, _) => bail!("fused attention on CUDA supports f32 and bf16, got {other:?}"),
     };
     let f = dev.get_or_load_custom_func(kernel, ATTENTION_MODULE, ATTENTION_PTX)?;
     // more than the 48 KiB a kernel gets without asking
@@ -380,7 +415,7 @@ pub(crate) fn attention(
     )
     .w()?;
     let cfg = LaunchConfig {
-        grid_dim: (n.div_ceil(64) as u32, heads as u32, b as u32),
+        grid_dim: (n.div_ceil(rows) as u32, heads as u32, b as u32),
         block_dim: (threads, 1, 1),
         shared_mem_bytes: smem,
     };
@@ -434,4 +469,105 @@ pub(crate) fn retain_pool_memory(ordinal: usize) -> Result<()> {
         .w()?;
     }
     Ok(())
+}
+
+/// One in-place optimizer update (`optim_update` in kernels.cu) of `dst` from `a` and `b`
+/// (contiguous, same dtype and length; see optim.rs).
+pub(crate) fn optim_update(
+    (sd, ld): (&mut CudaStorage, &Layout),
+    (sa, la): (&CudaStorage, &Layout),
+    (sb, lb): (&CudaStorage, &Layout),
+    kind: i32,
+    c: [f32; 4],
+) -> Result<()> {
+    let dev = sd.device().clone();
+    let Some((d0, d1)) = ld.contiguous_offsets() else {
+        bail!("optimizer update: destination must be contiguous");
+    };
+    let n = d1 - d0;
+    let cfg = launch_cfg(stride_blocks(n));
+    macro_rules! launch {
+        ($t:ty, $suffix:literal) => {{
+            let a = view::<$t>(sa, la, "operand")?;
+            let b = view::<$t>(sb, lb, "second operand")?;
+            if a.len() != n || b.len() != n {
+                bail!(
+                    "optimizer update: operands of {} and {} elements for {n}",
+                    a.len(),
+                    b.len()
+                );
+            }
+            let f = dev.get_or_load_custom_func(concat!("optim_update_", $suffix), MODULE, PTX)?;
+            let mut dst = sd.as_cuda_slice_mut::<$t>()?.slice_mut(d0..d1);
+            let mut bl = f.builder();
+            bl.arg(&mut dst)
+                .arg(&a)
+                .arg(&b)
+                .arg(&n)
+                .arg(&kind)
+                .arg(&c[0])
+                .arg(&c[1])
+                .arg(&c[2])
+                .arg(&c[3]);
+            // SAFETY: grid-stride over the n elements of dst, a and b (lengths checked above).
+            unsafe { bl.launch(cfg) }.w()?;
+            Ok(())
+        }};
+    }
+    match sa.dtype() {
+        DType::F32 => launch!(f32, "f32"),
+        DType::BF16 => launch!(bf16, "bf16"),
+        other => bail!("optimizer update on CUDA supports f32 and bf16, got {other:?}"),
+    }
+}
+
+/// `Σ_rows x` of the contiguous `rows × cols` x as `[cols]` in x's dtype: column partial sums
+/// over chunks of rows (coalesced along the rows), then the same kernel over the partials.
+pub(crate) fn column_sum(
+    s: &CudaStorage,
+    l: &Layout,
+    rows: usize,
+    cols: usize,
+) -> Result<CudaStorage> {
+    let dev = s.device();
+    // enough chunks to fill the GPU, at least 64 rows each
+    let chunks = (rows / 64).clamp(1, 256);
+    let rows_per_chunk = rows.div_ceil(chunks).max(1);
+    let chunks = rows.div_ceil(rows_per_chunk).max(1);
+    let part = dev.alloc_zeros::<f32>(chunks * cols)?;
+    let out = dev.alloc_zeros::<f32>(cols)?;
+    let grid = |y: usize| LaunchConfig {
+        grid_dim: (cols.div_ceil(BLOCK as usize) as u32, y as u32, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (r, c, rpc) = (rows as i32, cols as i32, rows_per_chunk as i32);
+    macro_rules! first_pass {
+        ($t:ty, $suffix:literal) => {{
+            let x = view::<$t>(s, l, "x")?;
+            let f =
+                dev.get_or_load_custom_func(concat!("column_partials_", $suffix), MODULE, PTX)?;
+            let mut b = f.builder();
+            b.arg(&x).arg(&part).arg(&r).arg(&c).arg(&rpc);
+            // SAFETY: thread (column, chunk) reads its column over the chunk's rows (< rows)
+            // and writes part[chunk, column].
+            unsafe { b.launch(grid(chunks)) }.w()?;
+        }};
+    }
+    match s.dtype() {
+        DType::F32 => first_pass!(f32, "f32"),
+        DType::BF16 => first_pass!(bf16, "bf16"),
+        other => bail!("column sum on CUDA supports f32 and bf16, got {other:?}"),
+    }
+    let f = dev.get_or_load_custom_func("column_partials_f32", MODULE, PTX)?;
+    let (nc, one) = (chunks as i32, chunks as i32);
+    let mut b = f.builder();
+    b.arg(&part).arg(&out).arg(&nc).arg(&c).arg(&one);
+    // SAFETY: as above, over the chunks × cols partials with a single chunk.
+    unsafe { b.launch(grid(1)) }.w()?;
+    let sum = wrap(out, dev);
+    match s.dtype() {
+        DType::F32 => Ok(sum),
+        dtype => sum.to_dtype(&Layout::contiguous(cols), dtype),
+    }
 }

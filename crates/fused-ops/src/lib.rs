@@ -16,6 +16,8 @@
 //! | [`sinkhorn_knopp`] | dinov2's `sinkhorn_knopp_teacher` | none |
 //! | [`attention()`] | flash-style multi-head attention from the fused qkv projection | none (inference) |
 //! | [`bias_gelu`], [`bias_scale_residual`] | the ViT block's GEMM epilogues in one pass | none (inference) |
+//! | [`optim::adamw_update`], [`optim::ema_update`] | AdamW and EMA updates in place | none (optimizer) |
+//! | [`bias_add`], [`scale_columns`] | per-channel add / scale | parameter gradient as a coalesced [`column_sum`] |
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -28,16 +30,19 @@
 #![deny(missing_docs)]
 
 pub mod attention;
+mod columns;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod epilogue;
 mod layer_norm;
+pub mod optim;
 pub mod parity;
 mod resize;
 mod storage;
 mod teacher;
 
 pub use attention::{attention, FusedAttention};
+pub use columns::{bias_add, column_sum, scale_columns, BiasAdd, ColumnSum, ScaleColumns};
 pub use epilogue::{bias_gelu, bias_scale_residual, BiasGelu, BiasScaleResidual};
 pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward, LayerNormParamGrad};
 pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};

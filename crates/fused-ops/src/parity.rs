@@ -3,6 +3,8 @@
 //! the GPU benchmark example both run these, so what is tested is what is reported.
 
 use candle_core::{DType, Device, Result, Shape, Tensor, Var};
+
+use crate::attention::Bf16Kernel;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -122,6 +124,34 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
         }
     }
 
+    // per-channel bias add and scale with their column-sum gradients (rows not a multiple of
+    // the 64-row chunks, a width that is not a multiple of the 256-thread blocks)
+    let x = random(&mut rng, (5, 67, 300), 2.0, 0.1)?;
+    let p = random(&mut rng, 300, 1.0, 0.0)?;
+    let r = random(&mut rng, (5, 67, 300), 1.0, 0.0)?;
+    for (dtype, tol_y, tol_g) in [(DType::F32, 1e-6, 1e-5), (DType::BF16, 1e-2, 2e-2)] {
+        let inputs = [x.to_dtype(dtype)?, p.to_dtype(dtype)?];
+        type Op = fn(&Tensor, &Tensor) -> Result<Tensor>;
+        for (name, op) in [
+            ("bias_add", crate::bias_add as Op),
+            ("scale_columns", crate::scale_columns as Op),
+        ] {
+            let f = |t: &[Tensor]| op(&t[0], &t[1]);
+            let c = with_grads(&inputs, &r, &cpu, &f)?;
+            let d = with_grads(&inputs, &r, device, &f)?;
+            for (i, what) in ["y", "dx", "dparam"].iter().enumerate() {
+                let tol = if i == 0 { tol_y } else { tol_g };
+                push(
+                    &mut out,
+                    format!("{name} {dtype:?} {what}"),
+                    &d[i],
+                    &c[i],
+                    tol,
+                )?;
+            }
+        }
+    }
+
     // bilinear resize, up and down, both alignments: output and input gradient
     let img = random(&mut rng, (2, 16, 37, 37), 1.0, 0.0)?;
     for (size, align) in [
@@ -165,20 +195,102 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
         for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 3e-2)] {
             let (q, bi) = (qkv.to_dtype(dtype)?, bias.to_dtype(dtype)?);
             let c = crate::attention(&q, Some(&bi), heads, 0.125)?;
-            let d = crate::attention(
-                &q.to_device(device)?,
-                Some(&bi.to_device(device)?),
-                heads,
-                0.125,
-            )?;
-            push(
-                &mut out,
-                format!("attention {dtype:?} n={n} heads={heads}"),
-                &d,
-                &c,
-                tol,
-            )?;
+            // every bf16 kernel (f32 has one)
+            let kernels: &[Bf16Kernel] = match dtype {
+                DType::BF16 => &Bf16Kernel::ALL,
+                _ => &[Bf16Kernel::Mma128],
+            };
+            let chosen = crate::attention::bf16_kernel();
+            for &kernel in kernels {
+                crate::attention::set_bf16_kernel(kernel);
+                let d = crate::attention(
+                    &q.to_device(device)?,
+                    Some(&bi.to_device(device)?),
+                    heads,
+                    0.125,
+                );
+                crate::attention::set_bf16_kernel(chosen);
+                let label = match dtype {
+                    DType::BF16 => format!(" ({})", kernel.name()),
+                    _ => String::new(),
+                };
+                push(
+                    &mut out,
+                    format!("attention {dtype:?}{label} n={n} heads={heads}"),
+                    &d?,
+                    &c,
+                    tol,
+                )?;
+            }
         }
+    }
+    // a qkv view starting one element into its buffer (the kernels' 16-byte loads must not
+    // see it unaligned)
+    let (b, n, heads) = (1, 70, 2);
+    let flat = random(&mut rng, 1 + b * n * 3 * heads * 64, 2.0, 0.0)?;
+    let bias = random(&mut rng, 3 * heads * 64, 0.5, 0.0)?;
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 3e-2)] {
+        let (f, bi) = (flat.to_dtype(dtype)?, bias.to_dtype(dtype)?);
+        let view = |t: &Tensor| {
+            t.narrow(0, 1, b * n * 3 * heads * 64)?
+                .reshape((b, n, 3 * heads * 64))
+        };
+        let c = crate::attention(&view(&f)?, Some(&bi), heads, 0.125)?;
+        let d = crate::attention(
+            &view(&f.to_device(device)?)?,
+            Some(&bi.to_device(device)?),
+            heads,
+            0.125,
+        )?;
+        push(
+            &mut out,
+            format!("attention {dtype:?} offset view n={n}"),
+            &d,
+            &c,
+            tol,
+        )?;
+    }
+    // the in-place optimizer updates: three AdamW steps and an EMA update, f32 and bf16
+    let n = 70_001;
+    for (dtype, tol) in [(DType::F32, 1e-6), (DType::BF16, 1e-2)] {
+        let on_both = |t: Tensor| -> Result<(Tensor, Tensor)> {
+            let t = t.to_dtype(dtype)?;
+            Ok((t.copy()?, t.to_device(device)?))
+        };
+        let (pc, pd) = on_both(random(&mut rng, n, 1.0, 0.0)?)?;
+        let (mc, md) = on_both(Tensor::zeros(n, DType::F32, &cpu)?)?;
+        let (vc, vd) = on_both(Tensor::zeros(n, DType::F32, &cpu)?)?;
+        for step in 1..=3u64 {
+            let (gc, gd) = on_both(random(&mut rng, n, 0.5, 0.0)?)?;
+            let h = crate::optim::AdamWStep {
+                lr: 1e-2,
+                weight_decay: 0.04,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                step,
+            };
+            crate::optim::adamw_update(&pc, &gc, &mc, &vc, &h)?;
+            crate::optim::adamw_update(&pd, &gd, &md, &vd, &h)?;
+        }
+        push(
+            &mut out,
+            format!("adamw {dtype:?} param (3 steps)"),
+            &pd,
+            &pc,
+            tol,
+        )?;
+        push(
+            &mut out,
+            format!("adamw {dtype:?} exp_avg_sq"),
+            &vd,
+            &vc,
+            tol,
+        )?;
+        let (sc, sd) = on_both(random(&mut rng, n, 1.0, 0.0)?)?;
+        crate::optim::ema_update(&pc, &sc, 0.996)?;
+        crate::optim::ema_update(&pd, &sd, 0.996)?;
+        push(&mut out, format!("ema {dtype:?}"), &pd, &pc, tol)?;
     }
     // rows longer than the register-cached layer norm holds (the looping form)
     let x = random(&mut rng, (2, 9, 1500), 3.0, 0.7)?;
@@ -190,24 +302,49 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
     let on = |t: &Tensor| t.to_device(device);
     let d = crate::layer_norm(&on(&x)?, &on(&w)?, &on(&b)?, 1e-6)?;
     push(&mut out, "layer_norm F32 y (d = 1500)".into(), &d, &c, 1e-5)?;
-    // epilogues at a width that is not a multiple of 4 (the scalar form)
-    let a = random(&mut rng, (5, 33, 30), 3.0, 0.0)?;
-    let (b, lambda) = (
-        random(&mut rng, 30, 1.0, 0.0)?,
-        random(&mut rng, 30, 0.2, 0.0)?,
+    // a width that is not a multiple of 4 (the element-wise register form)
+    let x = random(&mut rng, (3, 11, 390), 3.0, 0.7)?;
+    let (w, b) = (
+        random(&mut rng, 390, 0.5, 1.0)?,
+        random(&mut rng, 390, 0.5, 0.0)?,
     );
-    let c = crate::bias_scale_residual(&a, &b, &lambda, &a)?;
-    let d = crate::bias_scale_residual(&on(&a)?, &on(&b)?, &on(&lambda)?, &on(&a)?)?;
-    push(
-        &mut out,
-        "bias_scale_residual F32 (d = 30)".into(),
-        &d,
-        &c,
-        1e-5,
-    )?;
-    let c = crate::bias_gelu(&a, &b)?;
-    let d = crate::bias_gelu(&on(&a)?, &on(&b)?)?;
-    push(&mut out, "bias_gelu F32 (d = 30)".into(), &d, &c, 1e-5)?;
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
+        let (x, w, b) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?, b.to_dtype(dtype)?);
+        let c = crate::layer_norm(&x, &w, &b, 1e-6)?;
+        let d = crate::layer_norm(&on(&x)?, &on(&w)?, &on(&b)?, 1e-6)?;
+        push(
+            &mut out,
+            format!("layer_norm {dtype:?} y (d = 390)"),
+            &d,
+            &c,
+            tol,
+        )?;
+    }
+    // epilogues at widths that are not a multiple of 8 (30: one element per access; 36: four)
+    for width in [30, 36] {
+        let a = random(&mut rng, (5, 33, width), 3.0, 0.0)?;
+        let (b, lambda) = (
+            random(&mut rng, width, 1.0, 0.0)?,
+            random(&mut rng, width, 0.2, 0.0)?,
+        );
+        for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+            let [a, b, lambda] = [&a, &b, &lambda].map(|t| t.to_dtype(dtype));
+            let (a, b, lambda) = (a?, b?, lambda?);
+            let c = crate::bias_scale_residual(&a, &b, &lambda, &a)?;
+            let d = crate::bias_scale_residual(&on(&a)?, &on(&b)?, &on(&lambda)?, &on(&a)?)?;
+            let name = format!("bias_scale_residual {dtype:?} (d = {width})");
+            push(&mut out, name, &d, &c, tol)?;
+            let c = crate::bias_gelu(&a, &b)?;
+            let d = crate::bias_gelu(&on(&a)?, &on(&b)?)?;
+            push(
+                &mut out,
+                format!("bias_gelu {dtype:?} (d = {width})"),
+                &d,
+                &c,
+                tol,
+            )?;
+        }
+    }
 
     let a = random(&mut rng, (3, 77, 768), 3.0, 0.0)?;
     let r = random(&mut rng, (3, 77, 768), 1.0, 0.0)?;

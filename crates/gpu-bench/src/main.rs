@@ -21,6 +21,7 @@ use serde_json::json;
 use vit_backbone::{Dinov2Config, Dinov2Model, ForwardOptions};
 
 mod profile;
+mod train_profile;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,6 +41,10 @@ struct Args {
     /// driver at every synchronisation) instead of keeping it pooled as PyTorch does.
     #[arg(long, global = true)]
     cuda_default_pool: bool,
+    /// Run on the CPU instead: a dry run that checks a command end to end on a machine without
+    /// a GPU (its numbers say nothing about the GPU).
+    #[arg(long, global = true)]
+    cpu_dry_run: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +69,11 @@ enum Cmd {
         /// `composed` (the ops training runs: materialised scores, separate elementwise kernels).
         #[arg(long, default_value = "fused,composed", value_delimiter = ',')]
         paths: Vec<String>,
+        /// Comma-separated bf16 attention kernels the fused path is timed with (the first is
+        /// kept afterwards): mma128 (mma.sync + ldmatrix, 128 query rows a block; the
+        /// default), mma (64 rows a block), wmma (the first kernel).
+        #[arg(long, default_value = "mma128", value_delimiter = ',')]
+        bf16_attention: Vec<String>,
     },
     /// Per-op times of one ViT-B block at the forward benchmark's shapes (batch x 1370
     /// tokens), both paths, to show where a forward spends its time.
@@ -71,6 +81,14 @@ enum Cmd {
         #[arg(long, default_value_t = 32)]
         batch: usize,
         #[arg(long, default_value_t = 10)]
+        repeats: usize,
+    },
+    /// Forward and forward+backward times of the ViT-B backbone at the step's crop shapes
+    /// (training mode) and of one block, f32 and bf16 mixed precision.
+    TrainProfile {
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
     /// One DINOv2 training step (dino_pretrain::step_bench: multi-crop student + EMA teacher,
@@ -270,12 +288,33 @@ fn ops(dev: &Device, repeats: usize) -> Result<serde_json::Value> {
     Ok(json!({ "ops": rows }))
 }
 
+/// The bf16 attention kernels named in `names` (at least one).
+fn bf16_kernels(names: &[String]) -> Result<Vec<fused_ops::attention::Bf16Kernel>> {
+    use fused_ops::attention::Bf16Kernel;
+    let kernels = names
+        .iter()
+        .map(|n| {
+            Bf16Kernel::from_name(n).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "unknown bf16 attention kernel {n} (one of {})",
+                    Bf16Kernel::ALL.map(|k| k.name()).join(", ")
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if kernels.is_empty() {
+        candle_core::bail!("--bf16-attention names no kernel");
+    }
+    Ok(kernels)
+}
+
 fn forward(
     dev: &Device,
     batch: usize,
     repeats: usize,
     dtypes: &[String],
     paths: &[String],
+    bf16_kernels: &[fused_ops::attention::Bf16Kernel],
 ) -> Result<serde_json::Value> {
     let cfg = Dinov2Config::rad_dino();
     let mut rows = Vec::new();
@@ -300,9 +339,23 @@ fn forward(
         let model = Dinov2Model::new(&cfg, VarBuilder::from_tensors(tensors, dtype, dev))?;
         let x = Tensor::randn(0f32, 1.0, (batch, 3, 518, 518), dev)?.to_dtype(dtype)?;
         let opts = ForwardOptions::default();
-        let mut outputs = Vec::new();
+        // (path label, block path, bf16 attention kernel): the fused path once per kernel asked
+        // for in bf16
+        let mut variants = Vec::new();
         for path in paths {
-            vit_backbone::set_fused_gpu_inference(path == "fused");
+            match (path.as_str(), dtype) {
+                ("fused", DType::BF16) => {
+                    for k in bf16_kernels {
+                        variants.push((format!("fused/{}", k.name()), true, *k));
+                    }
+                }
+                (p, _) => variants.push((p.to_string(), p == "fused", bf16_kernels[0])),
+            }
+        }
+        let mut outputs = Vec::new();
+        for (label, fused, kernel) in &variants {
+            vit_backbone::set_fused_gpu_inference(*fused);
+            fused_ops::attention::set_bf16_kernel(*kernel);
             let (med, min) = time(dev, 3, repeats, || model.forward(&x, &opts).map(|_| ()))?;
             let out = model
                 .forward(&x, &opts)?
@@ -310,29 +363,57 @@ fn forward(
                 .to_dtype(DType::F32)?;
             let finite = out.sum_all()?.to_scalar::<f32>()?.is_finite();
             println!(
-                "RAD-DINO forward {name:>4} {path:>8} batch {batch}: median {:.1} ms ({:.0} img/s, {:.0} TFLOP/s), min {:.1} ms, finite output: {finite}",
+                "RAD-DINO forward {name:>4} {label:>12} batch {batch}: median {:.1} ms ({:.0} img/s, {:.0} TFLOP/s), min {:.1} ms, finite output: {finite}",
                 med * 1e3,
                 batch as f64 / med,
                 gflop * batch as f64 / med / 1e3,
                 min * 1e3
             );
             rows.push(
-                json!({"dtype": name, "path": path, "batch": batch, "median_ms": med * 1e3,
+                json!({"dtype": name, "path": label, "batch": batch, "median_ms": med * 1e3,
                 "min_ms": min * 1e3, "images_per_s": batch as f64 / med, "finite": finite}),
             );
-            outputs.push(out);
+            outputs.push((label.clone(), out));
         }
-        if let [a, b] = outputs.as_slice() {
-            let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-            let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-            println!(
-                "  {name}: max |fused - composed| = {diff:.3e} (max |composed| = {scale:.3e})"
-            );
-            rows.push(
-                json!({"dtype": name, "max_abs_diff_fused_composed": diff, "max_abs": scale}),
-            );
+        // the stem alone (patch embedding, CLS, position embeddings, final layer norm): the
+        // same model with no blocks, to split a forward into stem and blocks
+        let stem_cfg = Dinov2Config {
+            num_hidden_layers: 0,
+            ..cfg.clone()
+        };
+        let mut tensors = std::collections::HashMap::new();
+        for (key, shape) in vit_backbone::weights::expected_tensors(&stem_cfg) {
+            tensors.insert(key, Tensor::randn(0f32, 0.02, shape, dev)?.to_dtype(dtype)?);
+        }
+        let stem = Dinov2Model::new(&stem_cfg, VarBuilder::from_tensors(tensors, dtype, dev))?;
+        let (med, min) = time(dev, 3, repeats, || stem.forward(&x, &opts).map(|_| ()))?;
+        println!(
+            "RAD-DINO forward {name:>4} {:>12} batch {batch}: median {:.2} ms, min {:.2} ms",
+            "stem",
+            med * 1e3,
+            min * 1e3
+        );
+        rows.push(
+            json!({"dtype": name, "path": "stem (0 blocks)", "batch": batch,
+            "median_ms": med * 1e3, "min_ms": min * 1e3}),
+        );
+        if let Some((_, composed)) = outputs.iter().find(|(l, _)| l == "composed") {
+            let scale = composed.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            for (label, out) in outputs.iter().filter(|(l, _)| l != "composed") {
+                let diff = (out - composed)?
+                    .abs()?
+                    .flatten_all()?
+                    .max(0)?
+                    .to_scalar::<f32>()?;
+                println!(
+                    "  {name}: max |{label} - composed| = {diff:.3e} (max |composed| = {scale:.3e})"
+                );
+                rows.push(json!({"dtype": name, "path": label,
+                    "max_abs_diff_vs_composed": diff, "max_abs": scale}));
+            }
         }
     }
+    fused_ops::attention::set_bf16_kernel(bf16_kernels[0]);
     vit_backbone::set_fused_gpu_inference(true);
     Ok(json!({"forward": rows}))
 }
@@ -356,20 +437,30 @@ fn step(
         opts.arch, opts.compute_precision, opts.batch_size, 2, opts.global_size, opts.n_local, opts.local_size,
         t.median_s * 1e3, t.min_s * 1e3, t.images_per_second, t.first_step_losses
     );
+    for (phase, sec) in &t.phase_seconds {
+        println!(
+            "  phase {phase:<10} {:>8.1} ms (median, synchronised)",
+            sec * 1e3
+        );
+    }
     Ok(
         json!({"step": {"arch": opts.arch, "precision": opts.compute_precision, "batch": opts.batch_size, "median_ms": t.median_s * 1e3,
         "min_ms": t.min_s * 1e3, "images_per_s": t.images_per_second, "steps_s": t.step_seconds,
         "masked_patches": t.masked_patches, "student_parameters": t.student_parameters,
-        "last_total_loss": t.last_total_loss}}),
+        "last_total_loss": t.last_total_loss, "phase_ms": t.phase_seconds.iter()
+            .map(|(p, s)| (p.clone(), json!(s * 1e3))).collect::<serde_json::Map<_, _>>()}}),
     )
 }
 
 fn main() {
     let args = Args::parse();
     let dev = match fused_ops::cuda_device() {
+        _ if args.cpu_dry_run => Device::Cpu,
         Ok(d) => d,
         Err(why) => {
-            eprintln!("gpu_suite needs a CUDA device: {why}");
+            eprintln!(
+                "gpu_suite needs a CUDA device: {why} (--cpu-dry-run checks a command on the CPU)"
+            );
             std::process::exit(2);
         }
     };
@@ -386,9 +477,15 @@ fn main() {
             repeats,
             dtypes,
             paths,
-        } => forward(&dev, *batch, *repeats, dtypes, paths).map(|v| (v, true)),
+            bf16_attention,
+        } => bf16_kernels(bf16_attention)
+            .and_then(|k| forward(&dev, *batch, *repeats, dtypes, paths, &k))
+            .map(|v| (v, true)),
         Cmd::Profile { batch, repeats } => {
             profile::block_ops(&dev, *batch, *repeats).map(|v| (v, true))
+        }
+        Cmd::TrainProfile { batch, repeats } => {
+            train_profile::backbone_passes(&dev, *batch, *repeats).map(|v| (v, true))
         }
         Cmd::Step {
             arch,
@@ -412,6 +509,7 @@ fn main() {
                 warmup: *warmup,
                 steps: *steps,
                 compute_precision: precision.clone(),
+                phase_steps: 3,
                 ..Default::default()
             };
             step(&dev, &opts, save_masks.as_deref()).map(|v| (v, true))

@@ -4,7 +4,18 @@
 use candle_core::{DType, Device, Result, Tensor, D};
 use serde_json::json;
 
+use fused_ops::attention::Bf16Kernel;
+
 use super::time;
+
+/// `f()` with bf16 attention on `kernel`, the process-wide choice restored afterwards.
+fn with_bf16_kernel(kernel: Bf16Kernel, f: &dyn Fn() -> Result<Tensor>) -> Result<Tensor> {
+    let chosen = fused_ops::attention::bf16_kernel();
+    fused_ops::attention::set_bf16_kernel(kernel);
+    let out = f();
+    fused_ops::attention::set_bf16_kernel(chosen);
+    out
+}
 
 /// Times every op of one block (RAD-DINO width 768, 12 heads, MLP 3072, 1370 tokens) on `dev`
 /// in f32 and bf16.
@@ -41,12 +52,18 @@ pub fn block_ops(dev: &Device, batch: usize, repeats: usize) -> Result<serde_jso
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let ctx = probs.matmul(&v)?;
 
+        let attend = || fused_ops::attention(&qkv, Some(&b_qkv), heads, scale);
         type Op<'a> = Box<dyn Fn() -> Result<Tensor> + 'a>;
         let ops: Vec<(&str, &str, Op)> = vec![
             (
-                "both",
+                "composed",
                 "layer_norm (candle_nn)",
                 Box::new(|| candle_nn::ops::layer_norm(&x, &w_ln, &b_ln, 1e-6)),
+            ),
+            (
+                "fused",
+                "layer_norm (fused_ops)",
+                Box::new(|| fused_ops::layer_norm(&x, &w_ln, &b_ln, 1e-6)),
             ),
             (
                 "both",
@@ -86,6 +103,16 @@ pub fn block_ops(dev: &Device, batch: usize, repeats: usize) -> Result<serde_jso
                 Box::new(|| fused_ops::attention(&qkv, Some(&b_qkv), heads, scale)),
             ),
             (
+                "fused",
+                "attention, bf16 kernel mma",
+                Box::new(|| with_bf16_kernel(Bf16Kernel::Mma, &attend)),
+            ),
+            (
+                "fused",
+                "attention, bf16 kernel wmma",
+                Box::new(|| with_bf16_kernel(Bf16Kernel::Wmma, &attend)),
+            ),
+            (
                 "both",
                 "out GEMM [B*N,768]x[768,768]",
                 Box::new(|| x2.matmul(&w_o.t()?)),
@@ -122,27 +149,37 @@ pub fn block_ops(dev: &Device, batch: usize, repeats: usize) -> Result<serde_jso
             ),
         ];
         for (path, name, f) in &ops {
+            if dtype != DType::BF16 && name.contains("bf16 kernel") {
+                continue; // f32 has one kernel
+            }
             let (med, _) = time(dev, 2, repeats, || f().map(|_| ()))?;
             println!("{dtype:?} {path:>8}  {name:<40} {:>8.3} ms", med * 1e3);
             rows.push(
                 json!({"dtype": format!("{dtype:?}"), "path": path, "op": name, "ms": med * 1e3}),
             );
         }
-        // the two attention forms must agree (this is a profile, not the parity check)
+        // the attention forms must agree (this is a profile, not the parity check)
         let composed = ctx
             .transpose(1, 2)?
             .reshape((batch, n, d))?
             .to_dtype(DType::F32)?;
-        let fused = fused_ops::attention(&qkv, Some(&b_qkv), heads, scale)?.to_dtype(DType::F32)?;
-        let diff = (composed - fused)?
-            .abs()?
-            .max_keepdim(D::Minus1)?
-            .flatten_all()?
-            .max(0)?;
-        println!(
-            "{dtype:?} max |fused - composed| attention: {:.3e}",
-            diff.to_scalar::<f32>()?
-        );
+        let kernels: &[Bf16Kernel] = match dtype {
+            DType::BF16 => &Bf16Kernel::ALL,
+            _ => &Bf16Kernel::ALL[..1],
+        };
+        for &kernel in kernels {
+            let fused = with_bf16_kernel(kernel, &attend)?.to_dtype(DType::F32)?;
+            let diff = (&composed - fused)?
+                .abs()?
+                .max_keepdim(D::Minus1)?
+                .flatten_all()?
+                .max(0)?;
+            println!(
+                "{dtype:?} max |fused ({}) - composed| attention: {:.3e}",
+                kernel.name(),
+                diff.to_scalar::<f32>()?
+            );
+        }
     }
     Ok(json!({ "profile": rows }))
 }

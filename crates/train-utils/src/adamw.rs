@@ -127,6 +127,24 @@ impl AdamW {
                 continue;
             };
             state.step += 1;
+            if fused_ops::optim::supports(&[&param, &g, &state.exp_avg, &state.exp_avg_sq]) {
+                // one in-place pass per tensor (the formulas below, in the same order)
+                fused_ops::optim::adamw_update(
+                    p.var.as_tensor(),
+                    &g,
+                    &state.exp_avg,
+                    &state.exp_avg_sq,
+                    &fused_ops::optim::AdamWStep {
+                        lr,
+                        weight_decay: wd,
+                        beta1,
+                        beta2,
+                        eps,
+                        step: state.step,
+                    },
+                )?;
+                continue;
+            }
             let mut new = if wd != 0.0 {
                 (&param * (1.0 - lr * wd))?
             } else {
@@ -147,7 +165,8 @@ impl AdamW {
     }
 
     /// The moments as tensors (`exp_avg.{name}`, `exp_avg_sq.{name}`) and the per-parameter
-    /// step counts, for checkpoints.
+    /// step counts, for checkpoints. The tensors share storage with the moments, which the
+    /// next step updates in place (as it does the parameters): write or copy them first.
     pub fn state(&self) -> (HashMap<String, Tensor>, BTreeMap<String, u64>) {
         let mut tensors = HashMap::new();
         let mut steps = BTreeMap::new();
@@ -183,7 +202,10 @@ impl AdamW {
                         format!("shape {:?}, parameter {:?}", t.dims(), p.var.dims()),
                     ));
                 }
-                Ok(t.to_dtype(p.var.dtype())?.to_device(p.var.device())?)
+                // a copy of its own: the moments are updated in place
+                Ok(t.to_dtype(p.var.dtype())?
+                    .to_device(p.var.device())?
+                    .force_contiguous()?)
             };
             p.state = Some(Moments {
                 exp_avg: get(format!("exp_avg.{}", p.name))?,

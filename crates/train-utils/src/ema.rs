@@ -25,6 +25,10 @@ pub fn ema_update(
             ));
         }
         let s = s.as_tensor().detach().to_dtype(t.dtype())?;
+        if fused_ops::optim::supports(&[t.as_tensor(), &s]) {
+            fused_ops::optim::ema_update(t.as_tensor(), &s, momentum)?;
+            continue;
+        }
         let new = ((t.as_tensor() * momentum)? + (s * (1.0 - momentum))?)?;
         t.set(&new)?;
     }

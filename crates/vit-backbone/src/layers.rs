@@ -14,6 +14,14 @@ pub(crate) fn tracks_grad(ts: &[&Tensor]) -> bool {
     ts.iter().any(|t| t.track_op())
 }
 
+/// Whether `x` has a dtype the per-channel training ops of `fused_ops` take (f32, bf16).
+fn per_channel_dtype(x: &Tensor) -> bool {
+    matches!(
+        x.dtype(),
+        candle_core::DType::F32 | candle_core::DType::BF16
+    )
+}
+
 /// Softmax over the last dimension: fused kernel for inference, differentiable otherwise.
 pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if x.track_op() {
@@ -81,6 +89,11 @@ impl Linear {
                 &b.contiguous()?,
                 &LinearBias,
             )?,
+            // training: the bias gradient as a coalesced column sum (fused_ops::bias_add)
+            // rather than candle's broadcast backward, which walks each column with a stride
+            Some(b) if b.track_op() && per_channel_dtype(x) => {
+                fused_ops::bias_add(&x2.matmul(&weight.t()?)?, b)?
+            }
             Some(b) => x2.matmul(&weight.t()?)?.broadcast_add(b)?,
             None => x2.matmul(&weight.t()?)?,
         };
@@ -158,7 +171,12 @@ impl LayerScale {
 
 impl Module for LayerScale {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.broadcast_mul(&self.lambda)
+        if self.lambda.track_op() && per_channel_dtype(x) {
+            // training: λ's gradient as a coalesced column sum (see Linear::apply)
+            fused_ops::scale_columns(x, &self.lambda)
+        } else {
+            x.broadcast_mul(&self.lambda)
+        }
     }
 }
 

@@ -119,3 +119,66 @@ fn missing_directory_and_bad_config_are_errors() {
         "{msg}"
     );
 }
+
+/// A config with no blocks is the stem alone (the GPU benchmark times it that way): its
+/// output is the final layer norm of the full model's embeddings.
+#[test]
+fn zero_block_model_is_the_normed_stem() {
+    let full_cfg = cfg();
+    let w = weights();
+    let full = Dinov2Model::new(
+        &full_cfg,
+        candle_nn::VarBuilder::from_tensors(w.clone(), DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let stem_cfg = Dinov2Config {
+        num_hidden_layers: 0,
+        ..full_cfg.clone()
+    };
+    let stem_weights: HashMap<String, Tensor> = w
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("encoder."))
+        .collect();
+    let stem = Dinov2Model::new(
+        &stem_cfg,
+        candle_nn::VarBuilder::from_tensors(stem_weights, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 56, 42), &Device::Cpu).unwrap();
+    let opts = vit_backbone::ForwardOptions {
+        output_hidden_states: true,
+        ..Default::default()
+    };
+    let embeddings = full.forward(&x, &opts).unwrap().hidden_states[0].clone();
+    let got = stem.forward(&x, &opts).unwrap();
+    assert_eq!(got.hidden_states.len(), 1);
+    let d = (got.hidden_states[0].clone() - &embeddings)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d < 1e-6, "stem embeddings differ by {d}");
+    let ln = |which: &str| weights()[&format!("layernorm.{which}")].clone();
+    let want = cxr_core::ops::layer_norm(
+        &embeddings,
+        &ln("weight"),
+        &ln("bias"),
+        full_cfg.layer_norm_eps,
+    )
+    .unwrap();
+    let d = (got.last_hidden_state - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        d < 1e-5,
+        "stem output differs from the normed embeddings by {d}"
+    );
+}

@@ -1,0 +1,259 @@
+//! Per-channel (last-dimension) operations for training, whose parameter gradients are sums
+//! over every leading row:
+//!
+//! - [`bias_add`]: `x + b`, gradient of `b` = `Σ_rows dy`;
+//! - [`scale_columns`]: `x ⊙ λ` (layer scale), gradient of `λ` = `Σ_rows dy ⊙ x`;
+//! - [`column_sum`]: `Σ_rows x`, the reduction both backward passes use.
+//!
+//! candle's own backward of a broadcast reduces over the leading dims with one thread block per
+//! output channel, each block walking its column with a stride of the row width: on a GPU that
+//! is an uncoalesced read of the whole activation per bias, in every block of the ViT. Here
+//! the rows are split into chunks whose partial sums are read along the rows (consecutive
+//! threads, consecutive channels), then the chunks are added.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::storage::contiguous;
+
+/// Rows per CPU task of [`column_sum`].
+const CPU_ROWS: usize = 256;
+
+/// `Σ_rows x` of `x` `[.., C]` as `[C]` (`CustomOp1`), accumulated in f32.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnSum;
+
+/// `x + b` with `b` `[C]` broadcast over the rows of `x` `[.., C]` (`CustomOp2`).
+#[derive(Debug, Clone, Copy)]
+pub struct BiasAdd;
+
+/// `x ⊙ λ` with `λ` `[C]` broadcast over the rows of `x` `[.., C]` (`CustomOp2`).
+#[derive(Debug, Clone, Copy)]
+pub struct ScaleColumns;
+
+fn width(l: &Layout, op: &str) -> Result<usize> {
+    match l.dims().last() {
+        Some(&c) if c > 0 => Ok(c),
+        _ => bail!("{op}: needs a last dimension, got {:?}", l.dims()),
+    }
+}
+
+/// The width `C` of `x` (`l1`) once the per-channel operand (`l2`) is checked to hold `C`.
+fn channel_width(l1: &Layout, l2: &Layout, op: &str) -> Result<usize> {
+    let c = width(l1, op)?;
+    let n = l2.shape().elem_count();
+    if n != c {
+        bail!(
+            "{op}: per-channel operand of {n} elements ({:?}) for x of width {c} ({:?})",
+            l2.dims(),
+            l1.dims()
+        );
+    }
+    Ok(c)
+}
+
+/// Column sums of the contiguous `rows × c` slice, in f32.
+fn cpu_column_sum<T: Copy + Sync>(x: &[T], c: usize, to_f32: impl Fn(T) -> f32 + Sync) -> Vec<f32> {
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(CPU_ROWS * c)
+        .map(|chunk| {
+            let mut acc = vec![0f32; c];
+            for row in chunk.chunks_exact(c) {
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += to_f32(v);
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0f32; c];
+    for p in partials {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total
+}
+
+/// `y[r, j] = f(x[r, j], p[j])` over the rows of the contiguous `x`, in x's dtype.
+fn cpu_per_channel(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    op: &str,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Result<(CpuStorage, Shape)> {
+    let c = channel_width(l1, l2, op)?;
+    let (a0, a1) = contiguous(l1, "x", op)?;
+    let (b0, b1) = contiguous(l2, "per-channel operand", op)?;
+    let out = match (s1, s2) {
+        (CpuStorage::F32(x), CpuStorage::F32(p)) => {
+            let p = &p[b0..b1];
+            let mut y = x[a0..a1].to_vec();
+            y.par_chunks_mut(c).for_each(|row| {
+                for (v, &q) in row.iter_mut().zip(p) {
+                    *v = f(*v, q);
+                }
+            });
+            CpuStorage::F32(y)
+        }
+        (CpuStorage::BF16(x), CpuStorage::BF16(p)) => {
+            let p = &p[b0..b1];
+            let mut y = x[a0..a1].to_vec();
+            y.par_chunks_mut(c).for_each(|row| {
+                for (v, &q) in row.iter_mut().zip(p) {
+                    *v = half::bf16::from_f32(f(v.to_f32(), q.to_f32()));
+                }
+            });
+            CpuStorage::BF16(y)
+        }
+        (a, b) => bail!(
+            "{op}: f32 or bf16 operands of one dtype, got {:?} and {:?}",
+            a.dtype(),
+            b.dtype()
+        ),
+    };
+    Ok((out, l1.shape().clone()))
+}
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "column-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let c = width(l, op)?;
+        let (a, b) = contiguous(l, "x", op)?;
+        let out = match s {
+            CpuStorage::F32(x) => CpuStorage::F32(cpu_column_sum(&x[a..b], c, |v| v)),
+            CpuStorage::BF16(x) => CpuStorage::BF16(
+                cpu_column_sum(&x[a..b], c, |v| v.to_f32())
+                    .into_iter()
+                    .map(half::bf16::from_f32)
+                    .collect(),
+            ),
+            other => bail!("{op}: f32 or bf16, got {:?}", other.dtype()),
+        };
+        Ok((out, Shape::from(c)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let c = width(l, self.name())?;
+        let rows = l.shape().elem_count() / c;
+        Ok((crate::cuda::column_sum(s, l, rows, c)?, Shape::from(c)))
+    }
+
+    fn bwd(&self, x: &Tensor, _sum: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.broadcast_as(x.shape())?.contiguous()?))
+    }
+}
+
+impl CustomOp2 for BiasAdd {
+    fn name(&self) -> &'static str {
+        "bias-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cpu_per_channel(s1, l1, s2, l2, self.name(), |x, b| x + b)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let c = channel_width(l1, l2, self.name())?;
+        let out = crate::cuda::epilogue("bias_add", [(s1, l1), (s2, l2), (s1, l1)], c)?;
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let db = column_sum(grad)?.reshape(b.shape())?;
+        Ok((Some(grad.clone()), Some(db)))
+    }
+}
+
+impl CustomOp2 for ScaleColumns {
+    fn name(&self) -> &'static str {
+        "scale-columns"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cpu_per_channel(s1, l1, s2, l2, self.name(), |x, l| x * l)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let c = channel_width(l1, l2, self.name())?;
+        let out = crate::cuda::epilogue("scale_columns", [(s1, l1), (s2, l2), (s1, l1)], c)?;
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        lambda: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = scale_columns(&grad, lambda)?;
+        let dl = column_sum(&(&grad * x)?)?.reshape(lambda.shape())?;
+        Ok((Some(dx), Some(dl)))
+    }
+}
+
+/// `Σ_rows x` of `x` `[.., C]`: `[C]` in x's dtype (f32 or bf16; f32 accumulation).
+pub fn column_sum(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(ColumnSum)
+}
+
+/// `x + b`, `b` `[C]` broadcast over the rows of `x` `[.., C]` (f32 or bf16, one dtype), with
+/// a backward whose bias gradient is a [`column_sum`].
+pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let b = b.to_dtype(x.dtype())?;
+    x.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd)
+}
+
+/// `x ⊙ λ`, `λ` `[C]` broadcast over the rows of `x` `[.., C]` (f32 or bf16, one dtype),
+/// with a backward whose `λ` gradient is a [`column_sum`] of `dy ⊙ x`.
+pub fn scale_columns(x: &Tensor, lambda: &Tensor) -> Result<Tensor> {
+    let lambda = lambda.to_dtype(x.dtype())?;
+    x.contiguous()?
+        .apply_op2(&lambda.contiguous()?, ScaleColumns)
+}

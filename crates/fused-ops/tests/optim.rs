@@ -1,0 +1,133 @@
+//! The in-place optimizer updates against the composed tensor formulas they replace.
+#![allow(clippy::unwrap_used)]
+
+use candle_core::{DType, Device, Tensor};
+use fused_ops::optim::{adamw_update, ema_update, supports, AdamWStep};
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// torch.optim.AdamW's single-tensor step, written with candle ops.
+fn composed_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, h: &AdamWStep) -> [Tensor; 3] {
+    let p = (p * (1.0 - h.lr * h.weight_decay)).unwrap();
+    let m = (m + ((g - m).unwrap() * (1.0 - h.beta1)).unwrap()).unwrap();
+    let v = ((v * h.beta2).unwrap() + (g.sqr().unwrap() * (1.0 - h.beta2)).unwrap()).unwrap();
+    let t = h.step as i32;
+    let denom = ((v.sqrt().unwrap() / (1.0 - h.beta2.powi(t)).sqrt()).unwrap() + h.eps).unwrap();
+    let step_size = h.lr / (1.0 - h.beta1.powi(t));
+    let p = (p - ((&m / denom).unwrap() * step_size).unwrap()).unwrap();
+    [p, m, v]
+}
+
+#[test]
+fn adamw_in_place_equals_the_composed_step() {
+    let dev = Device::Cpu;
+    // an odd length (not a multiple of the CPU chunk) and several steps
+    let n = 40_003;
+    for (dtype, tol) in [(DType::F32, 1e-6f32), (DType::BF16, 2e-2)] {
+        let p = Tensor::randn(0f32, 1.0, n, &dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let (m, v) = (p.zeros_like().unwrap(), p.zeros_like().unwrap());
+        let mut want = [p.copy().unwrap(), m.copy().unwrap(), v.copy().unwrap()];
+        for step in 1..=4u64 {
+            let g = Tensor::randn(0f32, 0.5, n, &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let h = AdamWStep {
+                lr: 1e-2 * step as f64,
+                weight_decay: 0.04,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                step,
+            };
+            adamw_update(&p, &g, &m, &v, &h).unwrap();
+            want = composed_step(&want[0], &g, &want[1], &want[2], &h);
+            for (name, got, w) in [
+                ("param", &p, &want[0]),
+                ("exp_avg", &m, &want[1]),
+                ("exp_avg_sq", &v, &want[2]),
+            ] {
+                let scale = w
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    .max(1e-12);
+                let d = max_diff(got, w) / scale;
+                assert!(
+                    d <= tol,
+                    "{dtype:?} step {step} {name}: relative difference {d:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ema_in_place_equals_the_composed_update() {
+    let dev = Device::Cpu;
+    let t = Tensor::randn(0f32, 1.0, (7, 33), &dev).unwrap();
+    let s = Tensor::randn(0f32, 1.0, (7, 33), &dev).unwrap();
+    let want = ((&t * 0.996).unwrap() + (&s * (1.0 - 0.996)).unwrap()).unwrap();
+    ema_update(&t, &s, 0.996).unwrap();
+    assert!(max_diff(&t, &want) < 1e-6);
+    // momentum 0 copies the student (the teacher's initialisation)
+    ema_update(&t, &s, 0.0).unwrap();
+    assert_eq!(max_diff(&t, &s), 0.0);
+}
+
+#[test]
+fn unsupported_operands_are_refused_with_their_shapes() {
+    let dev = Device::Cpu;
+    let a = Tensor::zeros((4, 6), DType::F32, &dev).unwrap();
+    let b = Tensor::zeros((4, 5), DType::F32, &dev).unwrap();
+    let c = Tensor::zeros((6, 4), DType::F32, &dev)
+        .unwrap()
+        .t()
+        .unwrap();
+    let d = Tensor::zeros((4, 6), DType::F64, &dev).unwrap();
+    assert!(supports(&[&a, &a]));
+    assert!(!supports(&[&a, &b]), "sizes differ");
+    assert!(!supports(&[&a, &c]), "not contiguous");
+    assert!(!supports(&[&d, &d]), "f64");
+    let err = ema_update(&a, &b, 0.5).unwrap_err().to_string();
+    assert!(err.contains("[4, 6]") && err.contains("[4, 5]"), "{err}");
+    let h = AdamWStep {
+        lr: 1e-3,
+        weight_decay: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        step: 0,
+    };
+    let err = adamw_update(
+        &a,
+        &a,
+        &a.zeros_like().unwrap(),
+        &a.zeros_like().unwrap(),
+        &h,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("starts at 1"), "{err}");
+}
