@@ -15,7 +15,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::storage::contiguous;
+use crate::storage::{channel_width, contiguous, last_dim};
 
 /// Rows per CPU task of [`column_sum`].
 const CPU_ROWS: usize = 256;
@@ -24,33 +24,32 @@ const CPU_ROWS: usize = 256;
 #[derive(Debug, Clone, Copy)]
 pub struct ColumnSum;
 
-/// `x + b` with `b` `[C]` broadcast over the rows of `x` `[.., C]` (`CustomOp2`).
-#[derive(Debug, Clone, Copy)]
-pub struct BiasAdd;
-
-/// `x ⊙ λ` with `λ` `[C]` broadcast over the rows of `x` `[.., C]` (`CustomOp2`).
-#[derive(Debug, Clone, Copy)]
-pub struct ScaleColumns;
-
-fn width(l: &Layout, op: &str) -> Result<usize> {
-    match l.dims().last() {
-        Some(&c) if c > 0 => Ok(c),
-        _ => bail!("{op}: needs a last dimension, got {:?}", l.dims()),
-    }
+/// A per-channel operation of `x` `[.., C]` with `p` `[C]` broadcast over its rows
+/// (`CustomOp2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerChannel {
+    /// `x + b`; `db = Σ_rows dy`.
+    BiasAdd,
+    /// `x ⊙ λ`; `dx = dy ⊙ λ`, `dλ = Σ_rows dy ⊙ x`.
+    Scale,
 }
 
-/// The width `C` of `x` (`l1`) once the per-channel operand (`l2`) is checked to hold `C`.
-fn channel_width(l1: &Layout, l2: &Layout, op: &str) -> Result<usize> {
-    let c = width(l1, op)?;
-    let n = l2.shape().elem_count();
-    if n != c {
-        bail!(
-            "{op}: per-channel operand of {n} elements ({:?}) for x of width {c} ({:?})",
-            l2.dims(),
-            l1.dims()
-        );
+impl PerChannel {
+    fn apply(self, x: f32, p: f32) -> f32 {
+        match self {
+            Self::BiasAdd => x + p,
+            Self::Scale => x * p,
+        }
     }
-    Ok(c)
+
+    /// The CUDA epilogue kernel (kernels.cu).
+    #[cfg(feature = "cuda")]
+    fn kernel(self) -> &'static str {
+        match self {
+            Self::BiasAdd => "bias_add",
+            Self::Scale => "scale_columns",
+        }
+    }
 }
 
 /// Column sums of the contiguous `rows × c` slice, in f32.
@@ -125,7 +124,7 @@ impl CustomOp1 for ColumnSum {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let c = width(l, op)?;
+        let c = last_dim(l, op)?;
         let (a, b) = contiguous(l, "x", op)?;
         let out = match s {
             CpuStorage::F32(x) => CpuStorage::F32(cpu_column_sum(&x[a..b], c, |v| v)),
@@ -146,7 +145,7 @@ impl CustomOp1 for ColumnSum {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let c = width(l, self.name())?;
+        let c = last_dim(l, self.name())?;
         let rows = l.shape().elem_count() / c;
         Ok((crate::cuda::column_sum(s, l, rows, c)?, Shape::from(c)))
     }
@@ -156,9 +155,12 @@ impl CustomOp1 for ColumnSum {
     }
 }
 
-impl CustomOp2 for BiasAdd {
+impl CustomOp2 for PerChannel {
     fn name(&self) -> &'static str {
-        "bias-add"
+        match self {
+            Self::BiasAdd => "bias-add",
+            Self::Scale => "scale-columns",
+        }
     }
 
     fn cpu_fwd(
@@ -168,7 +170,8 @@ impl CustomOp2 for BiasAdd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        cpu_per_channel(s1, l1, s2, l2, self.name(), |x, b| x + b)
+        let op = *self;
+        cpu_per_channel(s1, l1, s2, l2, self.name(), move |x, p| op.apply(x, p))
     }
 
     #[cfg(feature = "cuda")]
@@ -180,61 +183,23 @@ impl CustomOp2 for BiasAdd {
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let c = channel_width(l1, l2, self.name())?;
-        let out = crate::cuda::epilogue("bias_add", [(s1, l1), (s2, l2), (s1, l1)], c)?;
-        Ok((out, l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        b: &Tensor,
-        _y: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let db = column_sum(grad)?.reshape(b.shape())?;
-        Ok((Some(grad.clone()), Some(db)))
-    }
-}
-
-impl CustomOp2 for ScaleColumns {
-    fn name(&self) -> &'static str {
-        "scale-columns"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_per_channel(s1, l1, s2, l2, self.name(), |x, l| x * l)
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let c = channel_width(l1, l2, self.name())?;
-        let out = crate::cuda::epilogue("scale_columns", [(s1, l1), (s2, l2), (s1, l1)], c)?;
+        let out = crate::cuda::epilogue(self.kernel(), [(s1, l1), (s2, l2), (s1, l1)], c)?;
         Ok((out, l1.shape().clone()))
     }
 
     fn bwd(
         &self,
         x: &Tensor,
-        lambda: &Tensor,
+        p: &Tensor,
         _y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx = scale_columns(&grad, lambda)?;
-        let dl = column_sum(&(&grad * x)?)?.reshape(lambda.shape())?;
-        Ok((Some(dx), Some(dl)))
+        let (dx, dp) = match self {
+            Self::BiasAdd => (grad.clone(), column_sum(&grad)?),
+            Self::Scale => (scale_columns(&grad, p)?, column_sum(&(&grad * x)?)?),
+        };
+        Ok((Some(dx), Some(dp.reshape(p.shape())?)))
     }
 }
 
@@ -247,7 +212,8 @@ pub fn column_sum(x: &Tensor) -> Result<Tensor> {
 /// a backward whose bias gradient is a [`column_sum`].
 pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     let b = b.to_dtype(x.dtype())?;
-    x.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd)
+    x.contiguous()?
+        .apply_op2(&b.contiguous()?, PerChannel::BiasAdd)
 }
 
 /// `x ⊙ λ`, `λ` `[C]` broadcast over the rows of `x` `[.., C]` (f32 or bf16, one dtype),
@@ -255,5 +221,5 @@ pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn scale_columns(x: &Tensor, lambda: &Tensor) -> Result<Tensor> {
     let lambda = lambda.to_dtype(x.dtype())?;
     x.contiguous()?
-        .apply_op2(&lambda.contiguous()?, ScaleColumns)
+        .apply_op2(&lambda.contiguous()?, PerChannel::Scale)
 }

@@ -12,7 +12,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::storage::{narrowed, widened};
+use crate::storage::{channel_width, last_dim, narrowed, widened};
 
 /// `gelu_erf(x + b)` (`CustomOp2` on `x` `[.., d]` and `b` `[d]`).
 #[derive(Debug, Clone, Copy)]
@@ -27,24 +27,6 @@ pub struct BiasScaleResidual;
 pub(crate) fn gelu_erf(v: f32) -> f32 {
     let v = v as f64;
     (0.5 * v * (1.0 + candle_core::cpu::erf::erf_f64(v * std::f64::consts::FRAC_1_SQRT_2))) as f32
-}
-
-fn last_dim(l: &Layout, op: &str) -> Result<usize> {
-    match l.dims().last() {
-        Some(&d) if d > 0 => Ok(d),
-        _ => bail!("{op}: needs a last dimension, got {:?}", l.dims()),
-    }
-}
-
-/// The width `d` of `x` (`l1`) once the bias (`l2`) is checked to hold `d` elements; shared by
-/// the CPU and CUDA paths.
-fn gelu_width(l1: &Layout, l2: &Layout, op: &str) -> Result<usize> {
-    let d = last_dim(l1, op)?;
-    let n = l2.shape().elem_count();
-    if n != d {
-        bail!("{op}: bias has {n} elements, x has width {d}");
-    }
-    Ok(d)
 }
 
 /// The width `d` of the branch (`l1`) once `[b; λ]` (`l2`) is checked to hold `2d` elements
@@ -99,7 +81,7 @@ impl CustomOp2 for BiasGelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = gelu_width(l1, l2, self.name())?;
+        let d = channel_width(l1, l2, self.name())?;
         let mut x = widened(s1, l1, "x", self.name())?;
         let b = widened(s2, l2, "bias", self.name())?;
         x.par_chunks_mut(d).for_each(|row| {
@@ -118,7 +100,7 @@ impl CustomOp2 for BiasGelu {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let d = gelu_width(l1, l2, self.name())?;
+        let d = channel_width(l1, l2, self.name())?;
         let out = crate::cuda::epilogue("bias_gelu", [(s1, l1), (s2, l2), (s1, l1)], d)?;
         Ok((out, l1.shape().clone()))
     }

@@ -42,7 +42,7 @@ mod storage;
 mod teacher;
 
 pub use attention::{attention, FusedAttention};
-pub use columns::{bias_add, column_sum, scale_columns, BiasAdd, ColumnSum, ScaleColumns};
+pub use columns::{bias_add, column_sum, scale_columns, ColumnSum, PerChannel};
 pub use epilogue::{bias_gelu, bias_scale_residual, BiasGelu, BiasScaleResidual};
 pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward, LayerNormParamGrad};
 pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};

@@ -47,3 +47,26 @@ pub(crate) fn narrowed(v: Vec<f32>, dtype: candle_core::DType) -> CpuStorage {
         _ => CpuStorage::F32(v),
     }
 }
+
+/// The last dimension of `l` (an error naming `op` for a scalar or an empty last dim).
+pub(crate) fn last_dim(l: &Layout, op: &str) -> Result<usize> {
+    match l.dims().last() {
+        Some(&d) if d > 0 => Ok(d),
+        _ => bail!("{op}: needs a last dimension, got {:?}", l.dims()),
+    }
+}
+
+/// The width `d` of `x` (`l1`) once a per-channel operand (`l2`: a bias, a scale) is checked
+/// to hold `d` elements; the error names both shapes.
+pub(crate) fn channel_width(l1: &Layout, l2: &Layout, op: &str) -> Result<usize> {
+    let d = last_dim(l1, op)?;
+    let n = l2.shape().elem_count();
+    if n != d {
+        bail!(
+            "{op}: per-channel operand of {n} elements ({:?}) for x of width {d} ({:?})",
+            l2.dims(),
+            l1.dims()
+        );
+    }
+    Ok(d)
+}

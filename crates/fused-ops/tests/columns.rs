@@ -4,26 +4,15 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 
+/// Largest |t| as f32.
+fn max_abs(t: &Tensor) -> f32 {
+    let t = t.to_dtype(DType::F32).unwrap().abs().unwrap();
+    t.max_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
 fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1e-12);
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        / scale
+    let diff = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+    max_abs(&diff) / max_abs(b).max(1e-12)
 }
 
 /// Output and the gradients of `sum(f(x, p) · r)` for x and p.

@@ -4,17 +4,14 @@
 use candle_core::{DType, Device, Tensor};
 use fused_ops::optim::{adamw_update, ema_update, supports, AdamWStep};
 
+/// Largest |t| as f32.
+fn max_abs(t: &Tensor) -> f32 {
+    let t = t.to_dtype(DType::F32).unwrap().abs().unwrap();
+    t.max_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    max_abs(&(a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap())
 }
 
 /// torch.optim.AdamW's single-tensor step, written with candle ops.
@@ -61,18 +58,7 @@ fn adamw_in_place_equals_the_composed_step() {
                 ("exp_avg", &m, &want[1]),
                 ("exp_avg_sq", &v, &want[2]),
             ] {
-                let scale = w
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_dtype(DType::F32)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-                    .max(1e-12);
+                let scale = max_abs(w).max(1e-12);
                 let d = max_diff(got, w) / scale;
                 assert!(
                     d <= tol,

@@ -152,14 +152,11 @@ fn zero_block_model_is_the_normed_stem() {
     let embeddings = full.forward(&x, &opts).unwrap().hidden_states[0].clone();
     let got = stem.forward(&x, &opts).unwrap();
     assert_eq!(got.hidden_states.len(), 1);
-    let d = (got.hidden_states[0].clone() - &embeddings)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+        let d = (a - b).unwrap().abs().unwrap();
+        d.max_all().unwrap().to_scalar::<f32>().unwrap()
+    };
+    let d = max_diff(&got.hidden_states[0], &embeddings);
     assert!(d < 1e-6, "stem embeddings differ by {d}");
     let ln = |which: &str| weights()[&format!("layernorm.{which}")].clone();
     let want = cxr_core::ops::layer_norm(
@@ -169,14 +166,7 @@ fn zero_block_model_is_the_normed_stem() {
         full_cfg.layer_norm_eps,
     )
     .unwrap();
-    let d = (got.last_hidden_state - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = max_diff(&got.last_hidden_state, &want);
     assert!(
         d < 1e-5,
         "stem output differs from the normed embeddings by {d}"
