@@ -152,6 +152,31 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
         }
     }
 
+    // softmax with its backward (candle's fused kernel forward, closed-form backward)
+    let x = random(&mut rng, (2, 3, 45, 45), 4.0, 0.0)?;
+    let r = random(&mut rng, (2, 3, 45, 45), 1.0, 0.0)?;
+    // (candle's CPU softmax computes bf16 in bf16, its CUDA kernel accumulates in f32)
+    for (dtype, tol_y, tol_g) in [(DType::F32, 1e-6, 1e-5), (DType::BF16, 3e-2, 5e-2)] {
+        let f = |t: &[Tensor]| crate::softmax_last_dim(&t[0]);
+        let inputs = [x.to_dtype(dtype)?];
+        let c = with_grads(&inputs, &r, &cpu, &f)?;
+        let d = with_grads(&inputs, &r, device, &f)?;
+        push(
+            &mut out,
+            format!("softmax {dtype:?} y"),
+            &d[0],
+            &c[0],
+            tol_y,
+        )?;
+        push(
+            &mut out,
+            format!("softmax {dtype:?} dx"),
+            &d[1],
+            &c[1],
+            tol_g,
+        )?;
+    }
+
     // bilinear resize, up and down, both alignments: output and input gradient
     let img = random(&mut rng, (2, 16, 37, 37), 1.0, 0.0)?;
     for (size, align) in [

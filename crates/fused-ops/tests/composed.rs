@@ -194,3 +194,55 @@ fn epilogues_equal_composed_forms() {
     let got = fused_ops::bias_scale_residual(&a, &b, &lambda, &r).unwrap();
     assert!(max_abs_diff(&got, &want).unwrap() < 1e-5);
 }
+
+/// Output and input gradient of `sum(softmax(x) · r)` for a softmax implementation.
+fn softmax_and_grad(
+    f: fn(&Tensor) -> candle_core::Result<Tensor>,
+    x: &Tensor,
+    r: &Tensor,
+) -> (Tensor, Tensor) {
+    let v = Var::from_tensor(x).unwrap();
+    let y = f(v.as_tensor()).unwrap();
+    let loss = (y.to_dtype(DType::F32).unwrap() * r)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let g = loss.backward().unwrap();
+    (y, g.get(v.as_tensor()).unwrap().clone())
+}
+
+#[test]
+fn softmax_with_backward_equals_composed_form() {
+    let dev = Device::Cpu;
+    // attention-score shaped: [B, H, N, N] with N = 37, large logits in places
+    let x = Tensor::randn(0f32, 3.0, (2, 3, 37, 37), &dev).unwrap();
+    let r = Tensor::randn(0f32, 1.0, (2, 3, 37, 37), &dev).unwrap();
+    // bf16: candle's CPU softmax kernel computes in bf16 (exp and the row sum), hence the
+    // looser output tolerance; the composed form in bf16 is no closer to the f32 reference
+    for (dtype, tol_y, tol_g) in [(DType::F32, 1e-6f32, 1e-5f32), (DType::BF16, 3e-2, 5e-2)] {
+        let xd = x.to_dtype(dtype).unwrap();
+        // the reference in f32 from the same (rounded) input
+        let x32 = xd.to_dtype(DType::F32).unwrap();
+        let (want_y, want_g) = softmax_and_grad(cxr_core::ops::softmax_last_dim, &x32, &r);
+        let (y, g) = softmax_and_grad(fused_ops::softmax_last_dim, &xd, &r);
+        assert_eq!((y.dtype(), g.dtype()), (dtype, dtype));
+        let dy = max_abs_diff(&y, &want_y).unwrap();
+        let scale = max_abs_diff(&want_g, &want_g.zeros_like().unwrap()).unwrap();
+        let dg = max_abs_diff(&g, &want_g).unwrap() / scale;
+        assert!(dy <= tol_y, "{dtype:?} softmax: {dy:e}");
+        assert!(dg <= tol_g, "{dtype:?} softmax gradient: relative {dg:e}");
+        if dtype == DType::BF16 {
+            let (composed, _) = softmax_and_grad(cxr_core::ops::softmax_last_dim, &xd, &r);
+            let dc = max_abs_diff(&composed, &want_y).unwrap();
+            assert!(
+                dy <= 2.0 * dc.max(4e-3),
+                "bf16: fused {dy:e}, composed {dc:e}"
+            );
+        }
+    }
+    // a non-contiguous input (a transposed view) is made contiguous first
+    let xt = x.transpose(2, 3).unwrap();
+    let (y, _) = softmax_and_grad(fused_ops::softmax_last_dim, &xt, &r);
+    let (want, _) = softmax_and_grad(cxr_core::ops::softmax_last_dim, &xt, &r);
+    assert!(max_abs_diff(&y, &want).unwrap() <= 1e-6);
+}

@@ -22,10 +22,12 @@ fn per_channel_dtype(x: &Tensor) -> bool {
     )
 }
 
-/// Softmax over the last dimension: fused kernel for inference, differentiable otherwise.
+/// Softmax over the last dimension: candle's fused kernel, with `fused_ops`' closed-form
+/// backward when a gradient is tracked (instead of autograd through the five composed ops of
+/// `cxr_core::ops::softmax_last_dim`, which stays the reference the tests compare with).
 pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if x.track_op() {
-        cxr_core::ops::softmax_last_dim(x)
+        fused_ops::softmax_last_dim(x)
     } else {
         candle_nn::ops::softmax_last_dim(x)
     }
