@@ -1,7 +1,7 @@
 //! The DINO CLS-token loss: student/teacher cross-entropy over crop pairs.
 
 use candle_core::{Device, Tensor, D};
-use cxr_core::ops::log_softmax_last_dim;
+use fused_ops::log_softmax_last_dim;
 
 use crate::teacher::TeacherMode;
 use crate::teacher_state::TeacherState;

@@ -1,7 +1,7 @@
 //! The iBOT masked-patch loss.
 
 use candle_core::{DType, Device, Tensor, D};
-use cxr_core::ops::log_softmax_last_dim;
+use fused_ops::log_softmax_last_dim;
 
 use crate::teacher::TeacherMode;
 use crate::teacher_state::TeacherState;

@@ -17,7 +17,7 @@
 //! | [`attention()`] | flash-style multi-head attention from the fused qkv projection | none (inference) |
 //! | [`bias_gelu`], [`bias_scale_residual`] | the ViT block's GEMM epilogues in one pass | none (inference) |
 //! | [`optim::adamw_update`], [`optim::ema_update`] | AdamW and EMA updates in place | none (optimizer) |
-//! | [`softmax_last_dim`] | candle's fused softmax kernel | closed form `y ⊙ (dy − Σ dy ⊙ y)` |
+//! | [`softmax_last_dim`], [`log_softmax_last_dim`] | candle's fused softmax kernel / graph-free composed ops | closed forms `y ⊙ (dy − Σ dy ⊙ y)`, `dy − softmax ⊙ Σ dy` |
 //! | [`bias_add`], [`scale_columns`] | per-channel add / scale | parameter gradient as a coalesced [`column_sum`] |
 //!
 //! ```
@@ -48,7 +48,7 @@ pub use columns::{bias_add, column_sum, scale_columns, ColumnSum, PerChannel};
 pub use epilogue::{bias_gelu, bias_scale_residual, BiasGelu, BiasScaleResidual};
 pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward, LayerNormParamGrad};
 pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};
-pub use softmax::{softmax_last_dim, SoftmaxGrad};
+pub use softmax::{log_softmax_last_dim, softmax_last_dim, SoftmaxGrad};
 pub use teacher::{center_softmax, sinkhorn_knopp, CenterSoftmax, SinkhornKnopp};
 
 /// The first CUDA device, or `None` with the reason (no `cuda` feature, no driver, no GPU), so

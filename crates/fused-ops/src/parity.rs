@@ -175,6 +175,23 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
             &c[1],
             tol_g,
         )?;
+        let f = |t: &[Tensor]| crate::log_softmax_last_dim(&t[0]);
+        let c = with_grads(&inputs, &r, &cpu, &f)?;
+        let d = with_grads(&inputs, &r, device, &f)?;
+        push(
+            &mut out,
+            format!("log_softmax {dtype:?} y"),
+            &d[0],
+            &c[0],
+            tol_y,
+        )?;
+        push(
+            &mut out,
+            format!("log_softmax {dtype:?} dx"),
+            &d[1],
+            &c[1],
+            tol_g,
+        )?;
     }
 
     // bilinear resize, up and down, both alignments: output and input gradient

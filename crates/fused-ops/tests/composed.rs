@@ -246,3 +246,47 @@ fn softmax_with_backward_equals_composed_form() {
     let (want, _) = softmax_and_grad(cxr_core::ops::softmax_last_dim, &xt, &r);
     assert!(max_abs_diff(&y, &want).unwrap() <= 1e-6);
 }
+
+#[test]
+fn log_softmax_with_backward_equals_composed_form() {
+    let dev = Device::Cpu;
+    // DINO-head shaped logits: [rows, K], spread wide enough that some probabilities underflow
+    let x = Tensor::randn(0f32, 8.0, (6, 4099), &dev).unwrap();
+    let r = Tensor::randn(0f32, 1.0, (6, 4099), &dev).unwrap();
+    for (dtype, tol_y, tol_g) in [(DType::F32, 1e-5f32, 1e-5f32), (DType::BF16, 5e-2, 5e-2)] {
+        let xd = x.to_dtype(dtype).unwrap();
+        let x32 = xd.to_dtype(DType::F32).unwrap();
+        let (want_y, want_g) = softmax_and_grad(cxr_core::ops::log_softmax_last_dim, &x32, &r);
+        let (y, g) = softmax_and_grad(fused_ops::log_softmax_last_dim, &xd, &r);
+        assert_eq!((y.dtype(), g.dtype()), (dtype, dtype));
+        let scale_y = max_abs_diff(&want_y, &want_y.zeros_like().unwrap()).unwrap();
+        let dy = max_abs_diff(&y, &want_y).unwrap() / scale_y;
+        let scale_g = max_abs_diff(&want_g, &want_g.zeros_like().unwrap()).unwrap();
+        let dg = max_abs_diff(&g, &want_g).unwrap() / scale_g;
+        assert!(dy <= tol_y, "{dtype:?} log_softmax: relative {dy:e}");
+        if dtype == DType::BF16 {
+            // candle's CPU bf16 ops round every intermediate (the row sums included): the
+            // fused gradient must be no further from the f32 reference than the composed one
+            let (_, composed_g) = softmax_and_grad(cxr_core::ops::log_softmax_last_dim, &xd, &r);
+            let dc = max_abs_diff(&composed_g, &want_g).unwrap() / scale_g;
+            assert!(
+                dg <= 2.0 * dc.max(tol_g),
+                "bf16 gradient: fused {dg:e}, composed {dc:e}"
+            );
+        } else {
+            assert!(
+                dg <= tol_g,
+                "{dtype:?} log_softmax gradient: relative {dg:e}"
+            );
+        }
+        assert!(
+            y.to_dtype(DType::F32)
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                <= 0.0
+        );
+    }
+}
