@@ -308,6 +308,15 @@ fn bf16_kernels(names: &[String]) -> Result<Vec<fused_ops::attention::Bf16Kernel
     Ok(kernels)
 }
 
+/// A model of `cfg` with N(0, 0.02) weights in `dtype` (the weights do not change the work).
+fn random_model(cfg: &Dinov2Config, dtype: DType, dev: &Device) -> Result<Dinov2Model> {
+    let mut tensors = std::collections::HashMap::new();
+    for (key, shape) in vit_backbone::weights::expected_tensors(cfg) {
+        tensors.insert(key, Tensor::randn(0f32, 0.02, shape, dev)?.to_dtype(dtype)?);
+    }
+    Dinov2Model::new(cfg, VarBuilder::from_tensors(tensors, dtype, dev))
+}
+
 fn forward(
     dev: &Device,
     batch: usize,
@@ -329,14 +338,7 @@ fn forward(
             "bf16" => DType::BF16,
             other => candle_core::bail!("unknown dtype {other} (f32 or bf16)"),
         };
-        let mut tensors = std::collections::HashMap::new();
-        for (key, shape) in vit_backbone::weights::expected_tensors(&cfg) {
-            tensors.insert(
-                key,
-                (Tensor::randn(0f32, 0.02, shape, dev)?).to_dtype(dtype)?,
-            );
-        }
-        let model = Dinov2Model::new(&cfg, VarBuilder::from_tensors(tensors, dtype, dev))?;
+        let model = random_model(&cfg, dtype, dev)?;
         let x = Tensor::randn(0f32, 1.0, (batch, 3, 518, 518), dev)?.to_dtype(dtype)?;
         let opts = ForwardOptions::default();
         // (path label, block path, bf16 attention kernel): the fused path once per kernel asked
@@ -381,11 +383,7 @@ fn forward(
             num_hidden_layers: 0,
             ..cfg.clone()
         };
-        let mut tensors = std::collections::HashMap::new();
-        for (key, shape) in vit_backbone::weights::expected_tensors(&stem_cfg) {
-            tensors.insert(key, Tensor::randn(0f32, 0.02, shape, dev)?.to_dtype(dtype)?);
-        }
-        let stem = Dinov2Model::new(&stem_cfg, VarBuilder::from_tensors(tensors, dtype, dev))?;
+        let stem = random_model(&stem_cfg, dtype, dev)?;
         let (med, min) = time(dev, 3, repeats, || stem.forward(&x, &opts).map(|_| ()))?;
         println!(
             "RAD-DINO forward {name:>4} {:>12} batch {batch}: median {:.2} ms, min {:.2} ms",
