@@ -11,7 +11,7 @@
 
 /// Serves large allocations from glibc's heap instead of `mmap` and never trims the heap, so
 /// freed tensors' pages are reused without faulting them in again (`mallopt(M_MMAP_MAX, 0)`
-/// and `mallopt(M_TRIM_THRESHOLD, …)`, the `GLIBC_TUNABLES` `glibc.malloc.mmap_max=0` /
+/// and `mallopt(M_TRIM_THRESHOLD, -1)`, the `GLIBC_TUNABLES` `glibc.malloc.mmap_max=0` /
 /// `trim_threshold` settings). Returns whether the settings were applied: `false` off
 /// Linux-glibc, where the system allocator is left as it is.
 ///
@@ -22,9 +22,11 @@ pub fn retain_freed_heap_memory() -> bool {
     {
         // SAFETY: mallopt only changes glibc's allocator parameters; it is safe to call at any
         // time (allocations made before keep working under either policy).
+        // glibc reads the trim threshold as a size_t, so -1 is "never"; i32::MAX would still
+        // trim a freed top above 2 GB, and the CPU DINO objective's heap grows to 4.2 GB
         unsafe {
             libc::mallopt(libc::M_MMAP_MAX, 0) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, -1) == 1
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
