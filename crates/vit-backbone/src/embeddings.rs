@@ -5,6 +5,7 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::config::Dinov2Config;
 use crate::interpolate::resample_grid;
+use crate::layers::add_bias;
 
 /// The embedding stem of the ViT.
 #[derive(Debug, Clone)]
@@ -94,14 +95,7 @@ impl Embeddings {
             .contiguous()?
             .reshape((b * gh * gw, c * p * p))?;
         let w = self.patch_weight.reshape((d, c * p * p))?;
-        let y = x.matmul(&w.t()?)?;
-        let y = if self.patch_bias.track_op() && matches!(y.dtype(), DType::F32 | DType::BF16) {
-            // training: the bias gradient as a coalesced column sum (see layers::Linear)
-            fused_ops::bias_add(&y, &self.patch_bias)?
-        } else {
-            y.broadcast_add(&self.patch_bias)?
-        };
-        y.reshape((b, gh * gw, d))
+        add_bias(&x.matmul(&w.t()?)?, &self.patch_bias)?.reshape((b, gh * gw, d))
     }
 
     /// Position embeddings for a `grid`, resampled as `transformers` does when the grid or

@@ -22,6 +22,17 @@ fn per_channel_dtype(x: &Tensor) -> bool {
     )
 }
 
+/// `y + b` with `b` broadcast over the rows of `y`. In training the bias gradient is a
+/// coalesced column sum (`fused_ops::bias_add`) rather than candle's broadcast backward, which
+/// walks each column with a stride of the row width.
+pub(crate) fn add_bias(y: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if b.track_op() && per_channel_dtype(y) {
+        fused_ops::bias_add(y, b)
+    } else {
+        y.broadcast_add(b)
+    }
+}
+
 /// Softmax over the last dimension: candle's fused kernel, with `fused_ops`' closed-form
 /// backward when a gradient is tracked (instead of autograd through the five composed ops of
 /// `cxr_core::ops::softmax_last_dim`, which stays the reference the tests compare with).
@@ -91,12 +102,7 @@ impl Linear {
                 &b.contiguous()?,
                 &LinearBias,
             )?,
-            // training: the bias gradient as a coalesced column sum (fused_ops::bias_add)
-            // rather than candle's broadcast backward, which walks each column with a stride
-            Some(b) if b.track_op() && per_channel_dtype(x) => {
-                fused_ops::bias_add(&x2.matmul(&weight.t()?)?, b)?
-            }
-            Some(b) => x2.matmul(&weight.t()?)?.broadcast_add(b)?,
+            Some(b) => add_bias(&x2.matmul(&weight.t()?)?, b)?,
             None => x2.matmul(&weight.t()?)?,
         };
         let mut out_dims = dims.to_vec();
