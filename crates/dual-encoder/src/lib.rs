@@ -6,7 +6,7 @@
 //!   `lang_projection`), differentiable end to end; [`TextConfig::mi2`] is MI2's
 //!   ≈0.25 B-parameter tower.
 //! - [`BertTextEncoder`]: BERT with CLS pooling and CXR-BERT's projection head
-//!   (inference only for the BERT body, see [`bert`]).
+//!   ([`BertConfig::cxr_bert`]), differentiable end to end, see [`bert`].
 //! - [`TextTokenizer`]: `tokenizer.json` or CLIP `vocab.json` + `merges.txt`, padded and
 //!   truncated to the context length.
 //! - [`DualEncoder`]: any [`cxr_core::Encoder`] image tower + `image_projection` + a
@@ -62,7 +62,7 @@ pub mod text_transformer;
 pub mod tokenizer;
 pub mod zero_shot;
 
-pub use bert::{BertTextEncoder, ProjectionHead};
+pub use bert::{BertConfig, BertTextEncoder, ProjectionHead};
 pub use checkpoint::{convert_old_key, load_unicl_tensors, unicl_var_builder};
 pub use config::{Activation, Pooling, TextConfig};
 pub use dual::{DualEncoder, DualOutput};

@@ -18,25 +18,27 @@ use crate::text_encoder::{TextEmbedding, TextEncoder, TokenBatch};
 use crate::{Error, Result};
 
 /// Additive mask value: finite so a fully masked row gives a uniform, not NaN, distribution.
-const MASKED: f32 = -1e9;
+pub(crate) const MASKED: f32 = -1e9;
 const INIT_STD: f64 = 0.02;
 
-fn normal() -> Init {
+/// The normal(0, 0.02) initialisation both UniCL and BERT give their weights.
+pub(crate) fn normal() -> Init {
     Init::Randn {
         mean: 0.0,
         stdev: INIT_STD,
     }
 }
 
+/// A differentiable layer norm with its `weight` and `bias` (unit and zero when initialised).
 #[derive(Debug, Clone)]
-struct Norm {
+pub(crate) struct Norm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
 }
 
 impl Norm {
-    fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+    pub(crate) fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
             bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))?,
@@ -44,12 +46,13 @@ impl Norm {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(layer_norm(x, &self.weight, &self.bias, self.eps)?)
     }
 }
 
-fn linear(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
+/// `weight` `[out, inp]` (normal(0, 0.02) when initialised) and a zero-initialised `bias`.
+pub(crate) fn linear(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
     let w = vb.get_with_hints((out, inp), "weight", normal())?;
     let b = vb.get_with_hints(out, "bias", Init::Const(0.0))?;
     Ok(Linear::new(w, Some(b)))
@@ -77,21 +80,48 @@ impl Attention {
 
     /// `x`: `[B, L, W]`; `mask`: additive, broadcastable to `[B, H, L, L]`.
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (b, l, w) = x.dims3()?;
-        let hd = w / self.heads;
-        let qkv = self
-            .in_proj
-            .forward(x)?
-            .reshape((b, l, 3, self.heads, hd))?
-            .permute((2, 0, 3, 1, 4))?; // [3, B, H, L, hd]
-        let q = (qkv.get(0)? * (hd as f64).powf(-0.5))?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let probs = softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, w))?;
+        let w = x.dim(D::Minus1)?;
+        let qkv = self.in_proj.forward(x)?;
+        let (q, k, v) = (
+            qkv.narrow(2, 0, w)?,
+            qkv.narrow(2, w, w)?,
+            qkv.narrow(2, 2 * w, w)?,
+        );
+        let out = scaled_dot_product_attention(&q, &k, &v, self.heads, mask)?;
         Ok(self.out_proj.forward(&out)?)
     }
+}
+
+/// Multi-head attention of projected `q`, `k`, `v` (each `[B, L, W]`, heads side by side in
+/// `W`) with an additive `mask` broadcastable to `[B, H, L, L]`; returns `[B, L, W]`.
+/// Differentiable (the softmax is [`cxr_core::ops::softmax_last_dim`]).
+pub(crate) fn scaled_dot_product_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    let (b, l, w) = q.dims3()?;
+    let hd = w / heads;
+    let split = |t: &Tensor| -> Result<Tensor> {
+        Ok(t.reshape((b, l, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    };
+    let q = (split(q)? * (hd as f64).powf(-0.5))?;
+    let (k, v) = (split(k)?, split(v)?);
+    let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
+    let probs = softmax_last_dim(&scores)?;
+    Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, w))?)
+}
+
+/// `[B, 1, 1, L]` additive mask that hides the padding keys (`attention_mask` 0).
+pub(crate) fn padding_mask(batch: &TokenBatch) -> Result<Tensor> {
+    let (b, l) = batch.dims()?;
+    let keep = batch.attention_mask.to_dtype(DType::F32)?;
+    let m = ((keep - 1.0)? * (-(MASKED as f64)))?;
+    Ok(m.reshape((b, 1, 1, l))?)
 }
 
 #[derive(Debug, Clone)]
@@ -222,7 +252,7 @@ impl TextTransformer {
             .reshape((b, l, self.cfg.width))?;
         let x = x.broadcast_add(&self.positional_embedding.narrow(0, 0, l)?)?;
         let dtype = x.dtype();
-        let mask = self.attention_mask(batch, b, l)?.to_dtype(dtype)?;
+        let mask = self.attention_mask(batch, l)?.to_dtype(dtype)?;
         let mut x = x;
         for block in &self.blocks {
             x = block.forward(&x, &mask)?;
@@ -231,16 +261,14 @@ impl TextTransformer {
     }
 
     /// Additive mask: `[L, L]` causal, or `[B, 1, 1, L]` over padding keys.
-    fn attention_mask(&self, batch: &TokenBatch, b: usize, l: usize) -> Result<Tensor> {
+    fn attention_mask(&self, batch: &TokenBatch, l: usize) -> Result<Tensor> {
         if self.cfg.causal {
             let m: Vec<f32> = (0..l)
                 .flat_map(|i| (0..l).map(move |j| if j > i { MASKED } else { 0.0 }))
                 .collect();
             Ok(Tensor::from_vec(m, (l, l), &self.device)?)
         } else {
-            let keep = batch.attention_mask.to_dtype(DType::F32)?;
-            let m = ((keep - 1.0)? * (-(MASKED as f64)))?;
-            Ok(m.reshape((b, 1, 1, l))?)
+            padding_mask(batch)
         }
     }
 
