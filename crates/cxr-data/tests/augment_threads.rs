@@ -1,6 +1,6 @@
 //! Same seed, same crops and masks, whatever the thread count.
 #![allow(clippy::unwrap_used)] // tests may unwrap
-mod common;
+use crate::common;
 
 use common::*;
 use cxr_data::augment::{multi_crop, sample_rng, MultiCrop, MultiCropConfig};

@@ -1,6 +1,6 @@
 //! DICOM/PNG/JPEG decoding against pydicom and Pillow (fixtures from `gen.py`).
 #![allow(clippy::unwrap_used)] // tests may unwrap
-mod common;
+use crate::common;
 
 use common::*;
 use cxr_data::{decode_file, DecodeOptions, Error, GrayImage};

@@ -1,6 +1,6 @@
 //! Loader: thread-count independence, epoch shuffling, skip-or-fail on bad files.
 #![allow(clippy::unwrap_used)] // tests may unwrap
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The real manifests load as they are; splits are patient-level and subsets nested.
 #![allow(clippy::unwrap_used)] // tests may unwrap
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 //! (fixtures from `gen.py`). Tolerance 1e-5 absolute on normalised values; Pillow's 8-bit
 //! resize must match exactly.
-mod common;
+use crate::common;
 
 use common::*;
 use cxr_data::processor::ImageProcessor;

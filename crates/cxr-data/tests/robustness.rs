@@ -1,6 +1,6 @@
 //! Corrupt, truncated and random inputs give typed errors and never panic.
 #![allow(clippy::unwrap_used)] // tests may unwrap
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Tar shards: write, stream, assign, resume, decode straight from memory.
 #![allow(clippy::unwrap_used)] // tests may unwrap
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -12,7 +12,7 @@ fn committed(name: &str) -> String {
 
 #[test]
 fn committed_presets_match_the_code() {
-    // regenerate with: cargo test -p dino-loss --test config -- --ignored
+    // regenerate with: cargo test -p dino-loss --test integration config:: -- --ignored
     let dinov2 = DinoV2Config::from_toml_str(
         &committed("dinov2_default.toml"),
         Path::new("dinov2_default.toml"),

@@ -1,7 +1,7 @@
 //! Values and gradients against the PyTorch re-implementation of dinov2 (`tests/gen.py`).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;

@@ -1,6 +1,6 @@
 //! One backward pass reaches every student and head variable, and never the teacher.
 #![allow(clippy::unwrap_used)]
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use train_utils::NamedGrads;

@@ -2,7 +2,7 @@
 //! bf16 on casts of its f32 master weights, gradients reach every f32 variable, the losses
 //! stay close to the f32 step's, and the weights stay f32.
 #![allow(clippy::unwrap_used)]
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 //! or a relative path (examples take `--data ../shared/data/cxr-mini`).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! A run stopped after k steps and resumed gives the same losses, to the bit, as an
 //! uninterrupted run; the run writes its resolved config, logs and loss plot.
 #![allow(clippy::unwrap_used)]
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use dino_pretrain::{run, RunOptions};

@@ -1,6 +1,6 @@
 //! The shipped default encoder loads (f16 weights into f32) and embeds a real image.
 #![allow(clippy::unwrap_used)]
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

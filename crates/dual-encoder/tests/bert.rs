@@ -1,7 +1,7 @@
 //! BERT + CXR-BERT projection head against transformers, and its gradients.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};

@@ -1,7 +1,7 @@
 //! Old-layout UniCL checkpoints (`text.*`, `text_projection`, …) load like current ones.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device};
 use common::{batch, fixture, load, max_diff, text_config};

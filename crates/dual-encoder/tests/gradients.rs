@@ -1,7 +1,7 @@
 //! One contrastive backward step reaches every parameter of both towers and the logit scale.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};

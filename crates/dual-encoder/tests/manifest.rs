@@ -2,7 +2,7 @@
 //! MedImageInsight's UniCLModel (manifest written by gen.py on the meta device).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

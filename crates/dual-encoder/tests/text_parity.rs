@@ -1,7 +1,7 @@
 //! The text tower against the PyTorch UniCL reference (random weights, tiny width).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{batch, builder, load, max_diff, text_config};

@@ -1,7 +1,7 @@
 //! The CLIP BPE tokenizer gives transformers' ids (tokenizer.json and vocab + merges).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use common::{fixture, json};

@@ -2,7 +2,7 @@
 //! model (DINOv2 tiny image tower + text tower) against PyTorch.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device};
 use common::{builder, json, load, max_diff, text_config};

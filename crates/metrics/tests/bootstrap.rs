@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
-mod common;
+use crate::common;
 use common::*;
 use metrics::bootstrap::*;
 use metrics::classification::auroc;

@@ -3,7 +3,7 @@
 //! parameter names, written out in `gen.py`) on fixed random weights: outputs, the gradient
 //! of every parameter and input, and the BatchNorm running statistics after a training pass.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

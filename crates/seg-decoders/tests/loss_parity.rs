@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! Losses against PyTorch: values and gradients with respect to the logits.
 
-mod common;
+use crate::common;
 
 use candle_core::{Tensor, Var};
 use common::{assert_close, fixture};

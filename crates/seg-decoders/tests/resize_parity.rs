@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! Bilinear resize against `F.interpolate(mode="bilinear")`: values and input gradients.
 
-mod common;
+use crate::common;
 
 use candle_core::Var;
 use common::{assert_close, fixture};

@@ -2,7 +2,7 @@
 //! The training loop on a synthetic two-class (overlapping) task with a small test encoder:
 //! frozen and fine-tuned modes, every head, augmentation alignment, PNG writers.
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use common::{synthetic_batches, TestEncoder};

@@ -1,7 +1,7 @@
 //! Values and gradients of each loss against the PyTorch references of `tests/gen.py`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use candle_core::DType;
 use common::{assert_close, Fixture, DTYPES};

@@ -1,7 +1,7 @@
 //! The UniCL loop reads its samples through a `cxr_data::IndexSampler`, as the DINO loop does:
 //! a curated subset restricts every batch to it, without the loop knowing how it was chosen.
 #![allow(clippy::unwrap_used)]
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

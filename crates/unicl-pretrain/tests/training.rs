@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! One step reaches every parameter; resume is bit-exact; GradCache equals the full batch.
 
-mod common;
+use crate::common;
 
 use candle_core::DType;
 use common::*;
