@@ -49,6 +49,10 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("dino_objective");
     group.sample_size(10);
+    // The heap grows for the first five or six steps (to ~4 GB) before freed blocks fit the
+    // next step's tensors; those steps fault in fresh pages. Warm up past them so that, like
+    // the PyTorch script's median, the samples measure the steady state of a training run.
+    group.warm_up_time(std::time::Duration::from_secs(20));
     group.bench_function("head_fwd_bwd_k65536_2g8l", |bench| {
         bench.iter(|| {
             let t = TeacherOutputs {

@@ -88,9 +88,18 @@ impl CustomOp2 for SoftmaxGrad {
 
 /// Softmax over the last dimension with a backward pass: candle's fused kernel forward (CPU
 /// and CUDA), the closed-form gradient backward.
+///
+/// On the CPU, f16/bf16 inputs are normalised in f32 and rounded once: candle's CPU kernel
+/// sums the exponentials in the half type, which puts errors of several per cent into the
+/// probabilities (and so into the gradient) of long rows. Its CUDA kernel accumulates in f32.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let x = x.contiguous()?;
-    let y = candle_nn::ops::softmax_last_dim(&x.detach())?.contiguous()?;
+    let half = matches!(x.dtype(), DType::BF16 | DType::F16);
+    let y = if half && x.device().is_cpu() {
+        candle_nn::ops::softmax_last_dim(&x.detach().to_dtype(DType::F32)?)?.to_dtype(x.dtype())?
+    } else {
+        candle_nn::ops::softmax_last_dim(&x.detach())?.contiguous()?
+    };
     x.apply_op2(&y, SoftmaxGrad::Softmax)
 }
 

@@ -217,9 +217,9 @@ fn softmax_with_backward_equals_composed_form() {
     // attention-score shaped: [B, H, N, N] with N = 37, large logits in places
     let x = Tensor::randn(0f32, 3.0, (2, 3, 37, 37), &dev).unwrap();
     let r = Tensor::randn(0f32, 1.0, (2, 3, 37, 37), &dev).unwrap();
-    // bf16: candle's CPU softmax kernel computes in bf16 (exp and the row sum), hence the
-    // looser output tolerance; the composed form in bf16 is no closer to the f32 reference
-    for (dtype, tol_y, tol_g) in [(DType::F32, 1e-6f32, 1e-5f32), (DType::BF16, 3e-2, 5e-2)] {
+    // bf16: the probabilities are computed in f32 and rounded once (≤ 2⁻⁹ for values ≤ 1);
+    // the gradient also meets the bf16 rounding of dy and of the result
+    for (dtype, tol_y, tol_g) in [(DType::F32, 1e-6f32, 1e-5f32), (DType::BF16, 2.5e-3, 2e-2)] {
         let xd = x.to_dtype(dtype).unwrap();
         // the reference in f32 from the same (rounded) input
         let x32 = xd.to_dtype(DType::F32).unwrap();
@@ -231,6 +231,7 @@ fn softmax_with_backward_equals_composed_form() {
         let dg = max_abs_diff(&g, &want_g).unwrap() / scale;
         assert!(dy <= tol_y, "{dtype:?} softmax: {dy:e}");
         assert!(dg <= tol_g, "{dtype:?} softmax gradient: relative {dg:e}");
+        eprintln!("{dtype:?}: softmax {dy:e}, gradient relative {dg:e}");
         if dtype == DType::BF16 {
             let (composed, _) = softmax_and_grad(cxr_core::ops::softmax_last_dim, &xd, &r);
             let dc = max_abs_diff(&composed, &want_y).unwrap();
