@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, VarMap};
 use dual_encoder::{TextConfig, TextTokenizer, TokenBatch};
 
 pub fn fixture(rel: &str) -> PathBuf {
@@ -42,4 +43,23 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 pub fn json(rel: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixture(rel)).unwrap()).unwrap()
+}
+
+/// Asserts that every variable of `varmap` has a finite, non-zero gradient in `grads`.
+pub fn assert_every_var_has_a_gradient(varmap: &VarMap, grads: &GradStore) {
+    let data = varmap.data().lock().unwrap();
+    assert!(!data.is_empty());
+    for (name, var) in data.iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let n = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(n.is_finite() && n > 0.0, "{name}: |gradient| sum {n}");
+    }
 }
