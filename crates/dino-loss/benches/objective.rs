@@ -55,16 +55,19 @@ fn bench(c: &mut Criterion) {
     group.warm_up_time(std::time::Duration::from_secs(20));
     group.bench_function("head_fwd_bwd_k65536_2g8l", |bench| {
         bench.iter(|| {
+            // one head call per model on everything it scores, as the trainer and dinov2 do
+            let mut t = teacher.forward_many(&[&global, &patches]).unwrap();
             let t = TeacherOutputs {
-                cls_logits: teacher.forward(&global).unwrap(),
-                masked_patch_logits: Some(teacher.forward(&patches).unwrap()),
+                masked_patch_logits: t.pop(),
+                cls_logits: t.remove(0),
             };
             let targets = objective.teacher_targets(&t, 0.07, 1, None).unwrap();
+            let mut s = student.forward_many(&[&global, &local, &patches]).unwrap();
             let s = StudentOutputs {
-                global_cls_logits: student.forward(&global).unwrap(),
-                local_cls_logits: Some(student.forward(&local).unwrap()),
+                masked_patch_logits: s.pop(),
+                local_cls_logits: s.pop(),
+                global_cls_logits: s.remove(0),
                 global_cls_tokens: global.clone(),
-                masked_patch_logits: Some(student.forward(&patches).unwrap()),
                 masks: Some(masks.clone()),
             };
             let losses = objective.losses(&s, &targets).unwrap();

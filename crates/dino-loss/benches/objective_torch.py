@@ -37,15 +37,15 @@ def main():
         nonlocal dino_center, ibot_center
         student.zero_grad(set_to_none=True)
         with torch.no_grad():
-            t_cls = teacher(torch.cat(global_.chunk(2)[::-1]))
-            t_patch = teacher(patches)
+            # one head call on everything it scores, as dinov2's shared head does
+            t_cls, t_patch = teacher(torch.cat([torch.cat(global_.chunk(2)[::-1]), patches])).split(
+                [2 * B, B * N_PATCH])
             t_probs = gen.softmax_center_teacher(t_cls, dino_center, 0.07).view(2, B, K)
             t_pp = gen.softmax_center_teacher(t_patch.unsqueeze(0), ibot_center, 0.07).squeeze(0)
             dino_center = gen.center_update(dino_center, t_cls.mean(0, keepdim=True))
             ibot_center = gen.center_update(ibot_center, t_patch.mean(0, keepdim=True).unsqueeze(0))
-        s_local = student(local)
-        s_global = student(global_)
-        s_patch = student(patches)
+        s_global, s_local, s_patch = student(torch.cat([global_, local, patches])).split(
+            [2 * B, N_LOCAL * B, B * N_PATCH])
         loss = gen.dino_loss(s_local.chunk(N_LOCAL), list(t_probs)) / terms
         loss = loss + gen.dino_loss([s_global], [t_probs.flatten(0, 1)]) * 2 / terms
         loss = loss + 0.1 * sum(gen.koleo(p) for p in global_.chunk(2))

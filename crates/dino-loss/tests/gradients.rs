@@ -129,3 +129,23 @@ fn seeded_init_is_reproducible_and_follows_dinov2() {
     let bias: Vec<f32> = data["dino_head.mlp.0.bias"].as_tensor().to_vec1().unwrap();
     assert!(bias.iter().all(|&v| v == 0.0));
 }
+
+#[test]
+fn one_call_on_stacked_inputs_equals_one_call_per_input() {
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let head = DinoHead::new(cfg(true), VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+    let a = Tensor::randn(0f32, 1.0, (4, 8), &dev).unwrap();
+    let b = Tensor::randn(0f32, 1.0, (6, 8), &dev).unwrap();
+    let many = head.forward_many(&[&a, &b]).unwrap();
+    assert_eq!(many.len(), 2);
+    for (got, x) in many.iter().zip([&a, &b]) {
+        let want = head.forward(x).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        assert!(cxr_core::ops::max_abs_diff(got, &want).unwrap() < 1e-6);
+    }
+    let err = head
+        .forward_many(&[&a, &Tensor::zeros((2, 5), DType::F32, &dev).unwrap()])
+        .unwrap_err();
+    assert!(matches!(err, Error::BadInput { .. }), "{err}");
+}

@@ -401,14 +401,27 @@ impl DinoTrainer {
         // teacher: global crops, no masks, no gradient
         let (t_model, t_dino, t_ibot) = self.teacher()?;
         let t_out = t_model.forward(&batch.global, &ForwardOptions::default())?;
-        let t_cls_logits = t_dino.forward(&t_out.pooler_output)?.detach();
-        let logit_spread = spread_over_samples(&t_cls_logits)?;
-        let t_patch_logits = if ibot_on {
-            let rows = Self::masked_rows(&t_out.last_hidden_state, prefix, &idx)?;
-            Some(t_ibot.as_ref().unwrap_or(&t_dino).forward(&rows)?.detach())
+        let t_rows = if ibot_on {
+            Some(Self::masked_rows(&t_out.last_hidden_state, prefix, &idx)?)
         } else {
             None
         };
+        // a shared head scores the CLS tokens and the masked patches in one call
+        let (t_cls_logits, t_patch_logits) = match (&t_rows, &t_ibot) {
+            (Some(rows), None) => {
+                let mut out = t_dino.forward_many(&[&t_out.pooler_output, rows])?;
+                let patches = out.pop().map(|t| t.detach());
+                (out.remove(0).detach(), patches)
+            }
+            (rows, ibot) => (
+                t_dino.forward(&t_out.pooler_output)?.detach(),
+                match (rows, ibot) {
+                    (Some(rows), Some(head)) => Some(head.forward(rows)?.detach()),
+                    _ => None,
+                },
+            ),
+        };
+        let logit_spread = spread_over_samples(&t_cls_logits)?;
         let targets = self.objective.teacher_targets(
             &TeacherOutputs {
                 cls_logits: t_cls_logits,
@@ -442,7 +455,7 @@ impl DinoTrainer {
                 ..ForwardOptions::default()
             },
         )?;
-        let local_cls_logits = match &batch.local {
+        let local_cls = match &batch.local {
             Some(local) => {
                 let l = student.forward(
                     &local.to_dtype(dt)?,
@@ -451,10 +464,7 @@ impl DinoTrainer {
                         ..ForwardOptions::default()
                     },
                 )?;
-                Some(
-                    self.dino_head
-                        .forward(&l.pooler_output.to_dtype(DType::F32)?)?,
-                )
+                Some(l.pooler_output.to_dtype(DType::F32)?)
             }
             None => None,
         };
@@ -468,19 +478,29 @@ impl DinoTrainer {
             pooler_output: g.pooler_output.to_dtype(DType::F32)?,
             ..g
         };
-        let masked_patch_logits = if ibot_on {
-            let rows = Self::masked_rows(&g.last_hidden_state, prefix, &idx)?;
-            Some(
-                self.ibot_head
-                    .as_ref()
-                    .unwrap_or(&self.dino_head)
-                    .forward(&rows)?,
-            )
+        let rows = if ibot_on {
+            Some(Self::masked_rows(&g.last_hidden_state, prefix, &idx)?)
         } else {
             None
         };
+        // one call of the DINO head on everything it scores (dinov2 concatenates too): the
+        // global and local CLS tokens, and the masked patches when the iBOT head is shared
+        let shared_rows = rows.as_ref().filter(|_| self.ibot_head.is_none());
+        let mut inputs = vec![&g.pooler_output];
+        inputs.extend(local_cls.as_ref());
+        inputs.extend(shared_rows);
+        let mut logits = self.dino_head.forward_many(&inputs)?.into_iter();
+        let global_cls_logits = logits.next().ok_or_else(|| {
+            Error::Invalid("the DINO head returned no logits for the global crops".into())
+        })?;
+        let local_cls_logits = local_cls.as_ref().and_then(|_| logits.next());
+        let masked_patch_logits = match (&rows, &self.ibot_head) {
+            (Some(rows), Some(head)) => Some(head.forward(rows)?),
+            (Some(_), None) => logits.next(),
+            (None, _) => None,
+        };
         let student = StudentOutputs {
-            global_cls_logits: self.dino_head.forward(&g.pooler_output)?,
+            global_cls_logits,
             local_cls_logits,
             global_cls_tokens: g.pooler_output.clone(),
             masked_patch_logits,
