@@ -248,16 +248,21 @@ class Step:
         with torch.no_grad(), self.autocast():
             t_out = self.teacher(glob).last_hidden_state
             # crop B's targets first: student crop A learns from teacher crop B
-            t_cls = self.teacher_head(torch.cat(t_out[:, 0].chunk(2)[::-1])).float()
-            t_patch = self.teacher_head(t_out[:, 1:][masks]).float()
+            # one head call on the CLS tokens and the masked patches, as dinov2's shared head
+            t_rows = [torch.cat(t_out[:, 0].chunk(2)[::-1]), t_out[:, 1:][masks]]
+            t_cls, t_patch = self.teacher_head(torch.cat(t_rows)).float().split(
+                [r.shape[0] for r in t_rows])
         t_probs, t_patch_probs = self.targets(t_cls, t_patch, s["teacher_temp"], n_masked)
         t_probs = t_probs.view(2, b, -1)
         with self.autocast():
             g = self.student(glob, bool_masked_pos=masks).last_hidden_state
-            s_global = self.student_head(g[:, 0]).float()
-            s_patch = self.student_head(g[:, 1:][masks]).float()
-            s_local = (self.student_head(self.student(loc).last_hidden_state[:, 0]).float()
-                       if loc is not None else None)
+            # dinov2 concatenates every input of the student head and calls it once
+            rows = [g[:, 0], g[:, 1:][masks]]
+            if loc is not None:
+                rows.append(self.student(loc).last_hidden_state[:, 0])
+            outs = self.student_head(torch.cat(rows)).float().split([r.shape[0] for r in rows])
+            s_global, s_patch = outs[0], outs[1]
+            s_local = outs[2] if loc is not None else None
         terms = 2 * (2 - 1) + n_local * 2
         out = {}
         if s_local is not None:
