@@ -7,11 +7,14 @@
 //! (MedImageInsight); the sentence embedding is the state at the first end-of-text token
 //! (argmax of the ids), projected by `lang_projection` (`x @ P`, no bias).
 //!
-//! Every op is differentiable (layer norm and softmax from [`cxr_core::ops`]).
+//! Every op is differentiable. The linear layers, layer norms and softmax are
+//! [`vit_backbone::layers`]': candle's fused kernels for inference, and for training a fused
+//! layer norm with its own backward, a closed-form softmax backward and column-sum bias
+//! gradients, in place of autograd through the composed ops.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Init, Linear, VarBuilder};
-use cxr_core::ops::{layer_norm, softmax_last_dim};
+use candle_nn::{Init, VarBuilder};
+use vit_backbone::layers::{softmax_last_dim, LayerNorm, Linear};
 
 use crate::config::{Activation, Pooling, TextConfig};
 use crate::text_encoder::{TextEmbedding, TextEncoder, TokenBatch};
@@ -31,23 +34,15 @@ pub(crate) fn normal() -> Init {
 
 /// A differentiable layer norm with its `weight` and `bias` (unit and zero when initialised).
 #[derive(Debug, Clone)]
-pub(crate) struct Norm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
+pub(crate) struct Norm(LayerNorm);
 
 impl Norm {
     pub(crate) fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
-            bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))?,
-            eps,
-        })
+        Ok(Self(LayerNorm::new(dim, eps, vb)?))
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(layer_norm(x, &self.weight, &self.bias, self.eps)?)
+        Ok(self.0.forward(x)?)
     }
 }
 
@@ -55,7 +50,7 @@ impl Norm {
 pub(crate) fn linear(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
     let w = vb.get_with_hints((out, inp), "weight", normal())?;
     let b = vb.get_with_hints(out, "bias", Init::Const(0.0))?;
-    Ok(Linear::new(w, Some(b)))
+    Ok(Linear::from_weights(w, Some(b)))
 }
 
 /// `nn.MultiheadAttention` with its packed `in_proj_weight` `[3W, W]` (q, k, v stacked).
@@ -72,7 +67,7 @@ impl Attention {
         let in_w = vb.get_with_hints((3 * w, w), "in_proj_weight", normal())?;
         let in_b = vb.get_with_hints(3 * w, "in_proj_bias", Init::Const(0.0))?;
         Ok(Self {
-            in_proj: Linear::new(in_w, Some(in_b)),
+            in_proj: Linear::from_weights(in_w, Some(in_b)),
             out_proj: linear(w, w, vb.pp("out_proj"))?,
             heads: cfg.heads,
         })
@@ -94,7 +89,7 @@ impl Attention {
 
 /// Multi-head attention of projected `q`, `k`, `v` (each `[B, L, W]`, heads side by side in
 /// `W`) with an additive `mask` broadcastable to `[B, H, L, L]`; returns `[B, L, W]`.
-/// Differentiable (the softmax is [`cxr_core::ops::softmax_last_dim`]).
+/// Differentiable (the softmax is [`vit_backbone::layers::softmax_last_dim`]).
 pub(crate) fn scaled_dot_product_attention(
     q: &Tensor,
     k: &Tensor,

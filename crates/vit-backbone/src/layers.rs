@@ -36,7 +36,7 @@ pub(crate) fn add_bias(y: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Softmax over the last dimension: candle's fused kernel, with `fused_ops`' closed-form
 /// backward when a gradient is tracked (instead of autograd through the five composed ops of
 /// `cxr_core::ops::softmax_last_dim`, which stays the reference the tests compare with).
-pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if x.track_op() {
         fused_ops::softmax_last_dim(x)
     } else {
@@ -77,6 +77,12 @@ impl Linear {
             None
         };
         Ok(Self { weight, bias })
+    }
+
+    /// Wraps an existing `[out, in]` weight and `[out]` bias (for layers whose checkpoint or
+    /// initialisation differs from [`Linear::new`]'s).
+    pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
     }
 
     /// The `[out, in]` weight.
