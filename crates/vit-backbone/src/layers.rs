@@ -79,12 +79,6 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
-    /// Wraps an existing `[out, in]` weight and `[out]` bias (for layers whose checkpoint or
-    /// initialisation differs from [`Linear::new`]'s).
-    pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
-    }
-
     /// The `[out, in]` weight.
     pub fn weight(&self) -> &Tensor {
         &self.weight
