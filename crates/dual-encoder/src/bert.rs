@@ -7,9 +7,9 @@
 //! CXR-BERT's `cls_projection_head`: Linear(hidden → p) – GELU (erf) – LayerNorm(p, 1e-12) –
 //! Linear(p → p).
 //!
-//! Every op has a backward pass (layer norm and softmax from [`vit_backbone::layers`], which
-//! switch from candle's fused inference kernels to differentiable ones when a gradient is
-//! tracked), so the body can be fine-tuned as well as the head. Dropout is
+//! Every op has a backward pass (layer norm and softmax from [`cxr_core::ops`], not candle's
+//! fused inference kernels, which have none), so the body can be fine-tuned as well as the
+//! head. Dropout is
 //! not applied: the tower always runs `transformers`' eval-mode graph, as the UniCL tower does.
 //!
 //! Keys (as `CXRBertModel.state_dict()`), under `bert.`: `embeddings.{word_embeddings,

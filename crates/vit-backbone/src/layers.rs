@@ -36,7 +36,7 @@ pub(crate) fn add_bias(y: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Softmax over the last dimension: candle's fused kernel, with `fused_ops`' closed-form
 /// backward when a gradient is tracked (instead of autograd through the five composed ops of
 /// `cxr_core::ops::softmax_last_dim`, which stays the reference the tests compare with).
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if x.track_op() {
         fused_ops::softmax_last_dim(x)
     } else {
