@@ -106,6 +106,36 @@ fn mean_row_entropy(p: &Tensor) -> Result<f64> {
     Ok(-(plogp.sum(1)?.mean_all()?.to_scalar::<f32>()? as f64))
 }
 
+/// Scores CLS tokens (one tensor per crop set) and masked patches with one call of the DINO
+/// head on everything it scores, as dinov2 concatenates its head inputs: the weight-normalised
+/// prototype matrix is built, multiplied and differentiated once. The patches join that call
+/// when the iBOT head is shared and go through `ibot` otherwise. Returns the CLS logits in the
+/// order given and the patch logits.
+fn score_with_heads(
+    dino: &DinoHead,
+    ibot: Option<&DinoHead>,
+    cls: &[&Tensor],
+    patches: Option<&Tensor>,
+) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+    let mut inputs = cls.to_vec();
+    inputs.extend(patches.filter(|_| ibot.is_none()));
+    let mut logits = dino.forward_many(&inputs)?;
+    let patch_logits = match (patches, ibot) {
+        (Some(p), Some(head)) => Some(head.forward(p)?),
+        (Some(_), None) => logits.pop(),
+        (None, _) => None,
+    };
+    Ok((logits, patch_logits))
+}
+
+/// The first CLS logits of [`score_with_heads`] (the global crops').
+fn first(cls_logits: Vec<Tensor>) -> Result<Tensor> {
+    cls_logits
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Invalid("the DINO head returned no CLS logits".into()))
+}
+
 /// Mean over prototypes of the standard deviation across samples of `logits` (`[N, K]`): 0 when
 /// the head gives every sample the same scores (a collapsed head), whatever the backbone does.
 fn spread_over_samples(logits: &Tensor) -> Result<f64> {
@@ -406,21 +436,14 @@ impl DinoTrainer {
         } else {
             None
         };
-        // a shared head scores the CLS tokens and the masked patches in one call
-        let (t_cls_logits, t_patch_logits) = match (&t_rows, &t_ibot) {
-            (Some(rows), None) => {
-                let mut out = t_dino.forward_many(&[&t_out.pooler_output, rows])?;
-                let patches = out.pop().map(|t| t.detach());
-                (out.remove(0).detach(), patches)
-            }
-            (rows, ibot) => (
-                t_dino.forward(&t_out.pooler_output)?.detach(),
-                match (rows, ibot) {
-                    (Some(rows), Some(head)) => Some(head.forward(rows)?.detach()),
-                    _ => None,
-                },
-            ),
-        };
+        let (t_cls, t_patch_logits) = score_with_heads(
+            &t_dino,
+            t_ibot.as_ref(),
+            &[&t_out.pooler_output],
+            t_rows.as_ref(),
+        )?;
+        let t_cls_logits = first(t_cls)?.detach();
+        let t_patch_logits = t_patch_logits.map(|t| t.detach());
         let logit_spread = spread_over_samples(&t_cls_logits)?;
         let targets = self.objective.teacher_targets(
             &TeacherOutputs {
@@ -483,22 +506,16 @@ impl DinoTrainer {
         } else {
             None
         };
-        // one call of the DINO head on everything it scores (dinov2 concatenates too): the
-        // global and local CLS tokens, and the masked patches when the iBOT head is shared
-        let shared_rows = rows.as_ref().filter(|_| self.ibot_head.is_none());
-        let mut inputs = vec![&g.pooler_output];
-        inputs.extend(local_cls.as_ref());
-        inputs.extend(shared_rows);
-        let mut logits = self.dino_head.forward_many(&inputs)?.into_iter();
-        let global_cls_logits = logits.next().ok_or_else(|| {
-            Error::Invalid("the DINO head returned no logits for the global crops".into())
-        })?;
-        let local_cls_logits = local_cls.as_ref().and_then(|_| logits.next());
-        let masked_patch_logits = match (&rows, &self.ibot_head) {
-            (Some(rows), Some(head)) => Some(head.forward(rows)?),
-            (Some(_), None) => logits.next(),
-            (None, _) => None,
-        };
+        let mut cls = vec![&g.pooler_output];
+        cls.extend(local_cls.as_ref());
+        let (cls_logits, masked_patch_logits) = score_with_heads(
+            &self.dino_head,
+            self.ibot_head.as_ref(),
+            &cls,
+            rows.as_ref(),
+        )?;
+        let local_cls_logits = cls_logits.get(1).cloned();
+        let global_cls_logits = first(cls_logits)?;
         let student = StudentOutputs {
             global_cls_logits,
             local_cls_logits,

@@ -75,10 +75,9 @@ fn cpu_column_sum<T: Copy + Sync>(x: &[T], c: usize, to_f32: impl Fn(T) -> f32 +
     total
 }
 
-/// `y[r, j] = f(x[r, j], p[j])` over the rows of the contiguous `x`, in x's dtype.
-/// Rows per CPU task of the per-channel forward: about 64 K values, so that rayon's
-/// per-task cost stays small next to the work (one row per task was 6× slower than candle's
-/// `broadcast_add` on `[308, 2048]`).
+/// Rows per CPU task of the per-channel forward: about 64 K values, so that rayon's per-task
+/// cost stays small next to the work (with one row per task and the operation matched per
+/// element, `bias_add` on `[308, 2048]` took 0.45 ms; now 0.26 ms).
 fn rows_per_task(c: usize) -> usize {
     (65536 / c.max(1)).max(1)
 }
@@ -102,6 +101,7 @@ fn per_channel_rows<T: Copy + Send + Sync>(
     y
 }
 
+/// `op` of the contiguous `x` (`s1`) and `p` (`s2`, `[C]`), in x's dtype.
 fn cpu_per_channel(
     s1: &CpuStorage,
     l1: &Layout,
