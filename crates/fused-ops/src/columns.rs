@@ -84,20 +84,24 @@ fn rows_per_task(c: usize) -> usize {
 
 /// `y[r, j] = f(x[r, j], p[j])` over the rows of `x`, in parallel chunks of rows. Generic in
 /// `f` so that each operation gets its own vectorised loop.
-fn per_channel_rows<T: Copy + Send + Sync>(
+fn per_channel_rows<T: Copy + Default + Send + Sync>(
     x: &[T],
     p: &[T],
     c: usize,
     f: impl Fn(T, T) -> T + Sync,
 ) -> Vec<T> {
-    let mut y = x.to_vec();
-    y.par_chunks_mut(rows_per_task(c) * c).for_each(|chunk| {
-        for row in chunk.chunks_exact_mut(c) {
-            for (v, &q) in row.iter_mut().zip(p) {
-                *v = f(*v, q);
+    // one read of x and one write of y (a copy of x modified in place was a pass more)
+    let mut y = vec![T::default(); x.len()];
+    let chunk = rows_per_task(c) * c;
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(ys, xs)| {
+            for (yr, xr) in ys.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
+                for ((o, &v), &q) in yr.iter_mut().zip(xr).zip(p) {
+                    *o = f(v, q);
+                }
             }
-        }
-    });
+        });
     y
 }
 
