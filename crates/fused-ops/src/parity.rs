@@ -152,46 +152,30 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
         }
     }
 
-    // softmax with its backward (candle's fused kernel forward, closed-form backward)
+    // softmax and log-softmax with their closed-form backwards (the softmax forward is
+    // candle's fused kernel; on the CPU, bf16 rows are normalised in f32, as on CUDA)
     let x = random(&mut rng, (2, 3, 45, 45), 4.0, 0.0)?;
     let r = random(&mut rng, (2, 3, 45, 45), 1.0, 0.0)?;
-    // (candle's CPU softmax computes bf16 in bf16, its CUDA kernel accumulates in f32)
+    type Op = fn(&Tensor) -> Result<Tensor>;
+    let ops: [(&str, Op); 2] = [
+        ("softmax", crate::softmax_last_dim),
+        ("log_softmax", crate::log_softmax_last_dim),
+    ];
     for (dtype, tol_y, tol_g) in [(DType::F32, 1e-6, 1e-5), (DType::BF16, 3e-2, 5e-2)] {
-        let f = |t: &[Tensor]| crate::softmax_last_dim(&t[0]);
         let inputs = [x.to_dtype(dtype)?];
-        let c = with_grads(&inputs, &r, &cpu, &f)?;
-        let d = with_grads(&inputs, &r, device, &f)?;
-        push(
-            &mut out,
-            format!("softmax {dtype:?} y"),
-            &d[0],
-            &c[0],
-            tol_y,
-        )?;
-        push(
-            &mut out,
-            format!("softmax {dtype:?} dx"),
-            &d[1],
-            &c[1],
-            tol_g,
-        )?;
-        let f = |t: &[Tensor]| crate::log_softmax_last_dim(&t[0]);
-        let c = with_grads(&inputs, &r, &cpu, &f)?;
-        let d = with_grads(&inputs, &r, device, &f)?;
-        push(
-            &mut out,
-            format!("log_softmax {dtype:?} y"),
-            &d[0],
-            &c[0],
-            tol_y,
-        )?;
-        push(
-            &mut out,
-            format!("log_softmax {dtype:?} dx"),
-            &d[1],
-            &c[1],
-            tol_g,
-        )?;
+        for (name, op) in ops {
+            let f = |t: &[Tensor]| op(&t[0]);
+            let c = with_grads(&inputs, &r, &cpu, &f)?;
+            let d = with_grads(&inputs, &r, device, &f)?;
+            push(&mut out, format!("{name} {dtype:?} y"), &d[0], &c[0], tol_y)?;
+            push(
+                &mut out,
+                format!("{name} {dtype:?} dx"),
+                &d[1],
+                &c[1],
+                tol_g,
+            )?;
+        }
     }
 
     // bilinear resize, up and down, both alignments: output and input gradient
