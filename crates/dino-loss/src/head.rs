@@ -277,7 +277,7 @@ impl DinoHead {
                 h = h.broadcast_add(b)?;
             }
             if i + 1 < n {
-                h = gelu_exact(&h)?;
+                h = fused_ops::gelu_erf(&h)?;
             }
         }
         // dinov2 uses eps 1e-6 in half precision and 1e-12 otherwise
@@ -340,13 +340,6 @@ impl DinoHead {
         }
         Ok(out)
     }
-}
-
-/// nn.GELU(): `x · Φ(x)` in its exact erf form. Built from `erf` rather than candle's
-/// `gelu_erf`, whose backward rounds 1/√(2π) to 0.398942 (a 7e-7 relative error).
-pub(crate) fn gelu_exact(x: &Tensor) -> candle_core::Result<Tensor> {
-    let cdf = ((x / std::f64::consts::SQRT_2)?.erf()? + 1.0)? * 0.5;
-    x * cdf?
 }
 
 /// `x / max(‖x‖₂, eps)` over the last dimension, as `torch.nn.functional.normalize`.

@@ -17,6 +17,7 @@
 //! | [`attention()`] | flash-style multi-head attention from the fused qkv projection | none (inference) |
 //! | [`bias_gelu`], [`bias_scale_residual`] | the ViT block's GEMM epilogues in one pass | none (inference) |
 //! | [`optim::adamw_update`], [`optim::ema_update`] | AdamW and EMA updates in place | none (optimizer) |
+//! | [`gelu_erf`] | exact GELU, one vectorised pass (CPU) | one pass `dy · (Φ(x) + x φ(x))` |
 //! | [`softmax_last_dim`], [`log_softmax_last_dim`] | candle's fused softmax kernel / graph-free composed ops | closed forms `y ⊙ (dy − Σ dy ⊙ y)`, `dy − softmax ⊙ Σ dy` |
 //! | [`bias_add`], [`scale_columns`] | per-channel add / scale | parameter gradient as a coalesced [`column_sum`] |
 //!
@@ -35,7 +36,9 @@ mod columns;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod epilogue;
+mod gelu;
 mod layer_norm;
+pub mod math;
 pub mod optim;
 pub mod parity;
 mod resize;
@@ -46,6 +49,7 @@ mod teacher;
 pub use attention::{attention, FusedAttention};
 pub use columns::{bias_add, column_sum, scale_columns, ColumnSum, PerChannel};
 pub use epilogue::{bias_gelu, bias_scale_residual, BiasGelu, BiasScaleResidual};
+pub use gelu::{gelu_erf, GeluErf, GeluErfGrad};
 pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward, LayerNormParamGrad};
 pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim, SoftmaxGrad};

@@ -2,76 +2,17 @@
 //!
 //! Each kernel replaces a chain of candle ops that would allocate and sweep a large activation
 //! several times: the bias is written into the GEMM output before the product accumulates
-//! onto it, and the exact (erf) GELU runs in place with a vectorised erf. They carry no
+//! onto it, and the exact (erf) GELU runs in place with the vectorised erf of
+//! `fused_ops::math`. They carry no
 //! backward; the model only calls them when no tensor involved tracks gradients, and the
 //! tests compare them with the differentiable ops.
 
 use candle_core::{CpuStorage, CustomOp3, InplaceOp1, Layout, Result, Shape, Tensor};
 
-/// `exp(x)` for `x <= 0` (Cephes' single-precision polynomial after range reduction by ln 2;
-/// relative error about 2e-7). Very negative inputs flush to a tiny value, not a denormal.
-#[inline(always)]
-pub(crate) fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.max(-87.0);
-    let n = (x * LOG2E + 0.5).floor();
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let r2 = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let p = p * r2 + r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-/// Exact GELU, `x · Φ(x)`, with erf from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
-#[inline(always)]
-fn gelu_erf(x: f32) -> f32 {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_8,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
-    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let t = 1.0 / (1.0 + P * z);
-    let poly = ((((A[4] * t + A[3]) * t + A[2]) * t + A[1]) * t + A[0]) * t;
-    let erf_abs = 1.0 - poly * exp_nonpositive(-z * z);
-    let erf = erf_abs.copysign(x);
-    0.5 * x * (1.0 + erf)
-}
-
-fn gelu_slice(xs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { gelu_slice_avx512(xs) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            return unsafe { gelu_slice_avx2(xs) };
-        }
+fused_ops::simd_kernel! {
+    fn gelu_slice(xs: &mut [f32]) {
+        xs.iter_mut().for_each(|x| *x = fused_ops::math::gelu_erf(*x));
     }
-    xs.iter_mut().for_each(|x| *x = gelu_erf(*x));
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn gelu_slice_avx512(xs: &mut [f32]) {
-    xs.iter_mut().for_each(|x| *x = gelu_erf(*x));
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_slice_avx2(xs: &mut [f32]) {
-    xs.iter_mut().for_each(|x| *x = gelu_erf(*x));
 }
 
 /// In-place exact GELU over a contiguous f32 tensor.
@@ -190,19 +131,6 @@ mod tests {
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         cxr_core::ops::max_abs_diff(a, b).unwrap()
-    }
-
-    #[test]
-    fn exp_is_accurate_over_the_softmax_range() {
-        let mut worst = 0f32;
-        for i in 0..20_000 {
-            let x = -(i as f32) * 0.0043;
-            let want = x.exp();
-            worst = worst.max(((exp_nonpositive(x) - want) / want).abs());
-        }
-        assert!(worst < 5e-7, "worst relative error {worst}");
-        assert!(exp_nonpositive(-1e4) < 1e-37);
-        assert_eq!(exp_nonpositive(0.0), 1.0);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::fast_ops::exp_nonpositive;
+use fused_ops::math::exp_nonpositive;
 
 /// Query rows per task: 64 × 1370 scores × 4 bytes ≈ 350 kB stays in L2.
 const ROW_BLOCK: usize = 64;
@@ -159,33 +159,11 @@ impl CustomOp1 for FusedAttention {
     }
 }
 
-/// Replaces `row` by `exp(scale · (row − max row))` and returns its sum.
-fn exp_normalise(row: &mut [f32], scale: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { exp_normalise_avx512(row, scale) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            return unsafe { exp_normalise_avx2(row, scale) };
-        }
+fused_ops::simd_kernel! {
+    /// Replaces `row` by `exp(scale · (row − max row))` and returns its sum.
+    fn exp_normalise(row: &mut [f32], scale: f32) -> f32 {
+        exp_normalise_portable(row, scale)
     }
-    exp_normalise_portable(row, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn exp_normalise_avx512(row: &mut [f32], scale: f32) -> f32 {
-    exp_normalise_portable(row, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_normalise_avx2(row: &mut [f32], scale: f32) -> f32 {
-    exp_normalise_portable(row, scale)
 }
 
 const LANES: usize = 16;

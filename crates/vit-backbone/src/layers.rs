@@ -234,7 +234,8 @@ impl Module for FeedForward {
                     h.inplace_op1(&GeluInPlace)?;
                     h
                 } else {
-                    h.gelu_erf()?
+                    // training: a one-pass backward instead of candle's ten-op composition
+                    fused_ops::gelu_erf(&h)?
                 };
                 fc2.forward(&h)
             }
