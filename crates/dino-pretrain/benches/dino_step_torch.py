@@ -277,11 +277,13 @@ class Step:
         out["total_loss"] = sum(out.values())
         return out
 
-    def __call__(self, glob, loc, masks):
+    def __call__(self, glob, loc, masks, mark=lambda phase: None):
         s = schedules(self.it, self.args.batch)
         losses = self.losses(glob, loc, masks, s)
+        mark("forward")
         self.opt.zero_grad(set_to_none=True)
         losses["total_loss"].backward()
+        mark("backward")
         for m in (self.student, self.student_head):
             torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.requires_grad],
                                            CLIP_GRAD)
@@ -294,6 +296,7 @@ class Step:
             m = s["momentum"]
             torch._foreach_mul_(self.t_params, m)
             torch._foreach_add_(self.t_params, [p.detach() for p in self.s_params], alpha=1 - m)
+        mark("optimizer")
         self.it += 1
         return losses
 
@@ -315,6 +318,8 @@ def main():
     ap.add_argument("--head-bottleneck-dim", type=int, default=256)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--phase-steps", type=int, default=0,
+                    help="extra steps timed phase by phase (forward, backward, optimizer)")
     ap.add_argument("--centering", default="sinkhorn_knopp",
                     choices=["sinkhorn_knopp", "centering"])
     ap.add_argument("--seed", type=int, default=0)
@@ -359,11 +364,22 @@ def main():
         sync(device)
         times.append(time.perf_counter() - t)
         print(f"step {i:>3}: {times[-1]:>9.4f} s")
+    phases = {}
+    for _ in range(args.phase_steps):
+        t = time.perf_counter()
+
+        def mark(phase):
+            nonlocal t
+            sync(device)
+            phases.setdefault(phase, []).append(time.perf_counter() - t)
+            t = time.perf_counter()
+        step(glob, loc, masks, mark)
     med = statistics.median(times)
     timing = dict(step_seconds=times, median_s=med, min_s=min(times),
                   images_per_second=args.batch / med, batch_size=args.batch,
                   masked_patches=int(masks.sum()), student_parameters=n_params,
-                  first_step_losses=[[k, v] for k, v in first.items()], last_total_loss=last)
+                  first_step_losses=[[k, v] for k, v in first.items()], last_total_loss=last,
+                  phase_seconds=[[k, statistics.median(v)] for k, v in phases.items()])
     print(f"student parameters {n_params}, masked patches {timing['masked_patches']}")
     print("first step: " + ", ".join(f"{k} {v:.4f}" for k, v in first.items()))
     print(f"last step total_loss {last:.4f}")
@@ -371,6 +387,8 @@ def main():
     print("|---|---|---|---|")
     print(f"| torch ({args.device}, {args.dtype}, {args.attn}) | {med:.4f} | {min(times):.4f} | "
           f"{args.batch / med:.2f} |")
+    for phase, ts in phases.items():
+        print(f"phase {phase:<9} median {statistics.median(ts):.4f} s")
     if args.json:
         doc = dict(side="torch", torch=torch.__version__, device=args.device, dtype=args.dtype,
                    attn=args.attn, arch=args.arch, batch=args.batch, n_local=args.n_local,

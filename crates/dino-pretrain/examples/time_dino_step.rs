@@ -59,6 +59,10 @@ struct Args {
     /// Timed steps.
     #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// Extra steps after the timed ones, timed phase by phase (forward, backward,
+    /// optimizer) with a device synchronisation at each phase end; 0: none.
+    #[arg(long, default_value_t = 0)]
+    phase_steps: usize,
     /// Teacher targets: sinkhorn_knopp or centering.
     #[arg(long, default_value = "sinkhorn_knopp")]
     centering: String,
@@ -99,6 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         centering: args.centering.clone(),
         warmup: args.warmup,
         steps: args.steps,
+        phase_steps: args.phase_steps,
         seed: args.seed,
         ..StepBenchOptions::default()
     };
@@ -144,6 +149,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| candle ({}) | {:.4} | {:.4} | {:.2} |",
         args.device, t.median_s, t.min_s, t.images_per_second
     );
+    for (phase, s) in &t.phase_seconds {
+        println!("phase {phase:<9} median {s:.4} s");
+    }
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
             "side": "candle",
