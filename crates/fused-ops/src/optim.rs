@@ -9,7 +9,9 @@
 //! composed fallback for the rest.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
+use candle_core::{
+    bail, CpuStorage, DType, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Result, Tensor,
+};
 use rayon::prelude::*;
 
 use crate::storage::contiguous;
@@ -56,15 +58,15 @@ impl Update {
     #[inline]
     fn apply(self, d: f32, a: f32, b: f32) -> f32 {
         match self {
-            Self::FirstMoment { c0 } => d + c0 * (a - d),
-            Self::SecondMoment { c0, c1 } => c0 * d + c1 * (a * a),
-            Self::Ema { c0, c1 } => c0 * d + c1 * a,
+            Self::FirstMoment { c0 } => first_moment(d, a, c0),
+            Self::SecondMoment { c0, c1 } => second_moment(d, a, c0, c1),
+            Self::Ema { c0, c1 } => ema(d, a, c0, c1),
             Self::Param {
                 decay,
                 step_size,
                 bias2_sqrt,
                 eps,
-            } => d * decay - step_size * (a / (b.sqrt() / bias2_sqrt + eps)),
+            } => param_step(d, a, b, decay, step_size, bias2_sqrt, eps),
         }
     }
 
@@ -115,10 +117,8 @@ impl Update {
                     .par_chunks_mut(CHUNK)
                     .enumerate()
                     .for_each(|(c, ds)| {
-                        let o = c * CHUNK;
-                        for (i, v) in ds.iter_mut().enumerate() {
-                            *v = self.apply(*v, x[o + i], y[o + i]);
-                        }
+                        let o = c * CHUNK..c * CHUNK + ds.len();
+                        update_slice(self, ds, &x[o.clone()], &y[o]);
                     });
             }
             (CpuStorage::BF16(d), CpuStorage::BF16(x), CpuStorage::BF16(y)) => {
@@ -143,6 +143,67 @@ impl Update {
         }
         Ok(())
     }
+}
+
+crate::simd_kernel! {
+    /// `d[i] = u.apply(d[i], a[i], b[i])` with the `match` outside the loops, so that each
+    /// loop vectorises (a `match` per element kept the AdamW update scalar).
+    fn update_slice(u: Update, d: &mut [f32], a: &[f32], b: &[f32]) {
+        match u {
+            Update::FirstMoment { c0 } => {
+                for (d, &a) in d.iter_mut().zip(a) {
+                    *d = first_moment(*d, a, c0);
+                }
+            }
+            Update::SecondMoment { c0, c1 } => {
+                for (d, &a) in d.iter_mut().zip(a) {
+                    *d = second_moment(*d, a, c0, c1);
+                }
+            }
+            Update::Ema { c0, c1 } => {
+                for (d, &a) in d.iter_mut().zip(a) {
+                    *d = ema(*d, a, c0, c1);
+                }
+            }
+            Update::Param { decay, step_size, bias2_sqrt, eps } => {
+                for ((d, &a), &b) in d.iter_mut().zip(a).zip(b) {
+                    *d = param_step(*d, a, b, decay, step_size, bias2_sqrt, eps);
+                }
+            }
+        }
+    }
+}
+
+/// `m + c0 · (g − m)`.
+#[inline(always)]
+fn first_moment(m: f32, g: f32, c0: f32) -> f32 {
+    m + c0 * (g - m)
+}
+
+/// `c0 · v + c1 · g²`.
+#[inline(always)]
+fn second_moment(v: f32, g: f32, c0: f32, c1: f32) -> f32 {
+    c0 * v + c1 * (g * g)
+}
+
+/// `c0 · t + c1 · s`.
+#[inline(always)]
+fn ema(t: f32, s: f32, c0: f32, c1: f32) -> f32 {
+    c0 * t + c1 * s
+}
+
+/// `p · decay − step_size · m / (√v / bias2_sqrt + eps)`.
+#[inline(always)]
+fn param_step(
+    p: f32,
+    m: f32,
+    v: f32,
+    decay: f32,
+    step_size: f32,
+    bias2_sqrt: f32,
+    eps: f32,
+) -> f32 {
+    p * decay - step_size * (m / (v.sqrt() / bias2_sqrt + eps))
 }
 
 impl InplaceOp2 for Update {
@@ -254,29 +315,190 @@ pub fn adamw_update(
         bail!("adamw_update: the step count starts at 1");
     }
     let t = h.step.min(i32::MAX as u64) as i32;
+    let c = AdamWConstants {
+        one_minus_beta1: (1.0 - h.beta1) as f32,
+        beta2: h.beta2 as f32,
+        one_minus_beta2: (1.0 - h.beta2) as f32,
+        decay: (1.0 - h.lr * h.weight_decay) as f32,
+        step_size: (h.lr / (1.0 - h.beta1.powi(t))) as f32,
+        bias2_sqrt: (1.0 - h.beta2.powi(t)).sqrt() as f32,
+        eps: h.eps as f32,
+    };
+    if param.device().is_cpu() && param.dtype() == DType::F32 {
+        // one pass over the four tensors instead of three passes over three each
+        return param.inplace_op1(&FusedAdamW {
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            c,
+        });
+    }
+    let param_step = Update::Param {
+        decay: c.decay,
+        step_size: c.step_size,
+        bias2_sqrt: c.bias2_sqrt,
+        eps: c.eps,
+    };
     exp_avg.inplace_op2(
         grad,
         &Update::FirstMoment {
-            c0: (1.0 - h.beta1) as f32,
+            c0: c.one_minus_beta1,
         },
     )?;
     exp_avg_sq.inplace_op2(
         grad,
         &Update::SecondMoment {
-            c0: h.beta2 as f32,
-            c1: (1.0 - h.beta2) as f32,
+            c0: c.beta2,
+            c1: c.one_minus_beta2,
         },
     )?;
-    param.inplace_op3(
-        exp_avg,
-        exp_avg_sq,
-        &Update::Param {
-            decay: (1.0 - h.lr * h.weight_decay) as f32,
-            step_size: (h.lr / (1.0 - h.beta1.powi(t))) as f32,
-            bias2_sqrt: (1.0 - h.beta2.powi(t)).sqrt() as f32,
-            eps: h.eps as f32,
-        },
-    )
+    param.inplace_op3(exp_avg, exp_avg_sq, &param_step)
+}
+
+/// The constants of one AdamW step of one tensor, in f32 (those of [`Update`]'s three
+/// variants).
+#[derive(Debug, Clone, Copy)]
+struct AdamWConstants {
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    decay: f32,
+    step_size: f32,
+    bias2_sqrt: f32,
+    eps: f32,
+}
+
+/// The whole AdamW step of one contiguous f32 CPU tensor in one pass: `m`, `v` and `p`
+/// element by element, with the expressions and order of the three [`Update`] passes (so
+/// the results are the same to the bit).
+///
+/// candle lends mutable access to one tensor's storage per in-place op, so the three
+/// mutated tensors are reached by nesting: this op holds the parameter's storage and applies
+/// [`FusedAdamWMoment`] to `m`, which holds `m`'s and applies [`FusedAdamWLast`] to `v` with
+/// the gradient, where the loop runs. Each storage stays locked by the frame that lent it
+/// for the whole loop; four distinct tensors are required, as for the three-pass form.
+struct FusedAdamW<'a> {
+    grad: &'a Tensor,
+    exp_avg: &'a Tensor,
+    exp_avg_sq: &'a Tensor,
+    c: AdamWConstants,
+}
+
+/// The middle of [`FusedAdamW`]'s nesting: holds `m`.
+struct FusedAdamWMoment<'a> {
+    param: RawSlice,
+    grad: &'a Tensor,
+    exp_avg_sq: &'a Tensor,
+    c: AdamWConstants,
+}
+
+/// The innermost op of [`FusedAdamW`]: holds `v`, reads `g`, runs the loop.
+struct FusedAdamWLast {
+    param: RawSlice,
+    exp_avg: RawSlice,
+    c: AdamWConstants,
+}
+
+/// A mutable f32 slice lent by an enclosing in-place op, whose storage lock outlives every
+/// use of this pointer.
+#[derive(Clone, Copy)]
+struct RawSlice {
+    ptr: *mut f32,
+    len: usize,
+}
+
+impl RawSlice {
+    fn of(s: &mut CpuStorage, l: &Layout, what: &str) -> Result<Self> {
+        const OP: &str = "adamw_update";
+        let (a, b) = contiguous(l, what, OP)?;
+        match s {
+            CpuStorage::F32(v) => Ok(Self {
+                ptr: v[a..b].as_mut_ptr(),
+                len: b - a,
+            }),
+            other => bail!("{OP}: {what} must be f32, got {:?}", other.dtype()),
+        }
+    }
+
+    /// # Safety
+    /// The lending op's storage lock must still be held and no other reference to these
+    /// elements alive.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self) -> &mut [f32] {
+        // SAFETY: see the function's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl InplaceOp1 for FusedAdamW<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-fused"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+        let param = RawSlice::of(s, l, "param")?;
+        self.exp_avg.inplace_op1(&FusedAdamWMoment {
+            param,
+            grad: self.grad,
+            exp_avg_sq: self.exp_avg_sq,
+            c: self.c,
+        })
+    }
+}
+
+impl InplaceOp1 for FusedAdamWMoment<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-fused"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+        let exp_avg = RawSlice::of(s, l, "exp_avg")?;
+        self.exp_avg_sq.inplace_op2(
+            self.grad,
+            &FusedAdamWLast {
+                param: self.param,
+                exp_avg,
+                c: self.c,
+            },
+        )
+    }
+}
+
+impl InplaceOp2 for FusedAdamWLast {
+    fn name(&self) -> &'static str {
+        "adamw-fused"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout, gs: &CpuStorage, gl: &Layout) -> Result<()> {
+        let v = RawSlice::of(s, l, "exp_avg_sq")?;
+        let g = crate::storage::f32_slice(gs, gl, "grad", "adamw_update")?;
+        let n = g.len();
+        if [self.param.len, self.exp_avg.len, v.len] != [n; 3] {
+            bail!("adamw_update: operands of different lengths");
+        }
+        // SAFETY: the three slices come from three distinct tensors whose storages the
+        // enclosing ops (and this one, for v) hold locked until this function returns.
+        let (p, m, v) = unsafe { (self.param.get(), self.exp_avg.get(), v.get()) };
+        const CHUNK: usize = 1 << 14;
+        let c = self.c;
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((p, m), v), g)| adamw_slice(p, m, v, g, c));
+        Ok(())
+    }
+}
+
+crate::simd_kernel! {
+    fn adamw_slice(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], c: AdamWConstants) {
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            // the three updates of the three-pass form, in its order
+            *m = first_moment(*m, g, c.one_minus_beta1);
+            *v = second_moment(*v, g, c.beta2, c.one_minus_beta2);
+            *p = param_step(*p, *m, *v, c.decay, c.step_size, c.bias2_sqrt, c.eps);
+        }
+    }
 }
 
 /// `teacher ← μ·teacher + (1 − μ)·student` in place (dinov2's `update_teacher` for one
@@ -290,4 +512,54 @@ pub fn ema_update(teacher: &Tensor, student: &Tensor, momentum: f64) -> Result<(
             c1: (1.0 - momentum) as f32,
         },
     )
+}
+
+/// `Σ x²` of a tensor as an f64 scalar tensor on its device (the building block of gradient
+/// norms): one vectorised pass accumulating in f64 for contiguous f32 on the CPU; elsewhere
+/// f64 conversion, row sums and a total (rows first: a whole-tensor reduction on the GPU runs
+/// in one thread block, which made the norm of a 16.8M-element DINO prototype matrix a
+/// serial, latency-bound pass).
+pub fn sum_of_squares(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1_no_bwd(&SumOfSquares);
+    }
+    let sq = x.to_dtype(DType::F64)?.sqr()?;
+    let sq = if sq.rank() >= 2 {
+        sq.sum(candle_core::D::Minus1)?
+    } else {
+        sq
+    };
+    sq.sum_all()
+}
+
+/// [`sum_of_squares`]' CPU kernel (`CustomOp1`, contiguous f32 in, f64 scalar out).
+struct SumOfSquares;
+
+crate::simd_kernel! {
+    /// `Σ x²` in f64 with eight independent accumulators (a single running sum would chain
+    /// every addition on the previous one).
+    fn sum_of_squares_slice(x: &[f32]) -> f64 {
+        let mut acc = [0f64; 8];
+        let mut chunks = x.chunks_exact(8);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                let v = v as f64;
+                *a += v * v;
+            }
+        }
+        let tail: f64 = chunks.remainder().iter().map(|&v| (v as f64) * (v as f64)).sum();
+        acc.iter().sum::<f64>() + tail
+    }
+}
+
+impl candle_core::CustomOp1 for SumOfSquares {
+    fn name(&self) -> &'static str {
+        "sum-of-squares"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, candle_core::Shape)> {
+        let x = crate::storage::f32_slice(s, l, "x", self.name())?;
+        let total: f64 = x.par_chunks(1 << 16).map(sum_of_squares_slice).sum();
+        Ok((CpuStorage::F64(vec![total]), candle_core::Shape::from(())))
+    }
 }

@@ -117,3 +117,46 @@ fn unsupported_operands_are_refused_with_their_shapes() {
     .to_string();
     assert!(err.contains("starts at 1"), "{err}");
 }
+
+#[test]
+fn sum_of_squares_matches_the_f64_reduction() {
+    let dev = Device::Cpu;
+    // odd sizes around the chunk widths, an offset view, and the empty tensor
+    for n in [0usize, 1, 7, 8, 9, 65_535, 65_536, 200_001] {
+        let x = Tensor::randn(0f32, 1.0, n + 3, &dev)
+            .unwrap()
+            .narrow(0, 3, n)
+            .unwrap();
+        let got: f64 = fused_ops::optim::sum_of_squares(&x)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let want: f64 = x
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .map(|v| v * v)
+            .sum();
+        assert!(
+            (got - want).abs() <= 1e-12 * want.max(1.0),
+            "n = {n}: {got} vs {want}"
+        );
+    }
+    let m = Tensor::randn(0f32, 1.0, (33, 70), &dev).unwrap();
+    let got: f64 = fused_ops::optim::sum_of_squares(&m)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let want: f64 = m
+        .to_dtype(DType::F64)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!((got - want).abs() <= 1e-12 * want);
+}

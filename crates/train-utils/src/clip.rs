@@ -24,7 +24,7 @@ pub fn clip_grad_norm(
     let mut partial = Vec::with_capacity(selected.len());
     for name in &selected {
         if let Some(g) = grads.get(name) {
-            partial.push(sum_of_squares(g)?);
+            partial.push(fused_ops::optim::sum_of_squares(g)?);
         }
     }
     let sq: f64 = if partial.is_empty() {
@@ -47,18 +47,4 @@ pub fn clip_grad_norm(
         }
     }
     Ok(norm)
-}
-
-/// `Σ g²` of one gradient, in f64, as a scalar tensor on its device. Rows first: candle reduces
-/// a whole tensor in a single thread block, which on a GPU made the norm of the 16.8M-element
-/// DINO prototype matrix (and of every other large gradient) a serial, latency-bound pass;
-/// summing the last dim first spreads it over one block per row.
-fn sum_of_squares(g: &candle_core::Tensor) -> Result<candle_core::Tensor> {
-    let sq = g.to_dtype(candle_core::DType::F64)?.sqr()?;
-    let sq = if sq.rank() >= 2 {
-        sq.sum(candle_core::D::Minus1)?
-    } else {
-        sq
-    };
-    Ok(sq.sum_all()?)
 }
