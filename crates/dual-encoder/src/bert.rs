@@ -163,7 +163,7 @@ impl ProjectionHead {
 
     /// `[B, hidden]` → `[B, projection]`, differentiable.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.dense_to_hidden.forward(x)?.gelu_erf()?;
+        let h = fused_ops::gelu_erf(&self.dense_to_hidden.forward(x)?)?;
         Ok(self.dense_to_output.forward(&self.norm.forward(&h)?)?)
     }
 }
@@ -255,7 +255,7 @@ impl Layer {
             .forward(&(x + self.attention_out.forward(&att)?)?)?;
         let h = self.intermediate.forward(&x)?;
         let h = match self.act {
-            Act::GeluErf => h.gelu_erf()?,
+            Act::GeluErf => fused_ops::gelu_erf(&h)?,
             Act::GeluTanh => h.gelu()?,
             Act::Relu => h.relu()?,
         };

@@ -155,7 +155,7 @@ impl ResidualBlock {
         let h = self.c_fc.forward(&self.ln_2.forward(&x)?)?;
         let h = match self.activation {
             Activation::QuickGelu => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
-            Activation::GeluErf => h.gelu_erf()?,
+            Activation::GeluErf => fused_ops::gelu_erf(&h)?,
         };
         Ok((x + self.c_proj.forward(&h)?)?)
     }

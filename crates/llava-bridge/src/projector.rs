@@ -106,10 +106,10 @@ impl Projector {
         }
         let rows = x.elem_count() / dv;
         let x2 = x.reshape((rows, dv))?;
-        let h = x2
-            .matmul(&self.w1.as_tensor().t()?)?
-            .broadcast_add(self.b1.as_tensor())?
-            .gelu_erf()?;
+        let h = fused_ops::gelu_erf(
+            &x2.matmul(&self.w1.as_tensor().t()?)?
+                .broadcast_add(self.b1.as_tensor())?,
+        )?;
         let y = h
             .matmul(&self.w2.as_tensor().t()?)?
             .broadcast_add(self.b2.as_tensor())?;

@@ -274,9 +274,9 @@ pub fn dropout2d(x: &Tensor, p: f64, mode: &mut Mode) -> Result<Tensor> {
     Ok(x.broadcast_mul(&mask)?)
 }
 
-/// Exact (erf) GELU, as `nn.GELU()`.
+/// Exact (erf) GELU, as `nn.GELU()` (`fused_ops::gelu_erf`: a one-pass backward on the CPU).
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    Ok(x.gelu_erf()?)
+    Ok(fused_ops::gelu_erf(x)?)
 }
 
 /// Checks a `[B, C, H, W]` feature map has `channels` channels.
