@@ -7,7 +7,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::fast_ops::{fast_path, GeluInPlace, LinearBias};
+use crate::fast_ops::{cpu_f32, fast_path, GeluInPlace, LinearBias};
 
 /// True when autograd follows any of `ts` (a `Var` or a tensor computed from one).
 pub(crate) fn tracks_grad(ts: &[&Tensor]) -> bool {
@@ -102,6 +102,11 @@ impl Linear {
                 &b.contiguous()?,
                 &LinearBias,
             )?,
+            // training on the CPU: the same kernel, with LinearBias's backward
+            Some(b) if cpu_f32(&[x, weight, b]) => {
+                x2.contiguous()?
+                    .apply_op3(&weight.contiguous()?, &b.contiguous()?, LinearBias)?
+            }
             Some(b) => add_bias(&x2.matmul(&weight.t()?)?, b)?,
             None => x2.matmul(&weight.t()?)?,
         };
