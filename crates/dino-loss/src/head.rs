@@ -272,10 +272,7 @@ impl DinoHead {
         }
         let n = self.layers.len();
         for (i, layer) in self.layers.iter().enumerate() {
-            h = h.matmul(&layer.weight.t()?)?;
-            if let Some(b) = &layer.bias {
-                h = h.broadcast_add(b)?;
-            }
+            h = fused_ops::linear(&h, &layer.weight, layer.bias.as_ref())?;
             if i + 1 < n {
                 h = fused_ops::gelu_erf(&h)?;
             }
@@ -307,7 +304,9 @@ impl DinoHead {
         let z = self.bottleneck(x)?;
         let dims = z.dims().to_vec();
         let z2 = z.flatten_to(dims.len().saturating_sub(2))?;
-        let logits = z2.matmul(&self.prototypes()?.t()?)?;
+        // the prototype matrix's gradient in its own [K, bottleneck] layout (fused_ops::linear),
+        // not zero-filled transposed and added back with a strided read
+        let logits = fused_ops::linear(&z2, &self.prototypes()?, None)?;
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
         out_dims[last] = self.config.n_prototypes;

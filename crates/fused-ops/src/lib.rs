@@ -17,6 +17,7 @@
 //! | [`attention()`] | flash-style multi-head attention from the fused qkv projection | none (inference) |
 //! | [`bias_gelu`], [`bias_scale_residual`] | the ViT block's GEMM epilogues in one pass | none (inference) |
 //! | [`optim::adamw_update`], [`optim::ema_update`] | AdamW and EMA updates in place | none (optimizer) |
+//! | [`linear`] | `x Wᵀ (+ b)`, one GEMM (bias-seeded) on the CPU | `dy W`, `dyᵀ x` (two GEMMs, no transposed copies), bias as a [`column_sum`] |
 //! | [`gelu_erf`] | exact GELU, one vectorised pass (CPU) | one pass `dy · (Φ(x) + x φ(x))` |
 //! | [`softmax_last_dim`], [`log_softmax_last_dim`] | candle's fused softmax kernel / graph-free composed ops | closed forms `y ⊙ (dy − Σ dy ⊙ y)`, `dy − softmax ⊙ Σ dy` |
 //! | [`bias_add`], [`scale_columns`] | per-channel add / scale | parameter gradient as a coalesced [`column_sum`] |
@@ -38,6 +39,7 @@ mod cuda;
 mod epilogue;
 mod gelu;
 mod layer_norm;
+mod linear;
 pub mod math;
 pub mod optim;
 pub mod parity;
@@ -51,6 +53,7 @@ pub use columns::{bias_add, column_sum, scale_columns, ColumnSum, PerChannel};
 pub use epilogue::{bias_gelu, bias_scale_residual, BiasGelu, BiasScaleResidual};
 pub use gelu::{gelu_erf, GeluErf, GeluErfGrad};
 pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward, LayerNormParamGrad};
+pub use linear::{linear, LinearBias, LinearNoBias, LinearWeightGrad};
 pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim, SoftmaxGrad};
 pub use teacher::{center_softmax, sinkhorn_knopp, CenterSoftmax, SinkhornKnopp};

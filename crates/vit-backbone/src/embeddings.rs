@@ -5,7 +5,6 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::config::Dinov2Config;
 use crate::interpolate::resample_grid;
-use crate::layers::add_bias;
 
 /// The embedding stem of the ViT.
 #[derive(Debug, Clone)]
@@ -95,7 +94,7 @@ impl Embeddings {
             .contiguous()?
             .reshape((b * gh * gw, c * p * p))?;
         let w = self.patch_weight.reshape((d, c * p * p))?;
-        add_bias(&x.matmul(&w.t()?)?, &self.patch_bias)?.reshape((b, gh * gw, d))
+        fused_ops::linear(&x, &w, Some(&self.patch_bias))?.reshape((b, gh * gw, d))
     }
 
     /// Position embeddings for a `grid`, resampled as `transformers` does when the grid or

@@ -7,7 +7,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::fast_ops::{cpu_f32, fast_path, GeluInPlace, LinearBias};
+use crate::fast_ops::{fast_path, GeluInPlace};
 
 /// True when autograd follows any of `ts` (a `Var` or a tensor computed from one).
 pub(crate) fn tracks_grad(ts: &[&Tensor]) -> bool {
@@ -20,17 +20,6 @@ fn per_channel_dtype(x: &Tensor) -> bool {
         x.dtype(),
         candle_core::DType::F32 | candle_core::DType::BF16
     )
-}
-
-/// `y + b` with `b` broadcast over the rows of `y`. In training the bias gradient is a
-/// coalesced column sum (`fused_ops::bias_add`) rather than candle's broadcast backward, which
-/// walks each column with a stride of the row width.
-pub(crate) fn add_bias(y: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if b.track_op() && per_channel_dtype(y) {
-        fused_ops::bias_add(y, b)
-    } else {
-        y.broadcast_add(b)
-    }
 }
 
 /// Softmax over the last dimension: candle's fused kernel, with `fused_ops`' closed-form
@@ -89,32 +78,10 @@ impl Linear {
         self.bias.as_ref()
     }
 
-    /// Applies an explicit weight and bias (used for the fused q/k/v projection).
+    /// Applies an explicit weight and bias (used for the fused q/k/v projection):
+    /// `fused_ops::linear`, one bias-seeded GEMM on the CPU with a backward of two GEMMs.
     pub(crate) fn apply(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let dims = x.dims();
-        let in_dim = dims[dims.len() - 1];
-        let rows = x.elem_count() / in_dim.max(1);
-        let out_dim = weight.dim(0)?;
-        let x2 = x.reshape((rows, in_dim))?;
-        let flat = match bias {
-            Some(b) if fast_path(&[x, weight, b]) => x2.contiguous()?.apply_op3_no_bwd(
-                &weight.contiguous()?,
-                &b.contiguous()?,
-                &LinearBias,
-            )?,
-            // training on the CPU: the same kernel, with LinearBias's backward
-            Some(b) if cpu_f32(&[x, weight, b]) => {
-                x2.contiguous()?
-                    .apply_op3(&weight.contiguous()?, &b.contiguous()?, LinearBias)?
-            }
-            Some(b) => add_bias(&x2.matmul(&weight.t()?)?, b)?,
-            None => x2.matmul(&weight.t()?)?,
-        };
-        let mut out_dims = dims.to_vec();
-        if let Some(last) = out_dims.last_mut() {
-            *last = out_dim;
-        }
-        flat.reshape(out_dims)
+        fused_ops::linear(x, weight, bias)
     }
 }
 
