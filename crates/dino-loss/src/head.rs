@@ -292,11 +292,7 @@ impl DinoHead {
     /// The effective prototype matrix `g ⊙ v / ‖v‖_row`, `[K, bottleneck]`.
     pub fn prototypes(&self) -> Result<Tensor> {
         // weight_norm(dim=0): the norm runs over every dimension but the output one
-        let norm = self.weight_v.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
-        Ok(self
-            .weight_v
-            .broadcast_div(&norm)?
-            .broadcast_mul(&self.weight_g)?)
+        Ok(fused_ops::weight_norm_rows(&self.weight_v, &self.weight_g)?)
     }
 
     /// Runs the head: `[.., in_dim]` → `[.., K]` logits.

@@ -18,6 +18,7 @@
 //! | [`bias_gelu`], [`bias_scale_residual`] | the ViT block's GEMM epilogues in one pass | none (inference) |
 //! | [`optim::adamw_update`], [`optim::ema_update`] | AdamW and EMA updates in place | none (optimizer) |
 //! | [`linear`] | `x Wᵀ (+ b)`, one GEMM (bias-seeded) on the CPU | `dy W`, `dyᵀ x` (two GEMMs, no transposed copies), bias as a [`column_sum`] |
+//! | [`weight_norm_rows`] | `g ⊙ v / ‖v‖` per row (CPU) | one pass per row, `g`'s only when it trains |
 //! | [`gelu_erf`] | exact GELU, one vectorised pass (CPU) | one pass `dy · (Φ(x) + x φ(x))` |
 //! | [`softmax_last_dim`], [`log_softmax_last_dim`] | candle's fused softmax kernel / graph-free composed ops | closed forms `y ⊙ (dy − Σ dy ⊙ y)`, `dy − softmax ⊙ Σ dy` |
 //! | [`bias_add`], [`scale_columns`] | per-channel add / scale | parameter gradient as a coalesced [`column_sum`] |
@@ -47,6 +48,7 @@ mod resize;
 mod softmax;
 mod storage;
 mod teacher;
+mod weight_norm;
 
 pub use attention::{attention, FusedAttention};
 pub use columns::{bias_add, column_sum, scale_columns, ColumnSum, PerChannel};
@@ -57,6 +59,7 @@ pub use linear::{linear, LinearBias, LinearNoBias, LinearWeightGrad};
 pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim, SoftmaxGrad};
 pub use teacher::{center_softmax, sinkhorn_knopp, CenterSoftmax, SinkhornKnopp};
+pub use weight_norm::{weight_norm_rows, WeightNormRows, WeightNormRowsGrad};
 
 /// The first CUDA device, or `None` with the reason (no `cuda` feature, no driver, no GPU), so
 /// GPU tests and benchmarks can say why they skip.
