@@ -143,28 +143,14 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{grads_of, max_diff};
     use candle_core::{Device, Var};
-
-    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     /// `(gelu(x), d/dx Σ gelu(x) ⊙ dy)` with `x` as a variable.
     fn value_and_grad(x: &Tensor, dy: &Tensor) -> (Tensor, Tensor) {
         let v = Var::from_tensor(x).unwrap();
         let y = gelu_erf(v.as_tensor()).unwrap();
-        let grads = (&y * dy).unwrap().sum_all().unwrap().backward().unwrap();
+        let grads = grads_of(&y, dy);
         let dx = grads.get(v.as_tensor()).unwrap().clone();
         (y, dx)
     }
@@ -212,7 +198,7 @@ mod tests {
         let narrowed = x.narrow(1, 1, 16 * 1024 + 1).unwrap();
         let want = narrowed.gelu_erf().unwrap();
         let got = gelu_erf(&narrowed).unwrap();
-        assert!(max_abs(&got, &want) < 1e-6);
+        assert!(max_diff(&got, &want) < 1e-6);
     }
 
     #[test]

@@ -48,6 +48,8 @@ mod resize;
 mod softmax;
 mod storage;
 mod teacher;
+#[cfg(test)]
+mod test_util;
 mod weight_norm;
 
 pub use attention::{attention, FusedAttention};

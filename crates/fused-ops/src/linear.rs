@@ -263,20 +263,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{grads_of, max_diff};
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     /// Values and the gradients of x, W and b against the composed `matmul(W.t()) + b`, with
     /// and without a bias, for a 3-D input and sizes on both sides of the GEMM's parallel
@@ -298,8 +286,7 @@ mod tests {
             }
             assert_eq!(fused.dims(), &[1, rows, n]);
             assert!(max_diff(&fused, &composed) < 1e-4);
-            let grads = |y: &Tensor| (y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
-            let (gf, gc) = (grads(&fused), grads(&composed));
+            let (gf, gc) = (grads_of(&fused, &dy), grads_of(&composed, &dy));
             let mut vars = vec![("x", xt), ("weight", wt)];
             if with_bias {
                 vars.push(("bias", bt));

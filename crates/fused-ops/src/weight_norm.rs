@@ -150,20 +150,8 @@ pub fn weight_norm_rows(v: &Tensor, g: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{grads_of, max_diff};
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     fn composed(v: &Tensor, g: &Tensor) -> Tensor {
         let norm = v
@@ -186,8 +174,7 @@ mod tests {
         let fused = weight_norm_rows(v.as_tensor(), g.as_tensor()).unwrap();
         let want = composed(v.as_tensor(), g.as_tensor());
         assert!(max_diff(&fused, &want) < 1e-6);
-        let grads = |w: &Tensor| (w * &dw).unwrap().sum_all().unwrap().backward().unwrap();
-        let (gf, gc) = (grads(&fused), grads(&want));
+        let (gf, gc) = (grads_of(&fused, &dw), grads_of(&want, &dw));
         for (name, t) in [("v", v.as_tensor()), ("g", g.as_tensor())] {
             let (a, b) = (gf.get(t).unwrap(), gc.get(t).unwrap());
             assert_eq!(a.dims(), b.dims(), "{name}");
