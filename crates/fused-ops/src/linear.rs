@@ -147,6 +147,28 @@ impl CustomOp2 for LinearWeightGrad {
     }
 }
 
+/// The CPU forward of [`LinearNoBias`] and [`LinearBias`]: shapes checked (the bias, when
+/// given, must hold one value per output), then [`gemm_x_wt`].
+fn linear_cpu(
+    (sx, lx): (&CpuStorage, &Layout),
+    (sw, lw): (&CpuStorage, &Layout),
+    bias: Option<(&CpuStorage, &Layout)>,
+    op: &str,
+) -> Result<(CpuStorage, Shape)> {
+    let (m, k, n) = dims(lx, lw, op)?;
+    let b = match bias {
+        Some((_, lb)) if lb.dims() != [n] => {
+            bail!("{op}: bias {:?} for a weight {:?}", lb.dims(), lw.dims())
+        }
+        Some((sb, lb)) => Some(f32_slice(sb, lb, "bias", op)?),
+        None => None,
+    };
+    let x = f32_slice(sx, lx, "x", op)?;
+    let w = f32_slice(sw, lw, "weight", op)?;
+    let y = gemm_x_wt(x, w, (m, k, n), b);
+    Ok((CpuStorage::F32(y), Shape::from((m, n))))
+}
+
 impl CustomOp2 for LinearNoBias {
     fn name(&self) -> &'static str {
         "linear"
@@ -159,11 +181,7 @@ impl CustomOp2 for LinearNoBias {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (m, k, n) = dims(l1, l2, self.name())?;
-        let x = f32_slice(s1, l1, "x", self.name())?;
-        let w = f32_slice(s2, l2, "weight", self.name())?;
-        let y = gemm_x_wt(x, w, (m, k, n), None);
-        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+        linear_cpu((s1, l1), (s2, l2), None, self.name())
     }
 
     fn bwd(
@@ -192,20 +210,7 @@ impl CustomOp3 for LinearBias {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (m, k, n) = dims(l1, l2, self.name())?;
-        if l3.dims() != [n] {
-            bail!(
-                "{}: bias {:?} for a weight {:?}",
-                self.name(),
-                l3.dims(),
-                l2.dims()
-            );
-        }
-        let x = f32_slice(s1, l1, "x", self.name())?;
-        let w = f32_slice(s2, l2, "weight", self.name())?;
-        let b = f32_slice(s3, l3, "bias", self.name())?;
-        let y = gemm_x_wt(x, w, (m, k, n), Some(b));
-        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+        linear_cpu((s1, l1), (s2, l2), Some((s3, l3)), self.name())
     }
 
     /// `dx = dy W`, `dW = dyᵀ x` and `db = Σ_rows dy` as a coalesced column sum.

@@ -1,21 +1,12 @@
 //! Helpers shared by the unit tests of the ops.
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
-/// Largest `|a − b|`, compared in f32.
+/// Largest `|a − b|`, compared in f32 (`cxr_core::ops::max_abs_diff`, which also checks the
+/// shapes agree).
 pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let f32_of = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
-    (f32_of(a) - f32_of(b))
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    cxr_core::ops::max_abs_diff(a, b).unwrap()
 }
 
 /// The gradients of `Σ y ⊙ dy`: backpropagates `dy` through whatever built `y`.
