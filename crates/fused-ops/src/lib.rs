@@ -15,6 +15,7 @@
 //! | [`center_softmax`] | `softmax((t − c) / τ)` per row | none (teacher targets are constants) |
 //! | [`sinkhorn_knopp`] | dinov2's `sinkhorn_knopp_teacher` | none |
 //! | [`attention()`] | flash-style multi-head attention from the fused qkv projection | none (inference) |
+//! | [`self_attention()`] | multi-head attention from the fused qkv projection (CPU f32: score blocks never kept; training keeps the probabilities) | one op per layer writing the whole qkv gradient (five GEMMs and a row pass per head) |
 //! | [`bias_gelu`], [`bias_scale_residual`] | the ViT block's GEMM epilogues in one pass | none (inference) |
 //! | [`optim::adamw_update`], [`optim::ema_update`] | AdamW and EMA updates in place | none (optimizer) |
 //! | [`linear`] | `x Wᵀ (+ b)`, one GEMM (bias-seeded) on the CPU | `dy W`, `dyᵀ x` (two GEMMs, no transposed copies), bias as a [`column_sum`] |
@@ -34,6 +35,7 @@
 #![deny(missing_docs)]
 
 pub mod attention;
+mod attention_cpu;
 mod columns;
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -45,6 +47,7 @@ pub mod math;
 pub mod optim;
 pub mod parity;
 mod resize;
+pub mod self_attention;
 mod softmax;
 mod storage;
 mod teacher;
@@ -59,6 +62,7 @@ pub use gelu::{gelu_erf, GeluErf, GeluErfGrad};
 pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward, LayerNormParamGrad};
 pub use linear::{linear, LinearBias, LinearNoBias, LinearWeightGrad};
 pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};
+pub use self_attention::{self_attention, self_attention_with_probs};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim, SoftmaxGrad};
 pub use teacher::{center_softmax, sinkhorn_knopp, CenterSoftmax, SinkhornKnopp};
 pub use weight_norm::{weight_norm_rows, WeightNormRows, WeightNormRowsGrad};

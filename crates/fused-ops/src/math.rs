@@ -97,6 +97,68 @@ macro_rules! simd_kernel {
     };
 }
 
+crate::simd_kernel! {
+    /// Replaces a row of scores by `exp(scale · (row − max row))` and returns their sum: the
+    /// unnormalised softmax of `scale · row` (`scale > 0`), as attention kernels need it.
+    pub fn softmax_exp_row(row: &mut [f32], scale: f32) -> f32 {
+        softmax_exp_row_portable(row, scale)
+    }
+}
+
+/// Lanes of the accumulators below: the maximum and the sum run as fixed-width vectors.
+const LANES: usize = 16;
+
+/// Written so that LLVM vectorises it: fixed-width lane accumulators, no branches.
+#[inline(always)]
+fn softmax_exp_row_portable(row: &mut [f32], scale: f32) -> f32 {
+    let mut maxes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (m, &x) in maxes.iter_mut().zip(chunk) {
+            *m = m.max(x);
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&maxes)
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut sums = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (s, x) in sums.iter_mut().zip(chunk.iter_mut()) {
+            *x = exp_nonpositive((*x - max) * scale);
+            *s += *x;
+        }
+    }
+    let mut sum = 0.0;
+    for x in chunks.into_remainder() {
+        *x = exp_nonpositive((*x - max) * scale);
+        sum += *x;
+    }
+    sum + sums.iter().sum::<f32>()
+}
+
+crate::simd_kernel! {
+    /// The softmax backward of one row: with `p = softmax(scale · s)` and `dp = ∂L/∂p`,
+    /// replaces `dp` by `∂L/∂s = scale · p ⊙ (dp − Σ p ⊙ dp)`.
+    pub fn softmax_grad_row(p: &[f32], dp: &mut [f32], scale: f32) {
+        let mut dots = [0f32; LANES];
+        let mut pairs = p.chunks_exact(LANES).zip(dp.chunks_exact(LANES));
+        for (pc, gc) in &mut pairs {
+            for ((acc, &a), &g) in dots.iter_mut().zip(pc).zip(gc) {
+                *acc += a * g;
+            }
+        }
+        let tail = p.len() - p.len() % LANES;
+        let mut dot: f32 = p[tail..].iter().zip(&dp[tail..]).map(|(a, g)| a * g).sum();
+        dot += dots.iter().sum::<f32>();
+        for (g, &a) in dp.iter_mut().zip(p) {
+            *g = scale * a * (*g - dot);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +176,34 @@ mod tests {
         assert_eq!(exp_nonpositive(0.0), 1.0);
         assert_eq!(exp_nonpositive(3.0), 1.0);
         assert!(exp_nonpositive(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn softmax_rows_and_their_gradient_match_f64() {
+        for n in [1usize, 5, 16, 37, 130] {
+            let s: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.7).collect();
+            let dy: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.3).collect();
+            let scale = 0.125f32;
+            let max = s.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
+            let e: Vec<f64> = s
+                .iter()
+                .map(|&x| ((x as f64 - max) * scale as f64).exp())
+                .collect();
+            let total: f64 = e.iter().sum();
+            let p: Vec<f64> = e.iter().map(|x| x / total).collect();
+            let dot: f64 = p.iter().zip(&dy).map(|(a, &g)| a * g as f64).sum();
+            let mut row = s.clone();
+            let sum = softmax_exp_row(&mut row, scale);
+            assert!((sum as f64 - total).abs() < 1e-5 * total, "n {n}: sum");
+            let p32: Vec<f32> = row.iter().map(|x| x / sum).collect();
+            let mut grad = dy.clone();
+            softmax_grad_row(&p32, &mut grad, scale);
+            for i in 0..n {
+                assert!((p32[i] as f64 - p[i]).abs() < 1e-6, "n {n}: p[{i}]");
+                let want = scale as f64 * p[i] * (dy[i] as f64 - dot);
+                assert!((grad[i] as f64 - want).abs() < 1e-6, "n {n}: grad[{i}]");
+            }
+        }
     }
 
     #[test]

@@ -4,8 +4,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::fused_attention::FusedAttention;
-use crate::layers::{softmax_last_dim, tracks_grad, Linear};
+use crate::layers::Linear;
 
 /// Self-attention of one block.
 #[derive(Debug, Clone)]
@@ -58,34 +57,16 @@ impl Attention {
     /// Attention of `x` `[B, N, D]`; with `keep_probs`, also the `[B, heads, N, N]` attention
     /// probabilities (what `transformers` returns with `output_attentions=True`).
     pub fn forward(&self, x: &Tensor, keep_probs: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let (b, n, d) = x.dims3()?;
         // one GEMM for q, k and v: the three projections read the same input
         let (weight, bias) = self.qkv_params()?;
         let qkv = Linear::apply(x, &weight, bias.as_ref())?;
         let scale = (self.head_dim as f64).powf(-0.5);
-        if !keep_probs
-            && !tracks_grad(&[&qkv])
-            && qkv.device().is_cpu()
-            && qkv.dtype() == candle_core::DType::F32
-        {
-            let ctx = FusedAttention {
-                heads: self.heads,
-                head_dim: self.head_dim,
-                scale: scale as f32,
-            }
-            .apply(&qkv.contiguous()?)?;
-            return Ok((self.output.forward(&ctx)?, None));
-        }
-        let qkv = qkv
-            .reshape((b, n, 3, self.heads, self.head_dim))?
-            .permute((2, 0, 3, 1, 4))?; // [3, B, H, N, hd]
-        let q = (qkv.get(0)? * scale)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let scores = q.matmul(&k.t()?)?;
-        let probs = softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
-        let out = self.output.forward(&ctx)?;
-        Ok((out, keep_probs.then_some(probs)))
+        let (ctx, probs) = if keep_probs {
+            let (ctx, probs) = fused_ops::self_attention_with_probs(&qkv, self.heads, scale)?;
+            (ctx, Some(probs))
+        } else {
+            (fused_ops::self_attention(&qkv, self.heads, scale)?, None)
+        };
+        Ok((self.output.forward(&ctx)?, probs))
     }
 }

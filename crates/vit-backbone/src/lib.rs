@@ -24,7 +24,6 @@ pub mod config;
 pub mod davit;
 pub mod embeddings;
 pub mod fast_ops;
-pub mod fused_attention;
 pub mod gpu_parity;
 pub mod interpolate;
 pub mod layers;

@@ -5,11 +5,10 @@
 //! tokens on the right and bottom (after the pre-norm), the padding takes part in the
 //! attention of the last windows as ordinary keys (no mask), and is cropped afterwards.
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::fused_attention::FusedAttention;
-use crate::layers::{softmax_last_dim, tracks_grad, Linear};
+use crate::layers::Linear;
 
 /// Window multi-head self-attention with a fused `qkv` projection and `proj`.
 #[derive(Debug, Clone)]
@@ -73,24 +72,7 @@ impl WindowAttention {
 
     /// Softmax attention per window and head from `qkv` `[B', T, 3C]`, giving `[B', T, C]`.
     fn attend(&self, qkv: &Tensor, c: usize) -> Result<Tensor> {
-        let (bw, t, _) = qkv.dims3()?;
         let head_dim = c / self.heads;
-        let scale = (head_dim as f64).powf(-0.5);
-        if !tracks_grad(&[qkv]) && qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
-            return FusedAttention {
-                heads: self.heads,
-                head_dim,
-                scale: scale as f32,
-            }
-            .apply(&qkv.contiguous()?);
-        }
-        let qkv = qkv
-            .reshape((bw, t, 3, self.heads, head_dim))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)? * scale)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let probs = softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        probs.matmul(&v)?.transpose(1, 2)?.reshape((bw, t, c))
+        fused_ops::self_attention(qkv, self.heads, (head_dim as f64).powf(-0.5))
     }
 }
