@@ -22,6 +22,7 @@
 //! | [`weight_norm_rows`] | `g ⊙ v / ‖v‖` per row (CPU) | one pass per row, `g`'s only when it trains |
 //! | [`gelu_erf`] | exact GELU, one vectorised pass (CPU) | one pass `dy · (Φ(x) + x φ(x))` |
 //! | [`softmax_last_dim`], [`log_softmax_last_dim`] | candle's fused softmax kernel / graph-free composed ops | closed forms `y ⊙ (dy − Σ dy ⊙ y)`, `dy − softmax ⊙ Σ dy` |
+//! | [`scaled_residual`] | `x + keep_b · λ ⊙ y` (layer scale, stochastic depth, residual) in one pass (CPU f32) | `dx = dy`; `dy ⊙ keep_b λ` and `λ`'s row sum, one pass each |
 //! | [`bias_add`], [`scale_columns`] | per-channel add / scale | parameter gradient as a coalesced [`column_sum`] |
 //!
 //! ```
@@ -46,6 +47,7 @@ mod linear;
 pub mod math;
 pub mod optim;
 pub mod parity;
+mod residual;
 mod resize;
 pub mod self_attention;
 mod softmax;
@@ -61,6 +63,9 @@ pub use epilogue::{bias_gelu, bias_scale_residual, BiasGelu, BiasScaleResidual};
 pub use gelu::{gelu_erf, GeluErf, GeluErfGrad};
 pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward, LayerNormParamGrad};
 pub use linear::{linear, LinearBias, LinearNoBias, LinearWeightGrad};
+pub use residual::{
+    scaled_residual, ScaledResidual, ScaledResidualBranchGrad, ScaledResidualScaleGrad,
+};
 pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};
 pub use self_attention::{self_attention, self_attention_with_probs};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim, SoftmaxGrad};

@@ -70,18 +70,13 @@ impl Block {
         let (attn, probs) = self
             .attention
             .forward(&self.norm1.forward(x)?, keep_attention)?;
-        let mut branch = self.layer_scale1.forward(&attn)?;
-        if let Some(m) = drop_path {
-            branch = branch.broadcast_mul(&m.attention)?;
-        }
-        let x = (x + branch)?;
-        let mut branch = self
-            .layer_scale2
-            .forward(&self.mlp.forward(&self.norm2.forward(&x)?)?)?;
-        if let Some(m) = drop_path {
-            branch = branch.broadcast_mul(&m.mlp)?;
-        }
-        Ok(((x + branch)?, probs))
+        // layer scale, stochastic depth and residual add as one op (one graph node in training)
+        let lambda1 = self.layer_scale1.lambda();
+        let x = fused_ops::scaled_residual(x, &attn, lambda1, drop_path.map(|m| &m.attention))?;
+        let h = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        let lambda2 = self.layer_scale2.lambda();
+        let x = fused_ops::scaled_residual(&x, &h, lambda2, drop_path.map(|m| &m.mlp))?;
+        Ok((x, probs))
     }
 
     /// Whether the fused CUDA inference path can run `x`: on a CUDA device, a dtype the
