@@ -470,26 +470,32 @@ impl DinoTrainer {
         };
         let student = bf16_student.as_ref().unwrap_or(&self.student);
         let dt = student.dtype();
-        let g = student.forward(
-            &batch.global.to_dtype(dt)?,
-            &ForwardOptions {
-                bool_masked_pos: ibot_on.then_some(&batch.masks),
-                train: true,
-                ..ForwardOptions::default()
-            },
-        )?;
-        let local_cls = match &batch.local {
+        // global and local crops through the blocks together, as dinov2's
+        // forward_features_list does (one GEMM per linear layer and one graph node per op)
+        let global = batch.global.to_dtype(dt)?;
+        let global_opts = ForwardOptions {
+            bool_masked_pos: ibot_on.then_some(&batch.masks),
+            train: true,
+            ..ForwardOptions::default()
+        };
+        let local_opts = ForwardOptions {
+            train: true,
+            ..ForwardOptions::default()
+        };
+        let (g, local_cls) = match &batch.local {
             Some(local) => {
-                let l = student.forward(
-                    &local.to_dtype(dt)?,
-                    &ForwardOptions {
-                        train: true,
-                        ..ForwardOptions::default()
-                    },
-                )?;
-                Some(l.pooler_output.to_dtype(DType::F32)?)
+                let local = local.to_dtype(dt)?;
+                let mut outs = student
+                    .forward_list(&[(&global, &global_opts), (&local, &local_opts)])?
+                    .into_iter();
+                let (Some(g), Some(l)) = (outs.next(), outs.next()) else {
+                    return Err(Error::Invalid(
+                        "the student returned no local output".into(),
+                    ));
+                };
+                (g, Some(l.pooler_output.to_dtype(DType::F32)?))
             }
-            None => None,
+            None => (student.forward(&global, &global_opts)?, None),
         };
         if let Some(b) = &bf16_student {
             // the copy drew the stochastic-depth masks: carry its counter back

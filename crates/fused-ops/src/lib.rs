@@ -67,7 +67,7 @@ pub use residual::{
     scaled_residual, ScaledResidual, ScaledResidualBranchGrad, ScaledResidualScaleGrad,
 };
 pub use resize::{resize_bilinear, ResizeBilinear, ResizeBilinearBackward};
-pub use self_attention::{self_attention, self_attention_with_probs};
+pub use self_attention::{self_attention, self_attention_varlen, self_attention_with_probs};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim, SoftmaxGrad};
 pub use teacher::{center_softmax, sinkhorn_knopp, CenterSoftmax, SinkhornKnopp};
 pub use weight_norm::{weight_norm_rows, WeightNormRows, WeightNormRowsGrad};

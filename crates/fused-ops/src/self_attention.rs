@@ -8,7 +8,7 @@
 //!
 //! - without a gradient to track, one op that never materialises the probabilities
 //!   ([`SelfAttentionInference`]);
-//! - when training, two forward ops, the `[B, H, N, N]` probabilities ([`AttentionProbs`],
+//! - when training, two forward ops, the probabilities (`H · N²` per image, [`AttentionProbs`],
 //!   kept for the backward as the composed form keeps its softmax output) and the context
 //!   `P v` written in the `[B, N, H·d]` layout the output projection reads
 //!   ([`AttentionContext`]), whose backward is one op writing the gradient of the whole qkv
@@ -20,7 +20,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result};
 use candle_core::{Shape, Tensor};
 
-use crate::attention_cpu::{self, Dims};
+use crate::attention_cpu::{self, Images};
 use crate::storage::f32_slice;
 
 /// `softmax(scale · q kᵀ) v` per head of a fused qkv projection `qkv` `[B, N, 3·H·d]` (the q,
@@ -32,13 +32,72 @@ pub fn self_attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> 
     if !(qkv.device().is_cpu() && qkv.dtype() == DType::F32) {
         return Ok(self_attention_with_probs(qkv, heads, scale)?.0);
     }
+    fused(qkv, heads, scale, None)
+}
+
+/// [`self_attention`] of images of different lengths in one token matrix (as dinov2 runs its
+/// global and local crops through the backbone together): `qkv` `[T, 3·H·d]` holds the tokens
+/// of `groups` `(images, tokens each)` one image after another, each image attends to its own
+/// tokens only (a block-diagonal mask), and the context is `[T, H·d]`.
+pub fn self_attention_varlen(
+    qkv: &Tensor,
+    groups: &[(usize, usize)],
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let (rows, width) = qkv.dims2()?;
+    let total: usize = groups.iter().map(|(b, n)| b * n).sum();
+    if total != rows || heads == 0 || width % (3 * heads) != 0 {
+        bail!(
+            "self-attention: qkv {:?} is not [Σ images × tokens = {total}, 3 × {heads} heads × \
+             head dim]",
+            qkv.dims()
+        );
+    }
+    if qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
+        return fused(qkv, heads, scale, Some(groups.to_vec()));
+    }
+    let mut parts = Vec::with_capacity(groups.len());
+    let mut row = 0;
+    for &(b, n) in groups {
+        let group = qkv.narrow(0, row, b * n)?.reshape((b, n, width))?;
+        let (ctx, _) = self_attention_with_probs(&group, heads, scale)?;
+        parts.push(ctx.reshape((b * n, width / 3))?);
+        row += b * n;
+    }
+    Tensor::cat(&parts, 0)
+}
+
+/// The fused CPU ops: one op without a gradient to track, the probabilities and the context
+/// op (with its backward) when training.
+fn fused(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f64,
+    groups: Option<Vec<(usize, usize)>>,
+) -> Result<Tensor> {
     let qkv = qkv.contiguous()?;
     let scale = scale as f32;
     if !qkv.track_op() {
-        return qkv.apply_op1_no_bwd(&SelfAttentionInference { heads, scale });
+        return qkv.apply_op1_no_bwd(&SelfAttentionInference {
+            heads,
+            scale,
+            groups,
+        });
     }
-    let probs = qkv.apply_op1_no_bwd(&AttentionProbs { heads, scale })?;
-    qkv.apply_op2(&probs, AttentionContext { heads, scale })
+    let probs = qkv.apply_op1_no_bwd(&AttentionProbs {
+        heads,
+        scale,
+        groups: groups.clone(),
+    })?;
+    qkv.apply_op2(
+        &probs,
+        AttentionContext {
+            heads,
+            scale,
+            groups,
+        },
+    )
 }
 
 /// The composed, differentiable form of [`self_attention`] in candle ops (any device and
@@ -74,21 +133,30 @@ fn check_width(qkv: &Tensor, heads: usize) -> Result<(usize, usize, usize)> {
     Ok((b, n, width / (3 * heads)))
 }
 
-/// The sizes of a contiguous f32 qkv layout, or an error naming `op` and the shape.
-fn dims_of(layout: &Layout, heads: usize, op: &str) -> Result<Dims> {
-    let (b, n, width) = layout.shape().dims3()?;
-    if heads == 0 || width % (3 * heads) != 0 {
-        bail!(
-            "{op}: qkv {:?} is not [B, N, 3 × {heads} heads × head dim]",
-            layout.dims()
-        );
+/// The images of a qkv layout (`[B, N, 3·H·d]` without `groups`, `[T, 3·H·d]` with) and the
+/// shape of its context, or an error naming `op` and the shape.
+fn images_of(
+    layout: &Layout,
+    heads: usize,
+    groups: &Option<Vec<(usize, usize)>>,
+    op: &str,
+) -> Result<(Images, Shape)> {
+    let dims = layout.dims();
+    let width = dims.last().copied().unwrap_or(0);
+    if heads == 0 || width == 0 || width % (3 * heads) != 0 {
+        bail!("{op}: qkv {dims:?} is not [.., 3 × {heads} heads × head dim]");
     }
-    Ok(Dims {
-        b,
-        n,
-        heads,
-        d: width / (3 * heads),
-    })
+    let d = width / (3 * heads);
+    match (dims, groups) {
+        (&[b, n, _], None) => Ok((
+            Images::new(&[(b, n)], heads, d),
+            Shape::from((b, n, width / 3)),
+        )),
+        (&[rows, _], Some(g)) if g.iter().map(|(b, n)| b * n).sum::<usize>() == rows => {
+            Ok((Images::new(g, heads, d), Shape::from((rows, width / 3))))
+        }
+        _ => bail!("{op}: qkv {dims:?} does not hold the images {groups:?}"),
+    }
 }
 
 /// Checks that `layout` has `shape`, naming `what` and both shapes otherwise.
@@ -104,43 +172,53 @@ fn expect_shape(layout: &Layout, shape: &[usize], what: &str, op: &str) -> Resul
 
 /// Inference attention (`CustomOp1` on a contiguous f32 CPU qkv): the context, with score rows
 /// computed block by block and never kept. No backward.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SelfAttentionInference {
     /// Heads `H`.
     pub heads: usize,
     /// Multiplier of the scores (`d^-1/2`).
     pub scale: f32,
+    /// `(images, tokens each)` of a `[T, 3·H·d]` qkv; `None` for `[B, N, 3·H·d]`.
+    pub groups: Option<Vec<(usize, usize)>>,
 }
 
-/// The attention probabilities `softmax(scale · q kᵀ)` `[B, H, N, N]` (`CustomOp1` on a
-/// contiguous f32 CPU qkv). No backward: [`AttentionContext`] differentiates both ops.
-#[derive(Debug, Clone, Copy)]
+/// The attention probabilities `softmax(scale · q kᵀ)`, `[H, N, N]` per image one after another
+/// in a flat tensor (`CustomOp1` on a contiguous f32 CPU qkv). No backward:
+/// [`AttentionContext`] differentiates both ops.
+#[derive(Debug, Clone)]
 pub struct AttentionProbs {
     /// Heads `H`.
     pub heads: usize,
     /// Multiplier of the scores (`d^-1/2`).
     pub scale: f32,
+    /// `(images, tokens each)` of a `[T, 3·H·d]` qkv; `None` for `[B, N, 3·H·d]`.
+    pub groups: Option<Vec<(usize, usize)>>,
 }
 
-/// The context `P v` `[B, N, H·d]` (`CustomOp2` on the qkv and the [`AttentionProbs`] of it);
+/// The context `P v`, `[B, N, H·d]` or `[T, H·d]` (`CustomOp2` on the qkv and the
+/// [`AttentionProbs`] of it);
 /// its backward gives the qkv the gradient of the whole attention ([`AttentionGrad`]) and the
 /// probabilities none.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AttentionContext {
     /// Heads `H`.
     pub heads: usize,
     /// Multiplier of the scores, for the backward.
     pub scale: f32,
+    /// `(images, tokens each)` of a `[T, 3·H·d]` qkv; `None` for `[B, N, 3·H·d]`.
+    pub groups: Option<Vec<(usize, usize)>>,
 }
 
-/// The gradient `[B, N, 3·H·d]` of the qkv (`CustomOp3` on the qkv, its probabilities and the
+/// The gradient of the qkv, in its shape (`CustomOp3` on the qkv, its probabilities and the
 /// context's gradient).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AttentionGrad {
     /// Heads `H`.
     pub heads: usize,
     /// Multiplier of the scores.
     pub scale: f32,
+    /// `(images, tokens each)` of a `[T, 3·H·d]` qkv; `None` for `[B, N, 3·H·d]`.
+    pub groups: Option<Vec<(usize, usize)>>,
 }
 
 impl CustomOp1 for SelfAttentionInference {
@@ -150,12 +228,9 @@ impl CustomOp1 for SelfAttentionInference {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let dims = dims_of(l, self.heads, op)?;
-        let out = attention_cpu::inference(f32_slice(s, l, "qkv", op)?, dims, self.scale);
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((dims.b, dims.n, dims.heads * dims.d)),
-        ))
+        let (images, shape) = images_of(l, self.heads, &self.groups, op)?;
+        let out = attention_cpu::inference(f32_slice(s, l, "qkv", op)?, &images, self.scale);
+        Ok((CpuStorage::F32(out), shape))
     }
 }
 
@@ -166,9 +241,9 @@ impl CustomOp1 for AttentionProbs {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let dims = dims_of(l, self.heads, op)?;
-        let probs = attention_cpu::probabilities(f32_slice(s, l, "qkv", op)?, dims, self.scale);
-        let shape = Shape::from((dims.b, dims.heads, dims.n, dims.n));
+        let (images, _) = images_of(l, self.heads, &self.groups, op)?;
+        let probs = attention_cpu::probabilities(f32_slice(s, l, "qkv", op)?, &images, self.scale);
+        let shape = Shape::from(probs.len());
         Ok((CpuStorage::F32(probs), shape))
     }
 }
@@ -186,14 +261,11 @@ impl CustomOp2 for AttentionContext {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let dims = dims_of(l1, self.heads, op)?;
-        expect_shape(l2, &[dims.b, dims.heads, dims.n, dims.n], "probs", op)?;
+        let (images, shape) = images_of(l1, self.heads, &self.groups, op)?;
+        expect_shape(l2, &[images.prob_len()], "probs", op)?;
         let qkv = f32_slice(s1, l1, "qkv", op)?;
-        let ctx = attention_cpu::context(qkv, f32_slice(s2, l2, "probs", op)?, dims);
-        Ok((
-            CpuStorage::F32(ctx),
-            Shape::from((dims.b, dims.n, dims.heads * dims.d)),
-        ))
+        let ctx = attention_cpu::context(qkv, f32_slice(s2, l2, "probs", op)?, &images);
+        Ok((CpuStorage::F32(ctx), shape))
     }
 
     fn bwd(
@@ -206,6 +278,7 @@ impl CustomOp2 for AttentionContext {
         let op = AttentionGrad {
             heads: self.heads,
             scale: self.scale,
+            groups: self.groups.clone(),
         };
         let dqkv = qkv.apply_op3_no_bwd(probs, &grad.contiguous()?, &op)?;
         Ok((Some(dqkv), None))
@@ -227,19 +300,14 @@ impl CustomOp3 for AttentionGrad {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let dims = dims_of(l1, self.heads, op)?;
-        expect_shape(l2, &[dims.b, dims.heads, dims.n, dims.n], "probs", op)?;
-        expect_shape(
-            l3,
-            &[dims.b, dims.n, dims.heads * dims.d],
-            "context gradient",
-            op,
-        )?;
+        let (images, ctx_shape) = images_of(l1, self.heads, &self.groups, op)?;
+        expect_shape(l2, &[images.prob_len()], "probs", op)?;
+        expect_shape(l3, ctx_shape.dims(), "context gradient", op)?;
         let dqkv = attention_cpu::backward(
             f32_slice(s1, l1, "qkv", op)?,
             f32_slice(s2, l2, "probs", op)?,
             f32_slice(s3, l3, "context gradient", op)?,
-            dims,
+            &images,
             self.scale,
         );
         Ok((CpuStorage::F32(dqkv), l1.shape().clone()))
@@ -318,6 +386,57 @@ mod tests {
         }
     }
 
+    /// Images of several lengths in one token matrix: each group through the composed form on
+    /// its own, values and (in f64) gradients.
+    #[test]
+    fn varlen_attention_matches_each_group_attended_alone() {
+        let groups = [(2usize, 5usize), (3, 2), (1, 70), (2, 1)];
+        let (h, d) = (2, 8);
+        let rows: usize = groups.iter().map(|(b, n)| b * n).sum();
+        let x = qkv(1, rows, h, d, DType::F32).squeeze(0).unwrap();
+        let dy = Tensor::randn(0f32, 1.0, (rows, h * d), &Device::Cpu).unwrap();
+        let scale = (d as f64).powf(-0.5);
+        let reference = |x: &Tensor| -> Tensor {
+            let mut parts = Vec::new();
+            let mut row = 0;
+            for &(b, n) in &groups {
+                let g = x
+                    .narrow(0, row, b * n)
+                    .unwrap()
+                    .reshape((b, n, 3 * h * d))
+                    .unwrap();
+                let (ctx, _) = self_attention_with_probs(&g, h, scale).unwrap();
+                parts.push(ctx.reshape((b * n, h * d)).unwrap());
+                row += b * n;
+            }
+            Tensor::cat(&parts, 0).unwrap()
+        };
+        let inference = self_attention_varlen(&x, &groups, h, scale).unwrap();
+        assert!(max_diff(&inference, &reference(&x)) < 1e-5, "inference");
+        let var = Var::from_tensor(&x).unwrap();
+        let fused = self_attention_varlen(var.as_tensor(), &groups, h, scale).unwrap();
+        assert!(max_diff(&fused, &reference(&x)) < 1e-5, "training");
+        let got = grads_of(&fused, &dy);
+        let var64 = Var::from_tensor(&x.to_dtype(DType::F64).unwrap()).unwrap();
+        let want = grads_of(
+            &reference(var64.as_tensor()),
+            &dy.to_dtype(DType::F64).unwrap(),
+        );
+        let diff = max_diff(
+            got.get(var.as_tensor()).unwrap(),
+            want.get(var64.as_tensor()).unwrap(),
+        );
+        assert!(diff < 1e-5, "gradient {diff}");
+        // f64 takes the composed path per group
+        let composed = self_attention_varlen(&x.to_dtype(DType::F64).unwrap(), &groups, h, scale);
+        assert!(
+            max_diff(&composed.unwrap(), &reference(&x)) < 1e-5,
+            "composed"
+        );
+        let err = self_attention_varlen(&x, &groups[..2], h, scale).unwrap_err();
+        assert!(err.to_string().contains("Σ images × tokens = 16"), "{err}");
+    }
+
     #[test]
     fn other_dtypes_take_the_composed_form() {
         let x = qkv(2, 9, 2, 8, DType::F64);
@@ -339,6 +458,7 @@ mod tests {
         let op = AttentionContext {
             heads: 1,
             scale: 1.0,
+            groups: None,
         };
         let err = x.apply_op2_no_bwd(&probs, &op).unwrap_err().to_string();
         assert!(err.contains("probs has shape [1, 1, 3, 4]"), "{err}");

@@ -69,4 +69,15 @@ impl Attention {
         };
         Ok((self.output.forward(&ctx)?, probs))
     }
+
+    /// Attention of images of different lengths in one token matrix `x` `[T, D]`, the tokens
+    /// of `groups` `(images, tokens each)` one image after another; each image attends to its
+    /// own tokens only ([`fused_ops::self_attention_varlen`]).
+    pub fn forward_varlen(&self, x: &Tensor, groups: &[(usize, usize)]) -> Result<Tensor> {
+        let (weight, bias) = self.qkv_params()?;
+        let qkv = Linear::apply(x, &weight, bias.as_ref())?;
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let ctx = fused_ops::self_attention_varlen(&qkv, groups, self.heads, scale)?;
+        self.output.forward(&ctx)
+    }
 }

@@ -29,7 +29,8 @@ pub struct Block {
     layer_scale2: LayerScale,
 }
 
-/// Per-sample keep masks of stochastic depth for the two residual branches of a block.
+/// Per-sample keep masks of stochastic depth for the two residual branches of a block
+/// (per token, `[T, 1]`, in [`Block::forward_varlen`]).
 #[derive(Debug, Clone)]
 pub struct DropPathMasks {
     /// `[B, 1, 1]` mask already divided by the keep probability, for the attention branch.
@@ -70,13 +71,38 @@ impl Block {
         let (attn, probs) = self
             .attention
             .forward(&self.norm1.forward(x)?, keep_attention)?;
+        Ok((self.after_attention(x, &attn, drop_path)?, probs))
+    }
+
+    /// The block over images of different lengths in one token matrix `x` `[T, D]` (the
+    /// tokens of `groups` `(images, tokens each)` one image after another), with per-token
+    /// stochastic-depth factors (`[T, 1]`) if any: every op but the attention runs once over
+    /// all the tokens, as dinov2 runs its global and local crops together.
+    pub fn forward_varlen(
+        &self,
+        x: &Tensor,
+        groups: &[(usize, usize)],
+        drop_path: Option<&DropPathMasks>,
+    ) -> Result<Tensor> {
+        let attn = self
+            .attention
+            .forward_varlen(&self.norm1.forward(x)?, groups)?;
+        self.after_attention(x, &attn, drop_path)
+    }
+
+    /// Both residual updates around the feed-forward branch, given the attention's output.
+    fn after_attention(
+        &self,
+        x: &Tensor,
+        attn: &Tensor,
+        drop_path: Option<&DropPathMasks>,
+    ) -> Result<Tensor> {
         // layer scale, stochastic depth and residual add as one op (one graph node in training)
         let lambda1 = self.layer_scale1.lambda();
-        let x = fused_ops::scaled_residual(x, &attn, lambda1, drop_path.map(|m| &m.attention))?;
+        let x = fused_ops::scaled_residual(x, attn, lambda1, drop_path.map(|m| &m.attention))?;
         let h = self.mlp.forward(&self.norm2.forward(&x)?)?;
         let lambda2 = self.layer_scale2.lambda();
-        let x = fused_ops::scaled_residual(&x, &h, lambda2, drop_path.map(|m| &m.mlp))?;
-        Ok((x, probs))
+        fused_ops::scaled_residual(&x, &h, lambda2, drop_path.map(|m| &m.mlp))
     }
 
     /// Whether the fused CUDA inference path can run `x`: on a CUDA device, a dtype the

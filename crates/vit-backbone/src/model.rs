@@ -186,10 +186,112 @@ impl Dinov2Model {
         })
     }
 
+    /// [`Self::forward`] of several inputs at once, as dinov2's `forward_features_list` runs
+    /// its global and local crops: each input is embedded on its own, then the tokens of all
+    /// of them go through every block as one `[T, D]` matrix (one GEMM per linear layer, one
+    /// graph node per op, each image attending only to its own tokens) and are split again
+    /// after the final layer norm. The outputs, stochastic-depth masks included, equal those of
+    /// one [`Self::forward`] per input in order (up to float rounding). Inputs that ask for
+    /// hidden states or attention probabilities run one by one.
+    pub fn forward_list(&self, inputs: &[(&Tensor, &ForwardOptions)]) -> Result<Vec<Dinov2Output>> {
+        let one_by_one = inputs.len() < 2
+            || inputs.iter().any(|(_, o)| {
+                o.output_hidden_states || o.all_attentions || !o.attention_layers.is_empty()
+            });
+        if one_by_one {
+            return inputs.iter().map(|(p, o)| self.forward(p, o)).collect();
+        }
+        let d = self.cfg.hidden_size;
+        let mut tokens = Vec::with_capacity(inputs.len());
+        let mut groups = Vec::with_capacity(inputs.len());
+        let mut grids = Vec::with_capacity(inputs.len());
+        let mut masks = Vec::with_capacity(inputs.len());
+        for (pixels, opts) in inputs {
+            let (b, _, h, w) = pixels.dims4()?;
+            grids.push(self.embeddings.grid_for(h, w));
+            let x = self.embeddings.forward(pixels, opts.bool_masked_pos)?;
+            let n = x.dim(1)?;
+            tokens.push(x.reshape((b * n, d))?);
+            groups.push((b, n));
+            masks.push(if opts.train && self.cfg.drop_path_rate > 0.0 {
+                let call = self.drop_path_calls.fetch_add(1, Ordering::SeqCst);
+                Some(self.drop_path_masks(b, call)?)
+            } else {
+                None
+            });
+        }
+        let drop_path = per_token_masks(&masks, &groups, self.layers.len(), self.dtype)?;
+        let mut x = Tensor::cat(&tokens, 0)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward_varlen(&x, &groups, drop_path.as_ref().map(|m| &m[i]))?;
+        }
+        let x = self.layernorm.forward(&x)?;
+        let mut outputs = Vec::with_capacity(inputs.len());
+        let mut row = 0;
+        for (&(b, n), grid) in groups.iter().zip(grids) {
+            let last_hidden_state = x.narrow(0, row, b * n)?.reshape((b, n, d))?;
+            let pooler_output = last_hidden_state
+                .narrow(1, 0, 1)?
+                .squeeze(1)?
+                .contiguous()?;
+            outputs.push(Dinov2Output {
+                last_hidden_state,
+                pooler_output,
+                hidden_states: Vec::new(),
+                attentions: Vec::new(),
+                grid,
+            });
+            row += b * n;
+        }
+        Ok(outputs)
+    }
+
     /// Number of leading non-patch tokens (class + registers).
     pub fn prefix_tokens(&self) -> usize {
         1 + self.cfg.num_register_tokens
     }
+}
+
+/// The per-sample stochastic-depth masks of each input (`None`: no drop path for it) as
+/// per-token `[T, 1]` factors for every layer, or `None` when no input has any.
+fn per_token_masks(
+    masks: &[Option<Vec<DropPathMasks>>],
+    groups: &[(usize, usize)],
+    layers: usize,
+    dtype: DType,
+) -> Result<Option<Vec<DropPathMasks>>> {
+    let Some(device) = masks
+        .iter()
+        .flatten()
+        .flatten()
+        .next()
+        .map(|m| m.attention.device())
+    else {
+        return Ok(None);
+    };
+    let expand = |i: usize, pick: &dyn Fn(&DropPathMasks) -> &Tensor| -> Result<Tensor> {
+        let parts = masks
+            .iter()
+            .zip(groups)
+            .map(|(m, &(b, n))| match m {
+                Some(m) => pick(&m[i])
+                    .broadcast_as((b, n, 1))?
+                    .contiguous()?
+                    .reshape((b * n, 1)),
+                None => Tensor::ones((b * n, 1), dtype, device),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&parts, 0)
+    };
+    (0..layers)
+        .map(|i| {
+            Ok(DropPathMasks {
+                attention: expand(i, &|m| &m.attention)?,
+                mlp: expand(i, &|m| &m.mlp)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// Preprocessing when no `preprocessor_config.json` is at hand: DINOv2's ImageNet statistics

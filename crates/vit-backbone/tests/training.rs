@@ -115,3 +115,84 @@ fn stochastic_depth_is_seeded_and_only_in_training() {
     model.set_drop_path_state(7, 0);
     assert_eq!(run(true), first, "restoring the state replays the masks");
 }
+
+/// Global and local crops through the blocks together (dinov2's `forward_features_list`): the
+/// same outputs, stochastic-depth masks and gradients as one forward per input.
+#[test]
+fn forward_list_equals_one_forward_per_input() {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = Dinov2Model::new(&tiny(0.4), vb).unwrap();
+    let (global, local) = (pixels(2, 56, 56, 5), pixels(3, 28, 42, 6));
+    let mask = Tensor::from_vec(
+        (0..32)
+            .map(|i| (i % 3 == 0) as u8 as f32)
+            .collect::<Vec<_>>(),
+        (2, 16),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let masked = ForwardOptions {
+        bool_masked_pos: Some(&mask),
+        train: true,
+        ..Default::default()
+    };
+    let train = ForwardOptions {
+        train: true,
+        ..Default::default()
+    };
+    let loss_of = |outs: &[vit_backbone::Dinov2Output]| {
+        let a = outs[0].last_hidden_state.sqr().unwrap().sum_all().unwrap();
+        let b = (outs[1].pooler_output.sum_all().unwrap() * 3.0).unwrap();
+        (a + b).unwrap()
+    };
+    model.set_drop_path_state(7, 0);
+    let separate = vec![
+        model.forward(&global, &masked).unwrap(),
+        model.forward(&local, &train).unwrap(),
+    ];
+    let after_separate = model.drop_path_state();
+    model.set_drop_path_state(7, 0);
+    let together = model
+        .forward_list(&[(&global, &masked), (&local, &train)])
+        .unwrap();
+    assert_eq!(model.drop_path_state(), after_separate);
+    for (s, t) in separate.iter().zip(&together) {
+        assert_eq!(s.grid, t.grid);
+        for (a, b) in [
+            (&s.last_hidden_state, &t.last_hidden_state),
+            (&s.pooler_output, &t.pooler_output),
+        ] {
+            let diff = cxr_core::ops::max_abs_diff(a, b).unwrap();
+            assert!(diff < 1e-5, "outputs differ by {diff}");
+        }
+    }
+    let (gs, gt) = (
+        loss_of(&separate).backward().unwrap(),
+        loss_of(&together).backward().unwrap(),
+    );
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        let (a, b) = (gs.get(var).unwrap(), gt.get(var).unwrap());
+        let diff = cxr_core::ops::max_abs_diff(a, b).unwrap();
+        let size = a
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            diff <= 1e-4 * size.max(1.0),
+            "{name}: gradients differ by {diff} of {size}"
+        );
+    }
+    // hidden states asked for: one input at a time, same result
+    let all = ForwardOptions {
+        output_hidden_states: true,
+        ..Default::default()
+    };
+    let one_by_one = model
+        .forward_list(&[(&global, &all), (&local, &all)])
+        .unwrap();
+    assert_eq!(one_by_one[1].hidden_states.len(), 3);
+}
