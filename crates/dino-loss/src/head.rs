@@ -300,9 +300,9 @@ impl DinoHead {
         let z = self.bottleneck(x)?;
         let dims = z.dims().to_vec();
         let z2 = z.flatten_to(dims.len().saturating_sub(2))?;
-        // the prototype matrix's gradient in its own [K, bottleneck] layout (fused_ops::linear),
-        // not zero-filled transposed and added back with a strided read
-        let logits = fused_ops::linear(&z2, &self.prototypes()?, None)?;
+        // the weight-normalised prototypes without forming the [K, bottleneck] matrix when the
+        // gain is frozen (dinov2's norm_last_layer); linear of the weight norm otherwise
+        let logits = fused_ops::weight_normed_linear(&z2, &self.weight_v, &self.weight_g)?;
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
         out_dims[last] = self.config.n_prototypes;

@@ -19,6 +19,7 @@
 //! | [`bias_gelu`], [`bias_scale_residual`] | the ViT block's GEMM epilogues in one pass | none (inference) |
 //! | [`optim::adamw_update`], [`optim::ema_update`] | AdamW and EMA updates in place | none (optimizer) |
 //! | [`linear`] | `x Wᵀ (+ b)`, one GEMM (bias-seeded) on the CPU | `dy W`, `dyᵀ x` (two GEMMs, no transposed copies), bias as a [`column_sum`] |
+//! | [`weight_normed_linear`] | `x (g ⊙ v/‖v‖)ᵀ` with a frozen gain as `(x vᵀ) ⊙ g/‖v‖`: the matrix never formed (CPU f32) | `dx = r v`, `dv = rᵀx − (c/‖v‖²) v` with `r = dy ⊙ s`, `c` the column sums of `dy ⊙ y` |
 //! | [`weight_norm_rows`] | `g ⊙ v / ‖v‖` per row (CPU) | one pass per row, `g`'s only when it trains |
 //! | [`gelu_erf`] | exact GELU, one vectorised pass (CPU) | one pass `dy · (Φ(x) + x φ(x))` |
 //! | [`softmax_last_dim`], [`log_softmax_last_dim`] | candle's fused softmax kernel / graph-free composed ops | closed forms `y ⊙ (dy − Σ dy ⊙ y)`, `dy − softmax ⊙ Σ dy` |
@@ -56,6 +57,7 @@ mod teacher;
 #[cfg(test)]
 mod test_util;
 mod weight_norm;
+mod weight_normed_linear;
 
 pub use attention::{attention, FusedAttention};
 pub use columns::{bias_add, column_sum, scale_columns, ColumnSum, PerChannel};
@@ -71,6 +73,9 @@ pub use self_attention::{self_attention, self_attention_varlen, self_attention_w
 pub use softmax::{log_softmax_last_dim, softmax_last_dim, SoftmaxGrad};
 pub use teacher::{center_softmax, sinkhorn_knopp, CenterSoftmax, SinkhornKnopp};
 pub use weight_norm::{weight_norm_rows, WeightNormRows, WeightNormRowsGrad};
+pub use weight_normed_linear::{
+    weight_normed_linear, ColumnDot, NormGradCorrection, RowScale, WeightNormedLinear,
+};
 
 /// The first CUDA device, or `None` with the reason (no `cuda` feature, no driver, no GPU), so
 /// GPU tests and benchmarks can say why they skip.

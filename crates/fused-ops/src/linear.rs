@@ -21,7 +21,7 @@ pub struct LinearNoBias;
 pub struct LinearBias;
 
 /// `(M, K, N)` of `x` `[M, K]` and `W` `[N, K]`, or an error naming both shapes.
-fn dims(lx: &Layout, lw: &Layout, op: &str) -> Result<(usize, usize, usize)> {
+pub(crate) fn dims(lx: &Layout, lw: &Layout, op: &str) -> Result<(usize, usize, usize)> {
     match (lx.dims(), lw.dims()) {
         (&[m, k], &[n, k2]) if k == k2 => Ok((m, k, n)),
         (x, w) => bail!("{op}: x {x:?} and weight {w:?} do not fit (x [M, K], weight [N, K])"),
@@ -40,7 +40,7 @@ fn parallelism(mul_adds: usize) -> gemm::Parallelism {
 }
 
 /// `x Wᵀ`, or `x Wᵀ + b` with `b` repeated over the rows as the GEMM's starting value.
-fn gemm_x_wt(
+pub(crate) fn gemm_x_wt(
     x: &[f32],
     w: &[f32],
     (m, k, n): (usize, usize, usize),
