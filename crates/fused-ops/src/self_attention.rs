@@ -77,27 +77,16 @@ fn fused(
     groups: Option<Vec<(usize, usize)>>,
 ) -> Result<Tensor> {
     let qkv = qkv.contiguous()?;
-    let scale = scale as f32;
-    if !qkv.track_op() {
-        return qkv.apply_op1_no_bwd(&SelfAttentionInference {
-            heads,
-            scale,
-            groups,
-        });
-    }
-    let probs = qkv.apply_op1_no_bwd(&AttentionProbs {
+    let spec = AttentionSpec {
         heads,
-        scale,
-        groups: groups.clone(),
-    })?;
-    qkv.apply_op2(
-        &probs,
-        AttentionContext {
-            heads,
-            scale,
-            groups,
-        },
-    )
+        scale: scale as f32,
+        groups,
+    };
+    if !qkv.track_op() {
+        return qkv.apply_op1_no_bwd(&SelfAttentionInference(spec));
+    }
+    let probs = qkv.apply_op1_no_bwd(&AttentionProbs(spec.clone()))?;
+    qkv.apply_op2(&probs, AttentionContext(spec))
 }
 
 /// The composed, differentiable form of [`self_attention`] in candle ops (any device and
@@ -170,10 +159,9 @@ fn expect_shape(layout: &Layout, shape: &[usize], what: &str, op: &str) -> Resul
     Ok(())
 }
 
-/// Inference attention (`CustomOp1` on a contiguous f32 CPU qkv): the context, with score rows
-/// computed block by block and never kept. No backward.
+/// What every attention op here is built from.
 #[derive(Debug, Clone)]
-pub struct SelfAttentionInference {
+pub struct AttentionSpec {
     /// Heads `H`.
     pub heads: usize,
     /// Multiplier of the scores (`d^-1/2`).
@@ -181,45 +169,35 @@ pub struct SelfAttentionInference {
     /// `(images, tokens each)` of a `[T, 3·H·d]` qkv; `None` for `[B, N, 3·H·d]`.
     pub groups: Option<Vec<(usize, usize)>>,
 }
+
+impl AttentionSpec {
+    /// The images of the qkv layout `l` and the shape of its context (see [`images_of`]).
+    fn images(&self, l: &Layout, op: &str) -> Result<(Images, Shape)> {
+        images_of(l, self.heads, &self.groups, op)
+    }
+}
+
+/// Inference attention (`CustomOp1` on a contiguous f32 CPU qkv): the context, with score rows
+/// computed block by block and never kept. No backward.
+#[derive(Debug, Clone)]
+pub struct SelfAttentionInference(pub AttentionSpec);
 
 /// The attention probabilities `softmax(scale · q kᵀ)`, `[H, N, N]` per image one after another
 /// in a flat tensor (`CustomOp1` on a contiguous f32 CPU qkv). No backward:
 /// [`AttentionContext`] differentiates both ops.
 #[derive(Debug, Clone)]
-pub struct AttentionProbs {
-    /// Heads `H`.
-    pub heads: usize,
-    /// Multiplier of the scores (`d^-1/2`).
-    pub scale: f32,
-    /// `(images, tokens each)` of a `[T, 3·H·d]` qkv; `None` for `[B, N, 3·H·d]`.
-    pub groups: Option<Vec<(usize, usize)>>,
-}
+pub struct AttentionProbs(pub AttentionSpec);
 
 /// The context `P v`, `[B, N, H·d]` or `[T, H·d]` (`CustomOp2` on the qkv and the
-/// [`AttentionProbs`] of it);
-/// its backward gives the qkv the gradient of the whole attention ([`AttentionGrad`]) and the
-/// probabilities none.
+/// [`AttentionProbs`] of it); its backward gives the qkv the gradient of the whole attention
+/// ([`AttentionGrad`]) and the probabilities none.
 #[derive(Debug, Clone)]
-pub struct AttentionContext {
-    /// Heads `H`.
-    pub heads: usize,
-    /// Multiplier of the scores, for the backward.
-    pub scale: f32,
-    /// `(images, tokens each)` of a `[T, 3·H·d]` qkv; `None` for `[B, N, 3·H·d]`.
-    pub groups: Option<Vec<(usize, usize)>>,
-}
+pub struct AttentionContext(pub AttentionSpec);
 
 /// The gradient of the qkv, in its shape (`CustomOp3` on the qkv, its probabilities and the
 /// context's gradient).
 #[derive(Debug, Clone)]
-pub struct AttentionGrad {
-    /// Heads `H`.
-    pub heads: usize,
-    /// Multiplier of the scores.
-    pub scale: f32,
-    /// `(images, tokens each)` of a `[T, 3·H·d]` qkv; `None` for `[B, N, 3·H·d]`.
-    pub groups: Option<Vec<(usize, usize)>>,
-}
+pub struct AttentionGrad(pub AttentionSpec);
 
 impl CustomOp1 for SelfAttentionInference {
     fn name(&self) -> &'static str {
@@ -228,8 +206,8 @@ impl CustomOp1 for SelfAttentionInference {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let (images, shape) = images_of(l, self.heads, &self.groups, op)?;
-        let out = attention_cpu::inference(f32_slice(s, l, "qkv", op)?, &images, self.scale);
+        let (images, shape) = self.0.images(l, op)?;
+        let out = attention_cpu::inference(f32_slice(s, l, "qkv", op)?, &images, self.0.scale);
         Ok((CpuStorage::F32(out), shape))
     }
 }
@@ -241,8 +219,9 @@ impl CustomOp1 for AttentionProbs {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let (images, _) = images_of(l, self.heads, &self.groups, op)?;
-        let probs = attention_cpu::probabilities(f32_slice(s, l, "qkv", op)?, &images, self.scale);
+        let (images, _) = self.0.images(l, op)?;
+        let probs =
+            attention_cpu::probabilities(f32_slice(s, l, "qkv", op)?, &images, self.0.scale);
         let shape = Shape::from(probs.len());
         Ok((CpuStorage::F32(probs), shape))
     }
@@ -261,7 +240,7 @@ impl CustomOp2 for AttentionContext {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let (images, shape) = images_of(l1, self.heads, &self.groups, op)?;
+        let (images, shape) = self.0.images(l1, op)?;
         expect_shape(l2, &[images.prob_len()], "probs", op)?;
         let qkv = f32_slice(s1, l1, "qkv", op)?;
         let ctx = attention_cpu::context(qkv, f32_slice(s2, l2, "probs", op)?, &images);
@@ -275,11 +254,7 @@ impl CustomOp2 for AttentionContext {
         _ctx: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let op = AttentionGrad {
-            heads: self.heads,
-            scale: self.scale,
-            groups: self.groups.clone(),
-        };
+        let op = AttentionGrad(self.0.clone());
         let dqkv = qkv.apply_op3_no_bwd(probs, &grad.contiguous()?, &op)?;
         Ok((Some(dqkv), None))
     }
@@ -300,7 +275,7 @@ impl CustomOp3 for AttentionGrad {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let (images, ctx_shape) = images_of(l1, self.heads, &self.groups, op)?;
+        let (images, ctx_shape) = self.0.images(l1, op)?;
         expect_shape(l2, &[images.prob_len()], "probs", op)?;
         expect_shape(l3, ctx_shape.dims(), "context gradient", op)?;
         let dqkv = attention_cpu::backward(
@@ -308,7 +283,7 @@ impl CustomOp3 for AttentionGrad {
             f32_slice(s2, l2, "probs", op)?,
             f32_slice(s3, l3, "context gradient", op)?,
             &images,
-            self.scale,
+            self.0.scale,
         );
         Ok((CpuStorage::F32(dqkv), l1.shape().clone()))
     }
@@ -455,11 +430,11 @@ mod tests {
         );
         assert!(self_attention(&x, 0, 1.0).is_err());
         let probs = Tensor::zeros((1, 1, 3, 4), DType::F32, &Device::Cpu).unwrap();
-        let op = AttentionContext {
+        let op = AttentionContext(AttentionSpec {
             heads: 1,
             scale: 1.0,
             groups: None,
-        };
+        });
         let err = x.apply_op2_no_bwd(&probs, &op).unwrap_err().to_string();
         assert!(err.contains("probs has shape [1, 1, 3, 4]"), "{err}");
     }

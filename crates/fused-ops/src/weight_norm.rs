@@ -26,18 +26,25 @@ pub struct WeightNormRows;
 #[derive(Debug, Clone, Copy)]
 pub struct WeightNormRowsGrad;
 
-/// `(K, D)` of `v` once `g` is checked to hold one value per row.
-fn rows(lv: &Layout, lg: &Layout, op: &str) -> Result<(usize, usize)> {
+/// `(K, D)` of `v` once `per_row` (a gain, a scale, ...: `what`) is checked to hold one value
+/// per row, or an error naming `op` and both shapes.
+pub(crate) fn rows_of(
+    lv: &Layout,
+    per_row: &Layout,
+    what: &str,
+    op: &str,
+) -> Result<(usize, usize)> {
     match lv.dims() {
-        &[k, d] if lg.shape().elem_count() == k && d > 0 => Ok((k, d)),
+        &[k, d] if per_row.shape().elem_count() == k && d > 0 => Ok((k, d)),
         v => bail!(
-            "{op}: v {v:?} must be [K, D] with a gain of K values, got g {:?}",
-            lg.dims()
+            "{op}: v {v:?} must be [K, D] with a {what} of K values, got {:?}",
+            per_row.dims()
         ),
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// `a · b`.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
@@ -53,7 +60,7 @@ impl CustomOp2 for WeightNormRows {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, d) = rows(l1, l2, self.name())?;
+        let (_, d) = rows_of(l1, l2, "gain", self.name())?;
         let v = f32_slice(s1, l1, "v", self.name())?;
         let g = f32_slice(s2, l2, "g", self.name())?;
         let mut w = vec![0f32; v.len()];
@@ -105,7 +112,7 @@ impl CustomOp3 for WeightNormRowsGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, d) = rows(l1, l2, self.name())?;
+        let (_, d) = rows_of(l1, l2, "gain", self.name())?;
         if l3.dims() != l1.dims() {
             bail!(
                 "{}: v {:?} and its gradient {:?} differ",

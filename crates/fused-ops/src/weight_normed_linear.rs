@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::linear::{dims, gemm_x_wt};
 use crate::storage::f32_slice;
+use crate::weight_norm::{dot, rows_of};
 
 /// Columns per task of the column reductions and the rows of `v` per task of its passes.
 const CHUNK: usize = 1024;
@@ -56,21 +57,6 @@ pub struct ColumnDot;
 /// `[K]`): the weight norm's share of `v`'s gradient.
 #[derive(Debug, Clone, Copy)]
 pub struct NormGradCorrection;
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// `(K, D)` of `v` once `per_row` is checked to hold `K` values.
-fn rows_of(lv: &Layout, per_row: &Layout, what: &str, op: &str) -> Result<(usize, usize)> {
-    match lv.dims() {
-        &[k, d] if per_row.shape().elem_count() == k && d > 0 => Ok((k, d)),
-        dims => bail!(
-            "{op}: v {dims:?} must be [K, D] with a {what} of K values, got {:?}",
-            per_row.dims()
-        ),
-    }
-}
 
 impl CustomOp2 for RowScale {
     fn name(&self) -> &'static str {
