@@ -123,7 +123,7 @@ impl CustomOp3 for WeightNormedLinear {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let r = dy.apply_op2_no_bwd(s, &crate::PerChannel::Scale)?;
-        let dx = r.matmul(v)?;
+        let dx = r.matmul(&v.detach())?;
         let dv = r.apply_op2_no_bwd(x, &crate::LinearWeightGrad)?;
         let c = dy.apply_op2_no_bwd(y, &ColumnDot)?;
         dv.inplace_op3(v, &c, &NormGradCorrection)?;
