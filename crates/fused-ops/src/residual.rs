@@ -118,23 +118,20 @@ impl<'a> RowFactors<'a> {
     }
 }
 
-/// `out[r] = f(r, a[r], b[r])` row by row (rows of width `c`) in parallel, into a new vector.
+/// `f(r, columns of row r, out row r)` for the `len / c` rows of a new `[len]` vector (rows of
+/// width `c`), in parallel chunks of rows.
 fn map_rows(
-    a: &[f32],
-    b: Option<&[f32]>,
+    len: usize,
     c: usize,
-    f: impl Fn(usize, &[f32], Option<&[f32]>, &mut [f32]) + Sync,
+    f: impl Fn(usize, std::ops::Range<usize>, &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    let chunk = ROWS_PER_TASK * c;
-    out.par_chunks_mut(chunk)
+    let mut out = vec![0f32; len];
+    out.par_chunks_mut(ROWS_PER_TASK * c)
         .enumerate()
         .for_each(|(task, dst)| {
-            let r0 = task * ROWS_PER_TASK;
             for (i, row) in dst.chunks_exact_mut(c).enumerate() {
-                let r = r0 + i;
-                let range = r * c..(r + 1) * c;
-                f(r, &a[range.clone()], b.map(|b| &b[range]), row);
+                let r = task * ROWS_PER_TASK + i;
+                f(r, r * c..(r + 1) * c, row);
             }
         });
     out
@@ -165,10 +162,10 @@ impl CustomOp3 for ScaledResidual {
         );
         let lambda = f32_slice(s3, l3, "scale", op)?;
         let factors = RowFactors::new(&self.keep, x.len() / c, op)?;
-        let out = map_rows(x, Some(y), c, |r, x, y, out| {
+        let out = map_rows(x.len(), c, |r, cols, out| {
             let s = factors.of(r);
-            // `y` is the branch row (always passed here)
-            for (((o, &a), &b), &l) in out.iter_mut().zip(x).zip(y.unwrap_or(x)).zip(lambda) {
+            let (x, y) = (&x[cols.clone()], &y[cols]);
+            for (((o, &a), &b), &l) in out.iter_mut().zip(x).zip(y).zip(lambda) {
                 *o = a + s * l * b;
             }
         });
@@ -210,9 +207,9 @@ impl CustomOp2 for ScaledResidualBranchGrad {
             f32_slice(s2, l2, "scale", op)?,
         );
         let factors = RowFactors::new(&self.keep, dy.len() / c, op)?;
-        let out = map_rows(dy, None, c, |r, g, _, out| {
+        let out = map_rows(dy.len(), c, |r, cols, out| {
             let s = factors.of(r);
-            for ((o, &g), &l) in out.iter_mut().zip(g).zip(lambda) {
+            for ((o, &g), &l) in out.iter_mut().zip(&dy[cols]).zip(lambda) {
                 *o = s * l * g;
             }
         });

@@ -14,14 +14,6 @@ pub(crate) fn tracks_grad(ts: &[&Tensor]) -> bool {
     ts.iter().any(|t| t.track_op())
 }
 
-/// Whether `x` has a dtype the per-channel training ops of `fused_ops` take (f32, bf16).
-fn per_channel_dtype(x: &Tensor) -> bool {
-    matches!(
-        x.dtype(),
-        candle_core::DType::F32 | candle_core::DType::BF16
-    )
-}
-
 /// Softmax over the last dimension: candle's fused kernel, with `fused_ops`' closed-form
 /// backward when a gradient is tracked (instead of autograd through the five composed ops of
 /// `cxr_core::ops::softmax_last_dim`, which stays the reference the tests compare with).
@@ -129,7 +121,8 @@ impl Module for LayerNorm {
     }
 }
 
-/// Per-channel learned scaling of a residual branch (`lambda1`).
+/// Per-channel learned scaling of a residual branch (`lambda1`), applied together with the
+/// stochastic depth and the residual add by `fused_ops::scaled_residual`.
 #[derive(Debug, Clone)]
 pub struct LayerScale {
     lambda: Tensor,
@@ -146,17 +139,6 @@ impl LayerScale {
     /// The per-channel scale `λ`.
     pub(crate) fn lambda(&self) -> &Tensor {
         &self.lambda
-    }
-}
-
-impl Module for LayerScale {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.lambda.track_op() && per_channel_dtype(x) {
-            // training: λ's gradient as a coalesced column sum (see Linear::apply)
-            fused_ops::scale_columns(x, &self.lambda)
-        } else {
-            x.broadcast_mul(&self.lambda)
-        }
     }
 }
 
