@@ -3,6 +3,7 @@
 //! (The workspace root's `tests/test_targets.rs` checks that no file is left out.)
 #![allow(clippy::unwrap_used)] // a failing test panics, that is its job
 
+mod backprop;
 mod columns;
 mod composed;
 mod gpu;

@@ -1,0 +1,101 @@
+//! The workspace's candle backward (`vendor/candle-core`, see its `PATCHED.md`): a node's
+//! first gradient is stored as it is, later ones are added to it. These tests hold the
+//! patch in place (a build against stock candle 0.11.1 fails the first) and check that the
+//! gradients it accumulates are still the right ones.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, TensorId, Var};
+
+/// The identity, whose backward hands back a fresh copy of the incoming gradient and records
+/// that copy's id.
+struct RecordingIdentity {
+    returned: Arc<Mutex<Option<TensorId>>>,
+}
+
+impl CustomOp1 for RecordingIdentity {
+    fn name(&self) -> &'static str {
+        "recording-identity"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(v) => Ok((
+                CpuStorage::F32(v[l.start_offset()..][..l.shape().elem_count()].to_vec()),
+                l.shape().clone(),
+            )),
+            _ => candle_core::bail!("recording-identity: f32 only"),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let dx = dy.copy()?;
+        *self.returned.lock().unwrap() = Some(dx.id());
+        Ok(Some(dx))
+    }
+}
+
+#[test]
+fn a_single_gradient_is_stored_without_a_zero_filled_copy() {
+    let x = Var::randn(0f32, 1.0, (4, 5), &Device::Cpu).unwrap();
+    let returned = Arc::new(Mutex::new(None));
+    let y = x
+        .as_tensor()
+        .apply_op1(RecordingIdentity {
+            returned: returned.clone(),
+        })
+        .unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let stored = grads.get(x.as_tensor()).unwrap();
+    let id = returned.lock().unwrap().unwrap();
+    // stock candle stores `zeros + dx`, a new tensor; the patched backward stores `dx` itself
+    assert_eq!(stored.id(), id, "the backward added the gradient to zeros");
+    let ones = Tensor::ones((4, 5), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(
+        stored.to_vec2::<f32>().unwrap(),
+        ones.to_vec2::<f32>().unwrap()
+    );
+}
+
+/// `x` reaches the loss four ways: directly, transposed (a strided first gradient), through a
+/// broadcast (a gradient summed back) and through a product with itself (two contributions
+/// from one node). The gradient is their sum, and it comes back contiguous.
+#[test]
+fn gradients_from_several_uses_add_up_and_come_back_contiguous() {
+    let dev = Device::Cpu;
+    let x0 = Tensor::randn(0f64, 1.0, (3, 3), &dev).unwrap();
+    let a = Tensor::randn(0f64, 1.0, (3, 3), &dev).unwrap();
+    let b = Tensor::randn(0f64, 1.0, (3, 3), &dev).unwrap();
+    let c = Tensor::randn(0f64, 1.0, (2, 3, 3), &dev).unwrap();
+    let x = Var::from_tensor(&x0).unwrap();
+    let xt = x.as_tensor();
+    let loss = ((xt * &a).unwrap().sum_all().unwrap()
+        + (xt.t().unwrap() * &b).unwrap().sum_all().unwrap()
+        + xt.broadcast_as((2, 3, 3))
+            .unwrap()
+            .mul(&c)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+        + xt.mul(xt).unwrap().sum_all().unwrap())
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    let got = grads.get(xt).unwrap();
+    assert!(got.is_contiguous());
+    // d/dx: a + bᵀ + Σ_batch c + 2x
+    let want = (((&a + b.t().unwrap()).unwrap() + c.sum(0).unwrap()).unwrap()
+        + (&x0 * 2.0).unwrap())
+    .unwrap();
+    let diff = (got - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!(diff < 1e-12, "{diff}");
+}
