@@ -116,6 +116,8 @@ fn patients_of(images: &Path) -> HashMap<String, String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     let model = load_model(&args)?;
     let processor = ImageProcessor::from_preprocessing(&model.preprocessing());

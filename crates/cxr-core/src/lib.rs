@@ -25,12 +25,14 @@
 
 mod error;
 mod features;
+mod memory;
 pub mod ops;
 mod preprocessing;
 mod tensor_set;
 
 pub use error::{Error, Result};
 pub use features::{FeatureInfo, FeatureRequest, Features, Intermediate, LayerInfo};
+pub use memory::retain_freed_heap_memory;
 pub use preprocessing::{Preprocessing, Resample};
 pub use tensor_set::check_tensors;
 

@@ -81,6 +81,8 @@ fn load(dir: &Path, random: bool) -> anyhow_like::Result<Dinov2Model> {
 }
 
 fn main() -> anyhow_like::Result<()> {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     let manifest = packs::read_pack(&args.data)?;
     let proc = ImageProcessor::from_file(args.model.join("preprocessor_config.json"))?;

@@ -94,6 +94,8 @@ fn text_config(name: &str, vocab: usize) -> R<TextConfig> {
 }
 
 fn main() -> R<()> {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     let t0 = Instant::now();
     let dev = Device::Cpu;

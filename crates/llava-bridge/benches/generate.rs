@@ -14,6 +14,8 @@ const PROMPT: usize = 32;
 const NEW: usize = 64;
 
 fn bench(c: &mut Criterion) {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let cfg = LlamaConfig::tiny(8000, 256, 4, 4);
     let weights = random_llama(&cfg, 0.02, 0, &Device::Cpu).expect("weights");
     let lm = Llama::new(&cfg, &weights, &LlamaKeys::causal_lm()).expect("model");

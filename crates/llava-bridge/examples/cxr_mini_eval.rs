@@ -323,6 +323,8 @@ fn score(a: &ScoreArgs) -> R<()> {
 }
 
 fn main() -> R<()> {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     match Cli::parse().cmd {
         Cmd::Reports(a) => reports(&a),
         Cmd::Score(a) => score(&a),

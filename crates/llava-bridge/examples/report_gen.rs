@@ -499,6 +499,8 @@ fn generate(a: &GenArgs) -> R<()> {
 }
 
 fn main() -> R<()> {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     match Cli::parse().cmd {
         Cmd::Train(a) => train(&a),
         Cmd::Generate(a) => generate(&a),

@@ -194,6 +194,8 @@ fn paired_differences(datasets: &[Dataset], oof: &OutOfFold, boot: &BootstrapCon
 }
 
 fn main() -> R<()> {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     let t0 = std::time::Instant::now();
     let mini = Manifest::from_csv(args.mini.join("labels.csv"), &ManifestSpec::cxr_mini())?;

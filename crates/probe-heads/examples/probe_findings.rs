@@ -66,6 +66,8 @@ mod anyhow_free {
 }
 
 fn main() -> anyhow_free::R<()> {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     let t0 = std::time::Instant::now();
     let manifest = Manifest::from_csv(args.data.join("labels.csv"), &ManifestSpec::cxr_findings())?;

@@ -116,6 +116,8 @@ fn shared() -> PathBuf {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let a = Args::parse();
     let data = shared().join("data");
     let findings = a

@@ -14,6 +14,8 @@ use seg_decoders::layers::BnConfig;
 use seg_decoders::{AlignCorners, Head, HeadConfig, Mode, SegmentationHead};
 
 fn bench(c: &mut Criterion) {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let dev = Device::Cpu;
     let cfg = HeadConfig::UperNet(UperNetConfig {
         layers: vec![2, 5, 8, 11],

@@ -35,6 +35,8 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let a = Args::parse();
     let dev = Device::Cpu;
     let cfg = HeadConfig::UperNet(UperNetConfig {

@@ -26,6 +26,8 @@ fn random_model(cfg: &DavitConfig) -> DavitModel {
 }
 
 fn forward(c: &mut Criterion) {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let cfg = DavitConfig::mi2();
     let model = random_model(&cfg);
     let batch = 4;

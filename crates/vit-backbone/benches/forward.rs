@@ -20,6 +20,8 @@ fn random_model(cfg: &Dinov2Config) -> Dinov2Model {
 }
 
 fn forward(c: &mut Criterion) {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let cfg = Dinov2Config::rad_dino();
     let model = random_model(&cfg);
     let mut group = c.benchmark_group("rad_dino_forward_518");

@@ -35,6 +35,8 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     let device = Device::Cpu;
     let model = Dinov2Model::from_dir(&args.model, DType::F32, &device)?;

@@ -25,6 +25,8 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // freed tensors are reused from the heap instead of faulted in afresh on every pass
+    cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     let cfg = Dinov2Config::rad_dino();
     let mut tensors = std::collections::HashMap::new();
