@@ -2,13 +2,14 @@
 //!
 //! A training step allocates and frees the same large tensors every step (a `[208, 65536]`
 //! f32 logit matrix is 54 MB), and so does a batched forward (a RAD-DINO MLP activation at
-//! batch 4 is `[5480, 3072]`, 67 MB, in each of 12 layers). glibc serves allocations above its mmap threshold with fresh
-//! `mmap`s and returns them on free, so every step faults every page of every large tensor in
-//! again: a profile of the DINO objective on the CPU spends about 40% of its time in the
-//! kernel's page-fault path. Telling glibc to serve everything from its heap and never trim it
-//! makes freed memory reusable at no cost, as PyTorch's and most tensor libraries' caching
-//! allocators do on the GPU. Binaries (training loops, benchmarks, examples) opt in once at
-//! start; a library never changes the process's allocator on its own.
+//! batch 4 is `[5480, 3072]`, 67 MB, in each of 12 layers). glibc serves allocations above
+//! its mmap threshold with fresh `mmap`s and returns them on free, so every step faults every
+//! page of every large tensor in again: a profile of the DINO objective on the CPU spends
+//! about 40% of its time in the kernel's page-fault path. Telling glibc to serve everything
+//! from its heap and never trim it makes freed memory reusable at no cost, as PyTorch's and
+//! most tensor libraries' caching allocators do on the GPU. Binaries (training loops,
+//! benchmarks, examples) opt in once at start; a library never changes the process's
+//! allocator on its own.
 
 /// Serves large allocations from glibc's heap instead of `mmap` and never trims the heap, so
 /// freed tensors' pages are reused without faulting them in again (`mallopt(M_MMAP_MAX, 0)`
