@@ -3,8 +3,8 @@
 //! row per token, the tokens of each image consecutive. Images of a call may differ in length
 //! (dinov2's global and local crops in one token matrix): each attends only to its own tokens.
 //!
-//! - [`inference`]: for each (image, head, block of 64 query rows) the scores go into a
-//!   cache-resident scratch block, are exponentiated in place and multiplied by v; the
+//! - [`inference`]: for each (image, head, block of [`ROW_BLOCK`] query rows) the scores go
+//!   into a per-thread scratch block, are exponentiated in place and multiplied by v; the
 //!   `[B, H, N, N]` probabilities never exist (90 MB per layer for RAD-DINO at 518).
 //! - [`probabilities`], [`context`], [`backward`]: the training forward keeps the
 //!   probabilities, and the backward of one (image, head) is five GEMMs and one row pass.
@@ -21,8 +21,11 @@ use rayon::prelude::*;
 
 use crate::math::{softmax_exp_row, softmax_grad_row};
 
-/// Query rows per inference task: 64 × 1370 scores × 4 bytes ≈ 350 kB stays in L2.
-const ROW_BLOCK: usize = 64;
+/// Query rows per task. gemm packs a head's keys (and, in the inference, its values) afresh
+/// for every block, so fewer, taller blocks pack them less often: 256 rows took 7–8% off the
+/// RAD-DINO attention against 64 rows (whose 350 kB of scores fit L2), and 512 rows gained
+/// nothing more (docs/performance.md). The scratch is 256 × 1370 × 4 bytes ≈ 1.4 MB a thread.
+pub(crate) const ROW_BLOCK: usize = 256;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };

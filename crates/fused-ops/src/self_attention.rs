@@ -301,14 +301,16 @@ mod tests {
         (t * 2.0).unwrap().to_dtype(dtype).unwrap()
     }
 
-    // shapes: one token, widths and token counts that are not multiples of the 64-row block
-    // or the GEMM tiles, a two-block sequence, and a RAD-DINO-like head width
-    const SHAPES: [(usize, usize, usize, usize); 5] = [
+    // shapes: one token, widths and token counts that are not multiples of the query-row
+    // block or the GEMM tiles, a RAD-DINO-like head width, and a sequence of three row blocks,
+    // the last partial
+    const SHAPES: [(usize, usize, usize, usize); 6] = [
         (1, 1, 1, 4),
         (1, 5, 1, 4),
         (2, 70, 3, 16),
         (3, 17, 2, 8),
         (1, 130, 2, 64),
+        (2, 2 * crate::attention_cpu::ROW_BLOCK + 9, 2, 8),
     ];
 
     #[test]
