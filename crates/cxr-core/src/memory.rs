@@ -14,8 +14,16 @@
 /// Serves large allocations from glibc's heap instead of `mmap` and never trims the heap, so
 /// freed tensors' pages are reused without faulting them in again (`mallopt(M_MMAP_MAX, 0)`
 /// and `mallopt(M_TRIM_THRESHOLD, -1)`, the `GLIBC_TUNABLES` `glibc.malloc.mmap_max=0` /
-/// `trim_threshold` settings). Returns whether the settings were applied: `false` off
+/// `trim_threshold` settings), and keeps one arena for all threads (`M_ARENA_MAX` 1,
+/// `glibc.malloc.arena_max=1`). Returns whether the settings were applied: `false` off
 /// Linux-glibc, where the system allocator is left as it is.
+///
+/// One arena, because glibc otherwise gives the rayon workers arenas of their own, each
+/// keeping the memory freed into it: the CPU DINOv2 step then peaked anywhere between 1.4 and
+/// 2.0 GB from run to run of the same binary, and spent 2–3× the kernel time on page faults.
+/// With one arena it peaked at 1.4 GB every time and ran 0.93× the wall time
+/// (`docs/performance.md`). Tensor allocations are few and large, so threads seldom contend
+/// for the one arena's lock.
 ///
 /// The price is resident memory: the process keeps its peak heap for its lifetime, which is
 /// what a long training or benchmark run wants.
@@ -29,6 +37,7 @@ pub fn retain_freed_heap_memory() -> bool {
         unsafe {
             libc::mallopt(libc::M_MMAP_MAX, 0) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, -1) == 1
+                && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -45,10 +54,17 @@ mod tests {
         assert_eq!(
             applied,
             cfg!(all(target_os = "linux", target_env = "gnu")),
-            "mallopt should accept both settings on glibc"
+            "mallopt should accept all three settings on glibc"
         );
-        // allocations still work afterwards, large ones included
+        // allocations still work afterwards, large ones included, and from other threads
         let v = vec![1u8; 64 << 20];
         assert_eq!(v.iter().map(|&b| b as usize).sum::<usize>(), 64 << 20);
+        let sums: Vec<usize> = (0..4)
+            .map(|i| {
+                std::thread::spawn(move || vec![i as u8; 8 << 20].iter().map(|&b| b as usize).sum())
+            })
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(sums, (0..4).map(|i| i * (8 << 20)).collect::<Vec<_>>());
     }
 }
