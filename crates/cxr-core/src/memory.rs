@@ -20,7 +20,7 @@
 ///
 /// One arena, because glibc otherwise gives the rayon workers arenas of their own, each
 /// keeping the memory freed into it: the CPU DINOv2 step then peaked anywhere between 1.4 and
-/// 2.0 GB from run to run of the same binary, and spent 2–3× the kernel time on page faults.
+/// 2.0 GB from run to run of the same binary, and spent up to 3× the kernel time.
 /// With one arena it peaked at 1.4 GB every time and ran 0.93× the wall time
 /// (`docs/performance.md`). Tensor allocations are few and large, so threads seldom contend
 /// for the one arena's lock.

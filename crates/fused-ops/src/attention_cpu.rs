@@ -22,9 +22,9 @@ use rayon::prelude::*;
 use crate::math::{softmax_exp_row, softmax_grad_row};
 
 /// Query rows per task. gemm packs a head's keys (and, in the inference, its values) afresh
-/// for every block, so fewer, taller blocks pack them less often: 256 rows took 7–8% off the
-/// RAD-DINO attention against 64 rows (whose 350 kB of scores fit L2), and 512 rows gained
-/// nothing more (docs/performance.md). The scratch is 256 × 1370 × 4 bytes ≈ 1.4 MB a thread.
+/// for every block, so fewer, taller blocks pack them less often: 256 rows took 7–12% off the
+/// RAD-DINO attention against 64 rows (whose 350 kB of scores fit L2), and 512 rows at most
+/// 1% more (docs/performance.md). The scratch is 256 × 1370 × 4 bytes ≈ 1.4 MB a thread.
 pub(crate) const ROW_BLOCK: usize = 256;
 
 thread_local! {
