@@ -57,7 +57,12 @@ struct Args {
     /// Write the teacher backbone here as a Hugging Face model directory at the end.
     #[arg(long)]
     export: Option<PathBuf>,
-    /// Weight dtype of the export (`f16` or `f32`).
+    /// Before the first step, write the teacher backbone (equal to the student's
+    /// initialisation) here, as --export would: the baseline for "does the pretrained
+    /// encoder beat its own initialisation". Not with --resume (the initialisation is gone).
+    #[arg(long)]
+    export_init: Option<PathBuf>,
+    /// Weight dtype of the exports (`f16` or `f32`).
     #[arg(long, default_value = "f16")]
     export_dtype: String,
     /// Run this many steps, print the time per step and exit (no files written).
@@ -109,6 +114,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         init
     );
     let source = MultiCropSource::new(files, &cfg, m.patch_size, MEAN, STD)?;
+    let dtype = match args.export_dtype.as_str() {
+        "f16" => DType::F16,
+        "f32" => DType::F32,
+        other => return Err(format!("--export-dtype {other} (f16 or f32)").into()),
+    };
+    let pre = export::preprocessor_json(cfg.crops.global_crops_size, MEAN, STD);
+    if let Some(dir) = &args.export_init {
+        if args.resume {
+            return Err(
+                "--export-init with --resume: the run's initialisation is not \
+                        recoverable from a checkpoint; export it on the first run"
+                    .into(),
+            );
+        }
+        export::write_hf_dir(dir, &m, &trainer.teacher_backbone_tensors(), dtype, &pre)?;
+        println!("initial teacher backbone written to {}", dir.display());
+    }
     if let Some(n) = args.measure {
         for step in 0..n {
             let t = std::time::Instant::now();
@@ -150,12 +172,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.out.join("loss_curve.png").display()
     );
     if let Some(dir) = &args.export {
-        let dtype = match args.export_dtype.as_str() {
-            "f16" => DType::F16,
-            "f32" => DType::F32,
-            other => return Err(format!("--export-dtype {other} (f16 or f32)").into()),
-        };
-        let pre = export::preprocessor_json(cfg.crops.global_crops_size, MEAN, STD);
         export::write_hf_dir(dir, &m, &trainer.teacher_backbone_tensors(), dtype, &pre)?;
         println!("teacher backbone written to {}", dir.display());
     }

@@ -13,7 +13,7 @@ use clap::Parser;
 use cxr_core::Encoder;
 use cxr_data::{Manifest, ManifestSpec, Split};
 use metrics::bootstrap::BootstrapConfig;
-use probe_heads::eval::{evaluate, logreg_probe};
+use probe_heads::eval::{evaluate, logreg_probe, paired_macro_auroc};
 use probe_heads::extract::{extract_cached, ExtractConfig};
 use probe_heads::knn::{knn_scores, KnnConfig};
 use probe_heads::linear::{fit_seeds, mean_std, LinearProbeConfig};
@@ -44,7 +44,12 @@ struct Args {
     /// Bootstrap resamples.
     #[arg(long, default_value_t = 500)]
     bootstrap: usize,
-    /// Output stem for <stem>.md / <stem>.csv.
+    /// Baseline encoder (HF-layout dir) for a paired comparison with --model; default: the
+    /// seeded random-init ViT-tiny/14. To test a pretraining run against its own random
+    /// initialisation, pass the folder `pretrain_dino --export-init` wrote.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Output stem for <stem>.md / <stem>.csv (and <stem>_paired.md with a model).
     #[arg(long, default_value = "target/probe_findings")]
     out: PathBuf,
 }
@@ -135,16 +140,24 @@ fn main() -> anyhow_free::R<()> {
             Box::new(Dinov2Model::from_dir(dir, DType::F32, &Device::Cpu)?),
         ));
     }
-    encoders.push((
-        "ViT-tiny/14 random init (seed 0)".into(),
-        Box::new(random_vit_tiny(0)?),
-    ));
+    match &args.baseline {
+        Some(dir) => encoders.push((
+            format!("baseline {}", dir.display()),
+            Box::new(Dinov2Model::from_dir(dir, DType::F32, &Device::Cpu)?),
+        )),
+        None => encoders.push((
+            "ViT-tiny/14 random init (seed 0)".into(),
+            Box::new(random_vit_tiny(0)?),
+        )),
+    }
     encoders.push((
         "raw pixels 32x32".into(),
         Box::new(PatchMeanEncoder::new(224, 7)?),
     ));
     let ecfg = ExtractConfig::default();
-    for (name, enc) in &encoders {
+    // (encoder index, probe, test scores) for the paired comparison of the first two
+    let mut kept: Vec<(usize, String, Vec<f64>)> = Vec::new();
+    for (e, (name, enc)) in encoders.iter().enumerate() {
         let tag: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -179,6 +192,7 @@ fn main() -> anyhow_free::R<()> {
             &default_c_grid(),
         )?;
         report(name, "logreg (C on val)", &scores, 1, None)?;
+        kept.push((e, "logreg (C on val)".into(), scores));
         eprintln!("{name}: logreg done at {:.0?}", t0.elapsed());
         if !name.starts_with("raw") {
             let lcfg = LinearProbeConfig {
@@ -217,13 +231,9 @@ fn main() -> anyhow_free::R<()> {
                 sds.push(mean_std(&aucs).1);
             }
             // the point estimate is the seed-mean AUROC's ensemble; the CI bootstraps the mean scores
-            report(
-                name,
-                &format!("linear AdamW lr={}", args.lr),
-                &mean,
-                args.seeds,
-                Some(sds),
-            )?;
+            let linear = format!("linear AdamW lr={}", args.lr);
+            report(name, &linear, &mean, args.seeds, Some(sds))?;
+            kept.push((e, linear, mean));
             let train_val = Matrix::new(
                 feats[0].rows + feats[1].rows,
                 feats[0].cols,
@@ -237,6 +247,7 @@ fn main() -> anyhow_free::R<()> {
                 &KnnConfig::default(),
             )?;
             report(name, "kNN k=20 T=0.07", &knn, 1, None)?;
+            kept.push((e, "kNN k=20 T=0.07".into(), knn));
             eprintln!("{name}: linear + kNN done at {:.0?}", t0.elapsed());
         }
     }
@@ -273,6 +284,13 @@ fn main() -> anyhow_free::R<()> {
         None,
     )?;
     write_tables(&rows, &args.out)?;
+    if model_dir.is_some() {
+        let table = paired_table(&encoders[0].0, &encoders[1].0, &kept, &yte, &groups, &boot)?;
+        println!("{table}");
+        let mut path = args.out.clone().into_os_string();
+        path.push("_paired.md");
+        std::fs::write(&path, &table)?;
+    }
     let auroc: Vec<ResultRow> = rows.into_iter().filter(|r| r.metric == "AUROC").collect();
     println!("{}", to_markdown(&auroc));
     eprintln!(
@@ -281,4 +299,40 @@ fn main() -> anyhow_free::R<()> {
         t0.elapsed()
     );
     Ok(())
+}
+
+/// Markdown table of the paired patient-level bootstrap of macro AUROC, encoder 0 (the
+/// model) − encoder 1 (the baseline), for each probe both were scored with.
+fn paired_table(
+    model: &str,
+    baseline: &str,
+    kept: &[(usize, String, Vec<f64>)],
+    targets: &Targets,
+    groups: &[String],
+    boot: &BootstrapConfig,
+) -> anyhow_free::R<String> {
+    let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+    let mut t = format!(
+        "Paired patient-level bootstrap ({} resamples), test macro AUROC: A = {model}, B = {baseline}\n\n\
+         | probe | A | B | A − B (95% CI) | resamples with A − B ≤ 0 |\n|---|---|---|---|---|\n",
+        boot.n_resamples
+    );
+    for (_, probe, a) in kept.iter().filter(|k| k.0 == 0) {
+        let Some((_, _, b)) = kept.iter().find(|k| k.0 == 1 && &k.1 == probe) else {
+            continue;
+        };
+        let p = paired_macro_auroc(targets, a, b, groups, boot)?;
+        let d = &p.difference;
+        let ci =
+            d.ci.map_or("-".into(), |(lo, hi)| format!("[{lo:+.3}, {hi:+.3}]"));
+        t.push_str(&format!(
+            "| {probe} | {} | {} | {} {ci} | {} |\n",
+            f(p.a.estimate),
+            f(p.b.estimate),
+            d.estimate.map_or("-".into(), |v| format!("{v:+.3}")),
+            p.fraction_a_not_better
+                .map_or("-".into(), |v| format!("{:.1}%", 100.0 * v)),
+        ));
+    }
+    Ok(t)
 }

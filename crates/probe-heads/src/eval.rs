@@ -1,8 +1,11 @@
 //! Test-set evaluation of probe scores: AUROC and AUPRC per column with patient-level
 //! (clustered) bootstrap CIs, and the logistic-regression probe with C tuned on val.
 
-use metrics::bootstrap::{bootstrap_many, group_rows, BootstrapConfig, Interval, Resampling};
-use metrics::classification::ranking::ranking_scores;
+use metrics::bootstrap::{
+    bootstrap_many, group_rows, paired_bootstrap, BootstrapConfig, Interval, PairedInterval,
+    Resampling,
+};
+use metrics::classification::ranking::{ranking_scores, RankingScores};
 
 use crate::logreg::{LogReg, LogRegConfig};
 use crate::targets::macro_auroc;
@@ -49,22 +52,15 @@ pub fn evaluate(
         let mut out = Vec::with_capacity(2 * k + 2);
         let (mut sa, mut sp, mut c) = (0.0, 0.0, 0usize);
         for j in 0..k {
-            let (mut t, mut s) = (Vec::new(), Vec::new());
-            for &i in rows {
-                if let Some(v) = hot[i * k + j] {
-                    t.push(v);
-                    s.push(scores[i * k + j]);
-                }
-            }
-            match ranking_scores(&t, &s) {
-                Ok(r) if r.positives > 0 && r.negatives > 0 => {
+            match column_ranking(&hot, k, scores, rows, j) {
+                Some(r) => {
                     out.push(Some(r.auroc));
                     out.push(Some(r.average_precision));
                     sa += r.auroc;
                     sp += r.average_precision;
                     c += 1;
                 }
-                _ => {
+                None => {
                     out.push(None);
                     out.push(None);
                 }
@@ -102,6 +98,75 @@ pub fn evaluate(
         });
     }
     Ok(out)
+}
+
+/// Ranking metrics of column `j` over `rows` (the rows with a known label), or `None` when
+/// those rows hold only one class.
+fn column_ranking(
+    hot: &[Option<bool>],
+    k: usize,
+    scores: &[f64],
+    rows: &[usize],
+    j: usize,
+) -> Option<RankingScores> {
+    let (mut t, mut s) = (Vec::new(), Vec::new());
+    for &i in rows {
+        if let Some(v) = hot[i * k + j] {
+            t.push(v);
+            s.push(scores[i * k + j]);
+        }
+    }
+    ranking_scores(&t, &s)
+        .ok()
+        .filter(|r| r.positives > 0 && r.negatives > 0)
+}
+
+/// Paired patient-level bootstrap of test macro AUROC, A − B, for two probes' scores on the
+/// same test rows (`n x k` each, e.g. a pretrained encoder's against its random
+/// initialisation's). Each resample of patients scores both; the macro averages the columns
+/// with both classes in that resample. Pairing removes the variance the two share (which
+/// images are hard), so the difference's interval is much tighter than the two marginal
+/// intervals side by side.
+pub fn paired_macro_auroc(
+    targets: &Targets,
+    scores_a: &[f64],
+    scores_b: &[f64],
+    groups: &[String],
+    cfg: &BootstrapConfig,
+) -> Result<PairedInterval> {
+    let n = targets.len();
+    let k = targets.width();
+    targets.check(n)?;
+    if scores_a.len() != n * k || scores_b.len() != n * k || groups.len() != n {
+        return Err(Error::bad(
+            "paired macro AUROC",
+            format!(
+                "{} and {} scores and {} groups for {n} samples x {k} columns",
+                scores_a.len(),
+                scores_b.len(),
+                groups.len()
+            ),
+        ));
+    }
+    let hot = targets.one_hot();
+    let macro_of = |scores: &[f64], rows: &[usize]| -> metrics::Result<f64> {
+        let v: Vec<f64> = (0..k)
+            .filter_map(|j| column_ranking(&hot, k, scores, rows, j).map(|r| r.auroc))
+            .collect();
+        if v.is_empty() {
+            return Err(metrics::MetricsError::Empty {
+                metric: "macro AUROC",
+            });
+        }
+        Ok(v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let clusters = group_rows(groups);
+    Ok(paired_bootstrap(
+        Resampling::Groups(&clusters),
+        cfg,
+        |rows| macro_of(scores_a, rows),
+        |rows| macro_of(scores_b, rows),
+    )?)
 }
 
 /// Fits an L2 logistic regression per column on train for every `C` in `grid`, keeps the

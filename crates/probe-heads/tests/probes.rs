@@ -153,3 +153,48 @@ fn quantile_bins_and_grouped_folds() {
     }
     assert!(grouped_kfold(&groups[..6], 5, 0).is_err());
 }
+
+#[test]
+fn paired_macro_auroc_pairs_the_resamples() {
+    use metrics::bootstrap::BootstrapConfig;
+    use probe_heads::eval::{evaluate, paired_macro_auroc};
+    let (x, t) = data(120, 4, 7);
+    // two patients per pair of rows, so the resampling is clustered
+    let groups: Vec<String> = (0..x.rows).map(|i| format!("p{}", i / 2)).collect();
+    let k = t.width();
+    // A scores each label by its informative feature; B by the other one (uninformative)
+    let good: Vec<f64> = (0..x.rows * k)
+        .map(|e| f64::from(x.data[(e / k) * x.cols + e % k]))
+        .collect();
+    let poor: Vec<f64> = (0..x.rows * k)
+        .map(|e| f64::from(x.data[(e / k) * x.cols + 2 + e % k]))
+        .collect();
+    let cfg = BootstrapConfig {
+        n_resamples: 300,
+        ..Default::default()
+    };
+    let p = paired_macro_auroc(&t, &good, &poor, &groups, &cfg).unwrap();
+    // the full-data estimates are evaluate()'s macro AUROCs
+    let macro_of = |s: &[f64]| {
+        evaluate(&t, s, &groups, &cfg)
+            .unwrap()
+            .last()
+            .unwrap()
+            .auroc
+            .estimate
+            .unwrap()
+    };
+    assert!((p.a.estimate.unwrap() - macro_of(&good)).abs() < 1e-12);
+    assert!((p.b.estimate.unwrap() - macro_of(&poor)).abs() < 1e-12);
+    let d = p.difference.estimate.unwrap();
+    assert!((d - (macro_of(&good) - macro_of(&poor))).abs() < 1e-12);
+    let (lo, hi) = p.difference.ci.unwrap();
+    assert!(lo > 0.2 && lo < d && d < hi, "{lo} {d} {hi}");
+    assert_eq!(p.fraction_a_not_better, Some(0.0));
+    // a system against itself: every paired difference is exactly zero
+    let same = paired_macro_auroc(&t, &poor, &poor, &groups, &cfg).unwrap();
+    assert_eq!(same.difference.ci, Some((0.0, 0.0)));
+    assert_eq!(same.fraction_a_not_better, Some(1.0));
+    // mismatched lengths are an error, not a panic
+    assert!(paired_macro_auroc(&t, &good[1..], &poor, &groups, &cfg).is_err());
+}

@@ -28,7 +28,7 @@ use candle_nn::{VarBuilder, VarMap};
 use clap::{Parser, ValueEnum};
 use cxr_core::Encoder;
 use cxr_data::Split;
-use metrics::bootstrap::BootstrapConfig;
+use metrics::bootstrap::{BootstrapConfig, PairedInterval};
 use seg_decoders::augment::PairedAugment;
 use seg_decoders::eval::predict_logits;
 use seg_decoders::output::{write_mask_png, write_overlay_png};
@@ -37,7 +37,7 @@ use seg_decoders::{train_segmentation, HeadConfig, SegBatch, TrainOptions};
 use vit_backbone::{Dinov2Config, Dinov2Model};
 
 use data::{AnyError, Sample};
-use scoring::{fmt, score, to_native, Scores};
+use scoring::{fmt, paired, score, to_native, Scores};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum HeadKind {
@@ -72,6 +72,13 @@ struct Args {
     /// Use the random-init encoder even when a default model folder exists.
     #[arg(long)]
     random_encoder: bool,
+    /// A second encoder to compare against: a DINOv2 folder, or `random` for the seeded
+    /// random-init ViT-tiny/14. Every head is trained on it too (same data, seed and
+    /// epochs), and each head's Dice difference (encoder − baseline) gets a paired
+    /// patient-clustered bootstrap. To test a pretraining run against its own random
+    /// initialisation, pass the folder `pretrain_dino --export-init` wrote. Frozen heads only.
+    #[arg(long)]
+    baseline: Option<String>,
     /// Square input side (a multiple of the patch size 14).
     #[arg(long, default_value_t = 224)]
     size: usize,
@@ -208,7 +215,21 @@ fn trainable_encoder(a: &Args, dev: &Device) -> Result<(Dinov2Model, VarMap), An
 }
 
 fn load_encoder(a: &Args, dev: &Device) -> Result<(Dinov2Model, String), AnyError> {
-    let dir = model_dir(a);
+    encoder_from(model_dir(a), a, dev)
+}
+
+/// `--baseline`: a folder, or `random` for the seeded random ViT-tiny.
+fn load_baseline(spec: &str, a: &Args, dev: &Device) -> Result<(Dinov2Model, String), AnyError> {
+    let dir = (spec != "random").then(|| PathBuf::from(spec));
+    let (m, name) = encoder_from(dir, a, dev)?;
+    Ok((m, format!("baseline {name}")))
+}
+
+fn encoder_from(
+    dir: Option<PathBuf>,
+    a: &Args,
+    dev: &Device,
+) -> Result<(Dinov2Model, String), AnyError> {
     Ok(match dir {
         Some(d) => {
             let m = Dinov2Model::from_dir(&d, DType::F32, dev)
@@ -345,80 +366,54 @@ fn main() -> Result<(), AnyError> {
         scores: score(&test, &prior_pred, &boot)?,
     });
 
-    let train_b = data::batches(&train, a.size, a.batch, &dev)?;
-    let val_b = data::batches(&val, a.size, a.batch, &dev)?;
-    let test_b = data::batches(&test, a.size, a.batch, &dev)?;
-    let val_used: &[SegBatch] = if a.val_every_epoch { &val_b } else { &[] };
+    let sets = Sets::new(&a, &train, &val, &test, &dev)?;
+    let mut per_head = Vec::new();
     for &kind in &a.heads {
-        let epochs = match kind {
-            HeadKind::Linear => a.epochs_linear,
-            HeadKind::Vitdet => a.epochs_vitdet,
-            HeadKind::Upernet => a.epochs_upernet,
-        };
-        let cfg = head_config(kind, &a, &encoder)?;
-        let tuned = if a.fine_tune {
-            Some(trainable_encoder(&a, &dev)?)
-        } else {
-            None
-        };
-        let backbone = match &tuned {
-            Some((_, vm)) => Backbone::FineTune {
-                vars: vm.all_vars(),
-                lr_scale: a.backbone_lr_scale,
-            },
-            None => Backbone::Frozen { cache: true },
-        };
-        let enc: &Dinov2Model = tuned.as_ref().map_or(&encoder, |(m, _)| m);
-        let opts = TrainOptions {
-            epochs,
-            backbone,
-            augment: a.augment.then(PairedAugment::default),
-            lr: if kind == HeadKind::Linear {
-                a.lr_linear
-            } else {
-                a.lr
-            },
-            warmup_steps: train_b.len(),
-            seed: a.seed,
-            verbose: true,
-            ..TrainOptions::default()
-        };
-        let th = Instant::now();
-        eprintln!("training {} for {epochs} epochs", describe(kind, &a));
-        let (trained, _history) = train_segmentation(enc, &cfg, &train_b, val_used, &opts)?;
-        let logits = predict_all(enc, &trained.head, &test_b)?;
-        let preds = test
-            .iter()
-            .zip(&logits)
-            .map(|(s, l)| to_native(l, s.height, s.width))
-            .collect::<Result<Vec<_>, _>>()?;
-        let scores = score(&test, &preds, &boot)?;
-        eprintln!(
-            "{}: test Dice complete {} / ROI {} ({:.0} s)",
-            describe(kind, &a),
-            fmt(&scores.complete.interval),
-            fmt(&scores.roi.interval),
-            th.elapsed().as_secs_f64()
-        );
-        if kind == a.figure_head && a.figures > 0 {
-            draw(&a, &test, &test_b, &logits)?;
+        let row = fit_head(&a, kind, &encoder, &enc_name, &sets, &boot, &dev, true)?;
+        per_head.push((kind, rows.len()));
+        rows.push(row);
+    }
+    let mut paired_rows = Vec::new();
+    if let Some(spec) = &a.baseline {
+        if a.fine_tune {
+            return Err("--baseline compares frozen encoders; drop --fine-tune".into());
         }
-        rows.push(Row {
-            method: format!("{} head", describe(kind, &a)),
-            encoder: if a.fine_tune {
-                format!(
-                    "{enc_name}, fine-tuned (encoder lr x{})",
-                    a.backbone_lr_scale
-                )
-            } else {
-                format!("{enc_name}, frozen")
-            },
-            epochs: epochs.to_string(),
-            scores,
-        });
+        let (base, base_name) = load_baseline(spec, &a, &dev)?;
+        if base.config().patch_size != patch {
+            return Err(format!(
+                "--baseline {spec}: patch size {} but the encoder's is {patch}",
+                base.config().patch_size
+            )
+            .into());
+        }
+        // the baseline's own normalisation, on the same images and masks
+        let bproc = data::square_processor(&base.preprocessing(), a.size);
+        let bsamples = data::load(&data, &bproc, a.size)
+            .map_err(|e| format!("loading {}: {e}", data.display()))?;
+        let bpick = |split: Split| -> Vec<&Sample> {
+            bsamples.iter().filter(|s| s.split == split).collect()
+        };
+        let btrain: Vec<&Sample> = bpick(Split::Train)
+            .into_iter()
+            .filter(|s| a.train_masks == TrainMasks::All || s.complete)
+            .collect();
+        let (bval, btest) = (bpick(Split::Val), bpick(Split::Test));
+        let bsets = Sets::new(&a, &btrain, &bval, &btest, &dev)?;
+        for &(kind, i) in &per_head {
+            let row = fit_head(&a, kind, &base, &base_name, &bsets, &boot, &dev, false)?;
+            let (c, r) = (
+                paired(&rows[i].scores.complete, &row.scores.complete, &boot)?,
+                paired(&rows[i].scores.roi, &row.scores.roi, &boot)?,
+            );
+            paired_rows.push((describe(kind, &a), c, r));
+            rows.push(row);
+        }
     }
     println!();
     print_table(&rows);
+    if !paired_rows.is_empty() {
+        print_paired(&paired_rows, a.resamples);
+    }
     println!(
         "\ntrain masks: {:?}; lr {:.0e} (linear {:.0e}), batch {}, BCE + soft Dice, {}; total {:.0} s",
         a.train_masks,
@@ -433,6 +428,141 @@ fn main() -> Result<(), AnyError> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Batches of the three splits, as one encoder's preprocessing made them.
+struct Sets<'s> {
+    train: Vec<SegBatch>,
+    val: Vec<SegBatch>,
+    test: Vec<SegBatch>,
+    test_samples: &'s [&'s Sample],
+}
+
+impl<'s> Sets<'s> {
+    fn new(
+        a: &Args,
+        train: &[&Sample],
+        val: &[&Sample],
+        test: &'s [&'s Sample],
+        dev: &Device,
+    ) -> Result<Self, AnyError> {
+        Ok(Self {
+            train: data::batches(train, a.size, a.batch, dev)?,
+            val: data::batches(val, a.size, a.batch, dev)?,
+            test: data::batches(test, a.size, a.batch, dev)?,
+            test_samples: test,
+        })
+    }
+}
+
+/// Trains one head on `encoder` (frozen, or a fine-tuned copy with --fine-tune), scores its
+/// native-size test predictions, and draws the figures when `figures` and the head match.
+#[allow(clippy::too_many_arguments)]
+fn fit_head(
+    a: &Args,
+    kind: HeadKind,
+    encoder: &Dinov2Model,
+    enc_name: &str,
+    sets: &Sets,
+    boot: &BootstrapConfig,
+    dev: &Device,
+    figures: bool,
+) -> Result<Row, AnyError> {
+    let test = sets.test_samples;
+    let val_used: &[SegBatch] = if a.val_every_epoch { &sets.val } else { &[] };
+    let epochs = match kind {
+        HeadKind::Linear => a.epochs_linear,
+        HeadKind::Vitdet => a.epochs_vitdet,
+        HeadKind::Upernet => a.epochs_upernet,
+    };
+    let cfg = head_config(kind, a, encoder)?;
+    let tuned = if a.fine_tune {
+        Some(trainable_encoder(a, dev)?)
+    } else {
+        None
+    };
+    let backbone = match &tuned {
+        Some((_, vm)) => Backbone::FineTune {
+            vars: vm.all_vars(),
+            lr_scale: a.backbone_lr_scale,
+        },
+        None => Backbone::Frozen { cache: true },
+    };
+    let enc: &Dinov2Model = tuned.as_ref().map_or(encoder, |(m, _)| m);
+    let opts = TrainOptions {
+        epochs,
+        backbone,
+        augment: a.augment.then(PairedAugment::default),
+        lr: if kind == HeadKind::Linear {
+            a.lr_linear
+        } else {
+            a.lr
+        },
+        warmup_steps: sets.train.len(),
+        seed: a.seed,
+        verbose: true,
+        ..TrainOptions::default()
+    };
+    let th = Instant::now();
+    eprintln!(
+        "training {} on {enc_name} for {epochs} epochs",
+        describe(kind, a)
+    );
+    let (trained, _history) = train_segmentation(enc, &cfg, &sets.train, val_used, &opts)?;
+    let logits = predict_all(enc, &trained.head, &sets.test)?;
+    let preds = test
+        .iter()
+        .zip(&logits)
+        .map(|(s, l)| to_native(l, s.height, s.width))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scores = score(test, &preds, boot)?;
+    eprintln!(
+        "{}: test Dice complete {} / ROI {} ({:.0} s)",
+        describe(kind, a),
+        fmt(&scores.complete.interval),
+        fmt(&scores.roi.interval),
+        th.elapsed().as_secs_f64()
+    );
+    if figures && kind == a.figure_head && a.figures > 0 {
+        draw(a, test, &sets.test, &logits)?;
+    }
+    Ok(Row {
+        method: format!("{} head", describe(kind, a)),
+        encoder: if a.fine_tune {
+            format!(
+                "{enc_name}, fine-tuned (encoder lr x{})",
+                a.backbone_lr_scale
+            )
+        } else {
+            format!("{enc_name}, frozen")
+        },
+        epochs: epochs.to_string(),
+        scores,
+    })
+}
+
+/// The paired Dice differences, encoder − baseline, per head.
+fn print_paired(rows: &[(String, PairedInterval, PairedInterval)], resamples: usize) {
+    let d = |p: &PairedInterval| {
+        let est = p
+            .difference
+            .estimate
+            .map_or("-".into(), |v| format!("{v:+.3}"));
+        let ci = p
+            .difference
+            .ci
+            .map_or(String::new(), |(lo, hi)| format!(" [{lo:+.3}, {hi:+.3}]"));
+        let frac = p
+            .fraction_a_not_better
+            .map_or("-".into(), |f| format!("{:.1}%", 100.0 * f));
+        format!("{est}{ci} | {frac}")
+    };
+    println!("\nPaired patient-clustered bootstrap ({resamples} resamples), encoder − baseline:\n");
+    println!("| head | Δ Dice, complete masks (95% CI) | resamples with Δ ≤ 0 | Δ Dice in ROI box (95% CI) | resamples with Δ ≤ 0 |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (head, c, r) in rows {
+        println!("| {head} | {} | {} |", d(c), d(r));
+    }
 }
 
 /// Test logits `[S, S]`, one per image, in order.

@@ -2,7 +2,9 @@
 //! whole; every mask inside its ROI box), with patient-clustered bootstrap intervals.
 
 use candle_core::Tensor;
-use metrics::bootstrap::{bootstrap, group_rows, BootstrapConfig, Interval, Resampling};
+use metrics::bootstrap::{
+    bootstrap, group_rows, paired_bootstrap, BootstrapConfig, Interval, PairedInterval, Resampling,
+};
 use metrics::segmentation::dice;
 use seg_decoders::{resize_bilinear, AlignCorners};
 
@@ -13,6 +15,9 @@ pub struct Scored {
     pub interval: Interval,
     pub images: usize,
     pub patients: usize,
+    /// Dice of each image, and its patient, in test order (for paired comparisons).
+    pub per_image: Vec<f64>,
+    pub patient_of: Vec<String>,
 }
 
 /// Both views of one method's test predictions.
@@ -51,7 +56,25 @@ fn scored(values: &[f64], patients: &[&str], cfg: &BootstrapConfig) -> Result<Sc
         interval,
         images: values.len(),
         patients: groups.len(),
+        per_image: values.to_vec(),
+        patient_of: patients.iter().map(|p| p.to_string()).collect(),
     })
+}
+
+/// Paired patient-clustered bootstrap of mean Dice, A − B, over the same test images.
+pub fn paired(a: &Scored, b: &Scored, cfg: &BootstrapConfig) -> Result<PairedInterval, AnyError> {
+    if a.patient_of != b.patient_of {
+        return Err("paired Dice: the two runs scored different test images".into());
+    }
+    let groups = group_rows(&a.patient_of);
+    let mean =
+        |v: &[f64], rows: &[usize]| rows.iter().map(|&r| v[r]).sum::<f64>() / rows.len() as f64;
+    Ok(paired_bootstrap(
+        Resampling::Groups(&groups),
+        cfg,
+        |rows| Ok(mean(&a.per_image, rows)),
+        |rows| Ok(mean(&b.per_image, rows)),
+    )?)
 }
 
 /// Scores native-size predictions of `test` (same order).
