@@ -10,7 +10,9 @@ use crate::{Error, Result};
 /// Where the student's weights come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Init {
-    /// Random initialisation (the backbone's and dinov2's head initialisers).
+    /// Random initialisation as dinov2 draws it for training from scratch
+    /// ([`train_utils::init::dinov2_vit_init`] for the backbone, seeded by `train.seed`; the
+    /// heads with dinov2's head initialisers).
     Random,
     /// A Hugging Face model directory (`config.json` + safetensors in either key layout),
     /// e.g. a local copy of `microsoft/rad-dino`. A `dino_head.safetensors` beside it

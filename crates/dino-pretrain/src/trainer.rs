@@ -275,6 +275,11 @@ impl DinoTrainer {
         device: &Device,
     ) -> Result<Self> {
         compute_dtype(&cfg)?;
+        if matches!(init, Init::Random) {
+            // dinov2's from-scratch init, seeded by train.seed (the module defaults the
+            // backbone was built with are PyTorch's, and candle draws them unseeded)
+            train_utils::init::dinov2_vit_init(&student_vm, cfg.train.seed, device)?;
+        }
         let vb = VarBuilder::from_varmap(&student_vm, DType::F32, device);
         let (dino_head, ibot_head) = build_heads(&cfg, model_cfg.hidden_size, &vb)?;
         load_dino_head(init, &student_vm, device)?;

@@ -82,3 +82,33 @@ fn a_step_moves_the_teacher_towards_the_student_only_by_ema() {
         }
     }
 }
+
+#[test]
+fn random_init_is_dinov2_s_and_seeded_by_train_seed() {
+    use dino_pretrain::DinoTrainer;
+    let backbone = |seed: u64| {
+        let (mut cfg, m) = common::tiny_config(0.0);
+        cfg.train.seed = seed;
+        DinoTrainer::with_backbone(cfg, m, &Device::Cpu)
+            .unwrap()
+            .teacher_backbone_tensors()
+    };
+    let (a, b, c) = (backbone(5), backbone(5), backbone(6));
+    let v = |m: &std::collections::HashMap<String, candle_core::Tensor>, n: &str| -> Vec<f32> {
+        m[n].flatten_all().unwrap().to_vec1().unwrap()
+    };
+    // every backbone tensor is drawn from train.seed: the same seed, the same model
+    for name in a.keys() {
+        assert_eq!(v(&a, name), v(&b, name), "{name}");
+    }
+    let fc1 = "encoder.layer.0.mlp.fc1.weight";
+    assert_ne!(v(&a, fc1), v(&c, fc1));
+    // dinov2's init_weights: tiny CLS token, zero linear biases, std-0.02 linear weights
+    assert!(v(&a, "embeddings.cls_token").iter().all(|x| x.abs() < 1e-5));
+    assert!(v(&a, "encoder.layer.1.attention.output.dense.bias")
+        .iter()
+        .all(|&x| x == 0.0));
+    let w = v(&a, fc1);
+    let std = (w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
+    assert!((std - 0.02).abs() < 0.004, "fc1 std {std}");
+}

@@ -91,6 +91,60 @@ pub fn hf_vit_reinit(
     Ok(out)
 }
 
+/// Re-draws, in place and from a seeded generator, the variables of a freshly built DINOv2
+/// ViT the way dinov2's `DinoVisionTransformer.init_weights` does for training from scratch:
+/// position embeddings truncated normal (std 0.02, cut at ±2); CLS and register tokens
+/// normal with std 1e-6; every linear layer's weight truncated normal (std 0.02, ±2) and its
+/// bias 0 (`init_weights_vit_timm`); the patch-embedding convolution with PyTorch's default
+/// `Conv2d` init, uniform in ±1/√fan_in (dinov2 leaves it so); the mask token, the norms and
+/// the layer-scale gammas keep the constants the model was built with. Names are drawn in
+/// sorted order, so one `seed` always gives the same model. Variables are recognised by the
+/// `transformers` names (`…position_embeddings`, `…cls_token`, `…patch_embeddings.projection.*`)
+/// and by rank (a 2-D `.weight` is a linear layer's); call it before adding other modules
+/// (heads) to `varmap`.
+pub fn dinov2_vit_init(varmap: &candle_nn::VarMap, seed: u64, device: &Device) -> Result<()> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Config("dinov2_vit_init: poisoned VarMap".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let rank_of = |name: &str| data.get(name).map(|v| v.as_tensor().rank());
+    for name in names {
+        let var = &data[name];
+        let dims = var.as_tensor().dims().to_vec();
+        let value = if name.ends_with("position_embeddings") {
+            trunc_normal(&dims, 0.0, 0.02, -2.0, 2.0, &mut rng, device)?
+        } else if name.ends_with("cls_token") || name.ends_with("register_tokens") {
+            trunc_normal(&dims, 0.0, 1e-6, -2.0, 2.0, &mut rng, device)?
+        } else if let Some(stem) = name
+            .strip_suffix("patch_embeddings.projection.weight")
+            .or_else(|| name.strip_suffix("patch_embeddings.projection.bias"))
+        {
+            let weight = format!("{stem}patch_embeddings.projection.weight");
+            let w = data
+                .get(&weight)
+                .ok_or_else(|| Error::Config(format!("dinov2_vit_init: no {weight}")))?;
+            let fan_in: usize = w.as_tensor().dims().iter().skip(1).product();
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            uniform(&dims, -bound, bound, &mut rng, device)?
+        } else if dims.len() == 2 && name.ends_with(".weight") {
+            trunc_normal(&dims, 0.0, 0.02, -2.0, 2.0, &mut rng, device)?
+        } else if let Some(stem) = name.strip_suffix(".bias") {
+            if rank_of(&format!("{stem}.weight")) != Some(2) {
+                continue; // a norm's bias: keeps its constant
+            }
+            Tensor::zeros(dims.as_slice(), DType::F32, device)?
+        } else {
+            continue; // mask token, norm weights, layer-scale gammas
+        };
+        var.set(&value.to_dtype(var.as_tensor().dtype())?)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +185,74 @@ mod tests {
         let bias = a["layer.bias"].to_vec1::<f32>().unwrap();
         assert_eq!(bias, vec![0.0; 4]);
         assert_eq!(a["norm.weight"].to_vec1::<f32>().unwrap(), vec![1.0; 4]);
+    }
+
+    #[test]
+    fn dinov2_vit_init_follows_dinov2_and_is_seeded() {
+        let dev = Device::Cpu;
+        let build = || {
+            let vm = VarMap::new();
+            let randn = Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            };
+            let get = |shape: &[usize], name: &str, init: Init| {
+                vm.get(shape, name, init, DType::F32, &dev).unwrap();
+            };
+            get(&[1, 1, 8], "embeddings.cls_token", randn);
+            get(&[1, 17, 8], "embeddings.position_embeddings", randn);
+            get(&[1, 8], "embeddings.mask_token", Init::Const(0.0));
+            let conv = "embeddings.patch_embeddings.projection";
+            get(&[8, 3, 4, 4], &format!("{conv}.weight"), randn);
+            get(&[8], &format!("{conv}.bias"), randn);
+            get(&[32, 8], "encoder.layer.0.mlp.fc1.weight", randn);
+            get(&[32], "encoder.layer.0.mlp.fc1.bias", randn);
+            get(&[8], "encoder.layer.0.norm1.weight", Init::Const(1.0));
+            get(&[8], "encoder.layer.0.norm1.bias", Init::Const(0.0));
+            get(
+                &[8],
+                "encoder.layer.0.layer_scale1.lambda1",
+                Init::Const(1e-5),
+            );
+            vm
+        };
+        let values = |vm: &VarMap, name: &str| -> Vec<f32> {
+            let data = vm.data().lock().unwrap();
+            data[name]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (a, b, c) = (build(), build(), build());
+        dinov2_vit_init(&a, 3, &dev).unwrap();
+        dinov2_vit_init(&b, 3, &dev).unwrap();
+        dinov2_vit_init(&c, 4, &dev).unwrap();
+        let fc1 = "encoder.layer.0.mlp.fc1.weight";
+        assert_eq!(values(&a, fc1), values(&b, fc1));
+        assert_ne!(values(&a, fc1), values(&c, fc1));
+        let std = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+        assert!((std(&values(&a, fc1)) - 0.02).abs() < 0.005);
+        let pos = values(&a, "embeddings.position_embeddings");
+        assert!((std(&pos) - 0.02).abs() < 0.005);
+        let cls = values(&a, "embeddings.cls_token");
+        assert!(cls.iter().all(|v| v.abs() < 1e-5) && cls.iter().any(|&v| v != 0.0));
+        let bound = 1.0 / 48f32.sqrt();
+        for name in ["weight", "bias"] {
+            let v = values(
+                &a,
+                &format!("embeddings.patch_embeddings.projection.{name}"),
+            );
+            assert!(v.iter().all(|x| x.abs() <= bound) && std(&v) > bound / 4.0);
+        }
+        assert_eq!(values(&a, "encoder.layer.0.mlp.fc1.bias"), vec![0.0; 32]);
+        assert_eq!(values(&a, "encoder.layer.0.norm1.weight"), vec![1.0; 8]);
+        assert_eq!(values(&a, "encoder.layer.0.norm1.bias"), vec![0.0; 8]);
+        assert_eq!(
+            values(&a, "encoder.layer.0.layer_scale1.lambda1"),
+            vec![1e-5; 8]
+        );
+        assert_eq!(values(&a, "embeddings.mask_token"), vec![0.0; 8]);
     }
 }
