@@ -131,7 +131,7 @@ struct TrainArgs {
     /// gradient as the full batch, less memory, one extra forward).
     #[arg(long)]
     micro_batch: Option<usize>,
-    /// Image side (ViT-tiny/14; 84 matches models/cxr-dino-vit-tiny).
+    /// Image side (ViT-tiny/14; the shipped models/cxr-dino-vit-tiny was trained at 112).
     #[arg(long, default_value_t = 84)]
     image_size: usize,
     /// Transformer blocks of the image tower (ViT-tiny has 12; fewer for CPU-sized runs).
