@@ -318,13 +318,7 @@ fn main() -> Result<(), AnyError> {
     let data = data_dir(&a);
     let samples = data::load(&data, &processor, a.size)
         .map_err(|e| format!("loading {}: {e}", data.display()))?;
-    let pick =
-        |split: Split| -> Vec<&Sample> { samples.iter().filter(|s| s.split == split).collect() };
-    let train: Vec<&Sample> = pick(Split::Train)
-        .into_iter()
-        .filter(|s| a.train_masks == TrainMasks::All || s.complete)
-        .collect();
-    let (val, test) = (pick(Split::Val), pick(Split::Test));
+    let (train, val, test) = splits(&samples, &a);
     println!(
         "encoder: {enc_name}; input {s}x{s} (whole image resized, no crop); masks: train {} / val {} / test {} ({} complete)",
         train.len(),
@@ -390,14 +384,7 @@ fn main() -> Result<(), AnyError> {
         let bproc = data::square_processor(&base.preprocessing(), a.size);
         let bsamples = data::load(&data, &bproc, a.size)
             .map_err(|e| format!("loading {}: {e}", data.display()))?;
-        let bpick = |split: Split| -> Vec<&Sample> {
-            bsamples.iter().filter(|s| s.split == split).collect()
-        };
-        let btrain: Vec<&Sample> = bpick(Split::Train)
-            .into_iter()
-            .filter(|s| a.train_masks == TrainMasks::All || s.complete)
-            .collect();
-        let (bval, btest) = (bpick(Split::Val), bpick(Split::Test));
+        let (btrain, bval, btest) = splits(&bsamples, &a);
         let bsets = Sets::new(&a, &btrain, &bval, &btest, &dev)?;
         for &(kind, i) in &per_head {
             let row = fit_head(&a, kind, &base, &base_name, &bsets, &boot, &dev, false)?;
@@ -428,6 +415,20 @@ fn main() -> Result<(), AnyError> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Train (the masks --train-masks keeps), val and test samples.
+fn splits<'s>(
+    samples: &'s [Sample],
+    a: &Args,
+) -> (Vec<&'s Sample>, Vec<&'s Sample>, Vec<&'s Sample>) {
+    let pick =
+        |split: Split| -> Vec<&Sample> { samples.iter().filter(|s| s.split == split).collect() };
+    let train = pick(Split::Train)
+        .into_iter()
+        .filter(|s| a.train_masks == TrainMasks::All || s.complete)
+        .collect();
+    (train, pick(Split::Val), pick(Split::Test))
 }
 
 /// Batches of the three splits, as one encoder's preprocessing made them.
