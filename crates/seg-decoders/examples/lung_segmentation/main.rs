@@ -289,10 +289,10 @@ fn print_table(rows: &[Row]) {
             r.method,
             r.encoder,
             fmt(&c.interval),
-            c.images,
+            c.images(),
             c.patients,
             fmt(&o.interval),
-            o.images,
+            o.images(),
             o.patients,
             r.epochs
         );

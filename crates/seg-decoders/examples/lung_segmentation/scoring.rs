@@ -13,11 +13,22 @@ use crate::data::{AnyError, Sample};
 /// A mean Dice with its interval and how many images/patients it rests on.
 pub struct Scored {
     pub interval: Interval,
-    pub images: usize,
     pub patients: usize,
     /// Dice of each image, and its patient, in test order (for paired comparisons).
     pub per_image: Vec<f64>,
     pub patient_of: Vec<String>,
+}
+
+impl Scored {
+    /// Images the mean rests on.
+    pub fn images(&self) -> usize {
+        self.per_image.len()
+    }
+}
+
+/// Mean of `values` over `rows` (one bootstrap resample).
+fn mean_over(values: &[f64], rows: &[usize]) -> f64 {
+    rows.iter().map(|&r| values[r]).sum::<f64>() / rows.len() as f64
 }
 
 /// Both views of one method's test predictions.
@@ -50,11 +61,10 @@ fn select(p: &[bool], keep: &[bool]) -> Vec<bool> {
 fn scored(values: &[f64], patients: &[&str], cfg: &BootstrapConfig) -> Result<Scored, AnyError> {
     let groups = group_rows(patients);
     let interval = bootstrap(Resampling::Groups(&groups), cfg, |rows| {
-        Ok(rows.iter().map(|&r| values[r]).sum::<f64>() / rows.len() as f64)
+        Ok(mean_over(values, rows))
     })?;
     Ok(Scored {
         interval,
-        images: values.len(),
         patients: groups.len(),
         per_image: values.to_vec(),
         patient_of: patients.iter().map(|p| p.to_string()).collect(),
@@ -67,13 +77,11 @@ pub fn paired(a: &Scored, b: &Scored, cfg: &BootstrapConfig) -> Result<PairedInt
         return Err("paired Dice: the two runs scored different test images".into());
     }
     let groups = group_rows(&a.patient_of);
-    let mean =
-        |v: &[f64], rows: &[usize]| rows.iter().map(|&r| v[r]).sum::<f64>() / rows.len() as f64;
     Ok(paired_bootstrap(
         Resampling::Groups(&groups),
         cfg,
-        |rows| Ok(mean(&a.per_image, rows)),
-        |rows| Ok(mean(&b.per_image, rows)),
+        |rows| Ok(mean_over(&a.per_image, rows)),
+        |rows| Ok(mean_over(&b.per_image, rows)),
     )?)
 }
 
