@@ -101,6 +101,16 @@ impl DualEncoder {
         l2_normalize(&feats.pooled.matmul(&self.image_projection)?)
     }
 
+    /// `[B, P]` unit-norm image embeddings through a *locked* image tower (LiT, Zhai et al.
+    /// 2022): the tower runs in inference mode and its features are detached, so a backward
+    /// pass reaches `image_projection` but neither the tower's weights nor its activations.
+    pub fn encode_image_locked(&self, pixels: &Tensor) -> Result<Tensor> {
+        let feats = self
+            .image
+            .forward_features(pixels, &FeatureRequest::default())?;
+        l2_normalize(&feats.pooled.detach().matmul(&self.image_projection)?)
+    }
+
     /// `[B, P]` unit-norm text embeddings.
     pub fn encode_text(&self, batch: &TokenBatch) -> Result<Tensor> {
         l2_normalize(&self.text.encode(batch)?.projected)

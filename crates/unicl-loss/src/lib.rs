@@ -87,5 +87,7 @@ pub use logit::{
 pub use losses::{
     l2_normalize, logits, ClipLoss, ContrastiveLoss, LossKind, SigLipLoss, UniClLoss,
 };
-pub use prompts::{Finding, PromptSampler, PromptTemplates, FINDINGS_PLACEHOLDER};
+pub use prompts::{
+    Finding, PromptSampler, PromptTemplates, FINDINGS_PLACEHOLDER, FINDING_PLACEHOLDER,
+};
 pub use targets::{BatchTargets, BatchTargetsBuilder, CombinedLabelIds, LabelSet};

@@ -35,6 +35,12 @@ impl Finding {
 /// A non-empty set picks one of `positive_templates` and replaces `{findings}` with one
 /// synonym per finding, joined as "a", "a and b", "a, b and c"; an empty set picks one of
 /// `negative_texts`. One label set therefore gives several texts; a training step samples one.
+///
+/// With `mention_absent = k > 0`, a sampled text also names up to `k` findings the set does
+/// *not* hold (how many, uniform in `0..=k`, and which, uniform among the absent ones), each
+/// as `absent_template` (a leading "a"/"an" dropped), appended after a comma: "chest x-ray
+/// with effusion, no pneumothorax". Label prompts without any negation never show the text tower the
+/// "no {finding}" phrasing that per-finding zero-shot prompts contrast against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptTemplates {
     /// Finding vocabulary, indexed by the [`LabelSet`] indices.
@@ -49,10 +55,23 @@ pub struct PromptTemplates {
     /// Whether finding order is shuffled per sample (augmentation) or kept in index order.
     #[serde(default)]
     pub shuffle_findings: bool,
+    /// At most this many absent findings named per sampled text (0 = none; see above).
+    #[serde(default)]
+    pub mention_absent: usize,
+    /// How one absent finding is named; must contain `{finding}`.
+    #[serde(default = "default_absent_template")]
+    pub absent_template: String,
 }
+
+/// Placeholder of [`PromptTemplates::absent_template`].
+pub const FINDING_PLACEHOLDER: &str = "{finding}";
 
 fn default_conjunction() -> String {
     "and".into()
+}
+
+fn default_absent_template() -> String {
+    "no {finding}".into()
 }
 
 impl PromptTemplates {
@@ -103,6 +122,8 @@ impl PromptTemplates {
             ],
             conjunction: default_conjunction(),
             shuffle_findings: false,
+            mention_absent: 0,
+            absent_template: default_absent_template(),
         }
     }
 
@@ -122,11 +143,43 @@ impl PromptTemplates {
                 "positive template {t:?} lacks {FINDINGS_PLACEHOLDER}"
             )));
         }
+        if self.mention_absent > 0 && !self.absent_template.contains(FINDING_PLACEHOLDER) {
+            return Err(Error::Prompt(format!(
+                "absent template {:?} lacks {FINDING_PLACEHOLDER}",
+                self.absent_template
+            )));
+        }
         Ok(())
     }
 
     /// One text for `set`, drawn with `rng`.
     pub fn sample<R: Rng + ?Sized>(&self, set: &LabelSet, rng: &mut R) -> Result<String> {
+        let text = self.sample_present(set, rng)?;
+        if self.mention_absent == 0 {
+            return Ok(text);
+        }
+        let mut absent: Vec<u32> = (0..self.findings.len() as u32)
+            .filter(|i| !set.contains(*i))
+            .collect();
+        let n = rng.random_range(0..=self.mention_absent.min(absent.len()));
+        let (chosen, _) = absent.partial_shuffle(rng, n);
+        let mut out = text;
+        for &i in chosen.iter() {
+            let p = self.finding(i)?.phrases();
+            let phrase = &p[rng.random_range(0..p.len())];
+            // "no a lung mass" -> "no lung mass"
+            let bare = ["a ", "an "]
+                .iter()
+                .find_map(|a| phrase.strip_prefix(a))
+                .unwrap_or(phrase);
+            out.push_str(", ");
+            out.push_str(&self.absent_template.replace(FINDING_PLACEHOLDER, bare));
+        }
+        Ok(out)
+    }
+
+    /// The text naming what `set` holds (no absent mentions).
+    fn sample_present<R: Rng + ?Sized>(&self, set: &LabelSet, rng: &mut R) -> Result<String> {
         self.validate()?;
         if set.is_empty() {
             return Ok(self.negative_texts[rng.random_range(0..self.negative_texts.len())].clone());
@@ -144,7 +197,8 @@ impl PromptTemplates {
     }
 
     /// Every text `set` can give in index order (templates × synonym choices), e.g. to average
-    /// text embeddings for zero-shot classification. Fails above `limit` texts.
+    /// text embeddings for zero-shot classification; absent-finding mentions are left out.
+    /// Fails above `limit` texts.
     pub fn all_texts(&self, set: &LabelSet, limit: usize) -> Result<Vec<String>> {
         self.validate()?;
         if set.is_empty() {

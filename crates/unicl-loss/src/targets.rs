@@ -33,6 +33,11 @@ impl LabelSet {
         self.0.iter().copied()
     }
 
+    /// Whether finding `index` is present.
+    pub fn contains(&self, index: u32) -> bool {
+        self.0.contains(&index)
+    }
+
     /// Whether no finding is present.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

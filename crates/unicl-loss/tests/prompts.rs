@@ -79,6 +79,62 @@ fn rendering_is_seeded_and_covers_templates() {
 }
 
 #[test]
+fn absent_findings_are_named_when_asked() {
+    let mut t = PromptTemplates::nih_chestxray14();
+    let set = LabelSet::new([1, 4]); // cardiomegaly, effusion
+    let plain = PromptSampler::new(t.clone(), 7).unwrap();
+    t.mention_absent = 2;
+    let with = PromptSampler::new(t.clone(), 7).unwrap();
+    let all = t.all_texts(&set, 1000).unwrap();
+    let names = |i: usize| t.findings[i].synonyms.clone();
+    let mut counts = [0usize; 3];
+    let mut named = std::collections::HashSet::new();
+    for i in 0..400 {
+        let text = with.text(&set, i / 20, i % 20).unwrap();
+        let mut parts = text.split(", no ");
+        let head = parts.next().unwrap();
+        // what the set holds is rendered as before, with or without absent mentions
+        assert!(all.iter().any(|a| a == head), "{text}");
+        let absent: Vec<&str> = parts.collect();
+        counts[absent.len()] += 1;
+        for a in &absent {
+            let owner = (0..14)
+                .find(|&f| {
+                    names(f)
+                        .iter()
+                        .any(|n| n.trim_start_matches("a ").trim_start_matches("an ") == *a)
+                })
+                .unwrap_or_else(|| panic!("{text}: `{a}` is no finding"));
+            assert!(owner != 1 && owner != 4, "{text}: names a present finding");
+            named.insert(owner);
+        }
+        let distinct: std::collections::HashSet<_> = absent.iter().collect();
+        assert_eq!(distinct.len(), absent.len(), "{text}: repeats a finding");
+    }
+    // 0, 1 and 2 mentions all occur, and over many draws every absent finding is named
+    assert!(counts.iter().all(|&c| c > 50), "{counts:?}");
+    assert_eq!(named.len(), 12);
+    let normal = with.text(&LabelSet::default(), 0, 1).unwrap();
+    assert!(!normal.is_empty());
+    // seeded like the rest; mention_absent = 0 keeps the former texts exactly
+    assert_eq!(
+        with.text(&set, 3, 5).unwrap(),
+        with.text(&set, 3, 5).unwrap()
+    );
+    let mut off = t.clone();
+    off.mention_absent = 0;
+    let off = PromptSampler::new(off, 7).unwrap();
+    for i in 0..20 {
+        assert_eq!(
+            off.text(&set, 0, i).unwrap(),
+            plain.text(&set, 0, i).unwrap()
+        );
+    }
+    t.absent_template = "without".into();
+    assert!(t.validate().is_err());
+}
+
+#[test]
 fn three_findings_are_listed() {
     let mut t = PromptTemplates::nih_chestxray14();
     t.positive_templates = vec!["chest x-ray with {findings}".into()];

@@ -40,6 +40,11 @@ pub struct TrainConfig {
     pub init_log_scale: Option<f64>,
     /// Seed of the data order, the prompt sampling and the initialisation.
     pub seed: u64,
+    /// Locked-image tuning (LiT): the image tower is frozen (inference mode, no gradient, no
+    /// optimizer state); the image projection, the text tower and the logit scale train.
+    /// Meant for a pretrained tower (`UniclTrainer::init_image_tower`).
+    #[serde(default)]
+    pub lock_image: bool,
 }
 
 impl TrainConfig {
@@ -73,6 +78,7 @@ impl TrainConfig {
             clip_grad: 1.0,
             init_log_scale: None,
             seed: 0,
+            lock_image: false,
         }
     }
 

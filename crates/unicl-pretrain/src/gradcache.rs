@@ -38,16 +38,47 @@ fn narrow_tokens(t: &TokenBatch, start: usize, len: usize) -> Result<TokenBatch>
     })
 }
 
+/// How the image tower takes part in a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageTower {
+    /// Trained: training mode, gradients through every layer.
+    Trained,
+    /// Locked (LiT): inference mode, detached features; only the projection trains.
+    Locked,
+}
+
+fn encode_image(model: &DualEncoder, pixels: &Tensor, tower: ImageTower) -> Result<Tensor> {
+    Ok(match tower {
+        ImageTower::Trained => model.encode_image(pixels, true)?,
+        ImageTower::Locked => model.encode_image_locked(pixels)?,
+    })
+}
+
+/// One contrastive batch: images, their texts and the targets that pair them.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchInputs<'a> {
+    /// `[B, 3, H, W]` preprocessed images.
+    pub pixels: &'a Tensor,
+    /// The `B` tokenised texts.
+    pub tokens: &'a TokenBatch,
+    /// Which texts are positives for which image.
+    pub targets: &'a BatchTargets,
+}
+
 /// Back-propagates the whole batch at once (activation memory grows with the batch).
 pub fn full_batch_gradients(
     model: &DualEncoder,
+    tower: ImageTower,
     loss: &dyn ContrastiveLoss,
     vars: &NamedVars,
-    pixels: &Tensor,
-    tokens: &TokenBatch,
-    targets: &BatchTargets,
+    inputs: BatchInputs<'_>,
 ) -> Result<BatchGradients> {
-    let img = model.encode_image(pixels, true)?;
+    let BatchInputs {
+        pixels,
+        tokens,
+        targets,
+    } = inputs;
+    let img = encode_image(model, pixels, tower)?;
     let txt = model.encode_text(tokens)?;
     let l = loss.loss(&img, &txt, targets, &model.scale()?, None)?;
     let value = f64::from(l.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?);
@@ -62,13 +93,17 @@ pub fn full_batch_gradients(
 /// alive at a time (see the module docs).
 pub fn grad_cache_gradients(
     model: &DualEncoder,
+    tower: ImageTower,
     loss: &dyn ContrastiveLoss,
     vars: &NamedVars,
-    pixels: &Tensor,
-    tokens: &TokenBatch,
-    targets: &BatchTargets,
+    inputs: BatchInputs<'_>,
     chunk: usize,
 ) -> Result<BatchGradients> {
+    let BatchInputs {
+        pixels,
+        tokens,
+        targets,
+    } = inputs;
     let n = pixels.dim(0)?;
     let chunk = chunk.max(1);
     let ranges: Vec<(usize, usize)> = (0..n)
@@ -79,11 +114,7 @@ pub fn grad_cache_gradients(
     let mut imgs = Vec::with_capacity(ranges.len());
     let mut txts = Vec::with_capacity(ranges.len());
     for &(s, len) in &ranges {
-        imgs.push(
-            model
-                .encode_image(&pixels.narrow(0, s, len)?, true)?
-                .detach(),
-        );
+        imgs.push(encode_image(model, &pixels.narrow(0, s, len)?, tower)?.detach());
         txts.push(model.encode_text(&narrow_tokens(tokens, s, len)?)?.detach());
     }
     let u = Var::from_tensor(&Tensor::cat(&imgs, 0)?)?;
@@ -105,7 +136,7 @@ pub fn grad_cache_gradients(
     drop(store);
     // 3. per chunk: re-encode with the graph and back-propagate the cached embedding grads
     for &(s, len) in &ranges {
-        let ui = model.encode_image(&pixels.narrow(0, s, len)?, true)?;
+        let ui = encode_image(model, &pixels.narrow(0, s, len)?, tower)?;
         let vi = model.encode_text(&narrow_tokens(tokens, s, len)?)?;
         let surrogate = ((ui * gu.narrow(0, s, len)?)?.sum_all()?
             + (vi * gv.narrow(0, s, len)?)?.sum_all()?)?;

@@ -10,6 +10,12 @@
 //! exact resume, CSV/JSONL step logs and a loss plot ([`run`]). The logit scale is clamped
 //! to `[1, 100]` after each step as open_clip does.
 //!
+//! **Locked-image tuning** ([`TrainConfig::lock_image`], LiT): with a pretrained image tower
+//! (`UniclTrainer::init_image_tower`, e.g. RAD-DINO) and little paired data, the tower stays
+//! frozen: it runs in inference mode with detached features, and only the image projection,
+//! the text tower and the logit scale are trained and hold optimizer state. Checkpoints still
+//! hold every variable, so a resumed run needs no second copy of the tower.
+//!
 //! **Data** ([`PairDataset`], [`PairSource`]): a cxr-data manifest gives images, structured
 //! labels (for cxr-findings the 14 findings; the empty set is "no finding") and optionally a
 //! report column. Each step draws one text per image from `unicl-loss`'s prompt templates,

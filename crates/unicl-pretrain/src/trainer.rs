@@ -14,8 +14,10 @@ use train_utils::{
 };
 use unicl_loss::{ContrastiveLoss, MAX_LOGIT_SCALE};
 
-use crate::gradcache::{full_batch_gradients, grad_cache_gradients, BatchGradients};
-use crate::model::{build_dual_encoder, load_image_tower, param_group, LOGIT_SCALE};
+use crate::gradcache::{
+    full_batch_gradients, grad_cache_gradients, BatchGradients, BatchInputs, ImageTower,
+};
+use crate::model::{build_dual_encoder, load_image_tower, param_group, IMAGE_PREFIX, LOGIT_SCALE};
 use crate::{Error, PairBatch, Result, TrainConfig};
 
 /// What one step did.
@@ -87,7 +89,11 @@ impl UniclTrainer {
                 var.set(&t.copy()?)?;
             }
         }
-        let opt = AdamW::new(&named_vars(&varmap), param_group, AdamWConfig::default())?;
+        let opt = AdamW::new(
+            &trainable(named_vars(&varmap), cfg.lock_image),
+            param_group,
+            AdamWConfig::default(),
+        )?;
         let total = cfg.steps as usize;
         let lr = CosineSchedule::new(cfg.lr, cfg.min_lr, total, cfg.warmup_steps as usize, 0.0, 0)?;
         let wd = CosineSchedule::constant(cfg.weight_decay);
@@ -124,33 +130,41 @@ impl UniclTrainer {
         self.step
     }
 
-    /// Every trainable variable (both towers, projections, logit scale), sorted by name.
+    /// Every variable of the model (both towers, projections, logit scale), sorted by name:
+    /// what a checkpoint holds.
     pub fn vars(&self) -> NamedVars {
         named_vars(&self.varmap)
+    }
+
+    /// The variables the optimizer updates: [`Self::vars`] without the image tower when it
+    /// is locked (`TrainConfig::lock_image`).
+    pub fn trainable_vars(&self) -> NamedVars {
+        trainable(self.vars(), self.cfg.lock_image)
+    }
+
+    fn image_tower(&self) -> ImageTower {
+        if self.cfg.lock_image {
+            ImageTower::Locked
+        } else {
+            ImageTower::Trained
+        }
     }
 
     /// The loss and gradients of `batch` (whole or GradCache, as configured), without
     /// changing any weight.
     pub fn gradients(&self, batch: &PairBatch) -> Result<BatchGradients> {
-        let vars = self.vars();
+        let vars = self.trainable_vars();
+        let inputs = BatchInputs {
+            pixels: &batch.pixels,
+            tokens: &batch.tokens,
+            targets: &batch.targets,
+        };
+        let (model, tower, loss) = (&self.model, self.image_tower(), self.loss.as_ref());
         match self.cfg.micro_batch {
-            Some(chunk) if chunk < batch.indices.len() => grad_cache_gradients(
-                &self.model,
-                self.loss.as_ref(),
-                &vars,
-                &batch.pixels,
-                &batch.tokens,
-                &batch.targets,
-                chunk,
-            ),
-            _ => full_batch_gradients(
-                &self.model,
-                self.loss.as_ref(),
-                &vars,
-                &batch.pixels,
-                &batch.tokens,
-                &batch.targets,
-            ),
+            Some(chunk) if chunk < batch.indices.len() => {
+                grad_cache_gradients(model, tower, loss, &vars, inputs, chunk)
+            }
+            _ => full_batch_gradients(model, tower, loss, &vars, inputs),
         }
     }
 
@@ -257,4 +271,12 @@ impl UniclTrainer {
         self.step = ck.state.step;
         Ok(())
     }
+}
+
+/// `vars` without the image tower's when `lock_image`.
+fn trainable(vars: NamedVars, lock_image: bool) -> NamedVars {
+    let tower = format!("{IMAGE_PREFIX}.");
+    vars.into_iter()
+        .filter(|(n, _)| !(lock_image && n.starts_with(&tower)))
+        .collect()
 }

@@ -6,7 +6,9 @@ use crate::common;
 use candle_core::DType;
 use common::*;
 use train_utils::CheckpointDir;
-use unicl_pretrain::gradcache::{full_batch_gradients, grad_cache_gradients};
+use unicl_pretrain::gradcache::{
+    full_batch_gradients, grad_cache_gradients, BatchInputs, ImageTower,
+};
 use unicl_pretrain::UniclTrainer;
 
 #[test]
@@ -38,6 +40,64 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
             "{name}: non-finite gradient"
         );
         assert!(v.iter().any(|&x| x != 0.0), "{name}: zero gradient");
+    }
+}
+
+#[test]
+fn a_locked_image_tower_stays_put_while_the_rest_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = tokenizer(tmp.path());
+    let src = source(tiny_dataset(6), tok.clone(), 6);
+    let mut cfg = tiny_config(tok.vocab_size(), 6, 4);
+    cfg.lock_image = true;
+    for micro_batch in [None, Some(4)] {
+        cfg.micro_batch = micro_batch;
+        let mut trainer = UniclTrainer::new(cfg.clone(), &dev()).unwrap();
+        let before: Vec<(String, Vec<f32>)> = trainer
+            .vars()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+        let trainable = trainer.trainable_vars();
+        assert!(!trainable
+            .iter()
+            .any(|(n, _)| n.starts_with("image_encoder.")));
+        assert!(trainable.iter().any(|(n, _)| n == "image_projection"));
+        assert_eq!(
+            trainable.len()
+                + before
+                    .iter()
+                    .filter(|(n, _)| n.starts_with("image_encoder."))
+                    .count(),
+            before.len()
+        );
+        let g = trainer.gradients(&src.batch(0, &dev()).unwrap()).unwrap();
+        assert_eq!(g.grads.len(), trainable.len(), "{micro_batch:?}");
+        for (name, _) in &trainable {
+            let v: Vec<f32> = g
+                .grads
+                .get(name)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert!(v.iter().all(|x| x.is_finite()), "{name}");
+            assert!(v.iter().any(|&x| x != 0.0), "{name}: zero gradient");
+        }
+        for s in 0..2 {
+            trainer.train_step(&src.batch(s, &dev()).unwrap()).unwrap();
+        }
+        for ((n, a), (m, b)) in before.iter().zip(trainer.vars().iter()) {
+            assert_eq!(n, m);
+            let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+            let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert_eq!(
+                same,
+                n.starts_with("image_encoder."),
+                "{n} ({micro_batch:?})"
+            );
+        }
     }
 }
 
@@ -94,23 +154,20 @@ fn grad_cache_matches_the_full_batch() {
     let model = trainer.model();
     let loss = unicl_loss::LossKind::Unicl.build();
     let vars = trainer.vars();
-    let full = full_batch_gradients(
-        model,
-        loss.as_ref(),
-        &vars,
-        &batch.pixels,
-        &batch.tokens,
-        &batch.targets,
-    )
-    .unwrap();
+    let inputs = BatchInputs {
+        pixels: &batch.pixels,
+        tokens: &batch.tokens,
+        targets: &batch.targets,
+    };
+    let full =
+        full_batch_gradients(model, ImageTower::Trained, loss.as_ref(), &vars, inputs).unwrap();
     for chunk in [2, 3] {
         let gc = grad_cache_gradients(
             model,
+            ImageTower::Trained,
             loss.as_ref(),
             &vars,
-            &batch.pixels,
-            &batch.tokens,
-            &batch.targets,
+            inputs,
             chunk,
         )
         .unwrap();
@@ -147,7 +204,12 @@ fn grad_cache_matches_the_full_batch() {
                 .map(|&g| g as u64)
                 .collect::<Vec<_>>(),
         );
-        full_batch_gradients(model, loss.as_ref(), &vars, &px, &tb, &t).unwrap()
+        let inputs = BatchInputs {
+            pixels: &px,
+            tokens: &tb,
+            targets: &t,
+        };
+        full_batch_gradients(model, ImageTower::Trained, loss.as_ref(), &vars, inputs).unwrap()
     };
     let (a, b) = (half(0, 4), half(4, 3));
     let name = "logit_scale";
