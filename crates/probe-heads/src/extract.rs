@@ -3,8 +3,10 @@
 //!
 //! The cache file holds two `F32` tensors, `cls` `[N, D]` and `patch_mean` `[N, C]`, and in
 //! the safetensors metadata `ids` (a JSON array, one id per row) and `encoder` (a free tag
-//! naming the encoder). A cache is reused only when both match the request, so a rerun with
-//! the same encoder and rows costs nothing, and a different encoder or split is recomputed.
+//! naming the encoder). A cache is reused only when both match the request *and* the encoder
+//! still gives the cached features for the first row (re-encoded, one image): a rerun with
+//! the same encoder and rows costs one image, a different encoder or split is recomputed, and
+//! so are stale features of a model whose weights changed under the same name.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -144,7 +146,8 @@ pub fn extract_features(
 }
 
 /// [`extract_features`], reusing `path` when it holds features of the same encoder tag and
-/// the same ids, and writing it otherwise. Returns the features and whether the cache was hit.
+/// the same ids that `encoder` still reproduces for the first row, and writing it otherwise.
+/// Returns the features and whether the cache was hit.
 pub fn extract_cached(
     encoder: &dyn Encoder,
     tag: &str,
@@ -156,7 +159,10 @@ pub fn extract_cached(
     let ids: Vec<String> = rows.iter().map(|&i| record_id(manifest, i)).collect();
     if path.exists() {
         if let Ok(cached) = FeatureSet::load(path) {
-            if cached.ids == ids && cached.encoder == tag {
+            if cached.ids == ids
+                && cached.encoder == tag
+                && still_reproduced(&cached, encoder, tag, manifest, rows, cfg)?
+            {
                 return Ok((cached, true));
             }
         }
@@ -164,6 +170,37 @@ pub fn extract_cached(
     let f = extract_features(encoder, tag, manifest, rows, cfg)?;
     f.save(path)?;
     Ok((f, false))
+}
+
+/// Whether `encoder` gives `cached`'s first row again. Batch composition changes the float
+/// summation order, so equality is up to a relative 1e-4: far below what a change of
+/// weights does to the features.
+fn still_reproduced(
+    cached: &FeatureSet,
+    encoder: &dyn Encoder,
+    tag: &str,
+    manifest: &Manifest,
+    rows: &[usize],
+    cfg: &ExtractConfig,
+) -> Result<bool> {
+    let Some(&first) = rows.first() else {
+        return Ok(true);
+    };
+    let one = ExtractConfig {
+        batch_size: 1,
+        progress: false,
+        ..cfg.clone()
+    };
+    let fresh = extract_features(encoder, tag, manifest, &[first], &one)?;
+    let close = |a: &Matrix, b: &Matrix| {
+        let (a, b) = (a.row(0), b.row(0));
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * scale)
+    };
+    Ok(cached.cls.cols == fresh.cls.cols
+        && cached.patch_mean.cols == fresh.patch_mean.cols
+        && close(&cached.cls, &fresh.cls)
+        && close(&cached.patch_mean, &fresh.patch_mean))
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {

@@ -10,6 +10,31 @@ fn shared() -> std::path::PathBuf {
         .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").into())
 }
 
+/// The same encoder with weights that changed a little: every feature 1% larger.
+struct Brighter(PatchMeanEncoder);
+
+impl cxr_core::Encoder for Brighter {
+    fn forward_features(
+        &self,
+        pixels: &candle_core::Tensor,
+        request: &cxr_core::FeatureRequest,
+    ) -> cxr_core::Result<cxr_core::Features> {
+        let mut f = self.0.forward_features(pixels, request)?;
+        f.pooled = (f.pooled * 1.01)?;
+        f.patch_tokens = (f.patch_tokens * 1.01)?;
+        Ok(f)
+    }
+    fn feature_info(&self) -> cxr_core::FeatureInfo {
+        self.0.feature_info()
+    }
+    fn preprocessing(&self) -> cxr_core::Preprocessing {
+        self.0.preprocessing()
+    }
+    fn device(&self) -> &candle_core::Device {
+        self.0.device()
+    }
+}
+
 #[test]
 fn trivial_encoder_features_are_cached_and_reused() {
     let m = Manifest::from_csv(
@@ -40,6 +65,14 @@ fn trivial_encoder_features_are_cached_and_reused() {
     assert!(hit);
     assert_eq!(f, g);
     assert_eq!(FeatureSet::load(&path).unwrap(), f);
+    // the same tag and rows from an encoder that now gives other features: recomputed
+    let changed = Brighter(PatchMeanEncoder::new(56, 14).unwrap());
+    let (h, hit) = extract_cached(&changed, "pix", &m, &rows, &path, &cfg).unwrap();
+    assert!(!hit, "stale features of a changed encoder were reused");
+    assert_eq!(h.cls.cols, 16);
+    assert!((h.cls.row(0)[0] - 1.01 * f.cls.row(0)[0]).abs() < 1e-6);
+    let (_, hit) = extract_cached(&enc, "pix", &m, &rows, &path, &cfg).unwrap();
+    assert!(!hit);
     // other rows or another encoder tag: recomputed
     let (_, hit) = extract_cached(&enc, "pix", &m, &rows[..4], &path, &cfg).unwrap();
     assert!(!hit);
@@ -47,4 +80,44 @@ fn trivial_encoder_features_are_cached_and_reused() {
     assert!(!hit);
     std::fs::write(&path, b"junk").unwrap();
     assert!(FeatureSet::load(&path).is_err());
+}
+
+#[test]
+fn a_vit_cache_is_hit_on_rerun_and_missed_after_a_weight_change() {
+    use candle_core::{DType, Device};
+    use candle_nn::VarBuilder;
+    use vit_backbone::{Dinov2Config, Dinov2Model};
+    let m = Manifest::from_csv(
+        shared().join("data/cxr-findings/labels.csv"),
+        &ManifestSpec::cxr_findings(),
+    )
+    .unwrap();
+    let rows: Vec<usize> = m.indices_in(Split::Val)[..6].to_vec();
+    let mut cfg = Dinov2Config::vit_tiny(56);
+    cfg.num_hidden_layers = 2;
+    let vit = |seed: u64| {
+        let vm = candle_nn::VarMap::new();
+        let _shape = Dinov2Model::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu));
+        let t = train_utils::init::hf_vit_reinit(&vm, seed, &Device::Cpu).unwrap();
+        Dinov2Model::new(&cfg, VarBuilder::from_tensors(t, DType::F32, &Device::Cpu)).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vit.safetensors");
+    // batches of 4 when written, one image when checked: a different summation order
+    let ecfg = ExtractConfig {
+        batch_size: 4,
+        progress: false,
+        ..Default::default()
+    };
+    let (a, hit) = extract_cached(&vit(0), "vit", &m, &rows, &path, &ecfg).unwrap();
+    assert!(!hit);
+    let (b, hit) = extract_cached(&vit(0), "vit", &m, &rows, &path, &ecfg).unwrap();
+    assert!(hit, "the same weights must reuse their cache");
+    assert_eq!(a, b);
+    let (c, hit) = extract_cached(&vit(1), "vit", &m, &rows, &path, &ecfg).unwrap();
+    assert!(
+        !hit,
+        "other weights under the same tag must not reuse the cache"
+    );
+    assert_ne!(a.cls, c.cls);
 }
