@@ -10,6 +10,14 @@ fn shared() -> std::path::PathBuf {
         .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").into())
 }
 
+fn findings_manifest() -> Manifest {
+    Manifest::from_csv(
+        shared().join("data/cxr-findings/labels.csv"),
+        &ManifestSpec::cxr_findings(),
+    )
+    .unwrap()
+}
+
 /// The same encoder with weights that changed a little: every feature 1% larger.
 struct Brighter(PatchMeanEncoder);
 
@@ -37,11 +45,7 @@ impl cxr_core::Encoder for Brighter {
 
 #[test]
 fn trivial_encoder_features_are_cached_and_reused() {
-    let m = Manifest::from_csv(
-        shared().join("data/cxr-findings/labels.csv"),
-        &ManifestSpec::cxr_findings(),
-    )
-    .unwrap();
+    let m = findings_manifest();
     let rows: Vec<usize> = m.indices_in(Split::Test)[..5].to_vec();
     let enc = PatchMeanEncoder::new(56, 14).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -87,11 +91,7 @@ fn a_vit_cache_is_hit_on_rerun_and_missed_after_a_weight_change() {
     use candle_core::{DType, Device};
     use candle_nn::VarBuilder;
     use vit_backbone::{Dinov2Config, Dinov2Model};
-    let m = Manifest::from_csv(
-        shared().join("data/cxr-findings/labels.csv"),
-        &ManifestSpec::cxr_findings(),
-    )
-    .unwrap();
+    let m = findings_manifest();
     let rows: Vec<usize> = m.indices_in(Split::Val)[..6].to_vec();
     let mut cfg = Dinov2Config::vit_tiny(56);
     cfg.num_hidden_layers = 2;
