@@ -122,8 +122,9 @@ struct Args {
     /// Bootstrap resamples (of patients).
     #[arg(long, default_value_t = 500)]
     resamples: usize,
-    /// Where overlay / mask PNGs go (none written when 0 figures are asked for).
-    #[arg(long, default_value = "docs/img")]
+    /// Where overlay / mask PNGs go (none written when 0 figures are asked for). The figures
+    /// in docs/results.md were written with `--out-dir docs/img`.
+    #[arg(long, default_value = "out/lung_segmentation")]
     out_dir: PathBuf,
     /// Test images to draw (overlay of the prediction in red, ground truth in blue).
     #[arg(long, default_value_t = 2)]
