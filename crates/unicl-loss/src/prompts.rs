@@ -39,8 +39,8 @@ impl Finding {
 /// With `mention_absent = k > 0`, a sampled text also names up to `k` findings the set does
 /// *not* hold (how many, uniform in `0..=k`, and which, uniform among the absent ones), each
 /// as `absent_template` (a leading "a"/"an" dropped), appended after a comma: "chest x-ray
-/// with effusion, no pneumothorax". Label prompts without any negation never show the text tower the
-/// "no {finding}" phrasing that per-finding zero-shot prompts contrast against.
+/// with effusion, no pneumothorax". Label prompts without any negation never show the text
+/// tower the "no {finding}" phrasing that per-finding zero-shot prompts contrast against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptTemplates {
     /// Finding vocabulary, indexed by the [`LabelSet`] indices.
