@@ -95,20 +95,27 @@ impl DualEncoder {
     /// `[B, P]` unit-norm image embeddings of preprocessed `pixels` `[B, 3, H, W]`.
     /// `train` switches the image tower to training mode (dropout, stochastic depth).
     pub fn encode_image(&self, pixels: &Tensor, train: bool) -> Result<Tensor> {
-        let feats = self
-            .image
-            .forward_features(pixels, &FeatureRequest::default().train(train))?;
-        l2_normalize(&feats.pooled.matmul(&self.image_projection)?)
+        self.project_image(&self.image_features(pixels, train)?)
     }
 
     /// `[B, P]` unit-norm image embeddings through a *locked* image tower (LiT, Zhai et al.
     /// 2022): the tower runs in inference mode and its features are detached, so a backward
     /// pass reaches `image_projection` but neither the tower's weights nor its activations.
     pub fn encode_image_locked(&self, pixels: &Tensor) -> Result<Tensor> {
-        let feats = self
+        self.project_image(&self.image_features(pixels, false)?.detach())
+    }
+
+    /// `[B, D_img]` pooled image-tower features, before the projection.
+    pub fn image_features(&self, pixels: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self
             .image
-            .forward_features(pixels, &FeatureRequest::default())?;
-        l2_normalize(&feats.pooled.detach().matmul(&self.image_projection)?)
+            .forward_features(pixels, &FeatureRequest::default().train(train))?
+            .pooled)
+    }
+
+    /// `[B, P]` unit-norm embeddings of pooled image features (`image_projection`, then L2).
+    pub fn project_image(&self, features: &Tensor) -> Result<Tensor> {
+        l2_normalize(&features.matmul(&self.image_projection)?)
     }
 
     /// `[B, P]` unit-norm text embeddings.

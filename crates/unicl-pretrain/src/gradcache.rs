@@ -110,11 +110,32 @@ pub fn grad_cache_gradients(
         .step_by(chunk)
         .map(|s| (s, chunk.min(n - s)))
         .collect();
+    // a locked tower gives the same features in both passes: run it once per chunk
+    let locked_features = match tower {
+        ImageTower::Locked => Some(
+            ranges
+                .iter()
+                .map(|&(s, len)| {
+                    Ok(model
+                        .image_features(&pixels.narrow(0, s, len)?, false)?
+                        .detach())
+                })
+                .collect::<Result<Vec<Tensor>>>()?,
+        ),
+        ImageTower::Trained => None,
+    };
+    let embed_image = |k: usize| -> Result<Tensor> {
+        let (s, len) = ranges[k];
+        Ok(match &locked_features {
+            Some(f) => model.project_image(&f[k])?,
+            None => model.encode_image(&pixels.narrow(0, s, len)?, true)?,
+        })
+    };
     // 1. embeddings only: each chunk's graph is dropped as soon as it is detached
     let mut imgs = Vec::with_capacity(ranges.len());
     let mut txts = Vec::with_capacity(ranges.len());
-    for &(s, len) in &ranges {
-        imgs.push(encode_image(model, &pixels.narrow(0, s, len)?, tower)?.detach());
+    for (k, &(s, len)) in ranges.iter().enumerate() {
+        imgs.push(embed_image(k)?.detach());
         txts.push(model.encode_text(&narrow_tokens(tokens, s, len)?)?.detach());
     }
     let u = Var::from_tensor(&Tensor::cat(&imgs, 0)?)?;
@@ -135,8 +156,8 @@ pub fn grad_cache_gradients(
     let mut grads = NamedGrads::from_store(&store, vars);
     drop(store);
     // 3. per chunk: re-encode with the graph and back-propagate the cached embedding grads
-    for &(s, len) in &ranges {
-        let ui = encode_image(model, &pixels.narrow(0, s, len)?, tower)?;
+    for (k, &(s, len)) in ranges.iter().enumerate() {
+        let ui = embed_image(k)?;
         let vi = model.encode_text(&narrow_tokens(tokens, s, len)?)?;
         let surrogate = ((ui * gu.narrow(0, s, len)?)?.sum_all()?
             + (vi * gv.narrow(0, s, len)?)?.sum_all()?)?;
