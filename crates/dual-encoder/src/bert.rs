@@ -22,13 +22,15 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::Linear;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::text_encoder::{TextEmbedding, TextEncoder, TokenBatch};
-use crate::text_transformer::{linear, normal, padding_mask, scaled_dot_product_attention, Norm};
+use crate::text_transformer::{
+    dense, linear, normal, padding_mask, scaled_dot_product_attention, Norm,
+};
 use crate::{Error, Result};
 
 /// The fields of a `transformers` BERT `config.json` that the encoder reads (others are
@@ -163,8 +165,8 @@ impl ProjectionHead {
 
     /// `[B, hidden]` → `[B, projection]`, differentiable.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = fused_ops::gelu_erf(&self.dense_to_hidden.forward(x)?)?;
-        Ok(self.dense_to_output.forward(&self.norm.forward(&h)?)?)
+        let h = fused_ops::gelu_erf(&dense(&self.dense_to_hidden, x)?)?;
+        dense(&self.dense_to_output, &self.norm.forward(&h)?)
     }
 }
 
@@ -245,21 +247,21 @@ impl Layer {
 
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (q, k, v) = (
-            self.query.forward(x)?,
-            self.key.forward(x)?,
-            self.value.forward(x)?,
+            dense(&self.query, x)?,
+            dense(&self.key, x)?,
+            dense(&self.value, x)?,
         );
         let att = scaled_dot_product_attention(&q, &k, &v, self.heads, mask)?;
         let x = self
             .attention_norm
-            .forward(&(x + self.attention_out.forward(&att)?)?)?;
-        let h = self.intermediate.forward(&x)?;
+            .forward(&(x + dense(&self.attention_out, &att)?)?)?;
+        let h = dense(&self.intermediate, &x)?;
         let h = match self.act {
             Act::GeluErf => fused_ops::gelu_erf(&h)?,
             Act::GeluTanh => h.gelu()?,
             Act::Relu => h.relu()?,
         };
-        self.output_norm.forward(&(x + self.output.forward(&h)?)?)
+        self.output_norm.forward(&(x + dense(&self.output, &h)?)?)
     }
 }
 

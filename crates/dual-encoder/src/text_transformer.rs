@@ -7,12 +7,14 @@
 //! (MedImageInsight); the sentence embedding is the state at the first end-of-text token
 //! (argmax of the ids), projected by `lang_projection` (`x @ P`, no bias).
 //!
-//! Every op is differentiable (layer norm and softmax from [`cxr_core::ops`]). The fused
-//! layer norm and softmax of `vit_backbone::layers` were tried here and measured slower at
-//! this tower's sizes on the CPU (UniCL-base forward with a graph, 4 × 77 tokens: 480 against
-//! 370 ms), with no change to the UniCL training step.
+//! Every op is differentiable. Linear layers are `fused_ops::linear` (one bias-seeded GEMM;
+//! the bias gradient is a column sum, where candle's broadcast add reduces over the rows, a
+//! fifth of a UniCL training step). With a graph, layer norm and softmax are `fused_ops`'
+//! kernels with closed-form backwards; without one, the composed [`cxr_core::ops`] that the
+//! PyTorch parity tests pin. The UniCL training step (`cargo bench -p unicl-pretrain`) went
+//! from 118 to 74–82 ms with these (`docs/performance.md`).
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Init, Linear, VarBuilder};
 use cxr_core::ops::{layer_norm, softmax_last_dim};
 
@@ -50,8 +52,27 @@ impl Norm {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(layer_norm(x, &self.weight, &self.bias, self.eps)?)
+        if tracks_grad(&[x, &self.weight, &self.bias]) {
+            Ok(fused_ops::layer_norm(
+                x,
+                &self.weight,
+                &self.bias,
+                self.eps,
+            )?)
+        } else {
+            Ok(layer_norm(x, &self.weight, &self.bias, self.eps)?)
+        }
     }
+}
+
+fn tracks_grad(ts: &[&Tensor]) -> bool {
+    ts.iter().any(|t| t.track_op())
+}
+
+/// `x Wᵀ + b` as one bias-seeded GEMM whose bias gradient is a column sum
+/// (`fused_ops::linear`), instead of candle's broadcast add and its reduce over the rows.
+pub(crate) fn dense(l: &Linear, x: &Tensor) -> Result<Tensor> {
+    Ok(fused_ops::linear(x, l.weight(), l.bias())?)
 }
 
 /// `weight` `[out, inp]` (normal(0, 0.02) when initialised) and a zero-initialised `bias`.
@@ -84,14 +105,14 @@ impl Attention {
     /// `x`: `[B, L, W]`; `mask`: additive, broadcastable to `[B, H, L, L]`.
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let w = x.dim(D::Minus1)?;
-        let qkv = self.in_proj.forward(x)?;
+        let qkv = dense(&self.in_proj, x)?;
         let (q, k, v) = (
             qkv.narrow(2, 0, w)?,
             qkv.narrow(2, w, w)?,
             qkv.narrow(2, 2 * w, w)?,
         );
         let out = scaled_dot_product_attention(&q, &k, &v, self.heads, mask)?;
-        Ok(self.out_proj.forward(&out)?)
+        dense(&self.out_proj, &out)
     }
 }
 
@@ -115,7 +136,11 @@ pub(crate) fn scaled_dot_product_attention(
     let q = (split(q)? * (hd as f64).powf(-0.5))?;
     let (k, v) = (split(k)?, split(v)?);
     let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-    let probs = softmax_last_dim(&scores)?;
+    let probs = if scores.track_op() {
+        fused_ops::softmax_last_dim(&scores)?
+    } else {
+        softmax_last_dim(&scores)?
+    };
     Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, w))?)
 }
 
@@ -152,12 +177,12 @@ impl ResidualBlock {
 
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask)?)?;
-        let h = self.c_fc.forward(&self.ln_2.forward(&x)?)?;
+        let h = dense(&self.c_fc, &self.ln_2.forward(&x)?)?;
         let h = match self.activation {
             Activation::QuickGelu => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
             Activation::GeluErf => fused_ops::gelu_erf(&h)?,
         };
-        Ok((x + self.c_proj.forward(&h)?)?)
+        Ok((x + dense(&self.c_proj, &h)?)?)
     }
 }
 

@@ -79,3 +79,50 @@ fn gradients_reach_every_parameter_causal() {
 fn gradients_reach_every_parameter_bidirectional() {
     check(false);
 }
+
+/// With a graph the text tower runs `fused_ops`' layer norm and softmax (closed-form
+/// backwards, each checked against its composed form in `fused-ops`); without one, the
+/// composed `cxr_core::ops` that the PyTorch parity tests pin. Both must give the same tower.
+#[test]
+fn the_training_path_gives_the_inference_path_outputs() {
+    use dual_encoder::TextEncoder;
+    let tok = common::tokenizer();
+    let batch = tok
+        .encode_batch(
+            &["chest x-ray showing pneumonia", "no effusion"],
+            &Device::Cpu,
+        )
+        .unwrap();
+    for causal in [true, false] {
+        let cfg = TextConfig {
+            causal,
+            ..TextConfig::tiny(tok.vocab_size())
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let tracked = TextTransformer::new(&cfg, vb).unwrap();
+        // biases and norms away from their 0 / 1 init, so every input of every op matters
+        for var in varmap.all_vars() {
+            let noise = var.as_tensor().randn_like(0.0, 0.1).unwrap();
+            var.set(&(var.as_tensor() + noise).unwrap()).unwrap();
+        }
+        let a = tracked.encode(&batch).unwrap().projected;
+        assert!(a.track_op());
+        let tensors = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        let plain = TextTransformer::new(
+            &cfg,
+            VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let b = plain.encode(&batch).unwrap().projected;
+        assert!(!b.track_op());
+        let d = cxr_core::ops::max_abs_diff(&a, &b).unwrap();
+        assert!(d < 1e-5, "causal {causal}: the two paths differ by {d}");
+    }
+}
