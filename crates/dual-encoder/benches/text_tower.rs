@@ -41,6 +41,20 @@ fn bench(c: &mut Criterion) {
     g.bench_function("unicl_base_forward_b4x77", |b| {
         b.iter(|| black_box(model.encode(&batch).unwrap()))
     });
+    // the same weights as plain tensors, as a loaded checkpoint has them: no graph is
+    // recorded, as in the PyTorch counterpart's `torch.no_grad()`
+    let tensors = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    let loaded =
+        TextTransformer::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &dev)).unwrap();
+    g.bench_function("unicl_base_forward_b4x77_no_graph", |b| {
+        b.iter(|| black_box(loaded.encode(&batch).unwrap()))
+    });
     g.finish();
 
     let tok = TextTokenizer::from_file(
