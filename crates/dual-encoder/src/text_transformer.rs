@@ -12,7 +12,7 @@
 //! fifth of a UniCL training step). With a graph, layer norm and softmax are `fused_ops`'
 //! kernels with closed-form backwards; without one, the composed [`cxr_core::ops`] that the
 //! PyTorch parity tests pin. The UniCL training step (`cargo bench -p unicl-pretrain`) went
-//! from 118 to 74–82 ms with these (`docs/performance.md`).
+//! from 104–113 to 66–71 ms with these (`docs/performance.md`).
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Init, Linear, VarBuilder};
@@ -52,7 +52,7 @@ impl Norm {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if tracks_grad(&[x, &self.weight, &self.bias]) {
+        if fused_ops::tracks_grad(&[x, &self.weight, &self.bias]) {
             Ok(fused_ops::layer_norm(
                 x,
                 &self.weight,
@@ -63,10 +63,6 @@ impl Norm {
             Ok(layer_norm(x, &self.weight, &self.bias, self.eps)?)
         }
     }
-}
-
-fn tracks_grad(ts: &[&Tensor]) -> bool {
-    ts.iter().any(|t| t.track_op())
 }
 
 /// `x Wᵀ + b` as one bias-seeded GEMM whose bias gradient is a column sum

@@ -77,6 +77,12 @@ pub use weight_normed_linear::{
     weight_normed_linear, ColumnDot, NormGradCorrection, RowScale, WeightNormedLinear,
 };
 
+/// True when autograd follows any of `ts` (a `Var` or a tensor computed from one): the test
+/// by which a model picks an op with a backward over a faster inference-only kernel.
+pub fn tracks_grad(ts: &[&candle_core::Tensor]) -> bool {
+    ts.iter().any(|t| t.track_op())
+}
+
 /// The first CUDA device, or `None` with the reason (no `cuda` feature, no driver, no GPU), so
 /// GPU tests and benchmarks can say why they skip.
 pub fn cuda_device() -> std::result::Result<candle_core::Device, String> {

@@ -9,10 +9,7 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::fast_ops::{fast_path, GeluInPlace};
 
-/// True when autograd follows any of `ts` (a `Var` or a tensor computed from one).
-pub(crate) fn tracks_grad(ts: &[&Tensor]) -> bool {
-    ts.iter().any(|t| t.track_op())
-}
+pub(crate) use fused_ops::tracks_grad;
 
 /// Softmax over the last dimension: candle's fused kernel, with `fused_ops`' closed-form
 /// backward when a gradient is tracked (instead of autograd through the five composed ops of
