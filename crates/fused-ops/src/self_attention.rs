@@ -292,7 +292,7 @@ impl CustomOp3 for AttentionGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{grads_of, max_diff};
+    use crate::test_util::{grads_of, max_diff, max_magnitude};
     use candle_core::{Device, Var};
 
     /// A qkv tensor with scores large enough that the softmax is far from uniform.
@@ -348,13 +348,7 @@ mod tests {
             let want = grads_of(&reference, &dy.to_dtype(DType::F64).unwrap());
             let g = got.get(fused_var.as_tensor()).unwrap();
             let w = want.get(reference_var.as_tensor()).unwrap();
-            let scale_of = w
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let scale_of = max_magnitude(w);
             let diff = max_diff(g, w) as f64;
             assert!(
                 diff < 1e-5 * scale_of.max(1.0),
@@ -403,13 +397,7 @@ mod tests {
         let diff = max_diff(got.get(var.as_tensor()).unwrap(), w) as f64;
         // an f32 gradient against an f64 one: relative to its size, as in the test above
         // (random inputs gave up to 1.7e-5 absolute on gradients of several units)
-        let scale_of = w
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let scale_of = max_magnitude(w);
         assert!(
             diff < 1e-5 * scale_of.max(1.0),
             "gradient {diff} of {scale_of}"
