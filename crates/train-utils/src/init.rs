@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, Tensor};
 use rand::Rng;
 
-use crate::{Error, Result};
+use crate::{named_vars, Error, Result};
 
 /// `torch.nn.init.trunc_normal_`'s distribution: normal `(mean, std)` restricted to the
 /// absolute interval `[a, b]` (by rejection), drawn from `rng`. The values differ from
@@ -68,15 +68,9 @@ pub fn hf_vit_reinit(
 ) -> Result<std::collections::HashMap<String, Tensor>> {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| Error::Config("hf_vit_reinit: poisoned VarMap".into()))?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
     let mut out = std::collections::HashMap::new();
-    for name in names {
-        let t = data[name].as_tensor();
+    for (name, var) in named_vars(varmap) {
+        let t = var.as_tensor();
         let flat = t.flatten_all()?.to_dtype(DType::F32)?;
         let constant = flat.max(0)?.to_scalar::<f32>()? == flat.min(0)?.to_scalar::<f32>()?;
         let value = if name.ends_with(".bias") || name.ends_with("_bias") {
@@ -86,7 +80,7 @@ pub fn hf_vit_reinit(
         } else {
             trunc_normal(t.dims(), 0.0, 0.02, -2.0, 2.0, &mut rng, device)?
         };
-        out.insert(name.clone(), value);
+        out.insert(name, value);
     }
     Ok(out)
 }
@@ -105,15 +99,11 @@ pub fn hf_vit_reinit(
 pub fn dinov2_vit_init(varmap: &candle_nn::VarMap, seed: u64, device: &Device) -> Result<()> {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| Error::Config("dinov2_vit_init: poisoned VarMap".into()))?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
+    let vars = named_vars(varmap);
+    let data: std::collections::HashMap<&str, &candle_core::Var> =
+        vars.iter().map(|(n, v)| (n.as_str(), v)).collect();
     let rank_of = |name: &str| data.get(name).map(|v| v.as_tensor().rank());
-    for name in names {
-        let var = &data[name];
+    for (name, var) in &vars {
         let dims = var.as_tensor().dims().to_vec();
         let value = if name.ends_with("position_embeddings") {
             trunc_normal(&dims, 0.0, 0.02, -2.0, 2.0, &mut rng, device)?
@@ -125,7 +115,7 @@ pub fn dinov2_vit_init(varmap: &candle_nn::VarMap, seed: u64, device: &Device) -
         {
             let weight = format!("{stem}patch_embeddings.projection.weight");
             let w = data
-                .get(&weight)
+                .get(weight.as_str())
                 .ok_or_else(|| Error::Config(format!("dinov2_vit_init: no {weight}")))?;
             let fan_in: usize = w.as_tensor().dims().iter().skip(1).product();
             let bound = 1.0 / (fan_in as f64).sqrt();
