@@ -28,6 +28,6 @@ pub mod split;
 pub use crate::image::{to_u8, GrayImage};
 pub use decode::{decode_bytes, decode_file, DecodeOptions, DicomOptions, VoiChoice};
 pub use error::{Error, Result};
-pub use manifest::{Manifest, ManifestSpec, Record, Split};
+pub use manifest::{Manifest, ManifestSpec, Record, Split, NIH_FINDINGS};
 pub use processor::ImageProcessor;
 pub use sampler::{IndexSampler, SeededShuffle};

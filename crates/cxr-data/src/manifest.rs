@@ -8,6 +8,25 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
+/// The 14 NIH ChestX-ray14 findings, as `cxr-findings/labels.csv` names its columns, in the
+/// order of its header (`no_finding` follows them there).
+pub const NIH_FINDINGS: [&str; 14] = [
+    "atelectasis",
+    "cardiomegaly",
+    "consolidation",
+    "edema",
+    "effusion",
+    "emphysema",
+    "fibrosis",
+    "hernia",
+    "infiltration",
+    "mass",
+    "nodule",
+    "pleural_thickening",
+    "pneumonia",
+    "pneumothorax",
+];
+
 /// Where each column of a manifest goes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManifestSpec {
@@ -45,25 +64,11 @@ impl ManifestSpec {
             path_column: "id".into(),
             path_template: "images/{}.png".into(),
             patient_column: "patient_id".into(),
-            label_columns: [
-                "atelectasis",
-                "cardiomegaly",
-                "consolidation",
-                "edema",
-                "effusion",
-                "emphysema",
-                "fibrosis",
-                "hernia",
-                "infiltration",
-                "mass",
-                "nodule",
-                "pleural_thickening",
-                "pneumonia",
-                "pneumothorax",
-                "no_finding",
-            ]
-            .map(String::from)
-            .to_vec(),
+            label_columns: NIH_FINDINGS
+                .iter()
+                .chain(&["no_finding"])
+                .map(|s| s.to_string())
+                .collect(),
             split_column: Some("split".into()),
         }
     }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use cxr_data::NIH_FINDINGS;
+
 use unicl_loss::{BatchItem, CombinedLabelIds, LabelSet, PromptSampler, PromptTemplates};
 
 /// `shared/` beside the checkout (or beside the worktrees' folder), or `$CXR_SHARED`.
@@ -17,28 +19,11 @@ fn shared() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../../shared"))
 }
 
-const FINDINGS: [&str; 14] = [
-    "atelectasis",
-    "cardiomegaly",
-    "consolidation",
-    "edema",
-    "effusion",
-    "emphysema",
-    "fibrosis",
-    "hernia",
-    "infiltration",
-    "mass",
-    "nodule",
-    "pleural_thickening",
-    "pneumonia",
-    "pneumothorax",
-];
-
 fn label_sets() -> Vec<LabelSet> {
     let path = shared().join("data/cxr-findings/labels.csv");
     let mut r = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let headers = r.headers().unwrap().clone();
-    let cols: Vec<usize> = FINDINGS
+    let cols: Vec<usize> = NIH_FINDINGS
         .iter()
         .map(|f| headers.iter().position(|h| h == *f).unwrap())
         .collect();
@@ -54,7 +39,7 @@ fn label_sets() -> Vec<LabelSet> {
 fn preset_matches_the_pack_columns() {
     let t = PromptTemplates::nih_chestxray14();
     let names: Vec<&str> = t.findings.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(names, FINDINGS);
+    assert_eq!(names, NIH_FINDINGS);
 }
 
 #[test]

@@ -24,7 +24,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 use cxr_core::{FeatureRequest, Preprocessing, Resample};
-use cxr_data::{ImageProcessor, Manifest, ManifestSpec, Split};
+use cxr_data::{ImageProcessor, Manifest, ManifestSpec, Split, NIH_FINDINGS};
 use dual_encoder::Templates;
 use metrics::bootstrap::BootstrapConfig;
 use unicl_loss::{LossKind, PromptTemplates};
@@ -36,23 +36,6 @@ use unicl_pretrain::{
 };
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
-
-const FINDINGS: [&str; 14] = [
-    "atelectasis",
-    "cardiomegaly",
-    "consolidation",
-    "edema",
-    "effusion",
-    "emphysema",
-    "fibrosis",
-    "hernia",
-    "infiltration",
-    "mass",
-    "nodule",
-    "pleural_thickening",
-    "pneumonia",
-    "pneumothorax",
-];
 
 #[derive(Parser, Debug)]
 #[command(
@@ -239,7 +222,7 @@ fn corpus(train: &PairDataset, templates: &PromptTemplates) -> R<Vec<String>> {
             }
         }
     }
-    for f in FINDINGS {
+    for f in NIH_FINDINGS {
         let name = display_name(f);
         out.extend(Templates::cxr_positive().fill(&name));
         out.extend(Templates::cxr_negative().fill(&name));
@@ -351,7 +334,7 @@ fn train(a: TrainArgs) -> R<()> {
     println!("device: {dev:?}");
     let t0 = Instant::now();
     let manifest = Manifest::from_csv(a.data.join("labels.csv"), &ManifestSpec::cxr_findings())?;
-    let findings: Vec<String> = FINDINGS.iter().map(|s| s.to_string()).collect();
+    let findings: Vec<String> = NIH_FINDINGS.iter().map(|s| s.to_string()).collect();
     let proc = processor(a.image_size);
     let load = |split| {
         PairDataset::from_manifest(&manifest, split, &findings, a.text_column.as_deref(), &proc)

@@ -5,28 +5,11 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use cxr_core::{Preprocessing, Resample};
-use cxr_data::{ImageProcessor, Manifest, ManifestSpec, Split};
+use cxr_data::{ImageProcessor, Manifest, ManifestSpec, Split, NIH_FINDINGS};
 use dual_encoder::{TextConfig, TextTokenizer};
 use unicl_loss::{LabelSet, LossKind, PromptTemplates};
 use unicl_pretrain::{train_clip_bpe, PairDataset, PairSample, PairSource, TrainConfig};
 use vit_backbone::Dinov2Config;
-
-pub const FINDINGS: [&str; 14] = [
-    "atelectasis",
-    "cardiomegaly",
-    "consolidation",
-    "edema",
-    "effusion",
-    "emphysema",
-    "fibrosis",
-    "hernia",
-    "infiltration",
-    "mass",
-    "nodule",
-    "pleural_thickening",
-    "pneumonia",
-    "pneumothorax",
-];
 
 pub fn data_dir() -> PathBuf {
     std::env::var("CXR_SHARED")
@@ -50,7 +33,7 @@ pub fn processor(size: usize) -> ImageProcessor {
 pub fn tiny_dataset(n: usize) -> PairDataset {
     let m =
         Manifest::from_csv(data_dir().join("labels.csv"), &ManifestSpec::cxr_findings()).unwrap();
-    let findings: Vec<String> = FINDINGS.iter().map(|s| s.to_string()).collect();
+    let findings: Vec<String> = NIH_FINDINGS.iter().map(|s| s.to_string()).collect();
     let cols: Vec<usize> = findings.iter().map(|f| m.label_index(f).unwrap()).collect();
     let samples = m
         .indices_in(Split::Train)
