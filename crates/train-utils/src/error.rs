@@ -53,6 +53,10 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// The training loop could not go on (its batch thread stopped).
+    #[error("training loop: {0}")]
+    Loop(String),
+
     /// Plotting failed.
     #[error("plot {path}: {reason}")]
     Plot {

@@ -12,6 +12,8 @@
 //! - [`CheckpointDir`]: atomic safetensors + JSON checkpoints, [`RngState`] and [`TrainState`]
 //!   for exact resume; [`check_finite`] to stop on NaN/Inf;
 //! - [`StepLog`] (CSV + JSONL) and [`plot_curves`] (PNG + SVG);
+//! - [`run_loop`]: the loop both trainers run (resume, prefetch, progress bar, step log,
+//!   checkpoints, loss plot), driving any [`LoopTrainer`];
 //! - [`init`]: seeded truncated-normal and uniform initialisation.
 #![deny(missing_docs)]
 
@@ -28,6 +30,7 @@ mod log;
 mod param_groups;
 mod plot;
 mod prefetch;
+mod run_loop;
 mod schedule;
 mod state;
 mod sync;
@@ -46,6 +49,9 @@ pub use log::{read_jsonl, StepLog, StepRecord};
 pub use param_groups::{layer_id, NoDecayRule, ParamGroup, ParamGroupRules};
 pub use plot::{plot_curves, plot_curves_or_warn};
 pub use prefetch::Prefetch;
+pub use run_loop::{
+    run_loop, LoopHooks, LoopOptions, LoopReport, LoopSummary, LoopTrainer, StepReport,
+};
 pub use schedule::{CosineSchedule, DinoScheduleConfig, DinoSchedules, ScheduleValues};
 pub use state::{RngState, TrainState};
 pub use sync::{GradSync, SingleProcess};

@@ -7,3 +7,4 @@ mod graph_free;
 mod groups;
 mod parity;
 mod resume;
+mod run_loop;

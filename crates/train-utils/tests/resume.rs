@@ -9,8 +9,9 @@ use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use train_utils::{
-    check_finite, clip_grad_norm, ema_update, named_vars, AdamW, AdamWConfig, CheckpointDir,
-    DinoScheduleConfig, DinoSchedules, Error, NamedGrads, ParamGroupRules, RngState, TrainState,
+    check_finite, clip_grad_norm, ema_update, named_vars, AdamW, AdamWConfig, Checkpoint,
+    CheckpointDir, DinoScheduleConfig, DinoSchedules, Error, NamedGrads, ParamGroupRules, RngState,
+    TrainState,
 };
 
 const SHAPES: [(&str, &[usize]); 3] = [
@@ -39,12 +40,14 @@ fn varmap(tensors: &HashMap<String, Tensor>, prefix: &str) -> VarMap {
     vm
 }
 
-struct Run {
+/// A toy DINO-style run (student, EMA teacher, AdamW, schedules, RNG); `run_loop.rs` drives
+/// it through the shared loop.
+pub(crate) struct Run {
     student: VarMap,
     teacher: VarMap,
     opt: AdamW,
     rng: ChaCha8Rng,
-    step: u64,
+    pub(crate) step: u64,
     data_position: u64,
     schedules: DinoSchedules,
 }
@@ -72,7 +75,7 @@ fn schedules() -> DinoSchedules {
 }
 
 impl Run {
-    fn fresh(seed: u64) -> Self {
+    pub(crate) fn fresh(seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut init = HashMap::new();
         for (name, shape) in SHAPES {
@@ -93,7 +96,10 @@ impl Run {
     }
 
     fn resume(dir: &CheckpointDir) -> Self {
-        let ckpt = dir.load_latest(&Device::Cpu).unwrap().unwrap();
+        Self::from_checkpoint(&dir.load_latest(&Device::Cpu).unwrap().unwrap())
+    }
+
+    pub(crate) fn from_checkpoint(ckpt: &Checkpoint) -> Self {
         let student = varmap(&ckpt.tensors, "student.");
         let teacher = varmap(&ckpt.tensors, "teacher.");
         let mut opt = optimizer(&student);
@@ -116,6 +122,12 @@ impl Run {
     }
 
     fn save(&self, dir: &CheckpointDir) {
+        let (tensors, state) = self.state();
+        dir.save(&tensors, &state).unwrap();
+    }
+
+    /// Everything a checkpoint holds.
+    pub(crate) fn state(&self) -> (HashMap<String, Tensor>, TrainState) {
         let mut tensors = HashMap::new();
         for (prefix, vm) in [("student.", &self.student), ("teacher.", &self.teacher)] {
             for (n, v) in named_vars(vm) {
@@ -133,7 +145,7 @@ impl Run {
             optimizer_steps,
             extra: serde_json::Value::Null,
         };
-        dir.save(&tensors, &state).unwrap();
+        (tensors, state)
     }
 
     fn forward(vm: &VarMap, x: &Tensor) -> Tensor {
@@ -152,7 +164,7 @@ impl Run {
     }
 
     /// One step; `poison` makes the loss NaN.
-    fn step(&mut self, poison: bool) -> Result<f32, Error> {
+    pub(crate) fn step(&mut self, poison: bool) -> Result<f32, Error> {
         let s = self.schedules.at(self.step as usize);
         let mut x = rand_tensor(&mut self.rng, &[BATCH, 4], 1.0);
         if poison {

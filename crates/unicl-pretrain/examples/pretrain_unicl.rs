@@ -27,6 +27,7 @@ use cxr_core::{FeatureRequest, Preprocessing, Resample};
 use cxr_data::{ImageProcessor, Manifest, ManifestSpec, Split, NIH_FINDINGS};
 use dual_encoder::Templates;
 use metrics::bootstrap::BootstrapConfig;
+use train_utils::LoopOptions;
 use unicl_loss::{LossKind, PromptTemplates};
 use unicl_pretrain::eval::{
     auroc_report, display_name, paired_macro_auroc, zero_shot_scores, AurocReport, ScoreFile,
@@ -409,12 +410,14 @@ fn train(a: TrainArgs) -> R<()> {
         matches!(a.objective, Objective::Clip),
     )?;
     let opts = RunOptions {
-        out: a.out.clone(),
-        steps: a.steps,
-        checkpoint_every: a.checkpoint_every,
-        keep: 2,
-        resume: a.resume,
-        progress: !a.quiet,
+        run: LoopOptions {
+            out: a.out.clone(),
+            steps: a.steps,
+            checkpoint_every: a.checkpoint_every,
+            keep: 2,
+            resume: a.resume,
+            progress: !a.quiet,
+        },
         validation: Some(Validation {
             data: val_set.clone(),
             tokenizer: tok.clone(),

@@ -1,18 +1,20 @@
-//! The training loop around [`UniclTrainer`]: prefetch, progress bar, step logs,
-//! checkpoints, zero-shot validation every N steps, loss plot.
+//! The training loop around [`UniclTrainer`]: [`train_utils::run_loop`] (prefetch, progress
+//! bar, step log, checkpoints, loss plot) with zero-shot validation every N steps.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use dual_encoder::TextTokenizer;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use train_utils::{
-    plot_curves_or_warn, read_jsonl, write_atomic, CheckpointDir, Prefetch, StepLog, StepRecord,
+    run_loop, write_atomic, Checkpoint, LoopHooks, LoopOptions, LoopReport, LoopTrainer, StepLog,
+    StepRecord, StepReport, TrainState,
 };
 
 use crate::eval::{quick_auroc, zero_shot_scores};
-use crate::{Error, PairDataset, PairSource, Result, UniclTrainer};
+use crate::trainer::StepOutput;
+use crate::{Error, PairBatch, PairDataset, PairSource, Result, UniclTrainer};
 
 /// Zero-shot validation during training.
 #[derive(Debug, Clone)]
@@ -28,19 +30,9 @@ pub struct Validation {
 /// Settings of one run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Output directory: `config.json`, `steps.csv`/`steps.jsonl`, `val/steps.*`,
-    /// `loss_curve.png`/`.svg`, `checkpoints/`.
-    pub out: PathBuf,
-    /// Train until this many steps are complete.
-    pub steps: u64,
-    /// Write a checkpoint every this many steps (and at the end).
-    pub checkpoint_every: u64,
-    /// Checkpoints to keep.
-    pub keep: usize,
-    /// Continue from the newest checkpoint in `out/checkpoints` if there is one.
-    pub resume: bool,
-    /// Show a progress bar.
-    pub progress: bool,
+    /// Output directory (`config.json`, `steps.csv`/`steps.jsonl`, `val/steps.*`,
+    /// `loss_curve.png`/`.svg`, `checkpoints/`), steps, checkpoint interval, resume, progress.
+    pub run: LoopOptions,
     /// Zero-shot validation, if any.
     pub validation: Option<Validation>,
 }
@@ -60,9 +52,92 @@ pub struct RunSummary {
     pub pairs_per_second: f64,
 }
 
-fn validate(trainer: &UniclTrainer, v: &Validation, device: &Device) -> Result<f64> {
-    let s = zero_shot_scores(trainer.model(), &v.tokenizer, &v.data, 64, device)?;
-    Ok(quick_auroc(&s)?.1)
+impl StepReport for StepOutput {
+    fn values(&self) -> BTreeMap<String, f64> {
+        StepOutput::values(self)
+    }
+
+    fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    fn progress(&self) -> String {
+        format!(
+            "loss {:.4} scale {:.2} |g| {:.3}",
+            self.loss, self.logit_scale, self.grad_norm
+        )
+    }
+}
+
+impl LoopTrainer for UniclTrainer {
+    type Batch = PairBatch;
+    type Output = StepOutput;
+    type Error = Error;
+
+    fn step_index(&self) -> u64 {
+        UniclTrainer::step_index(self)
+    }
+
+    fn train_step(&mut self, batch: &PairBatch) -> Result<StepOutput> {
+        UniclTrainer::train_step(self, batch)
+    }
+
+    fn checkpoint(&self) -> Result<(HashMap<String, Tensor>, TrainState)> {
+        UniclTrainer::checkpoint(self)
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        UniclTrainer::restore(self, checkpoint)
+    }
+
+    fn write_config(&self, out: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self.config())
+            .map_err(|e| Error::Invalid(format!("config: {e}")))?;
+        write_atomic(&out.join("config.json"), &json)?;
+        Ok(())
+    }
+}
+
+/// Zero-shot macro AUROC on the validation split every `every` steps and after the last,
+/// logged to `val/steps.*`.
+struct ValidationHook<'a> {
+    validation: &'a Validation,
+    device: &'a Device,
+    log: Option<StepLog>,
+    macro_auroc: Vec<(u64, f64)>,
+}
+
+impl LoopHooks<UniclTrainer> for ValidationHook<'_> {
+    fn start(&mut self, out: &Path, resumed_at: Option<u64>) -> Result<()> {
+        self.log = Some(StepLog::open(&out.join("val"), resumed_at)?);
+        Ok(())
+    }
+
+    fn after_step(
+        &mut self,
+        trainer: &UniclTrainer,
+        done: u64,
+        last: bool,
+        progress: &ProgressBar,
+    ) -> Result<()> {
+        let v = self.validation;
+        if done % v.every.max(1) != 0 && !last {
+            return Ok(());
+        }
+        let scores = zero_shot_scores(trainer.model(), &v.tokenizer, &v.data, 64, self.device)?;
+        let m = quick_auroc(&scores)?.1;
+        self.macro_auroc.push((done, m));
+        if let Some(log) = self.log.as_mut() {
+            // keyed by the 0-based step just run, like the step log, so a resume at `done`
+            // keeps it
+            log.append(&StepRecord {
+                step: done - 1,
+                values: [("val_macro_auroc".to_string(), m)].into_iter().collect(),
+            })?;
+        }
+        progress.println(format!("step {done}: zero-shot val macro AUROC {m:.3}"));
+        Ok(())
+    }
 }
 
 /// Trains `trainer` on `source` as `opts` say. A NaN/Inf loss ends the run with an error
@@ -73,108 +148,39 @@ pub fn run(
     device: &Device,
     opts: &RunOptions,
 ) -> Result<RunSummary> {
-    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    let ckdir = CheckpointDir::new(opts.out.join("checkpoints"), opts.keep)?;
-    let mut resume_step = None;
-    if opts.resume {
-        if let Some(ck) = ckdir.load_latest(device)? {
-            trainer.restore(&ck)?;
-            resume_step = Some(ck.step);
-        }
-    }
-    let cfg_json = serde_json::to_vec_pretty(trainer.config())
-        .map_err(|e| Error::Invalid(format!("config: {e}")))?;
-    write_atomic(&opts.out.join("config.json"), &cfg_json)?;
-    let mut log = StepLog::open(&opts.out, resume_step)?;
-    let mut val_log = match &opts.validation {
-        Some(_) => Some(StepLog::open(&opts.out.join("val"), resume_step)?),
-        None => None,
-    };
-    let start = trainer.step_index();
-    let end = opts.steps.max(start);
-
-    // batches are prepared one step ahead on their own thread
     let batches = {
-        let source = source.clone();
-        let device = device.clone();
-        Prefetch::spawn(start..end, move |step| source.batch(step, &device))
+        let (source, device) = (source.clone(), device.clone());
+        move |step| source.batch(step, &device)
     };
-    let pb = if opts.progress {
-        ProgressBar::new(end - start)
-    } else {
-        ProgressBar::hidden()
+    let title = format!("{:?} image-text pretraining", trainer.config().objective);
+    let report = LoopReport {
+        samples_per_step: source.batch_size(),
+        rate_key: "pairs_per_second",
+        rate_unit: "pairs/s",
+        curves: &["loss"],
+        title: &title,
     };
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-            .map_err(|e| Error::Invalid(e.to_string()))?,
-    );
-    let t0 = Instant::now();
-    let mut losses = Vec::new();
-    let mut val_auroc = Vec::new();
-    let batch_size = source.batch_size() as f64;
-    let every = opts.checkpoint_every.max(1);
-    let mut result = Ok(());
-    for step in start..end {
-        let out = match batches
-            .next_item()
-            .ok_or_else(|| Error::Invalid("the batch producer stopped".into()))
-            .and_then(|b| b)
-            .and_then(|b| trainer.train_step(&b))
-        {
-            Ok(o) => o,
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        };
-        let pps = (step + 1 - start) as f64 * batch_size / t0.elapsed().as_secs_f64().max(1e-9);
-        let mut values = out.values();
-        values.insert("pairs_per_second".into(), pps);
-        log.append(&StepRecord { step, values })?;
-        losses.push(out.loss);
-        pb.set_message(format!(
-            "step {} loss {:.4} scale {:.2} |g| {:.3} {:.1} pairs/s",
-            step + 1,
-            out.loss,
-            out.logit_scale,
-            out.grad_norm,
-            pps
-        ));
-        pb.inc(1);
-        if let (Some(v), Some(vl)) = (&opts.validation, val_log.as_mut()) {
-            if (step + 1) % v.every.max(1) == 0 || step + 1 == end {
-                let m = validate(trainer, v, device)?;
-                val_auroc.push((step + 1, m));
-                // keyed by the 0-based step just run, like the step log, so a resume at
-                // `step + 1` keeps it
-                vl.append(&StepRecord {
-                    step,
-                    values: [("val_macro_auroc".to_string(), m)].into_iter().collect(),
-                })?;
-                pb.println(format!(
-                    "step {}: zero-shot val macro AUROC {m:.3}",
-                    step + 1
-                ));
-            }
+    let (summary, val_macro_auroc) = match &opts.validation {
+        Some(validation) => {
+            let mut hook = ValidationHook {
+                validation,
+                device,
+                log: None,
+                macro_auroc: Vec::new(),
+            };
+            let s = run_loop(trainer, batches, device, &opts.run, &report, &mut hook)?;
+            (s, hook.macro_auroc)
         }
-        if (step + 1) % every == 0 || step + 1 == end {
-            let (tensors, state) = trainer.checkpoint()?;
-            ckdir.save(&tensors, &state)?;
-        }
-    }
-    drop(batches);
-    pb.finish();
-    result?;
-    let records = read_jsonl(log.jsonl_path())?;
-    if !records.is_empty() {
-        let title = format!("{:?} image-text pretraining", trainer.config().objective);
-        plot_curves_or_warn(&records, &["loss"], &opts.out.join("loss_curve"), &title);
-    }
+        None => (
+            run_loop(trainer, batches, device, &opts.run, &report, &mut ())?,
+            Vec::new(),
+        ),
+    };
     Ok(RunSummary {
-        start_step: start,
-        end_step: trainer.step_index(),
-        pairs_per_second: losses.len() as f64 * batch_size / t0.elapsed().as_secs_f64().max(1e-9),
-        losses,
-        val_macro_auroc: val_auroc,
+        start_step: summary.start_step,
+        end_step: summary.end_step,
+        losses: summary.losses,
+        val_macro_auroc,
+        pairs_per_second: summary.samples_per_second,
     })
 }

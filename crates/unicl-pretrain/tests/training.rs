@@ -5,11 +5,11 @@ use crate::common;
 
 use candle_core::DType;
 use common::*;
-use train_utils::CheckpointDir;
+use train_utils::{read_jsonl, CheckpointDir, LoopOptions};
 use unicl_pretrain::gradcache::{
     full_batch_gradients, grad_cache_gradients, BatchInputs, ImageTower,
 };
-use unicl_pretrain::UniclTrainer;
+use unicl_pretrain::{run, RunOptions, UniclTrainer, Validation};
 
 #[test]
 fn every_parameter_gets_a_finite_nonzero_gradient() {
@@ -261,4 +261,64 @@ fn tokenizer_is_deterministic_and_pools_at_end_of_text() {
         reloaded.encode_unpadded("no acute findings").unwrap(),
         a.encode_unpadded("no acute findings").unwrap()
     );
+}
+
+#[test]
+fn run_validates_every_n_steps_and_resumes_with_its_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = tokenizer(&tmp.path().join("tok"));
+    let data = tiny_dataset(8);
+    let src = source(data.clone(), tok.clone(), 4);
+    let cfg = tiny_config(tok.vocab_size(), 4, 4);
+    let out = tmp.path().join("run");
+    let opts = |steps, resume| RunOptions {
+        run: LoopOptions {
+            out: out.clone(),
+            steps,
+            checkpoint_every: 1,
+            keep: 2,
+            resume,
+            progress: false,
+        },
+        validation: Some(Validation {
+            data: data.clone(),
+            tokenizer: tok.clone(),
+            every: 2,
+        }),
+    };
+    let mut straight = UniclTrainer::new(cfg.clone(), &dev()).unwrap();
+    let want = run(&mut straight, &src, &dev(), &opts(3, false)).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+
+    let mut first = UniclTrainer::new(cfg.clone(), &dev()).unwrap();
+    let a = run(&mut first, &src, &dev(), &opts(1, false)).unwrap();
+    // validated after its last step only
+    assert_eq!(a.val_macro_auroc.len(), 1);
+    assert_eq!(a.val_macro_auroc[0].0, 1);
+    let mut other = cfg.clone();
+    other.seed = 99;
+    let mut second = UniclTrainer::new(other, &dev()).unwrap();
+    let b = run(&mut second, &src, &dev(), &opts(3, true)).unwrap();
+    assert_eq!((b.start_step, b.end_step), (1, 3));
+    let steps: Vec<u64> = b.val_macro_auroc.iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, [2, 3], "every 2 steps and after the last");
+
+    let resumed: Vec<u64> = a
+        .losses
+        .iter()
+        .chain(&b.losses)
+        .map(|l| l.to_bits())
+        .collect();
+    let straight_bits: Vec<u64> = want.losses.iter().map(|l| l.to_bits()).collect();
+    assert_eq!(resumed, straight_bits);
+    // the same weights give the same validation
+    let (last, want_last) = (b.val_macro_auroc[1], want.val_macro_auroc[1]);
+    assert_eq!(last.1.to_bits(), want_last.1.to_bits());
+
+    let val = read_jsonl(&out.join("val/steps.jsonl")).unwrap();
+    let logged: Vec<u64> = val.iter().map(|r| r.step).collect();
+    assert_eq!(logged, [0, 1, 2], "0-based steps, kept across the resume");
+    for f in ["config.json", "steps.csv", "loss_curve.png"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
 }
