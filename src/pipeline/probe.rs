@@ -30,18 +30,7 @@ pub(crate) fn run(
         manifest.indices_in(Split::Val),
         manifest.indices_in(Split::Test),
     );
-    let targets = |rows: &[usize]| Targets::MultiLabel {
-        names: manifest.label_names.clone(),
-        y: rows
-            .iter()
-            .flat_map(|&i| {
-                manifest.records[i]
-                    .labels
-                    .iter()
-                    .map(|v| v.map(|x| x > 0.5))
-            })
-            .collect(),
-    };
+    let targets = |rows: &[usize]| Targets::from_manifest(&manifest, rows);
     let ecfg = ExtractConfig {
         progress: cfg.progress,
         ..Default::default()

@@ -17,13 +17,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use llava_bridge::generate::finish_text;
 use llava_bridge::init::{random_llama, save_llama_dir};
 use llava_bridge::template::{Conversation, PromptEncoder, FINDINGS_PROMPT};
-use llava_bridge::train::{TrainConfig, Trainer};
+use llava_bridge::train::{ShuffledBatches, TrainConfig, Trainer};
 use llava_bridge::{
     GenerationConfig, Llama, LlamaConfig, LlamaKeys, Projector, ReportGenerator, TextTokenizer,
     Weights,
 };
 use metrics::bootstrap::{group_rows, BootstrapConfig, Interval};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use report_labeler::score::report_scores_with_ci;
 use report_labeler::Labeler;
@@ -224,18 +223,11 @@ pub(crate) fn run(
         },
     )
     .ctx(stage)?;
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    let (mut pos, mut losses) = (0, Vec::new());
+    let mut batches = ShuffledBatches::new(examples.len());
+    let mut losses = Vec::new();
     let pb = bar(rs.steps as u64, "report training", cfg.progress);
     for _ in 0..rs.steps {
-        let mut idx = Vec::with_capacity(rs.batch);
-        while idx.len() < rs.batch.min(order.len()) {
-            if pos == 0 {
-                order.shuffle(&mut rng);
-            }
-            idx.push(order[pos]);
-            pos = (pos + 1) % order.len();
-        }
+        let idx = batches.next_batch(rs.batch, &mut rng);
         let rows = Tensor::from_vec(
             idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
             idx.len(),

@@ -34,12 +34,11 @@ use llava_bridge::generate::finish_text;
 use llava_bridge::init::{random_llama, save_llama_dir};
 use llava_bridge::lora::{add_lora, LoraConfig};
 use llava_bridge::template::{Conversation, PromptEncoder, FINDINGS_PROMPT};
-use llava_bridge::train::{load_vars, TrainConfig, Trainer};
+use llava_bridge::train::{load_vars, ShuffledBatches, TrainConfig, Trainer};
 use llava_bridge::{
     Decoding, GenerationConfig, Llama, LlamaConfig, LlamaKeys, LlavaModel, Projector,
     ReportGenerator, TextTokenizer, VisionFeatures, Weights,
 };
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use vit_backbone::Dinov2Model;
 
@@ -327,17 +326,9 @@ fn train(a: &TrainArgs) -> R<()> {
         },
     )?;
     let ckpt = train_utils::CheckpointDir::new(c.out.join("checkpoints"), 2)?;
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    let mut pos = 0;
+    let mut batches = ShuffledBatches::new(examples.len());
     for step in 0..a.steps {
-        let mut idx = Vec::with_capacity(a.batch);
-        while idx.len() < a.batch.min(order.len()) {
-            if pos == 0 {
-                order.shuffle(&mut rng);
-            }
-            idx.push(order[pos]);
-            pos = (pos + 1) % order.len();
-        }
+        let idx = batches.next_batch(a.batch, &mut rng);
         let rows = Tensor::from_vec(
             idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
             idx.len(),

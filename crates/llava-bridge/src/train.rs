@@ -173,6 +173,40 @@ impl Trainer {
     }
 }
 
+/// Minibatch indices that visit every example once per pass, in an order reshuffled with the
+/// run's RNG as each pass starts; a batch that runs past the end of a pass goes on in the
+/// next pass's order.
+#[derive(Debug, Clone)]
+pub struct ShuffledBatches {
+    order: Vec<usize>,
+    pos: usize,
+}
+
+impl ShuffledBatches {
+    /// Over `len` examples.
+    pub fn new(len: usize) -> Self {
+        Self {
+            order: (0..len).collect(),
+            pos: 0,
+        }
+    }
+
+    /// The next `batch` indices (every example once when `batch` is larger than the data).
+    pub fn next_batch(&mut self, batch: usize, rng: &mut impl rand::Rng) -> Vec<usize> {
+        use rand::seq::SliceRandom;
+        let n = batch.min(self.order.len());
+        let mut idx = Vec::with_capacity(n);
+        while idx.len() < n {
+            if self.pos == 0 {
+                self.order.shuffle(rng);
+            }
+            idx.push(self.order[self.pos]);
+            self.pos = (self.pos + 1) % self.order.len();
+        }
+        idx
+    }
+}
+
 /// Sets every variable of `vars` from `tensors` (same names and shapes).
 pub fn load_vars(vars: &NamedVars, tensors: &HashMap<String, Tensor>, source: &str) -> Result<()> {
     for (name, var) in vars {
@@ -192,4 +226,33 @@ pub fn load_vars(vars: &NamedVars, tensors: &HashMap<String, Tensor>, source: &s
         var.set(&t.to_dtype(var.as_tensor().dtype())?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn every_pass_visits_each_example_once_in_a_new_order() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut b = ShuffledBatches::new(10);
+        // 4 batches of 5 = two passes; the third batch starts the second pass
+        let seen: Vec<usize> = (0..4).flat_map(|_| b.next_batch(5, &mut rng)).collect();
+        let (first, second) = seen.split_at(10);
+        for pass in [first, second] {
+            let mut p = pass.to_vec();
+            p.sort_unstable();
+            assert_eq!(p, (0..10).collect::<Vec<_>>());
+        }
+        assert_ne!(first, second, "reshuffled between passes");
+        // a batch across the end of a pass: 3 + 3 + 3 + 3 from 10 examples
+        let mut c = ShuffledBatches::new(10);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let spanning: Vec<usize> = (0..4).flat_map(|_| c.next_batch(3, &mut rng)).collect();
+        assert_eq!(&spanning[..10], first, "the same seed gives the same order");
+        assert_eq!(b.next_batch(50, &mut rng).len(), 10, "at most the data");
+        assert!(ShuffledBatches::new(0).next_batch(4, &mut rng).is_empty());
+    }
 }

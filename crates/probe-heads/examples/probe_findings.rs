@@ -78,18 +78,7 @@ fn main() -> anyhow_free::R<()> {
     let manifest = Manifest::from_csv(args.data.join("labels.csv"), &ManifestSpec::cxr_findings())?;
     let split = |s| manifest.indices_in(s);
     let (tr, va, te) = (split(Split::Train), split(Split::Val), split(Split::Test));
-    let targets = |rows: &[usize]| Targets::MultiLabel {
-        names: manifest.label_names.clone(),
-        y: rows
-            .iter()
-            .flat_map(|&i| {
-                manifest.records[i]
-                    .labels
-                    .iter()
-                    .map(|v| v.map(|x| x > 0.5))
-            })
-            .collect(),
-    };
+    let targets = |rows: &[usize]| Targets::from_manifest(&manifest, rows);
     let (ytr, yva, yte) = (targets(&tr), targets(&va), targets(&te));
     let groups: Vec<String> = te
         .iter()

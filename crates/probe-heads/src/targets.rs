@@ -82,6 +82,23 @@ impl Targets {
         }
     }
 
+    /// Every label column of a manifest's rows `rows` as binary labels: a value above 0.5 is
+    /// positive, a missing one stays missing.
+    pub fn from_manifest(manifest: &cxr_data::Manifest, rows: &[usize]) -> Self {
+        Targets::MultiLabel {
+            names: manifest.label_names.clone(),
+            y: rows
+                .iter()
+                .flat_map(|&i| {
+                    manifest.records[i]
+                        .labels
+                        .iter()
+                        .map(|v| v.map(|x| x > 0.5))
+                })
+                .collect(),
+        }
+    }
+
     /// The rows at `idx`.
     pub fn select(&self, idx: &[usize]) -> Self {
         match self {

@@ -121,3 +121,28 @@ fn a_vit_cache_is_hit_on_rerun_and_missed_after_a_weight_change() {
     );
     assert_ne!(a.cls, c.cls);
 }
+
+#[test]
+fn manifest_rows_become_binary_targets_in_label_order() {
+    let m = findings_manifest();
+    let test = m.indices_in(Split::Test);
+    let t = probe_heads::Targets::from_manifest(&m, &test);
+    assert_eq!(t.names(), &m.label_names);
+    assert_eq!(t.len(), test.len());
+    let probe_heads::Targets::MultiLabel { y, .. } = &t else {
+        panic!("multi-label targets")
+    };
+    let k = m.label_names.len();
+    for (r, &i) in test.iter().enumerate() {
+        for (j, v) in m.records[i].labels.iter().enumerate() {
+            assert_eq!(
+                y[r * k + j],
+                v.map(|x| x > 0.5),
+                "row {i}, {}",
+                m.label_names[j]
+            );
+        }
+    }
+    // real labels: some positives, some negatives
+    assert!(y.contains(&Some(true)) && y.contains(&Some(false)));
+}
