@@ -161,16 +161,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             progress: true,
         },
     )?;
-    let first = summary.losses.first().copied().unwrap_or(f64::NAN);
-    let last = summary.losses.last().copied().unwrap_or(f64::NAN);
-    println!(
-        "steps {}..{}: total loss {first:.4} -> {last:.4}, {:.2} images/s; log {}, curve {}",
-        summary.start_step,
-        summary.end_step,
-        summary.images_per_second,
-        args.out.join("steps.csv").display(),
-        args.out.join("loss_curve.png").display()
-    );
+    match (summary.losses.first(), summary.losses.last()) {
+        (Some(first), Some(last)) => println!(
+            "steps {}..{}: total loss {first:.4} -> {last:.4}, {:.2} images/s; log {}, curve {}",
+            summary.start_step,
+            summary.end_step,
+            summary.images_per_second,
+            args.out.join("steps.csv").display(),
+            args.out.join("loss_curve.png").display()
+        ),
+        // a resume at (or past) --steps: nothing to train, but --export still writes
+        _ => println!(
+            "nothing to train: the run is already at step {} of {steps}",
+            summary.end_step
+        ),
+    }
     if let Some(dir) = &args.export {
         export::write_hf_dir(dir, &m, &trainer.teacher_backbone_tensors(), dtype, &pre)?;
         println!("teacher backbone written to {}", dir.display());
