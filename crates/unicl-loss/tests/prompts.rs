@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use cxr_data::NIH_FINDINGS;
+use cxr_data::{Manifest, ManifestSpec, NIH_FINDINGS};
 
 use unicl_loss::{BatchItem, CombinedLabelIds, LabelSet, PromptSampler, PromptTemplates};
 
@@ -21,16 +21,17 @@ fn shared() -> PathBuf {
 
 fn label_sets() -> Vec<LabelSet> {
     let path = shared().join("data/cxr-findings/labels.csv");
-    let mut r = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let headers = r.headers().unwrap().clone();
-    let cols: Vec<usize> = NIH_FINDINGS
+    let m =
+        Manifest::from_csv(&path, &ManifestSpec::cxr_findings()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.label_names[..NIH_FINDINGS.len()], NIH_FINDINGS);
+    m.records
         .iter()
-        .map(|f| headers.iter().position(|h| h == *f).unwrap())
-        .collect();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            LabelSet::from_flags(&cols.iter().map(|&c| &rec[c] == "1").collect::<Vec<_>>())
+        .map(|r| {
+            let flags: Vec<bool> = r.labels[..NIH_FINDINGS.len()]
+                .iter()
+                .map(|v| v.is_some_and(|x| x > 0.5))
+                .collect();
+            LabelSet::from_flags(&flags)
         })
         .collect()
 }
