@@ -27,13 +27,13 @@ use cxr_core::{FeatureRequest, Preprocessing, Resample};
 use cxr_data::{ImageProcessor, Manifest, ManifestSpec, Split, NIH_FINDINGS};
 use dual_encoder::Templates;
 use metrics::bootstrap::BootstrapConfig;
-use train_utils::LoopOptions;
 use unicl_loss::{LossKind, PromptTemplates};
 use unicl_pretrain::eval::{
     auroc_report, display_name, paired_macro_auroc, zero_shot_scores, AurocReport, ScoreFile,
 };
 use unicl_pretrain::{
-    run, train_clip_bpe, PairDataset, PairSource, RunOptions, TrainConfig, UniclTrainer, Validation,
+    run, train_clip_bpe, LoopOptions, PairDataset, PairSource, RunOptions, TrainConfig,
+    UniclTrainer, Validation,
 };
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;

@@ -66,4 +66,6 @@ pub use data::{tokenize_parallel, PairBatch, PairDataset, PairSample, PairSource
 pub use error::{Error, Result};
 pub use run::{run, RunOptions, RunSummary, Validation};
 pub use tokenizer::train_clip_bpe;
+/// The loop settings inside [`RunOptions`], from `train-utils`.
+pub use train_utils::LoopOptions;
 pub use trainer::{StepOutput, UniclTrainer};

@@ -5,11 +5,11 @@ use crate::common;
 
 use candle_core::DType;
 use common::*;
-use train_utils::{read_jsonl, CheckpointDir, LoopOptions};
+use train_utils::{read_jsonl, CheckpointDir};
 use unicl_pretrain::gradcache::{
     full_batch_gradients, grad_cache_gradients, BatchInputs, ImageTower,
 };
-use unicl_pretrain::{run, RunOptions, UniclTrainer, Validation};
+use unicl_pretrain::{run, LoopOptions, RunOptions, UniclTrainer, Validation};
 
 #[test]
 fn every_parameter_gets_a_finite_nonzero_gradient() {
