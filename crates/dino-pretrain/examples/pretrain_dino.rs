@@ -54,6 +54,11 @@ struct Args {
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = 50)]
     checkpoint_every: u64,
+    /// Keep this many of the newest checkpoints, deleting older ones (at least 1). Keep more
+    /// to probe the run at several steps later: `--resume --steps N --export DIR` on a folder
+    /// holding step N's checkpoint exports that encoder.
+    #[arg(long, default_value_t = 2)]
+    keep: usize,
     /// Write the teacher backbone here as a Hugging Face model directory at the end.
     #[arg(long)]
     export: Option<PathBuf>,
@@ -156,7 +161,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out: args.out.clone(),
             steps,
             checkpoint_every: args.checkpoint_every,
-            keep: 2,
+            keep: args.keep,
             resume: args.resume,
             progress: true,
         },

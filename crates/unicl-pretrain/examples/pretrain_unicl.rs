@@ -88,7 +88,7 @@ impl DeviceArg {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Train, validate zero-shot every N steps, evaluate the test split before and after.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Markdown table of score files (NAME=PATH) and paired bootstrap of macro AUROC.
     Compare(CompareArgs),
 }
@@ -156,8 +156,12 @@ struct TrainArgs {
     /// Zero-shot validation every N steps.
     #[arg(long, default_value_t = 100)]
     val_every: u64,
+    /// Checkpoint every this many steps (and after the last).
     #[arg(long, default_value_t = 100)]
     checkpoint_every: u64,
+    /// Keep this many of the newest checkpoints, deleting older ones (at least 1).
+    #[arg(long, default_value_t = 2)]
+    keep: usize,
     /// Continue from OUT/checkpoints.
     #[arg(long)]
     resume: bool,
@@ -414,7 +418,7 @@ fn train(a: TrainArgs) -> R<()> {
             out: a.out.clone(),
             steps: a.steps,
             checkpoint_every: a.checkpoint_every,
-            keep: 2,
+            keep: a.keep,
             resume: a.resume,
             progress: !a.quiet,
         },
@@ -525,7 +529,7 @@ fn main() -> R<()> {
     // every step frees and reallocates the same large tensors: keep them in the heap
     train_utils::retain_freed_heap_memory();
     match Cli::parse().cmd {
-        Cmd::Train(a) => train(a),
+        Cmd::Train(a) => train(*a),
         Cmd::Compare(a) => compare(a),
     }
 }
