@@ -11,8 +11,9 @@ use dino_loss::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use train_utils::{
-    check_finite, clip_grad_norm, ema_update, named_vars, AdamW, AdamWConfig, Checkpoint,
-    DinoSchedules, NamedGrads, NamedVars, ParamGroupRules, RngState, ScheduleValues, TrainState,
+    check_finite, clip_grad_norm, detached_tensors, ema_update, named_vars, AdamW, AdamWConfig,
+    Checkpoint, DinoSchedules, NamedGrads, NamedVars, ParamGroupRules, RngState, ScheduleValues,
+    TrainState,
 };
 use vit_backbone::{Dinov2Config, Dinov2Model, Dinov2Output, ForwardOptions};
 
@@ -359,21 +360,21 @@ impl DinoTrainer {
 
     /// The teacher's backbone weights (Hugging Face names), for export.
     pub fn teacher_backbone_tensors(&self) -> HashMap<String, Tensor> {
-        self.teacher_vars()
+        let backbone: NamedVars = self
+            .teacher_vars()
             .into_iter()
             .filter(|(n, _)| !is_head(n))
-            .map(|(n, v)| (n, v.as_tensor().detach()))
-            .collect()
+            .collect();
+        detached_tensors(&backbone)
     }
 
     /// The teacher as plain (detached) tensors: an inference model and heads on them.
     fn teacher(&self) -> Result<(Dinov2Model, DinoHead, Option<DinoHead>)> {
-        let tensors: HashMap<String, Tensor> = self
-            .teacher_vars()
-            .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().detach()))
-            .collect();
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &self.device);
+        let vb = VarBuilder::from_tensors(
+            detached_tensors(&self.teacher_vars()),
+            DType::F32,
+            &self.device,
+        );
         let model = Dinov2Model::new(&self.model_cfg, vb.clone())?;
         let (dino, ibot) = build_heads(&self.cfg, self.model_cfg.hidden_size, &vb)?;
         Ok((model, dino, ibot))

@@ -43,13 +43,7 @@ fn bench(c: &mut Criterion) {
     });
     // the same weights as plain tensors, as a loaded checkpoint has them: no graph is
     // recorded, as in the PyTorch counterpart's `torch.no_grad()`
-    let tensors = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect();
+    let tensors = train_utils::detached_tensors(&train_utils::named_vars(&varmap));
     let loaded =
         TextTransformer::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &dev)).unwrap();
     g.bench_function("unicl_base_forward_b4x77_no_graph", |b| {

@@ -108,13 +108,7 @@ fn the_training_path_gives_the_inference_path_outputs() {
         }
         let a = tracked.encode(&batch).unwrap().projected;
         assert!(a.track_op());
-        let tensors = varmap
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-            .collect();
+        let tensors = train_utils::detached_tensors(&train_utils::named_vars(&varmap));
         let plain = TextTransformer::new(
             &cfg,
             VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),

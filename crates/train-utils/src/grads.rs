@@ -1,6 +1,6 @@
 //! Gradients keyed by parameter name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
@@ -21,6 +21,15 @@ pub fn named_vars(varmap: &VarMap) -> NamedVars {
     let mut out: NamedVars = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// The variables' current values as plain tensors by name: the weights of an inference model
+/// on the same parameters (`VarBuilder::from_tensors`), which then records no graph, or of an
+/// export.
+pub fn detached_tensors(vars: &[(String, Var)]) -> HashMap<String, Tensor> {
+    vars.iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+        .collect()
 }
 
 /// Gradients by parameter name; a parameter without an entry received no gradient.

@@ -43,7 +43,7 @@ pub use clip::clip_grad_norm;
 pub use cxr_core::retain_freed_heap_memory;
 pub use ema::ema_update;
 pub use error::{Error, Result};
-pub use grads::{named_vars, NamedGrads, NamedVars};
+pub use grads::{detached_tensors, named_vars, NamedGrads, NamedVars};
 pub use guard::check_finite;
 pub use log::{read_jsonl, StepLog, StepRecord};
 pub use param_groups::{layer_id, NoDecayRule, ParamGroup, ParamGroupRules};
