@@ -9,6 +9,8 @@
 //! a random order as torchvision does; Gaussian blur (σ uniform in [0.1, 2]) with
 //! probability 1.0 on global crop 1, 0.1 on global crop 2 and 0.5 on local crops; solarisation
 //! (`v ≥ 128 → 255 - v`) with probability 0.2 on global crop 2. Then rescale/normalise.
+//! Those are [`MultiCropConfig::dinov2`]'s probabilities; each can be changed or set to 0
+//! (a probability of 0 draws nothing from the generator).
 //!
 //! The blur is an exact separable Gaussian (truncated at 3σ) on the 8-bit crop, where Pillow
 //! approximates it by repeated box filters; the augmentation follows DINOv2's distribution,
@@ -50,6 +52,11 @@ pub struct MultiCropConfig {
     pub flip_p: f64,
     /// Brightness and contrast jitter strength (DINOv2: 0.4, 0.4) and its probability (0.8).
     pub jitter: (f64, f64, f64),
+    /// Gaussian-blur probability on global crop 1, global crop 2 and each local crop
+    /// (DINOv2: 1.0, 0.1, 0.5).
+    pub blur_p: [f64; 3],
+    /// Solarisation probability on global crop 2 (DINOv2: 0.2; the other crops never).
+    pub solarize_p: f64,
     /// Per-channel mean for normalisation.
     pub mean: [f32; 3],
     /// Per-channel std for normalisation.
@@ -67,6 +74,8 @@ impl MultiCropConfig {
             local_scale: (0.05, 0.32),
             flip_p: 0.0,
             jitter: (0.4, 0.4, 0.8),
+            blur_p: [1.0, 0.1, 0.5],
+            solarize_p: 0.2,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
         }
@@ -252,18 +261,31 @@ pub fn multi_crop<R: Rng>(
     if cfg.global_size == 0 || cfg.local_size == 0 {
         return Err(Error::Invalid("crop sizes must be positive".into()));
     }
+    let probabilities = [
+        ("flip", cfg.flip_p),
+        ("colour jitter", cfg.jitter.2),
+        ("global crop 1 blur", cfg.blur_p[0]),
+        ("global crop 2 blur", cfg.blur_p[1]),
+        ("local crop blur", cfg.blur_p[2]),
+        ("solarisation", cfg.solarize_p),
+    ];
+    if let Some((what, p)) = probabilities.iter().find(|(_, p)| !(0.0..=1.0).contains(p)) {
+        return Err(Error::Invalid(format!(
+            "{what} probability {p} is outside [0, 1]"
+        )));
+    }
     let src = image.to_u8();
     let hw = (image.height, image.width);
     let g1 = ViewOps {
-        blur_p: 1.0,
+        blur_p: cfg.blur_p[0],
         solarize_p: 0.0,
     };
     let g2 = ViewOps {
-        blur_p: 0.1,
-        solarize_p: 0.2,
+        blur_p: cfg.blur_p[1],
+        solarize_p: cfg.solarize_p,
     };
     let loc = ViewOps {
-        blur_p: 0.5,
+        blur_p: cfg.blur_p[2],
         solarize_p: 0.0,
     };
     let global = vec![
@@ -298,6 +320,92 @@ mod tests {
         assert_eq!(a, sample_rng(1, 0, 0).random::<u64>());
         assert_ne!(a, sample_rng(1, 0, 1).random::<u64>());
         assert_ne!(a, sample_rng(1, 1, 0).random::<u64>());
+    }
+
+    fn test_image() -> GrayImage {
+        let (w, h) = (40, 30);
+        let data = (0..w * h)
+            .map(|i| ((i % w) * 7 + (i / w) * 3) as f32 / 400.0)
+            .collect();
+        GrayImage::new(w, h, data).unwrap()
+    }
+
+    fn photometric_off() -> MultiCropConfig {
+        MultiCropConfig {
+            global_size: 16,
+            local_size: 8,
+            n_local: 2,
+            jitter: (0.4, 0.4, 0.0),
+            blur_p: [0.0; 3],
+            solarize_p: 0.0,
+            ..MultiCropConfig::dinov2()
+        }
+    }
+
+    /// The crop's normalised values back on the 8-bit scale of channel 0.
+    fn levels(crop: &Crop, cfg: &MultiCropConfig) -> Vec<u8> {
+        let n = crop.size * crop.size;
+        crop.data[..n]
+            .iter()
+            .map(|v| ((v * cfg.std[0] + cfg.mean[0]) * 255.0).round() as u8)
+            .collect()
+    }
+
+    #[test]
+    fn with_photometric_ops_off_views_are_the_plain_resized_crops() {
+        let img = test_image();
+        let cfg = photometric_off();
+        let got = multi_crop(&img, &cfg, &mut sample_rng(3, 0, 5)).unwrap();
+        // the same generator, drawing only the crop boxes
+        let mut rng = sample_rng(3, 0, 5);
+        let src = img.to_u8();
+        let sizes = [(16, (0.32, 1.0)); 2]
+            .into_iter()
+            .chain([(8, (0.05, 0.32)); 2]);
+        let views = got.global.iter().chain(&got.local);
+        for ((size, scale), crop) in sizes.zip(views) {
+            let (t, l, h, w) =
+                random_resized_crop_params((30, 40), scale, (0.75, 4.0 / 3.0), &mut rng);
+            let bbox = [l as f64, t as f64, (l + w) as f64, (t + h) as f64];
+            let want =
+                resize_u8(&src, (40, 30), (size, size), Filter::Bicubic, Some(bbox)).unwrap();
+            assert_eq!(levels(crop, &cfg), want);
+        }
+    }
+
+    #[test]
+    fn certain_solarisation_inverts_the_bright_half_of_global_crop_2_only() {
+        let img = test_image();
+        let off = photometric_off();
+        let on = MultiCropConfig {
+            solarize_p: 1.0,
+            ..off.clone()
+        };
+        let plain = multi_crop(&img, &off, &mut sample_rng(1, 2, 3)).unwrap();
+        let solar = multi_crop(&img, &on, &mut sample_rng(1, 2, 3)).unwrap();
+        assert_eq!(plain.global[0], solar.global[0]);
+        let want: Vec<u8> = levels(&plain.global[1], &off)
+            .into_iter()
+            .map(|v| if v >= 128 { 255 - v } else { v })
+            .collect();
+        assert!(
+            want.iter().any(|&v| v != 0),
+            "the test image has bright pixels"
+        );
+        assert_eq!(levels(&solar.global[1], &on), want);
+    }
+
+    #[test]
+    fn probabilities_outside_the_unit_interval_are_refused() {
+        let cfg = MultiCropConfig {
+            solarize_p: 1.5,
+            ..photometric_off()
+        };
+        let err = multi_crop(&test_image(), &cfg, &mut sample_rng(0, 0, 0)).unwrap_err();
+        assert!(
+            err.to_string().contains("solarisation probability 1.5"),
+            "{err}"
+        );
     }
 
     #[test]

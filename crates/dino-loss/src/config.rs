@@ -142,7 +142,13 @@ impl Default for IbotSection {
     }
 }
 
-/// `crops`: multi-crop sizes and scales.
+/// `crops`: multi-crop sizes and scales, and the photometric augmentations.
+///
+/// dinov2 hard-codes the augmentations in `DataAugmentationDINO`; the keys from
+/// `horizontal_flip_prob` on are this crate's, defaulting to dinov2's values except the flip,
+/// which is off because laterality matters on chest X-rays (dinov2: 0.5). They let a run drop
+/// an augmentation whose invariance would hide a cue the downstream task needs, e.g. the
+/// brightness and contrast jitter and the solarisation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CropsConfig {
@@ -156,6 +162,20 @@ pub struct CropsConfig {
     pub global_crops_size: usize,
     /// Local crop side.
     pub local_crops_size: usize,
+    /// Horizontal-flip probability of every crop (dinov2: 0.5; here 0, see above).
+    pub horizontal_flip_prob: f64,
+    /// Probability of the colour jitter on every crop (dinov2: 0.8); on gray images only its
+    /// brightness and contrast act.
+    pub color_jitter_prob: f64,
+    /// Brightness jitter strength: a factor uniform in `[1 − b, 1 + b]` (dinov2: 0.4).
+    pub brightness: f64,
+    /// Contrast jitter strength: a factor uniform in `[1 − c, 1 + c]` (dinov2: 0.4).
+    pub contrast: f64,
+    /// Gaussian-blur probability on global crop 1, global crop 2 and each local crop
+    /// (dinov2: 1.0, 0.1, 0.5).
+    pub blur_prob: [f64; 3],
+    /// Solarisation probability on global crop 2 (dinov2: 0.2).
+    pub solarize_prob: f64,
 }
 
 impl Default for CropsConfig {
@@ -166,6 +186,12 @@ impl Default for CropsConfig {
             local_crops_scale: [0.05, 0.32],
             global_crops_size: 224,
             local_crops_size: 96,
+            horizontal_flip_prob: 0.0,
+            color_jitter_prob: 0.8,
+            brightness: 0.4,
+            contrast: 0.4,
+            blur_prob: [1.0, 0.1, 0.5],
+            solarize_prob: 0.2,
         }
     }
 }
@@ -386,6 +412,21 @@ impl DinoV2Config {
         }
         if self.optim.warmup_epochs > self.optim.epochs {
             return bad("optim.warmup_epochs exceeds optim.epochs".into());
+        }
+        let c = &self.crops;
+        let probabilities = [
+            ("horizontal_flip_prob", c.horizontal_flip_prob),
+            ("color_jitter_prob", c.color_jitter_prob),
+            ("blur_prob[0]", c.blur_prob[0]),
+            ("blur_prob[1]", c.blur_prob[1]),
+            ("blur_prob[2]", c.blur_prob[2]),
+            ("solarize_prob", c.solarize_prob),
+        ];
+        if let Some((key, p)) = probabilities.iter().find(|(_, p)| !(0.0..=1.0).contains(p)) {
+            return bad(format!("crops.{key} = {p} is not a probability in [0, 1]"));
+        }
+        if !(c.brightness >= 0.0 && c.contrast >= 0.0) {
+            return bad("crops.brightness and crops.contrast must be ≥ 0".into());
         }
         Ok(())
     }

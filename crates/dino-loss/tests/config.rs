@@ -62,6 +62,33 @@ fn partial_files_take_defaults_and_typos_are_errors() {
 }
 
 #[test]
+fn photometric_augmentations_default_to_dinov2_and_are_checked() {
+    let c = DinoV2Config::dinov2_default().crops;
+    assert_eq!(c.color_jitter_prob, 0.8);
+    assert_eq!((c.brightness, c.contrast), (0.4, 0.4));
+    assert_eq!(c.blur_prob, [1.0, 0.1, 0.5]);
+    assert_eq!(c.solarize_prob, 0.2);
+    assert_eq!(c.horizontal_flip_prob, 0.0, "off for chest X-rays");
+    let off = DinoV2Config::from_toml_str(
+        "[crops]\ncolor_jitter_prob = 0.0\nsolarize_prob = 0.0\n",
+        Path::new("off.toml"),
+    )
+    .unwrap();
+    assert_eq!(off.crops.color_jitter_prob, 0.0);
+    assert_eq!(off.crops.solarize_prob, 0.0);
+    assert_eq!(off.crops.blur_prob, [1.0, 0.1, 0.5]);
+    for bad in [
+        "[crops]\nsolarize_prob = 1.5\n",
+        "[crops]\nblur_prob = [1.0, -0.1, 0.5]\n",
+        "[crops]\nbrightness = -0.2\n",
+    ] {
+        let err = DinoV2Config::from_toml_str(bad, Path::new("aug.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("aug.toml") && msg.contains("crops."), "{msg}");
+    }
+}
+
+#[test]
 fn derived_settings_follow_dinov2() {
     let c = DinoV2Config::rad_dino();
     // lr = 0.004 · √(64·4 / 1024)

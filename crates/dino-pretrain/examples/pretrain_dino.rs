@@ -33,7 +33,9 @@ struct Args {
     #[arg(long, required = true)]
     data: Vec<PathBuf>,
     /// TOML config with dinov2's sections (student, teacher, dino, ibot, crops, optim, train);
-    /// missing keys take dinov2's defaults.
+    /// missing keys take dinov2's defaults. `crops` also sets the augmentations dinov2
+    /// hard-codes: color_jitter_prob, brightness, contrast, blur_prob (global 1, global 2,
+    /// local), solarize_prob and horizontal_flip_prob (0 by default for chest X-rays).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Preset when no --config is given: `dinov2` or `rad-dino`.
@@ -117,6 +119,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cfg.train.batch_size_per_gpu,
         cfg.dino.head_n_prototypes,
         init
+    );
+    let c = &cfg.crops;
+    println!(
+        "augmentations: jitter p {} (brightness {}, contrast {}), blur p {:?}, solarize p {}, \
+         flip p {}",
+        c.color_jitter_prob,
+        c.brightness,
+        c.contrast,
+        c.blur_prob,
+        c.solarize_prob,
+        c.horizontal_flip_prob
     );
     let source = MultiCropSource::new(files, &cfg, m.patch_size, MEAN, STD)?;
     let dtype = match args.export_dtype.as_str() {

@@ -74,9 +74,12 @@ impl MultiCropSource {
             n_local: c.local_crops_number,
             local_size: c.local_crops_size,
             local_scale: (c.local_crops_scale[0], c.local_crops_scale[1]),
+            flip_p: c.horizontal_flip_prob,
+            jitter: (c.brightness, c.contrast, c.color_jitter_prob),
+            blur_p: c.blur_prob,
+            solarize_p: c.solarize_prob,
             mean,
             std,
-            ..MultiCropConfig::dinov2()
         };
         let grid = c.global_crops_size / patch_size;
         Ok(Self {

@@ -36,3 +36,22 @@ fn split_files_exist_for_relative_and_absolute_pack_paths() {
         }
     }
 }
+
+#[test]
+fn the_crops_section_sets_the_augmentations() {
+    let (mut cfg, _) = common::tiny_config(0.0);
+    cfg.crops.horizontal_flip_prob = 0.5;
+    cfg.crops.color_jitter_prob = 0.0;
+    cfg.crops.brightness = 0.1;
+    cfg.crops.contrast = 0.2;
+    cfg.crops.blur_prob = [0.3, 0.2, 0.1];
+    cfg.crops.solarize_prob = 0.0;
+    let files = split_files(&common::pack("cxr-mini"), Split::Train).unwrap();
+    let source = dino_pretrain::MultiCropSource::new(files, &cfg, 4, [0.5; 3], [0.25; 3]).unwrap();
+    let c = source.crops();
+    assert_eq!(c.flip_p, 0.5);
+    assert_eq!(c.jitter, (0.1, 0.2, 0.0));
+    assert_eq!(c.blur_p, [0.3, 0.2, 0.1]);
+    assert_eq!(c.solarize_p, 0.0);
+    assert_eq!((c.global_size, c.local_size, c.n_local), (16, 8, 2));
+}
