@@ -2,16 +2,10 @@
 //! Counterpart: `benches/preprocess_py.py` (PIL + transformers' PIL BitImageProcessor, pydicom).
 #![allow(clippy::unwrap_used)] // benches may unwrap
 
-use std::path::PathBuf;
-
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use cxr_data::{decode_file, DecodeOptions, DicomOptions, ImageProcessor};
 
-fn shared() -> PathBuf {
-    std::env::var("CXR_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-}
+use cxr_testkit::shared_dir as shared;
 
 fn bench(c: &mut Criterion) {
     let proc = ImageProcessor::from_file(concat!(

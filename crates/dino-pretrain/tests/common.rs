@@ -7,23 +7,7 @@ use dino_loss::DinoV2Config;
 use dino_pretrain::{packs, DinoTrainer, MultiCropSource};
 use vit_backbone::Dinov2Config;
 
-/// `shared/` beside the checkout (or beside the worktrees' folder), or `$CXR_SHARED`.
-pub fn shared() -> PathBuf {
-    if let Ok(p) = std::env::var("CXR_SHARED") {
-        return PathBuf::from(p);
-    }
-    let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"));
-    if beside.is_dir() {
-        return beside;
-    }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../../shared"))
-}
-
-pub fn pack(name: &str) -> PathBuf {
-    let p = shared().join("data").join(name);
-    assert!(p.is_dir(), "{} not found: set CXR_SHARED", p.display());
-    p
-}
+pub use cxr_testkit::pack;
 
 /// A tiny DINOv2 setup: 16-px global crops (4×4 patches of 4 px), 2 local 8-px crops,
 /// batch 2, 32 prototypes.

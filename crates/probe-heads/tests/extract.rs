@@ -4,11 +4,7 @@ use cxr_data::{Manifest, ManifestSpec, Split};
 use probe_heads::extract::{extract_cached, ExtractConfig, FeatureSet};
 use probe_heads::pixel::PatchMeanEncoder;
 
-fn shared() -> std::path::PathBuf {
-    std::env::var_os("CXR_SHARED")
-        .map(Into::into)
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").into())
-}
+use cxr_testkit::shared_dir as shared;
 
 fn findings_manifest() -> Manifest {
     Manifest::from_csv(

@@ -17,16 +17,7 @@ use scaling::study::pool::Pool;
 use scaling::study::tasks::{EvalTask, Predictions, TaskResult};
 use scaling::study::{run_study, StudySpec};
 
-fn shared() -> PathBuf {
-    if let Ok(p) = std::env::var("CXR_SHARED") {
-        return PathBuf::from(p);
-    }
-    let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"));
-    if beside.is_dir() {
-        return beside;
-    }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../../shared"))
-}
+use cxr_testkit::shared_dir as shared;
 
 /// Mean pooled feature of six fixed inputs: deterministic, cheap, encoder-dependent.
 #[derive(Debug)]

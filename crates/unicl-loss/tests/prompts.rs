@@ -1,23 +1,11 @@
 //! Label sets → texts, and mixed label/report batches, on the real `cxr-findings` labels.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-
 use cxr_data::{Manifest, ManifestSpec, NIH_FINDINGS};
 
 use unicl_loss::{BatchItem, CombinedLabelIds, LabelSet, PromptSampler, PromptTemplates};
 
-/// `shared/` beside the checkout (or beside the worktrees' folder), or `$CXR_SHARED`.
-fn shared() -> PathBuf {
-    if let Ok(p) = std::env::var("CXR_SHARED") {
-        return PathBuf::from(p);
-    }
-    let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"));
-    if beside.is_dir() {
-        return beside;
-    }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../../shared"))
-}
+use cxr_testkit::shared_dir as shared;
 
 fn label_sets() -> Vec<LabelSet> {
     let path = shared().join("data/cxr-findings/labels.csv");

@@ -5,22 +5,10 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 
-/// `shared/` beside the checkout, or `$CXR_SHARED`.
-pub fn shared() -> PathBuf {
-    match std::env::var("CXR_SHARED") {
-        Ok(p) => PathBuf::from(p),
-        Err(_) => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")),
-    }
-}
+pub use cxr_testkit::shared_dir as shared;
 
 pub fn mini() -> PathBuf {
-    let p = shared().join("data/cxr-mini");
-    assert!(
-        p.is_dir(),
-        "{} not found: set CXR_SHARED to the folder holding data/cxr-mini",
-        p.display()
-    );
-    p
+    cxr_testkit::pack("cxr-mini")
 }
 
 pub fn fixture(rel: &str) -> PathBuf {

@@ -1,44 +1,28 @@
 //! Fixture loading and comparison shared by the tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::DType;
+use cxr_testkit::Tensors;
 use unicl_loss::{BatchTargets, LabelSet};
 
-pub struct Fixture {
-    pub name: String,
-    tensors: HashMap<String, Tensor>,
+pub use cxr_testkit::assert_close;
+
+/// One case of `gen.py`: `tests/fixtures/<case>/tensors.safetensors`.
+pub struct Fixture(Tensors);
+
+impl std::ops::Deref for Fixture {
+    type Target = Tensors;
+    fn deref(&self) -> &Tensors {
+        &self.0
+    }
 }
 
 impl Fixture {
     pub fn load(case: &str) -> Self {
-        let path = format!(
+        Self(Tensors::load(format!(
             "{}/tests/fixtures/{case}/tensors.safetensors",
             env!("CARGO_MANIFEST_DIR")
-        );
-        let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
-        Self {
-            name: case.to_string(),
-            tensors,
-        }
-    }
-
-    pub fn has(&self, key: &str) -> bool {
-        self.tensors.contains_key(key)
-    }
-
-    pub fn get(&self, key: &str, dtype: DType) -> Tensor {
-        self.tensors
-            .get(key)
-            .unwrap_or_else(|| panic!("fixture {}: no tensor {key}", self.name))
-            .to_dtype(dtype)
-            .unwrap()
-    }
-
-    pub fn var(&self, key: &str, dtype: DType) -> Var {
-        Var::from_tensor(&self.get(key, dtype)).unwrap()
+        )))
     }
 
     /// The batch targets as gen.py defines them: label sets from `flags` when present,
@@ -68,31 +52,6 @@ impl Fixture {
         }
         b.build()
     }
-}
-
-/// Max abs difference, scaled by the reference's largest magnitude when that is above 1.
-pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
-    assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let flat = |t: &Tensor| -> Vec<f64> {
-        t.to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    };
-    let (g, w) = (flat(got), flat(want));
-    let scale = w.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let mut worst = 0.0f64;
-    for (a, b) in g.iter().zip(&w) {
-        assert!(a.is_finite(), "{what}: non-finite value {a}");
-        worst = worst.max((a - b).abs());
-    }
-    assert!(
-        worst <= tol * scale,
-        "{what}: max abs diff {worst:e} > {:e}",
-        tol * scale
-    );
 }
 
 /// f64 at 1e-9 (tighter than the 1e-6 asked for), f32 at 1e-5.

@@ -12,10 +12,7 @@ use unicl_pretrain::{train_clip_bpe, PairDataset, PairSample, PairSource, TrainC
 use vit_backbone::Dinov2Config;
 
 pub fn data_dir() -> PathBuf {
-    std::env::var("CXR_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")))
-        .join("data/cxr-findings")
+    cxr_testkit::pack("cxr-findings")
 }
 
 pub fn processor(size: usize) -> ImageProcessor {
