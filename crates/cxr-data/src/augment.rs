@@ -274,6 +274,12 @@ pub fn multi_crop<R: Rng>(
             "{what} probability {p} is outside [0, 1]"
         )));
     }
+    let (brightness, contrast, _) = cfg.jitter;
+    if !(brightness >= 0.0 && contrast >= 0.0 && brightness.is_finite() && contrast.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "jitter strengths must be finite and ≥ 0, got brightness {brightness}, contrast {contrast}"
+        )));
+    }
     let src = image.to_u8();
     let hw = (image.height, image.width);
     let g1 = ViewOps {
@@ -396,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn probabilities_outside_the_unit_interval_are_refused() {
+    fn probabilities_outside_the_unit_interval_and_negative_strengths_are_refused() {
         let cfg = MultiCropConfig {
             solarize_p: 1.5,
             ..photometric_off()

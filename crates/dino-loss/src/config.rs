@@ -425,8 +425,9 @@ impl DinoV2Config {
         if let Some((key, p)) = probabilities.iter().find(|(_, p)| !(0.0..=1.0).contains(p)) {
             return bad(format!("crops.{key} = {p} is not a probability in [0, 1]"));
         }
-        if !(c.brightness >= 0.0 && c.contrast >= 0.0) {
-            return bad("crops.brightness and crops.contrast must be ≥ 0".into());
+        let strength = |v: f64| v >= 0.0 && v.is_finite();
+        if !(strength(c.brightness) && strength(c.contrast)) {
+            return bad("crops.brightness and crops.contrast must be finite and ≥ 0".into());
         }
         Ok(())
     }
