@@ -5,7 +5,7 @@ use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use common::{assert_close, for_dtypes, Fixture};
+use common::{assert_close, for_dtypes, load, varmap};
 use dino_loss::teacher::sinkhorn_knopp_teacher;
 use dino_loss::{
     koleo_loss, masks_weight, Center, DinoHead, DinoHeadConfig, DinoLoss, DinoObjective,
@@ -29,9 +29,9 @@ fn head_config(nlayers: usize) -> DinoHeadConfig {
 }
 
 fn check_head(case: &str, nlayers: usize) {
-    let fx = Fixture::load(case);
+    let fx = load(case);
     for_dtypes(|dtype| {
-        let vm = fx.varmap("param.", dtype);
+        let vm = varmap(&fx, "param.", dtype);
         let head = DinoHead::new(
             head_config(nlayers),
             VarBuilder::from_varmap(&vm, dtype, &Device::Cpu),
@@ -77,7 +77,7 @@ fn single_layer_head_matches_reference() {
 
 #[test]
 fn head_loads_dinov2_checkpoint_layout() {
-    let fx = Fixture::load("head");
+    let fx = load("head");
     let mut tensors = std::collections::HashMap::new();
     for k in fx.keys_with_prefix("param.") {
         tensors.insert(k.clone(), fx.get(&format!("param.{k}"), DType::F32));
@@ -106,7 +106,7 @@ fn head_loads_dinov2_checkpoint_layout() {
 
 #[test]
 fn dino_loss_with_centering_matches_reference_over_two_steps() {
-    let fx = Fixture::load("dino_centering");
+    let fx = load("dino_centering");
     for_dtypes(|dtype| {
         let mut loss = DinoLoss::new(K, 0.1, 0.9, &Device::Cpu).unwrap();
         loss.set_center(Center::from_tensor(&fx.get("center0", dtype), 0.9).unwrap());
@@ -151,7 +151,7 @@ fn dino_loss_with_centering_matches_reference_over_two_steps() {
 
 #[test]
 fn sinkhorn_knopp_matches_reference() {
-    let fx = Fixture::load("sinkhorn");
+    let fx = load("sinkhorn");
     for_dtypes(|dtype| {
         let t = fx.get("teacher", dtype);
         let q = sinkhorn_knopp_teacher(&t, 0.05, t.dim(0).unwrap() as f64, 3).unwrap();
@@ -171,7 +171,7 @@ fn sinkhorn_knopp_matches_reference() {
 
 #[test]
 fn ibot_loss_matches_reference() {
-    let fx = Fixture::load("ibot");
+    let fx = load("ibot");
     for_dtypes(|dtype| {
         let masks = fx.get("masks", dtype);
         let m = fx.get("teacher", dtype).dim(0).unwrap();
@@ -224,7 +224,7 @@ fn ibot_loss_matches_reference() {
 
 #[test]
 fn koleo_matches_reference() {
-    let fx = Fixture::load("koleo");
+    let fx = load("koleo");
     for_dtypes(|dtype| {
         let x = fx.var("x", dtype);
         let l = koleo_loss(x.as_tensor()).unwrap();
@@ -240,10 +240,10 @@ fn koleo_matches_reference() {
 
 #[test]
 fn full_objective_matches_reference() {
-    let fx = Fixture::load("objective");
+    let fx = load("objective");
     for_dtypes(|dtype| {
         let dev = Device::Cpu;
-        let svm = fx.varmap("student.", dtype);
+        let svm = varmap(&fx, "student.", dtype);
         let student =
             DinoHead::new(head_config(3), VarBuilder::from_varmap(&svm, dtype, &dev)).unwrap();
         let mut tt = std::collections::HashMap::new();

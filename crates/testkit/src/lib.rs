@@ -37,6 +37,14 @@ pub fn pack(name: &str) -> PathBuf {
     p
 }
 
+/// The tensors `gen.py` wrote for one case of a crate's parity tests:
+/// `<crate_dir>/tests/fixtures/<case>/tensors.safetensors` (pass `env!("CARGO_MANIFEST_DIR")`).
+pub fn gen_case(crate_dir: &str, case: &str) -> Tensors {
+    Tensors::load(format!(
+        "{crate_dir}/tests/fixtures/{case}/tensors.safetensors"
+    ))
+}
+
 /// The named tensors of one safetensors fixture file.
 #[derive(Debug)]
 pub struct Tensors {

@@ -4,14 +4,14 @@
 use crate::common;
 
 use candle_core::DType;
-use common::{assert_close, Fixture, DTYPES};
+use common::{assert_close, load, targets, DTYPES};
 use unicl_loss::{LogitParams, LossKind};
 
 const CASES: [&str; 4] = ["unique", "repeated", "mixed", "unnormalised"];
 
 fn check(case: &str, kind: LossKind) {
-    let fx = Fixture::load(case);
-    let targets = fx.targets();
+    let fx = load(case);
+    let targets = targets(&fx);
     let prefix = kind.build().name();
     for (dtype, tol) in DTYPES {
         let img = fx.var("img", dtype);
@@ -92,8 +92,8 @@ fn siglip_matches_open_clip() {
 
 #[test]
 fn unicl_equals_clip_for_unique_labels() {
-    let fx = Fixture::load("unique");
-    let targets = fx.targets();
+    let fx = load("unique");
+    let targets = targets(&fx);
     assert!(targets.all_unique());
     let (img, txt) = (fx.get("img", DType::F64), fx.get("txt", DType::F64));
     let params = LogitParams::unicl(DType::F64, &candle_core::Device::Cpu).unwrap();
@@ -107,7 +107,7 @@ fn unicl_equals_clip_for_unique_labels() {
     };
     assert!((value(LossKind::Unicl) - value(LossKind::Clip)).abs() < 1e-12);
     // and differs once labels repeat
-    let fx = Fixture::load("repeated");
+    let fx = load("repeated");
     let unicl: f64 = fx.get("unicl.value", DType::F64).to_scalar().unwrap();
     let clip: f64 = fx.get("clip.value", DType::F64).to_scalar().unwrap();
     assert!((unicl - clip).abs() > 1e-3);

@@ -3,41 +3,28 @@
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarMap;
-use cxr_testkit::Tensors;
 
-/// One case of `gen.py`: `tests/fixtures/<case>/tensors.safetensors`.
-pub struct Fixture(Tensors);
+/// One case of `gen.py`.
+pub use cxr_testkit::Tensors as Fixture;
 
-impl std::ops::Deref for Fixture {
-    type Target = Tensors;
-    fn deref(&self) -> &Tensors {
-        &self.0
-    }
+pub fn load(case: &str) -> Fixture {
+    cxr_testkit::gen_case(env!("CARGO_MANIFEST_DIR"), case)
 }
 
-impl Fixture {
-    pub fn load(case: &str) -> Self {
-        Self(Tensors::load(format!(
-            "{}/tests/fixtures/{case}/tensors.safetensors",
-            env!("CARGO_MANIFEST_DIR")
-        )))
-    }
-
-    /// A VarMap holding every tensor whose key starts with `prefix` (prefix stripped),
-    /// skipping `last_layer.weight_g` (frozen).
-    pub fn varmap(&self, prefix: &str, dtype: DType) -> VarMap {
-        let vm = VarMap::new();
-        {
-            let mut data = vm.data().lock().unwrap();
-            for name in self.keys_with_prefix(prefix) {
-                if name != "last_layer.weight_g" {
-                    let var = self.var(&format!("{prefix}{name}"), dtype);
-                    data.insert(name, var);
-                }
+/// A VarMap holding every tensor whose key starts with `prefix` (prefix stripped),
+/// skipping `last_layer.weight_g` (frozen).
+pub fn varmap(fx: &Fixture, prefix: &str, dtype: DType) -> VarMap {
+    let vm = VarMap::new();
+    {
+        let mut data = vm.data().lock().unwrap();
+        for name in fx.keys_with_prefix(prefix) {
+            if name != "last_layer.weight_g" {
+                let var = fx.var(&format!("{prefix}{name}"), dtype);
+                data.insert(name, var);
             }
         }
-        vm
     }
+    vm
 }
 
 /// Tolerance: 1e-5 for f32 (scaled by the reference's largest magnitude when above 1),
