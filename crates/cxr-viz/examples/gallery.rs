@@ -173,18 +173,7 @@ fn label_of(r: &Record, manifest: &Manifest, column: &str) -> Option<String> {
 }
 
 fn default_data() -> PathBuf {
-    if let Some(shared) = std::env::var_os("CXR_SHARED") {
-        return PathBuf::from(shared).join("data/cxr-mini");
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    // a checkout sits beside shared/; a worktree under wt/<name> one level deeper
-    for up in ["../shared", "../../shared"] {
-        let p = repo.join(up).join("data/cxr-mini");
-        if p.join("labels.csv").exists() {
-            return p;
-        }
-    }
-    repo.join("../shared/data/cxr-mini")
+    cxr_testkit::shared_dir().join("data/cxr-mini")
 }
 
 fn main() -> R<()> {

@@ -9,7 +9,7 @@
 //! per task with bootstrap refits, and writes `results.md/.csv`, `results.fits.json`,
 //! `scaling.png/.svg` and `curation.md` into `--out`. Rerunning with the same `--out`
 //! reuses finished cells and resumes an interrupted one.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::Device;
 use clap::Parser;
@@ -102,24 +102,11 @@ struct Args {
     quiet: bool,
 }
 
-fn shared() -> PathBuf {
-    if let Some(p) = std::env::var_os("CXR_SHARED") {
-        return PathBuf::from(p);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let beside = root.join("../shared");
-    if beside.is_dir() {
-        beside
-    } else {
-        root.join("../../shared")
-    }
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let a = Args::parse();
-    let data = shared().join("data");
+    let data = cxr_testkit::shared_dir().join("data");
     let findings = a
         .findings
         .clone()

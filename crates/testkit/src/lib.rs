@@ -1,8 +1,9 @@
-//! Test support for the workspace: where the real data packs are, the tensors a `gen.py`
-//! wrote, and the tolerance check the parity tests share.
+//! Support for the workspace's tests, benches and examples (a dev-dependency only): where the
+//! real data packs are, the tensors a `gen.py` wrote, and the tolerance check the parity tests
+//! share.
 //!
-//! Test code only: every function panics, with the file or key in the message, where a
-//! library would return an error.
+//! The fixture readers and checks panic, with the file or key in the message, where a library
+//! would return an error.
 #![deny(missing_docs)]
 #![allow(clippy::unwrap_used)]
 

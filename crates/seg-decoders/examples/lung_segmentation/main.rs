@@ -150,20 +150,9 @@ fn workspace_root() -> PathBuf {
 }
 
 fn data_dir(a: &Args) -> PathBuf {
-    a.data.clone().unwrap_or_else(|| {
-        let shared = std::env::var_os("CXR_SHARED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                // beside the checkout, or beside its parent for a git worktree under wt/
-                let beside = workspace_root().join("../shared");
-                if beside.exists() {
-                    beside
-                } else {
-                    workspace_root().join("../../shared")
-                }
-            });
-        shared.join("data/cxr-mini")
-    })
+    a.data
+        .clone()
+        .unwrap_or_else(|| cxr_testkit::shared_dir().join("data/cxr-mini"))
 }
 
 /// A ViT-tiny/14 with Hugging Face's `Dinov2PreTrainedModel._init_weights` distribution
