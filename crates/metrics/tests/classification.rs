@@ -251,6 +251,12 @@ fn multilabel_with_missing_matches_sklearn() {
         TOL,
         "complete macro auroc",
     );
+    // the bootstrap statistic is the same macro, to the bit, with and without a row subset
+    assert_eq!(multilabel_macro_auroc(&view, Some(&rows)), r.macro_auroc);
+    assert_eq!(
+        multilabel_macro_auroc(&view, None),
+        multilabel_ranking(&view, None).macro_auroc
+    );
     close(
         r.micro.unwrap().auroc,
         fx["complete_micro_auroc"].as_f64().unwrap(),

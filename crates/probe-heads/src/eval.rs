@@ -5,7 +5,7 @@ use metrics::bootstrap::{
     bootstrap_many, group_rows, paired_bootstrap, BootstrapConfig, Interval, PairedInterval,
     Resampling,
 };
-use metrics::classification::ranking::{ranking_scores, RankingScores};
+use metrics::classification::{multilabel_macro_auroc, MultiLabelView};
 
 use crate::logreg::{LogReg, LogRegConfig};
 use crate::targets::macro_auroc;
@@ -48,11 +48,12 @@ pub fn evaluate(
         ));
     }
     let hot = targets.one_hot();
+    let view = MultiLabelView::new(k, &hot, scores)?;
     let stat = |rows: &[usize]| -> metrics::Result<Vec<Option<f64>>> {
         let mut out = Vec::with_capacity(2 * k + 2);
         let (mut sa, mut sp, mut c) = (0.0, 0.0, 0usize);
         for j in 0..k {
-            match column_ranking(&hot, k, scores, rows, j) {
+            match view.column_ranking(j, Some(rows)) {
                 Some(r) => {
                     out.push(Some(r.auroc));
                     out.push(Some(r.average_precision));
@@ -100,27 +101,6 @@ pub fn evaluate(
     Ok(out)
 }
 
-/// Ranking metrics of column `j` over `rows` (the rows with a known label), or `None` when
-/// those rows hold only one class.
-fn column_ranking(
-    hot: &[Option<bool>],
-    k: usize,
-    scores: &[f64],
-    rows: &[usize],
-    j: usize,
-) -> Option<RankingScores> {
-    let (mut t, mut s) = (Vec::new(), Vec::new());
-    for &i in rows {
-        if let Some(v) = hot[i * k + j] {
-            t.push(v);
-            s.push(scores[i * k + j]);
-        }
-    }
-    ranking_scores(&t, &s)
-        .ok()
-        .filter(|r| r.positives > 0 && r.negatives > 0)
-}
-
 /// Paired patient-level bootstrap of test macro AUROC, A − B, for two probes' scores on the
 /// same test rows (`n x k` each, e.g. a pretrained encoder's against its random
 /// initialisation's). Each resample of patients scores both; the macro averages the columns
@@ -149,23 +129,21 @@ pub fn paired_macro_auroc(
         ));
     }
     let hot = targets.one_hot();
-    let macro_of = |scores: &[f64], rows: &[usize]| -> metrics::Result<f64> {
-        let v: Vec<f64> = (0..k)
-            .filter_map(|j| column_ranking(&hot, k, scores, rows, j).map(|r| r.auroc))
-            .collect();
-        if v.is_empty() {
-            return Err(metrics::MetricsError::Empty {
-                metric: "macro AUROC",
-            });
-        }
-        Ok(v.iter().sum::<f64>() / v.len() as f64)
+    let (a, b) = (
+        MultiLabelView::new(k, &hot, scores_a)?,
+        MultiLabelView::new(k, &hot, scores_b)?,
+    );
+    let macro_of = |view: &MultiLabelView<'_>, rows: &[usize]| {
+        multilabel_macro_auroc(view, Some(rows)).ok_or(metrics::MetricsError::Empty {
+            metric: "macro AUROC",
+        })
     };
     let clusters = group_rows(groups);
     Ok(paired_bootstrap(
         Resampling::Groups(&clusters),
         cfg,
-        |rows| macro_of(scores_a, rows),
-        |rows| macro_of(scores_b, rows),
+        |rows| macro_of(&a, rows),
+        |rows| macro_of(&b, rows),
     )?)
 }
 

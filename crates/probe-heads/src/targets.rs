@@ -130,7 +130,6 @@ impl Targets {
 pub fn macro_auroc(targets: &Targets, scores: &[f64]) -> Option<f64> {
     let k = targets.width();
     let hot = targets.one_hot();
-    let view = metrics::classification::multilabel::MultiLabelView::new(k, &hot, scores).ok()?;
-    let r = metrics::classification::multilabel::multilabel_ranking(&view, None);
-    r.macro_auroc
+    let view = metrics::classification::MultiLabelView::new(k, &hot, scores).ok()?;
+    metrics::classification::multilabel_macro_auroc(&view, None)
 }

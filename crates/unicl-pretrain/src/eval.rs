@@ -7,6 +7,7 @@ use metrics::bootstrap::{
     bootstrap_many, group_rows, paired_bootstrap, BootstrapConfig, Interval, PairedInterval,
     Resampling,
 };
+use metrics::classification::{macro_mean, multilabel_macro_auroc, MultiLabelView};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, PairDataset, Result};
@@ -94,27 +95,6 @@ pub fn quick_auroc(s: &ScoreFile) -> Result<(Vec<Option<f64>>, f64)> {
     Ok((per, mean))
 }
 
-fn column_auroc(s: &ScoreFile, rows: &[usize], j: usize) -> Option<f64> {
-    let (y, x): (Vec<bool>, Vec<f64>) = rows
-        .iter()
-        .filter_map(|&r| s.labels[r][j].map(|y| (y, s.scores[r][j])))
-        .unzip();
-    metrics::classification::auroc(&y, &x).ok()
-}
-
-/// Mean AUROC over the findings defined on `rows` (undefined when none is).
-pub fn macro_auroc(s: &ScoreFile, rows: &[usize]) -> metrics::Result<f64> {
-    let v: Vec<f64> = (0..s.findings.len())
-        .filter_map(|j| column_auroc(s, rows, j))
-        .collect();
-    if v.is_empty() {
-        return Err(metrics::MetricsError::Empty {
-            metric: "macro AUROC",
-        });
-    }
-    Ok(v.iter().sum::<f64>() / v.len() as f64)
-}
-
 /// AUROC of one finding with its interval.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FindingAuroc {
@@ -135,10 +115,13 @@ pub struct AurocReport {
     pub macro_auroc: Interval,
 }
 
-fn check(s: &ScoreFile) -> Result<()> {
+/// The labels and scores of a checked score file, row-major (`[rows, findings]`), as
+/// [`MultiLabelView`] reads them.
+fn flattened(s: &ScoreFile) -> Result<(Vec<Option<bool>>, Vec<f64>)> {
     let n = s.scores.len();
     let c = s.findings.len();
     if n == 0
+        || c == 0
         || s.labels.len() != n
         || s.patients.len() != n
         || s.scores.iter().any(|r| r.len() != c)
@@ -148,18 +131,22 @@ fn check(s: &ScoreFile) -> Result<()> {
             "score file: {n} rows of {c} findings expected for scores, labels and patients"
         )));
     }
-    Ok(())
+    Ok((s.labels.concat(), s.scores.concat()))
 }
 
 /// Bootstraps every finding's AUROC and the macro AUROC over patients (all rows of a
 /// patient are drawn together).
 pub fn auroc_report(s: &ScoreFile, cfg: &BootstrapConfig) -> Result<AurocReport> {
-    check(s)?;
-    let groups = group_rows(&s.patients);
+    let (labels, scores) = flattened(s)?;
     let c = s.findings.len();
+    let view = MultiLabelView::new(c, &labels, &scores)?;
+    let groups = group_rows(&s.patients);
     let mut intervals = bootstrap_many(Resampling::Groups(&groups), cfg, c + 1, |rows| {
-        let mut v: Vec<Option<f64>> = (0..c).map(|j| column_auroc(s, rows, j)).collect();
-        v.push(macro_auroc(s, rows).ok());
+        let mut v: Vec<Option<f64>> = (0..c)
+            .map(|j| view.column_ranking(j, Some(rows)).map(|r| r.auroc))
+            .collect();
+        // mean over the findings defined on this resample
+        v.push(macro_mean(v.clone()));
         Ok(v)
     })?;
     let macro_auroc = intervals
@@ -189,18 +176,28 @@ pub fn paired_macro_auroc(
     b: &ScoreFile,
     cfg: &BootstrapConfig,
 ) -> Result<PairedInterval> {
-    check(a)?;
-    check(b)?;
+    let (labels, scores_a) = flattened(a)?;
+    let (_, scores_b) = flattened(b)?;
     if a.patients != b.patients || a.labels != b.labels || a.findings != b.findings {
         return Err(Error::Invalid(
             "the two score files are not over the same samples, labels and findings".into(),
         ));
     }
+    let c = a.findings.len();
+    let (va, vb) = (
+        MultiLabelView::new(c, &labels, &scores_a)?,
+        MultiLabelView::new(c, &labels, &scores_b)?,
+    );
+    let macro_of = |view: &MultiLabelView<'_>, rows: &[usize]| {
+        multilabel_macro_auroc(view, Some(rows)).ok_or(metrics::MetricsError::Empty {
+            metric: "macro AUROC",
+        })
+    };
     let groups = group_rows(&a.patients);
     Ok(paired_bootstrap(
         Resampling::Groups(&groups),
         cfg,
-        |rows| macro_auroc(a, rows),
-        |rows| macro_auroc(b, rows),
+        |rows| macro_of(&va, rows),
+        |rows| macro_of(&vb, rows),
     )?)
 }

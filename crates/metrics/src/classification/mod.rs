@@ -8,8 +8,9 @@ pub mod state;
 pub mod threshold;
 
 pub use multilabel::{
-    macro_mean, multilabel_best_f1, multilabel_counts, multilabel_counts_at, multilabel_ranking,
-    MultiLabelCounts, MultiLabelRanking, MultiLabelView,
+    macro_mean, multilabel_best_f1, multilabel_counts, multilabel_counts_at,
+    multilabel_macro_auroc, multilabel_ranking, MultiLabelCounts, MultiLabelRanking,
+    MultiLabelView,
 };
 pub use ranking::{
     auroc, average_precision, best_f1_threshold, confusion_at_thresholds, precision_recall_curve,

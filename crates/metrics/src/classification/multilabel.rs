@@ -76,6 +76,13 @@ impl<'a> MultiLabelView<'a> {
         (t, s)
     }
 
+    /// AUROC and average precision of `label` over the given rows, or `None` where they are
+    /// undefined (one class or no sample).
+    pub fn column_ranking(&self, label: usize, rows: Option<&[usize]>) -> Option<RankingScores> {
+        let (t, s) = self.column(label, rows);
+        defined(ranking_scores(&t, &s))
+    }
+
     /// All non-missing entries of the given rows, flattened (the micro-average problem).
     pub fn flattened(&self, rows: Option<&[usize]>) -> (Vec<bool>, Vec<f64>) {
         let mut t = Vec::new();
@@ -128,10 +135,7 @@ pub struct MultiLabelRanking {
 /// AUROC and AP per label, macro and micro, over `rows` (all when `None`).
 pub fn multilabel_ranking(view: &MultiLabelView<'_>, rows: Option<&[usize]>) -> MultiLabelRanking {
     let per_label: Vec<Option<RankingScores>> = (0..view.n_labels)
-        .map(|l| {
-            let (t, s) = view.column(l, rows);
-            defined(ranking_scores(&t, &s))
-        })
+        .map(|l| view.column_ranking(l, rows))
         .collect();
     let (t, s) = view.flattened(rows);
     MultiLabelRanking {
@@ -142,6 +146,13 @@ pub fn multilabel_ranking(view: &MultiLabelView<'_>, rows: Option<&[usize]>) -> 
         micro: defined(ranking_scores(&t, &s)),
         per_label,
     }
+}
+
+/// Mean AUROC over the labels defined on `rows` (all when `None`): the `macro_auroc` of
+/// [`multilabel_ranking`] without its average precisions and micro average, for statistics a
+/// bootstrap recomputes on every resample.
+pub fn multilabel_macro_auroc(view: &MultiLabelView<'_>, rows: Option<&[usize]>) -> Option<f64> {
+    macro_mean((0..view.n_labels).map(|l| view.column_ranking(l, rows).map(|r| r.auroc)))
 }
 
 /// Confusion counts per label at per-label thresholds.
