@@ -197,4 +197,13 @@ fn paired_macro_auroc_pairs_the_resamples() {
     assert_eq!(same.fraction_a_not_better, Some(1.0));
     // mismatched lengths are an error, not a panic
     assert!(paired_macro_auroc(&t, &good[1..], &poor, &groups, &cfg).is_err());
+    // so is a NaN score, which would otherwise drop its column from the macro unseen
+    let mut nan = good.clone();
+    nan[5] = f64::NAN;
+    for err in [
+        paired_macro_auroc(&t, &nan, &poor, &groups, &cfg).unwrap_err(),
+        evaluate(&t, &nan, &groups, &cfg).unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("NaN"), "{err}");
+    }
 }

@@ -201,3 +201,86 @@ pub fn paired_macro_auroc(
         |rows| macro_of(&vb, rows),
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// 40 rows of 20 patients, two findings: the first scored by its own label plus noise, the
+    /// second at random; a few labels missing.
+    fn file(shift: f64) -> ScoreFile {
+        let n = 40;
+        let label = |i: usize, j: usize| (i * (j + 3) + i / 7) % 3 == 0;
+        let noise = |i: usize, j: usize| ((i * 37 + j * 11) % 17) as f64 / 17.0;
+        ScoreFile {
+            findings: vec!["effusion".into(), "nodule".into()],
+            patients: (0..n).map(|i| format!("p{}", i / 2)).collect(),
+            labels: (0..n)
+                .map(|i| (0..2).map(|j| (i % 9 != 4).then(|| label(i, j))).collect())
+                .collect(),
+            scores: (0..n)
+                .map(|i| {
+                    vec![
+                        f64::from(u8::from(label(i, 0))) * shift + noise(i, 0),
+                        noise(i, 1),
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    fn cfg() -> BootstrapConfig {
+        BootstrapConfig {
+            n_resamples: 200,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_report_is_each_findings_auroc_and_their_mean() {
+        let s = file(0.5);
+        let r = auroc_report(&s, &cfg()).unwrap();
+        let mut per = Vec::new();
+        for (j, f) in r.findings.iter().enumerate() {
+            let (y, x): (Vec<bool>, Vec<f64>) = (0..s.scores.len())
+                .filter_map(|i| s.labels[i][j].map(|y| (y, s.scores[i][j])))
+                .unzip();
+            let want = metrics::classification::auroc(&y, &x).unwrap();
+            assert_eq!(f.auroc.estimate, Some(want));
+            assert_eq!(f.positives, y.iter().filter(|&&v| v).count());
+            per.push(want);
+        }
+        assert!(
+            per[0] > 0.8,
+            "the first finding is scored by its label: {}",
+            per[0]
+        );
+        assert_eq!(r.macro_auroc.estimate, Some((per[0] + per[1]) / 2.0));
+    }
+
+    #[test]
+    fn paired_differences_are_zero_against_itself_and_positive_against_a_worse_file() {
+        let (good, poor) = (file(0.5), file(0.0));
+        let same = paired_macro_auroc(&good, &good, &cfg()).unwrap();
+        assert_eq!(same.difference.ci, Some((0.0, 0.0)));
+        let p = paired_macro_auroc(&good, &poor, &cfg()).unwrap();
+        let (lo, _) = p.difference.ci.unwrap();
+        assert!(lo > 0.0, "{p:?}");
+    }
+
+    #[test]
+    fn mismatched_or_nan_files_are_errors() {
+        let good = file(0.5);
+        let mut other = file(0.0);
+        other.patients.swap(0, 39);
+        assert!(paired_macro_auroc(&good, &other, &cfg()).is_err());
+        let mut short = file(0.0);
+        short.scores[3].pop();
+        assert!(auroc_report(&short, &cfg()).is_err());
+        let mut nan = file(0.5);
+        nan.scores[2][1] = f64::NAN;
+        let err = auroc_report(&nan, &cfg()).unwrap_err();
+        assert!(err.to_string().contains("NaN"), "{err}");
+    }
+}
