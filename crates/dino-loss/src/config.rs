@@ -147,7 +147,7 @@ impl Default for IbotSection {
 /// dinov2 hard-codes the augmentations in `DataAugmentationDINO`; the keys from
 /// `horizontal_flip_prob` on are this crate's, defaulting to dinov2's values except the flip,
 /// which is off because laterality matters on chest X-rays (dinov2: 0.5). They let a run
-/// change or drop an augmentation; `docs/results.md` (DINO runs 9–10) measures what dropping or
+/// change or drop an augmentation; `docs/results.md` (DINO runs 9–11) measures what dropping or
 /// doubling the brightness and contrast jitter does on chest X-rays.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
