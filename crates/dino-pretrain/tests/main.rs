@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // a failing test panics, that is its job
 
 mod common;
+mod configs;
 mod gradients;
 mod mixed_precision;
 mod packs;
