@@ -2,7 +2,7 @@
 //! patient-level bootstrap intervals, and paired comparisons of two models.
 
 use candle_core::{Device, Tensor};
-use dual_encoder::{per_finding_auroc, DualEncoder, Templates, TextTokenizer, ZeroShotClassifier};
+use dual_encoder::{DualEncoder, Templates, TextTokenizer, ZeroShotClassifier};
 use metrics::bootstrap::{
     bootstrap_many, group_rows, paired_bootstrap, BootstrapConfig, Interval, PairedInterval,
     Resampling,
@@ -78,20 +78,16 @@ pub fn zero_shot_scores(
     })
 }
 
-/// Point AUROC per finding (dual-encoder's [`per_finding_auroc`]) and their mean over the
-/// findings where it is defined.
+/// Point AUROC per finding and their mean over the findings where it is defined (NaN when
+/// none is): the statistics [`auroc_report`] bootstraps, without the intervals.
 pub fn quick_auroc(s: &ScoreFile) -> Result<(Vec<Option<f64>>, f64)> {
-    let n = s.scores.len();
+    let (labels, scores) = flattened(s)?;
     let c = s.findings.len();
-    let flat: Vec<f32> = s.scores.iter().flatten().map(|&v| v as f32).collect();
-    let t = Tensor::from_vec(flat, (n, c), &Device::Cpu)?;
-    let per = per_finding_auroc(&t, &s.labels)?;
-    let def: Vec<f64> = per.iter().flatten().copied().collect();
-    let mean = if def.is_empty() {
-        f64::NAN
-    } else {
-        def.iter().sum::<f64>() / def.len() as f64
-    };
+    let view = MultiLabelView::new(c, &labels, &scores)?;
+    let per: Vec<Option<f64>> = (0..c)
+        .map(|j| view.column_ranking(j, None).map(|r| r.auroc))
+        .collect();
+    let mean = macro_mean(per.iter().copied()).unwrap_or(f64::NAN);
     Ok((per, mean))
 }
 
@@ -257,6 +253,10 @@ mod tests {
             per[0]
         );
         assert_eq!(r.macro_auroc.estimate, Some((per[0] + per[1]) / 2.0));
+        // the validation hook's point estimates are the report's
+        let (quick, mean) = quick_auroc(&s).unwrap();
+        assert_eq!(quick, vec![Some(per[0]), Some(per[1])]);
+        assert_eq!(Some(mean), r.macro_auroc.estimate);
     }
 
     #[test]
