@@ -152,6 +152,7 @@ struct ViewOps {
     solarize_p: f64,
 }
 
+/// One view; `multi_crop` has checked every probability in `cfg` and `ops` to lie in [0, 1].
 fn view<R: Rng>(
     src: &[u8],
     (h, w): (usize, usize),
@@ -169,13 +170,13 @@ fn view<R: Rng>(
         (top + ch) as f64,
     ];
     let mut px = resize_u8(src, (w, h), (size, size), Filter::Bicubic, Some(bbox))?;
-    if cfg.flip_p > 0.0 && rng.random_bool(cfg.flip_p.min(1.0)) {
+    if cfg.flip_p > 0.0 && rng.random_bool(cfg.flip_p) {
         for row in px.chunks_exact_mut(size) {
             row.reverse();
         }
     }
     let (bs, cs, jp) = cfg.jitter;
-    if jp > 0.0 && rng.random_bool(jp.min(1.0)) {
+    if jp > 0.0 && rng.random_bool(jp) {
         let b = rng.random_range((1.0 - bs).max(0.0)..=1.0 + bs);
         let c = rng.random_range((1.0 - cs).max(0.0)..=1.0 + cs);
         let brightness_first = rng.random_bool(0.5);
@@ -200,11 +201,11 @@ fn view<R: Rng>(
             brightness(&mut px);
         }
     }
-    if ops.blur_p > 0.0 && rng.random_bool(ops.blur_p.min(1.0)) {
+    if ops.blur_p > 0.0 && rng.random_bool(ops.blur_p) {
         let sigma = rng.random_range(0.1..=2.0);
         gaussian_blur(&mut px, size, size, sigma);
     }
-    if ops.solarize_p > 0.0 && rng.random_bool(ops.solarize_p.min(1.0)) {
+    if ops.solarize_p > 0.0 && rng.random_bool(ops.solarize_p) {
         for v in px.iter_mut() {
             if *v >= 128 {
                 *v = 255 - *v;
