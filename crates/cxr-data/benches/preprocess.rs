@@ -51,6 +51,17 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // File to gray [0, 1] alone (parse, decode, modality and VOI LUT), the counterpart of the
+    // Python side's `decode_only/…` case: it splits the JPEG 2000 row into decoding and the
+    // rest of the pipeline.
+    let mut g = c.benchmark_group("decode_only");
+    g.throughput(Throughput::Elements(1));
+    let j2k = mini.join("dicom/wg04_RG1_J2KI.dcm");
+    g.bench_function("dicom_j2k_1841x1955", |b| {
+        b.iter(|| decode_file(&j2k, &full).unwrap())
+    });
+    g.finish();
 }
 
 criterion_group! {

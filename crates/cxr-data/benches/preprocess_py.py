@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import openjpeg
 import pydicom
 from PIL import Image
 from pydicom.encaps import generate_frames
@@ -54,11 +55,24 @@ def dicom_j2k_reduce1(path):
     return proc(images=Image.fromarray(u8), return_tensors="np")["pixel_values"]
 
 
+def openjpeg_codestream(path, _frames={}):
+    if path not in _frames:
+        ds = pydicom.dcmread(path)
+        _frames[path] = next(generate_frames(ds.PixelData, number_of_frames=1))
+    return openjpeg.decode(_frames[path])
+
+
 cases = [
     ("png_512x419", png, mini / "images/53c9be49.png"),
     ("dicom_jpeg_1024", dicom, mini / "dicom/siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"),
     ("dicom_j2k_1841x1955", dicom, mini / "dicom/wg04_RG1_J2KI.dcm"),
     ("dicom_j2k_1841x1955_reduce1", dicom_j2k_reduce1, mini / "dicom/wg04_RG1_J2KI.dcm"),
+    # decode + windowing to [0, 1] alone (no 8-bit rounding, no processor): the counterpart of
+    # the Rust bench's decode_only group, which splits the JPEG 2000 row into decoder and rest
+    ("decode_only/dicom_j2k_1841x1955", gen.dicom_reference, mini / "dicom/wg04_RG1_J2KI.dcm"),
+    # OpenJPEG (C, through pylibjpeg-openjpeg, what pydicom calls) on the bare codestream: the
+    # decoder's own share of the line above
+    ("codestream_only/j2k_1841x1955", openjpeg_codestream, mini / "dicom/wg04_RG1_J2KI.dcm"),
 ]
 for name, fn, path in cases:
     fn(path)
