@@ -41,6 +41,66 @@ fn corrupt_corpus_gives_errors_naming_the_file() {
     assert!(matches!(e, Error::Manifest { line: 3, .. }), "{e:?}");
 }
 
+/// `bytes` with the US value of element `(0028, element)` (explicit VR little endian) set.
+fn with_image_attribute(mut bytes: Vec<u8>, element: u16, value: u16) -> Vec<u8> {
+    let [e0, e1] = element.to_le_bytes();
+    let head = [0x28, 0x00, e0, e1, b'U', b'S', 2, 0];
+    let at = bytes.windows(8).position(|w| w == head).unwrap() + 8;
+    bytes[at..at + 2].copy_from_slice(&value.to_le_bytes());
+    bytes
+}
+
+/// A header whose Rows or Columns disagree with the encoded frame is a decode error naming
+/// both sizes. dicom-pixeldata's JPEG and JPEG 2000 adapters index past their buffers on such
+/// files (found by mutation fuzzing): that came out as an opaque "decoder failure: range end
+/// index …".
+#[test]
+fn frame_size_disagreeing_with_the_header_is_named() {
+    const ROWS: u16 = 0x0010;
+    const COLUMNS: u16 = 0x0011;
+    for (file, element, value, reduce, says) in [
+        (
+            "dicom/txv_Fake_MONOHR1.dcm",
+            ROWS,
+            1,
+            0,
+            "the JPEG frame is 1024 rows x 1024 columns, the header says 1 x 1024",
+        ),
+        (
+            "dicom/txv_Fake_MONOHR1.dcm",
+            COLUMNS,
+            2048,
+            0,
+            "the JPEG frame is 1024 rows x 1024 columns, the header says 1024 x 2048",
+        ),
+        (
+            "dicom/wg04_RG1_J2KI.dcm",
+            COLUMNS,
+            1241,
+            0,
+            "the JPEG 2000 frame is 1955 rows x 1841 columns, the header says 1955 x 1241",
+        ),
+        (
+            "dicom/wg04_RG1_J2KI.dcm",
+            COLUMNS,
+            1241,
+            1,
+            "the JPEG 2000 frame is 978 rows x 921 columns, the header says 978 x 621",
+        ),
+    ] {
+        let bytes = with_image_attribute(std::fs::read(mini().join(file)).unwrap(), element, value);
+        let opts = DecodeOptions {
+            dicom: cxr_data::DicomOptions {
+                j2k_reduce: reduce,
+                ..Default::default()
+            },
+        };
+        let e = decode_bytes(&bytes, Path::new("forged.dcm"), &opts).unwrap_err();
+        assert!(matches!(e, Error::Decode { .. }), "{file}: {e:?}");
+        assert_eq!(e.to_string(), format!("forged.dcm: cannot decode: {says}"));
+    }
+}
+
 fn mutate(base: &[u8], edits: &[(usize, u8)], cut: usize) -> Vec<u8> {
     let mut v = base.to_vec();
     for &(i, b) in edits {

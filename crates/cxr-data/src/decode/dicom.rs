@@ -31,7 +31,7 @@ use dicom_pixeldata::{
     DecodedPixelData, PhotometricInterpretation, PixelDecoder, PixelRepresentation, VoiLutFunction,
 };
 
-use super::dicom_frame::{self, DecodedFrame, FrameLayout, Samples};
+use super::dicom_frame::{self, DecodedFrame, FrameLayout, Samples, SizeMismatch};
 
 use crate::{Error, GrayImage, Result};
 
@@ -102,7 +102,7 @@ pub fn decode_object(
         .trim_end_matches('\0')
         .to_string();
     // the direct decoders when they apply, else dicom-pixeldata for everything
-    let direct = direct_frame(obj, &ts, opts);
+    let direct = direct_frame(obj, &ts, opts).map_err(|m| Error::decode(path, m.to_string()))?;
     let (decoded, frame) = match direct {
         Some((attrs, frame)) => (attrs, Some(frame)),
         None => (full_decode(obj, path, &ts)?, None),
@@ -301,16 +301,19 @@ fn to_unit(
     }
 }
 
-/// The attributes with the frame decoded by [`dicom_frame`], when that path applies.
+/// The attributes with the frame decoded by [`dicom_frame`], when that path applies
+/// (`Ok(None)` when it does not); a frame of another size than the header's is an error.
 fn direct_frame(
     obj: &DefaultDicomObject,
     ts: &str,
     opts: &DicomOptions,
-) -> Option<(DecodedPixelData<'static>, DecodedFrame)> {
+) -> std::result::Result<Option<(DecodedPixelData<'static>, DecodedFrame)>, SizeMismatch> {
     if !dicom_frame::handles(ts) {
-        return None;
+        return Ok(None);
     }
-    let attrs = attributes(obj)?;
+    let Some(attrs) = attributes(obj) else {
+        return Ok(None);
+    };
     let layout = FrameLayout {
         rows: attrs.rows() as usize,
         cols: attrs.columns() as usize,
@@ -319,8 +322,7 @@ fn direct_frame(
         number_of_frames: attrs.number_of_frames(),
         j2k_reduce: opts.j2k_reduce,
     };
-    let decoded = dicom_frame::decode_frame(obj, ts, opts.frame, &layout)?;
-    Some((attrs, decoded))
+    Ok(dicom_frame::decode_frame(obj, ts, opts.frame, &layout)?.map(|frame| (attrs, frame)))
 }
 
 /// dicom-pixeldata's reading of the imaging attributes (rescale, windows, VOI LUTs,

@@ -12,7 +12,9 @@
 //!
 //! Anything else (12-bit or lossless JPEG, colour, fragmented multi-frame objects without one
 //! fragment per frame, a decoder error) returns `None`, and the caller falls back to
-//! `dicom-pixeldata`, which then either decodes it or reports the error.
+//! `dicom-pixeldata`, which then either decodes it or reports the error. A frame whose
+//! codestream is another size than the header's Rows × Columns is an error here: the file is
+//! inconsistent, and `dicom-pixeldata`'s adapters index past their buffers on such files.
 
 use std::borrow::Cow;
 
@@ -158,6 +160,27 @@ pub(crate) struct FrameLayout {
     pub j2k_reduce: u8,
 }
 
+/// A frame whose codestream gives another size than the header's Rows × Columns (after a
+/// reduced JPEG 2000 decode, the reduced size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SizeMismatch {
+    codec: &'static str,
+    /// `(rows, cols)` the codestream declares or decodes to.
+    frame: (usize, usize),
+    /// `(rows, cols)` the header implies.
+    header: (usize, usize),
+}
+
+impl std::fmt::Display for SizeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the {} frame is {} rows x {} columns, the header says {} x {}",
+            self.codec, self.frame.0, self.frame.1, self.header.0, self.header.1
+        )
+    }
+}
+
 /// Whether [`decode_frame`] may handle this transfer syntax (so the attributes are worth
 /// reading on their own first).
 pub(crate) fn handles(ts: &str) -> bool {
@@ -169,25 +192,29 @@ pub(crate) fn handles(ts: &str) -> bool {
     }
 }
 
-/// Decodes `frame` directly when the transfer syntax and layout allow it; `None` otherwise.
+/// Decodes `frame` directly when the transfer syntax and layout allow it; `Ok(None)` hands
+/// it to `dicom-pixeldata`.
 pub(crate) fn decode_frame(
     obj: &DefaultDicomObject,
     ts: &str,
     frame: u32,
     layout: &FrameLayout,
-) -> Option<DecodedFrame> {
+) -> Result<Option<DecodedFrame>, SizeMismatch> {
     if layout.samples_per_pixel != 1 || frame >= layout.number_of_frames {
-        return None;
+        return Ok(None);
     }
+    let bytes = || frame_bytes(obj, frame, layout.number_of_frames);
     match ts {
-        JPEG_BASELINE | JPEG_EXTENDED if layout.bits_allocated == 8 => {
-            decode_jpeg(&frame_bytes(obj, frame, layout.number_of_frames)?, layout)
-        }
+        JPEG_BASELINE | JPEG_EXTENDED if layout.bits_allocated == 8 => match bytes() {
+            Some(b) => decode_jpeg(&b, layout),
+            None => Ok(None),
+        },
         #[cfg(feature = "jpeg2000")]
-        J2K_LOSSLESS | J2K if matches!(layout.bits_allocated, 8 | 16) => {
-            decode_j2k(&frame_bytes(obj, frame, layout.number_of_frames)?, layout)
-        }
-        _ => None,
+        J2K_LOSSLESS | J2K if matches!(layout.bits_allocated, 8 | 16) => match bytes() {
+            Some(b) => decode_j2k(&b, layout),
+            None => Ok(None),
+        },
+        _ => Ok(None),
     }
 }
 
@@ -205,50 +232,69 @@ fn frame_bytes(obj: &DefaultDicomObject, frame: u32, frames: u32) -> Option<Cow<
     }
 }
 
-fn decode_jpeg(bytes: &[u8], layout: &FrameLayout) -> Option<DecodedFrame> {
+fn decode_jpeg(bytes: &[u8], layout: &FrameLayout) -> Result<Option<DecodedFrame>, SizeMismatch> {
     use zune_jpeg::zune_core::bytestream::ZCursor;
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;
 
     // strict: a truncated or corrupt stream is an error here (then jpeg-decoder judges it),
-    // never a grey-filled image
+    // never a grey-filled image. The size limits are JPEG's own: the frame header is checked
+    // against Rows x Columns below, before anything is decoded.
     let opts = DecoderOptions::default()
         .set_strict_mode(true)
         .jpeg_set_out_colorspace(ColorSpace::Luma)
-        .set_max_width(layout.cols.max(1))
-        .set_max_height(layout.rows.max(1));
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
-    dec.decode_headers().ok()?;
-    let info = dec.info()?;
-    // a colour JPEG under a one-sample header, or a size mismatch: let dicom-pixeldata judge it
-    if info.components != 1
-        || usize::from(info.width) != layout.cols
-        || usize::from(info.height) != layout.rows
-    {
-        return None;
+    if dec.decode_headers().is_err() {
+        return Ok(None);
     }
-    let pixels = dec.decode().ok()?;
-    (pixels.len() == layout.rows * layout.cols)
-        .then_some(DecodedFrame::U8(pixels, (layout.rows, layout.cols)))
+    let Some(info) = dec.info() else {
+        return Ok(None);
+    };
+    let frame = (usize::from(info.height), usize::from(info.width));
+    if frame != (layout.rows, layout.cols) {
+        return Err(SizeMismatch {
+            codec: "JPEG",
+            frame,
+            header: (layout.rows, layout.cols),
+        });
+    }
+    // a colour JPEG under a one-sample header: let dicom-pixeldata judge it
+    if info.components != 1 {
+        return Ok(None);
+    }
+    let Ok(pixels) = dec.decode() else {
+        return Ok(None);
+    };
+    Ok((pixels.len() == layout.rows * layout.cols)
+        .then_some(DecodedFrame::U8(pixels, (layout.rows, layout.cols))))
 }
 
 #[cfg(feature = "jpeg2000")]
-fn decode_j2k(bytes: &[u8], layout: &FrameLayout) -> Option<DecodedFrame> {
+fn decode_j2k(bytes: &[u8], layout: &FrameLayout) -> Result<Option<DecodedFrame>, SizeMismatch> {
     let reduce = u32::from(layout.j2k_reduce);
     let params = jpeg2k::DecodeParameters::new().reduce(reduce);
-    let image = jpeg2k::Image::from_bytes_with(bytes, params).ok()?;
+    let Ok(image) = jpeg2k::Image::from_bytes_with(bytes, params) else {
+        return Ok(None);
+    };
     let [c] = image.components() else {
-        return None;
+        return Ok(None);
     };
     // each discarded level halves the size, rounding up (image origin at 0, as DICOM has it)
-    let (rows, cols) = (
+    let header = (
         layout.rows.div_ceil(1 << reduce),
         layout.cols.div_ceil(1 << reduce),
     );
-    if c.width() as usize != cols || c.height() as usize != rows {
-        return None;
+    let frame = (c.height() as usize, c.width() as usize);
+    if frame != header {
+        return Err(SizeMismatch {
+            codec: "JPEG 2000",
+            frame,
+            header,
+        });
     }
-    Some(DecodedFrame::J2k(image))
+    Ok(Some(DecodedFrame::J2k(image)))
 }
 
 /// The 2^16 values `f(index)`.
