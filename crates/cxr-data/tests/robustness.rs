@@ -101,6 +101,30 @@ fn frame_size_disagreeing_with_the_header_is_named() {
     }
 }
 
+/// A header and a JPEG frame header that agree on 65000 x 65000 pixels are refused before
+/// anything is decoded: the decoders would allocate what they declare (tens of GB).
+#[test]
+fn declared_size_beyond_the_limit_is_refused_before_decoding() {
+    let mut bytes = std::fs::read(mini().join("dicom/txv_Fake_MONOHR1.dcm")).unwrap();
+    for element in [0x0010, 0x0011] {
+        bytes = with_image_attribute(bytes, element, 65000);
+    }
+    // SOF0: marker, length (2), precision (1), height (2), width (2)
+    let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bytes[sof + 5..sof + 9].copy_from_slice(&[0xFD, 0xE8, 0xFD, 0xE8]);
+    let e = decode_bytes(&bytes, Path::new("huge.dcm"), &DecodeOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "huge.dcm: unsupported: the header declares 4225000000 samples for one frame (Rows \
+             x Columns x Samples per Pixel), more than the limit of {} \
+             (cxr_data::decode::MAX_DICOM_SAMPLES)",
+            cxr_data::decode::MAX_DICOM_SAMPLES
+        )
+    );
+}
+
 fn mutate(base: &[u8], edits: &[(usize, u8)], cut: usize) -> Vec<u8> {
     let mut v = base.to_vec();
     for &(i, b) in edits {

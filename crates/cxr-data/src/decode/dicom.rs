@@ -48,6 +48,14 @@ pub enum VoiChoice {
     MinMax,
 }
 
+/// The most samples (Rows × Columns × Samples per Pixel, times the number of frames when every
+/// frame is decoded) a DICOM object may declare: 2^28, e.g. 16384 × 16384, whose gray `f32`
+/// image takes 1 GiB. Chest radiographs are below 2^25. Decoders allocate what the header
+/// says, so a forged header (with a forged JPEG frame header to match) could otherwise ask for
+/// tens of gigabytes and have the process killed; past this limit the file is refused with
+/// [`Error::Unsupported`] before anything is decoded.
+pub const MAX_DICOM_SAMPLES: u64 = 1 << 28;
+
 /// Options for DICOM decoding.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DicomOptions {
@@ -101,11 +109,17 @@ pub fn decode_object(
         .transfer_syntax()
         .trim_end_matches('\0')
         .to_string();
+    let (frame_samples, frames) = declared_size(obj);
+    check_size(path, frame_samples, 1, "one frame")?;
     // the direct decoders when they apply, else dicom-pixeldata for everything
     let direct = direct_frame(obj, &ts, opts).map_err(|m| Error::decode(path, m.to_string()))?;
     let (decoded, frame) = match direct {
         Some((attrs, frame)) => (attrs, Some(frame)),
-        None => (full_decode(obj, path, &ts)?, None),
+        None => {
+            // dicom-pixeldata decodes every frame at once
+            check_size(path, frame_samples, frames, "all frames")?;
+            (full_decode(obj, path, &ts)?, None)
+        }
     };
 
     // the frame's own size: Rows × Columns unless a reduced JPEG 2000 decode was asked for
@@ -299,6 +313,43 @@ fn to_unit(
             apply_voi(&values, &voi, invert, path)
         }
     }
+}
+
+/// Rows × Columns × Samples per Pixel and Number of Frames as the header states them (absent
+/// or unreadable values count as 1, leaving them to the decoders to judge).
+fn declared_size(obj: &DefaultDicomObject) -> (u64, u64) {
+    let int = |tag| {
+        obj.element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<u64>().ok())
+            .unwrap_or(1)
+    };
+    let frame = int(tags::ROWS)
+        .saturating_mul(int(tags::COLUMNS))
+        .saturating_mul(int(tags::SAMPLES_PER_PIXEL));
+    (frame, int(tags::NUMBER_OF_FRAMES))
+}
+
+/// Refuses objects above [`MAX_DICOM_SAMPLES`] before a decoder allocates for them.
+fn check_size(path: &Path, frame_samples: u64, frames: u64, what: &str) -> Result<()> {
+    let n = frame_samples.saturating_mul(frames);
+    if n > MAX_DICOM_SAMPLES {
+        return Err(Error::unsupported(
+            path,
+            format!(
+                "the header declares {n} samples for {what} (Rows x Columns x Samples per \
+                 Pixel{}), more than the limit of {MAX_DICOM_SAMPLES} \
+                 (cxr_data::decode::MAX_DICOM_SAMPLES)",
+                if frames > 1 {
+                    " x Number of Frames"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The attributes with the frame decoded by [`dicom_frame`], when that path applies

@@ -11,7 +11,7 @@ mod raster;
 
 use std::path::Path;
 
-pub use dicom::{decode_dicom, decode_object, DicomOptions, VoiChoice};
+pub use dicom::{decode_dicom, decode_object, DicomOptions, VoiChoice, MAX_DICOM_SAMPLES};
 pub use raster::decode_raster;
 
 use crate::{Error, GrayImage, Result};
