@@ -60,6 +60,15 @@ pub struct ImageProcessor {
 }
 
 /// CLIP statistics, `BitImageProcessor`'s defaults when the file names none.
+/// The largest `size` or `crop_size` side a configuration may ask for. No encoder takes
+/// larger inputs, and the resize allocates for the target: a mistyped size must be a
+/// configuration error, not an allocation of tens of gigabytes.
+pub const MAX_SIDE: usize = 1 << 14;
+
+/// The most pixels the resize step may produce for one image (a shortest-edge resize of a very
+/// elongated image grows its long side in proportion).
+pub const MAX_RESIZED_PIXELS: usize = 1 << 28;
+
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
@@ -241,6 +250,12 @@ impl ImageProcessor {
         (h, w): (usize, usize),
     ) -> Result<(Vec<u8>, (usize, usize))> {
         let (rh, rw) = self.resized_size((h, w));
+        if rh.saturating_mul(rw) > MAX_RESIZED_PIXELS {
+            return Err(Error::Invalid(format!(
+                "a {h}x{w} image resized to {rh}x{rw} is more than {MAX_RESIZED_PIXELS} pixels \
+                 (cxr_data::processor::MAX_RESIZED_PIXELS)"
+            )));
+        }
         let resized = if (rh, rw) != (h, w) {
             resize_u8(src, (w, h), (rw, rh), self.resample, None)?
         } else {
@@ -326,7 +341,11 @@ pub fn center_crop(src: &[u8], (h, w): (usize, usize), (ch, cw): (usize, usize))
 }
 
 fn parse_size(v: &Value) -> std::result::Result<ResizeTarget, String> {
-    let pos = |v: &Value| v.as_u64().filter(|&x| x > 0).map(|x| x as usize);
+    let pos = |v: &Value| {
+        v.as_u64()
+            .filter(|&x| x > 0 && x <= MAX_SIDE as u64)
+            .map(|x| x as usize)
+    };
     if let Some(s) = pos(v) {
         return Ok(ResizeTarget::Exact(s, s));
     }
@@ -339,27 +358,32 @@ fn parse_size(v: &Value) -> std::result::Result<ResizeTarget, String> {
         }
         return pos(s)
             .map(ResizeTarget::ShortestEdge)
-            .ok_or_else(|| format!("bad shortest_edge {s}"));
+            .ok_or_else(|| format!("shortest_edge {s} is not an integer in 1..={MAX_SIDE}"));
     }
     match (o.get("height").and_then(pos), o.get("width").and_then(pos)) {
         (Some(h), Some(w)) => Ok(ResizeTarget::Exact(h, w)),
         _ => Err(format!(
-            "{v} has neither `shortest_edge` nor `height` and `width`"
+            "{v} has neither `shortest_edge` nor `height` and `width` (integers in \
+             1..={MAX_SIDE})"
         )),
     }
 }
 
 fn parse_triplet(v: &Value) -> std::result::Result<[f32; 3], String> {
-    if let Some(x) = v.as_f64() {
-        return Ok([x as f32; 3]);
+    // the values are applied in f32, as transformers does: 1e308 is a number in JSON, not in f32
+    let finite = |x: &Value| x.as_f64().map(|x| x as f32).filter(|x| x.is_finite());
+    if v.is_number() {
+        return finite(v)
+            .map(|x| [x; 3])
+            .ok_or_else(|| format!("{v} is not a finite f32"));
     }
     let a = v
         .as_array()
         .ok_or_else(|| format!("{v} is not a number or a list"))?;
-    match a.iter().map(|x| x.as_f64()).collect::<Option<Vec<_>>>() {
-        Some(x) if x.len() == 3 => Ok([x[0] as f32, x[1] as f32, x[2] as f32]),
-        Some(x) if x.len() == 1 => Ok([x[0] as f32; 3]),
-        _ => Err(format!("{v} is not a list of 3 numbers")),
+    match a.iter().map(finite).collect::<Option<Vec<_>>>() {
+        Some(x) if x.len() == 3 => Ok([x[0], x[1], x[2]]),
+        Some(x) if x.len() == 1 => Ok([x[0]; 3]),
+        _ => Err(format!("{v} is not a list of 3 finite f32 numbers")),
     }
 }
 
@@ -409,5 +433,61 @@ mod tests {
         .unwrap();
         assert_eq!(ok.size, ResizeTarget::Exact(7, 9));
         assert_eq!(ok.crop_size, (5, 5));
+    }
+
+    /// Sizes that would allocate tens of gigabytes, and means or stds that are numbers in JSON
+    /// but not in f32, are configuration errors naming the field (a 4e9 shortest edge used to
+    /// abort the process on a failed 68 GB allocation; a 1e308 mean gave infinite inputs).
+    #[test]
+    fn out_of_range_values_are_config_errors() {
+        let p = Path::new("cfg.json");
+        for (json, field) in [
+            (
+                r#"{"size": {"shortest_edge": 4000000000}}"#,
+                "`size`: shortest_edge 4000000000 is not an integer in 1..=16384",
+            ),
+            (
+                r#"{"size": {"shortest_edge": 0}}"#,
+                "`size`: shortest_edge 0",
+            ),
+            (
+                r#"{"crop_size": {"height": 16385, "width": 5}}"#,
+                "`crop_size`",
+            ),
+            (r#"{"crop_size": 20000}"#, "`crop_size`"),
+            (
+                r#"{"image_mean": [-1e308, 0, 0]}"#,
+                "`image_mean`: [-1e+308,0,0] is not a list of 3 finite f32",
+            ),
+            (
+                r#"{"image_std": 1e39}"#,
+                "`image_std`: 1e+39 is not a finite f32",
+            ),
+        ] {
+            let e = ImageProcessor::from_json_str(json, p).unwrap_err();
+            assert!(matches!(e, Error::Config { .. }), "{json}: {e:?}");
+            assert!(e.to_string().contains(field), "{json}: {e}");
+        }
+        let edge = ImageProcessor::from_json_str(r#"{"size": {"shortest_edge": 16384}}"#, p);
+        assert_eq!(edge.unwrap().size, ResizeTarget::ShortestEdge(16384));
+    }
+
+    /// A shortest-edge resize of a very elongated image is refused before it allocates.
+    #[test]
+    fn elongated_resize_beyond_the_limit_is_refused() {
+        let p = ImageProcessor {
+            size: ResizeTarget::ShortestEdge(16384),
+            ..Default::default()
+        };
+        let e = p
+            .resize_and_crop_u8(&[0u8; 4 * 1000], (4, 1000))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid argument: a 4x1000 image resized to 16384x4096000 is more than 268435456 \
+             pixels (cxr_data::processor::MAX_RESIZED_PIXELS)"
+        );
+        let ok = ImageProcessor::default().resize_and_crop_u8(&[0u8; 4 * 100], (4, 100));
+        assert!(ok.is_ok());
     }
 }
