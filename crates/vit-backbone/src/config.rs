@@ -209,6 +209,11 @@ impl Dinov2Config {
                 self.drop_path_rate
             ));
         }
+        // (transformers allows any float; a ratio past 64 is a typo, and 1e308 overflowed the
+        // SwiGLU width)
+        if !(self.mlp_ratio > 0.0 && self.mlp_ratio <= 64.0) {
+            return Err(format!("mlp_ratio {} is not in (0, 64]", self.mlp_ratio));
+        }
         Ok(())
     }
 
@@ -278,6 +283,17 @@ mod tests {
             ..Dinov2Config::rad_dino()
         };
         assert!(bad.validate().is_err());
+        for ratio in [0.0, -1.0, 1e308, f64::NAN] {
+            let bad = Dinov2Config {
+                mlp_ratio: ratio,
+                use_swiglu_ffn: true,
+                ..Dinov2Config::rad_dino()
+            };
+            assert_eq!(
+                bad.validate().unwrap_err(),
+                format!("mlp_ratio {ratio} is not in (0, 64]")
+            );
+        }
         let dir = std::env::temp_dir().join("vit-backbone-bad-config.json");
         std::fs::write(&dir, "{ not json").unwrap();
         let err = Dinov2Config::from_file(&dir).unwrap_err().to_string();

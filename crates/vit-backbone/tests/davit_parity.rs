@@ -76,6 +76,32 @@ fn trainable_path_matches_pytorch_reference() {
     check(&model, &exp, "odd");
 }
 
+/// An input that a stage's patch embedding shrinks to nothing is an error naming the stage
+/// (candle's conv underflowed computing its output size: a panic in debug builds, an
+/// empty map and a panic in the depth-wise convolution in release builds).
+#[test]
+fn input_too_small_for_a_stage_is_an_error() {
+    let cfg = DavitConfig {
+        patch_padding: vec![3, 1, 0, 1],
+        ..DavitConfig::tiny()
+    };
+    let model = DavitCheckpoint::read(cfg, &[fixture("davit_tiny/model.safetensors")])
+        .unwrap()
+        .into_model(DType::F32, &Device::Cpu)
+        .unwrap();
+    // 14x14 -> 4x4 -> 2x2, then kernel 3 without padding does not fit
+    let pixels = Tensor::zeros((1, 3, 14, 14), DType::F32, &Device::Cpu).unwrap();
+    let err = model
+        .forward_features(&pixels, &FeatureRequest::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("DaViT stage 2, pixels [1, 3, 14, 14]")
+            && err.contains("a 2x2 map padded by 0 is smaller than the 3x3 kernel"),
+        "{err}"
+    );
+}
+
 #[test]
 fn encoder_contract() {
     let model = DavitModel::from_dir(&fixture("davit_tiny"), DType::F32, &Device::Cpu).unwrap();

@@ -195,6 +195,14 @@ impl DavitConfig {
             if self.patch_stride[i] == 0 || self.patch_size[i] == 0 {
                 return Err(format!("stage {i}: zero patch size or stride"));
             }
+            // a border at least as wide as the kernel only adds outputs that see nothing but
+            // zeros (and a mistyped 100000 would allocate tens of GB)
+            if self.patch_padding[i] >= self.patch_size[i] {
+                return Err(format!(
+                    "stage {i}: patch_padding {} is not smaller than patch_size {}",
+                    self.patch_padding[i], self.patch_size[i]
+                ));
+            }
         }
         if self.window_size == 0 {
             return Err("window_size is 0".into());
@@ -236,5 +244,13 @@ mod tests {
             ..DavitConfig::mi2()
         };
         assert!(cfg.validate().unwrap_err().contains("heads"));
+        let cfg = DavitConfig {
+            patch_padding: vec![3, 1, 100000, 1],
+            ..DavitConfig::mi2()
+        };
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            "stage 2: patch_padding 100000 is not smaller than patch_size 3"
+        );
     }
 }

@@ -73,19 +73,21 @@ impl ConvEmbed {
     }
 
     fn conv(&self, map: &Tensor) -> Result<(Tensor, (usize, usize))> {
+        let (_, _, h, w) = map.dims4()?;
+        let (k, s, p) = (self.weight.dim(2)?, self.stride, self.padding);
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        // candle's conv computes its output size in unsigned arithmetic and underflows here
+        if hp < k || wp < k {
+            candle_core::bail!(
+                "patch embedding: a {h}x{w} map padded by {p} is smaller than the {k}x{k} \
+                 kernel (the input is too small for this stage)"
+            );
+        }
         let y = if tracks_grad(&[map, &self.weight]) {
             // candle's conv2d backward derives one output padding from the height and uses it
             // for the width too, which breaks grids whose sides differ in parity; zero-padding
             // by hand and dropping the rows and columns no window reaches makes the conv fit
             // exactly (output padding 0 on both sides) with the same result.
-            let (_, _, h, w) = map.dims4()?;
-            let (k, s, p) = (self.weight.dim(2)?, self.stride, self.padding);
-            let (hp, wp) = (h + 2 * p, w + 2 * p);
-            if hp < k || wp < k {
-                candle_core::bail!(
-                    "patch embedding: a {h}x{w} grid is smaller than the {k}x{k} kernel"
-                );
-            }
             let used = |n: usize| (n - k) / s * s + k;
             map.pad_with_zeros(2, p, p)?
                 .pad_with_zeros(3, p, p)?
@@ -94,8 +96,7 @@ impl ConvEmbed {
                 .contiguous()?
                 .conv2d(&self.weight, 0, s, 1, 1)?
         } else {
-            map.contiguous()?
-                .conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+            map.contiguous()?.conv2d(&self.weight, p, s, 1, 1)?
         };
         let (b, c, h, w) = y.dims4()?;
         let y = y.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;

@@ -191,11 +191,13 @@ impl DavitModel {
         let mut outputs: Vec<StageOutput> = Vec::with_capacity(self.convs.len());
         let mut block = 0;
         for (i, (conv, pairs)) in self.convs.iter().zip(&self.stages).enumerate() {
-            let (mut x, grid) = match outputs.last() {
-                None if i == 0 => conv.forward_image(pixels)?,
-                Some(prev) => conv.forward_tokens(&prev.tokens, prev.grid)?,
+            let embedded = match outputs.last() {
+                None if i == 0 => conv.forward_image(pixels),
+                Some(prev) => conv.forward_tokens(&prev.tokens, prev.grid),
                 None => candle_core::bail!("stage {i} has no input"),
             };
+            let (mut x, grid) = embedded
+                .map_err(|e| e.context(format!("DaViT stage {i}, pixels {:?}", pixels.dims())))?;
             for (spatial, channel) in pairs {
                 x = spatial.forward(&x, grid, masks_for(block)?.as_ref())?;
                 x = channel.forward(&x, grid, masks_for(block + 1)?.as_ref())?;
