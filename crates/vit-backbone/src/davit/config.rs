@@ -204,8 +204,13 @@ impl DavitConfig {
                 ));
             }
         }
-        if self.window_size == 0 {
-            return Err("window_size is 0".into());
+        // maps are padded to a multiple of the window, so a window past the image only adds
+        // padding (and a mistyped 100000 asked for 300 GB)
+        if self.window_size == 0 || self.window_size > self.image_size {
+            return Err(format!(
+                "window_size {} is not in 1..=image_size ({})",
+                self.window_size, self.image_size
+            ));
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) {
             return Err(format!(
@@ -251,6 +256,14 @@ mod tests {
         assert_eq!(
             cfg.validate().unwrap_err(),
             "stage 2: patch_padding 100000 is not smaller than patch_size 3"
+        );
+        let cfg = DavitConfig {
+            window_size: 100000,
+            ..DavitConfig::mi2()
+        };
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            "window_size 100000 is not in 1..=image_size (480)"
         );
     }
 }
