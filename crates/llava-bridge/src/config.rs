@@ -138,7 +138,7 @@ impl LlamaConfig {
         if self.num_attention_heads == 0 || self.num_hidden_layers == 0 || self.vocab_size == 0 {
             return bad("zero heads, layers or vocabulary".into());
         }
-        if self.num_attention_heads % self.num_kv_heads() != 0 {
+        if self.num_kv_heads() == 0 || self.num_attention_heads % self.num_kv_heads() != 0 {
             return bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads,
@@ -151,8 +151,22 @@ impl LlamaConfig {
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if self.head_dim() % 2 != 0 {
-            return bad(format!("head_dim {} is odd", self.head_dim()));
+        if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
+            return bad(format!("head_dim {} is zero or odd", self.head_dim()));
+        }
+        // both are accepted by transformers but give NaN: a zero or negative epsilon on a zero
+        // row (padding embeddings), a non-positive rotary base in every position's angles
+        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
+            return bad(format!(
+                "rms_norm_eps {} is not a positive number",
+                self.rms_norm_eps
+            ));
+        }
+        if !(self.rope_theta() > 0.0 && self.rope_theta().is_finite()) {
+            return bad(format!(
+                "rope_theta {} is not a positive number",
+                self.rope_theta()
+            ));
         }
         for (field, v) in [
             ("rope_scaling", &self.rope_scaling),

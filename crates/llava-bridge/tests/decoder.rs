@@ -114,6 +114,25 @@ fn unsupported_configs_are_rejected() {
     let mut cfg = gqa_config();
     cfg.num_key_value_heads = Some(4);
     assert!(cfg.validate(std::path::Path::new("c")).is_err());
+    // values transformers reads without complaint that divide by zero or give NaN logits
+    type Edit = fn(&mut LlamaConfig);
+    let cases: [(&str, Edit); 5] = [
+        ("num_key_value_heads 0", |c| c.num_key_value_heads = Some(0)),
+        ("head_dim 0 is zero or odd", |c| c.head_dim = Some(0)),
+        ("rms_norm_eps 0 is not a positive number", |c| {
+            c.rms_norm_eps = 0.0
+        }),
+        ("rms_norm_eps -1 is not", |c| c.rms_norm_eps = -1.0),
+        ("rope_theta -0.5 is not a positive number", |c| {
+            c.rope_theta = Some(-0.5)
+        }),
+    ];
+    for (says, edit) in cases {
+        let mut cfg = gqa_config();
+        edit(&mut cfg);
+        let err = cfg.validate(std::path::Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains(says), "{says}: {err}");
+    }
     let cfg = gqa_config();
     let mut w = random_weights(&cfg, false);
     w.tensors.insert(
