@@ -267,6 +267,19 @@ fn bad_checkpoints_and_folders_give_typed_errors() {
         ..Mi2Config::tiny(674)
     };
     assert!(cfg.validate().unwrap_err().contains("projection_dim"));
+    // a negative epsilon in either tower (transformers reads it; the norms give NaN)
+    let mut cfg = Mi2Config::tiny(674);
+    cfg.image.layer_norm_eps = -1.0;
+    assert_eq!(
+        cfg.validate().unwrap_err(),
+        "image: layer_norm_eps -1 is not a positive number"
+    );
+    let mut cfg = Mi2Config::tiny(674);
+    cfg.text.layer_norm_eps = f64::INFINITY;
+    assert_eq!(
+        cfg.validate().unwrap_err(),
+        "text: layer_norm_eps inf is not a positive number"
+    );
 }
 
 /// Symmetric InfoNCE with matching pairs on the diagonal.

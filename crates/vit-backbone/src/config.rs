@@ -209,6 +209,13 @@ impl Dinov2Config {
                 self.drop_path_rate
             ));
         }
+        // transformers reads a negative epsilon without complaint; the norms then give NaN
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
+            return Err(format!(
+                "layer_norm_eps {} is not a positive number",
+                self.layer_norm_eps
+            ));
+        }
         // (transformers allows any float; a ratio past 64 is a typo, and 1e308 overflowed the
         // SwiGLU width)
         if !(self.mlp_ratio > 0.0 && self.mlp_ratio <= 64.0) {
@@ -294,6 +301,14 @@ mod tests {
                 format!("mlp_ratio {ratio} is not in (0, 64]")
             );
         }
+        let bad = Dinov2Config {
+            layer_norm_eps: -0.5,
+            ..Dinov2Config::rad_dino()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "layer_norm_eps -0.5 is not a positive number"
+        );
         let dir = std::env::temp_dir().join("vit-backbone-bad-config.json");
         std::fs::write(&dir, "{ not json").unwrap();
         let err = Dinov2Config::from_file(&dir).unwrap_err().to_string();
