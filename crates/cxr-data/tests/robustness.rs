@@ -101,6 +101,35 @@ fn frame_size_disagreeing_with_the_header_is_named() {
     }
 }
 
+/// Zero rows, columns or samples per pixel are a decode error up front (dicom-pixeldata's
+/// JPEG and JPEG 2000 adapters indexed into the empty buffer such a header implies).
+#[test]
+fn empty_declared_image_is_an_error() {
+    const ROWS: u16 = 0x0010;
+    const SAMPLES_PER_PIXEL: u16 = 0x0002;
+    for (file, element, says) in [
+        (
+            "dicom/txv_Fake_MONOHR1.dcm",
+            SAMPLES_PER_PIXEL,
+            "(Rows 1024, Columns 1024, Samples per Pixel 0, Number of Frames 1)",
+        ),
+        (
+            "dicom/wg04_RG1_J2KI.dcm",
+            ROWS,
+            "(Rows 0, Columns 1841, Samples per Pixel 1, Number of Frames 1)",
+        ),
+    ] {
+        let bytes = with_image_attribute(std::fs::read(mini().join(file)).unwrap(), element, 0);
+        let e =
+            decode_bytes(&bytes, Path::new("empty.dcm"), &DecodeOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::Decode { .. }), "{file}: {e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("empty.dcm: cannot decode: the header declares an empty image {says}")
+        );
+    }
+}
+
 /// A header and a JPEG frame header that agree on 65000 x 65000 pixels are refused before
 /// anything is decoded: the decoders would allocate what they declare (tens of GB).
 #[test]

@@ -109,7 +109,7 @@ pub fn decode_object(
         .transfer_syntax()
         .trim_end_matches('\0')
         .to_string();
-    let (frame_samples, frames) = declared_size(obj);
+    let (frame_samples, frames) = declared_size(obj, path)?;
     check_size(path, frame_samples, 1, "one frame")?;
     // the direct decoders when they apply, else dicom-pixeldata for everything
     let direct = direct_frame(obj, &ts, opts).map_err(|m| Error::decode(path, m.to_string()))?;
@@ -316,8 +316,9 @@ fn to_unit(
 }
 
 /// Rows × Columns × Samples per Pixel and Number of Frames as the header states them (absent
-/// or unreadable values count as 1, leaving them to the decoders to judge).
-fn declared_size(obj: &DefaultDicomObject) -> (u64, u64) {
+/// or unreadable values count as 1, leaving them to the decoders to judge). A zero among
+/// them is an error: dicom-pixeldata's adapters index into the empty buffer it implies.
+fn declared_size(obj: &DefaultDicomObject, path: &Path) -> Result<(u64, u64)> {
     let int = |tag| {
         obj.element_opt(tag)
             .ok()
@@ -325,10 +326,22 @@ fn declared_size(obj: &DefaultDicomObject) -> (u64, u64) {
             .and_then(|e| e.to_int::<u64>().ok())
             .unwrap_or(1)
     };
-    let frame = int(tags::ROWS)
-        .saturating_mul(int(tags::COLUMNS))
-        .saturating_mul(int(tags::SAMPLES_PER_PIXEL));
-    (frame, int(tags::NUMBER_OF_FRAMES))
+    let (rows, cols, spp) = (
+        int(tags::ROWS),
+        int(tags::COLUMNS),
+        int(tags::SAMPLES_PER_PIXEL),
+    );
+    let frames = int(tags::NUMBER_OF_FRAMES);
+    if rows == 0 || cols == 0 || spp == 0 || frames == 0 {
+        return Err(Error::decode(
+            path,
+            format!(
+                "the header declares an empty image (Rows {rows}, Columns {cols}, Samples per \
+                 Pixel {spp}, Number of Frames {frames})"
+            ),
+        ));
+    }
+    Ok((rows.saturating_mul(cols).saturating_mul(spp), frames))
 }
 
 /// Refuses objects above [`MAX_DICOM_SAMPLES`] before a decoder allocates for them.
