@@ -275,6 +275,13 @@ pub fn multi_crop<R: Rng>(
             "{what} probability {p} is outside [0, 1]"
         )));
     }
+    for (what, (lo, hi)) in [("global", cfg.global_scale), ("local", cfg.local_scale)] {
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            return Err(Error::Invalid(format!(
+                "{what} crop scale ({lo}, {hi}) is not an area-fraction range 0 < min <= max <= 1"
+            )));
+        }
+    }
     let (brightness, contrast, _) = cfg.jitter;
     if !(brightness >= 0.0 && contrast >= 0.0 && brightness.is_finite() && contrast.is_finite()) {
         return Err(Error::Invalid(format!(
@@ -413,6 +420,23 @@ mod tests {
         assert!(
             err.to_string().contains("solarisation probability 1.5"),
             "{err}"
+        );
+        let cfg = MultiCropConfig {
+            jitter: (-0.4, 0.4, 0.8),
+            ..photometric_off()
+        };
+        let err = multi_crop(&test_image(), &cfg, &mut sample_rng(0, 0, 0)).unwrap_err();
+        assert!(err.to_string().contains("brightness -0.4"), "{err}");
+        // an empty scale range used to panic in the sampler
+        let cfg = MultiCropConfig {
+            local_scale: (0.32, 0.05),
+            ..photometric_off()
+        };
+        let err = multi_crop(&test_image(), &cfg, &mut sample_rng(0, 0, 0)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid argument: local crop scale (0.32, 0.05) is not an area-fraction range 0 < \
+             min <= max <= 1"
         );
     }
 

@@ -81,6 +81,10 @@ fn photometric_augmentations_default_to_dinov2_and_are_checked() {
         "[crops]\nsolarize_prob = 1.5\n",
         "[crops]\nblur_prob = [1.0, -0.1, 0.5]\n",
         "[crops]\nbrightness = -0.2\n",
+        // an empty range panicked in the crop sampler
+        "[crops]\nglobal_crops_scale = [1.0, 0.32]\n",
+        "[crops]\nlocal_crops_scale = [0.0, 0.32]\n",
+        "[crops]\nlocal_crops_scale = [0.05, 1.5]\n",
     ] {
         let err = DinoV2Config::from_toml_str(bad, Path::new("aug.toml")).unwrap_err();
         let msg = err.to_string();
