@@ -178,6 +178,10 @@ fn default_data() -> PathBuf {
 
 fn main() -> R<()> {
     let mut args = Args::parse();
+    if args.pca_threshold.is_nan() {
+        // NaN fails the `>= 0` test and would silently turn background removal off
+        return Err("--pca-threshold is NaN: give a value in [0, 1], or a negative one for no background removal".into());
+    }
     let data = args.data.take().unwrap_or_else(default_data);
     let device = Device::Cpu;
     std::fs::create_dir_all(&args.out)?;
