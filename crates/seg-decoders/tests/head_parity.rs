@@ -207,3 +207,35 @@ fn upernet_head_matches_pytorch() {
         HeadConfig::UperNet(train),
     );
 }
+
+/// Zero widths are configuration errors naming the field (they reached the initialiser as an
+/// infinite Kaiming standard deviation and came back as a candle sampling error).
+#[test]
+fn zero_widths_are_config_errors() {
+    let vb = |m: &VarMap| VarBuilder::from_varmap(m, DType::F32, &Device::Cpu);
+    let upernet = UperNetConfig {
+        layers: vec![0, 1, 2, 3],
+        in_channels: 16,
+        channels: 0,
+        pool_scales: vec![1, 2, 3, 6],
+        num_classes: 3,
+        dropout: 0.1,
+        bn: BnConfig::default(),
+        align_corners: AlignCorners::False,
+    };
+    let e = seg_decoders::heads::UperNetHead::new(&upernet, vb(&VarMap::new())).unwrap_err();
+    assert!(matches!(e, seg_decoders::Error::Config(_)), "{e:?}");
+    assert!(e.to_string().contains("channels 0"), "{e}");
+    let vitdet = VitDetConfig {
+        embed_dim: 16,
+        out_channels: 8,
+        head_channels: 0,
+        num_classes: 3,
+        dropout: 0.1,
+        ln_eps: 1e-6,
+        bn: BnConfig::default(),
+        align_corners: AlignCorners::False,
+    };
+    let e = seg_decoders::heads::VitDetHead::new(&vitdet, vb(&VarMap::new())).unwrap_err();
+    assert!(e.to_string().contains("head_channels 0"), "{e}");
+}

@@ -137,6 +137,13 @@ impl UperNetHead {
         if cfg.pool_scales.contains(&0) {
             return Err(Error::Config("pool scales must be positive".into()));
         }
+        // zero widths reached the initialiser as an infinite Kaiming std
+        if cfg.in_channels == 0 || cfg.channels == 0 {
+            return Err(Error::Config(format!(
+                "UPerNet widths must be positive, got in_channels {} and channels {}",
+                cfg.in_channels, cfg.channels
+            )));
+        }
         let (d, ch, bn) = (cfg.in_channels, cfg.channels, cfg.bn);
         let head = vb.pp("decode_head");
         let psp_modules = cfg

@@ -138,6 +138,13 @@ impl VitDetHead {
                 "ViTDet pyramid needs an embedding width divisible by 4, got {d}"
             )));
         }
+        // zero widths reached the initialiser as an infinite Kaiming std
+        if cfg.out_channels == 0 || cfg.head_channels == 0 {
+            return Err(Error::Config(format!(
+                "ViTDet widths must be positive, got out_channels {} and head_channels {}",
+                cfg.out_channels, cfg.head_channels
+            )));
+        }
         let (out, eps) = (cfg.out_channels, cfg.ln_eps);
         let neck = vb.pp("neck");
         let level = |name: &str, resample: Resample, width: usize, first: usize| -> Result<Level> {
