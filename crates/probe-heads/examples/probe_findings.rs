@@ -35,7 +35,7 @@ struct Args {
     /// Feature cache dir.
     #[arg(long, default_value = "target/probe-cache")]
     cache: PathBuf,
-    /// Linear-probe seeds.
+    /// Linear-probe seeds (at least 1).
     #[arg(long, default_value_t = 5)]
     seeds: usize,
     /// AdamW learning rate of the linear probe.
@@ -74,6 +74,9 @@ fn main() -> anyhow_free::R<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
+    if args.seeds == 0 {
+        return Err("--seeds must be at least 1".into());
+    }
     let t0 = std::time::Instant::now();
     let manifest = Manifest::from_csv(args.data.join("labels.csv"), &ManifestSpec::cxr_findings())?;
     let split = |s| manifest.indices_in(s);
