@@ -86,7 +86,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = [3_000.0f64, 30_000.0])]
     extrapolate: Vec<f64>,
     /// Curated/random budget as a fraction of the pool (0 skips the curation comparison).
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.25, value_parser = fraction)]
     budget_fraction: f64,
     /// Prototypes (k-means clusters) of the curation.
     #[arg(long, default_value_t = 8)]
@@ -100,6 +100,16 @@ struct Args {
     /// Hide the per-cell progress bars.
     #[arg(long)]
     quiet: bool,
+}
+
+/// A number in [0, 1] (NaN used to fail the `> 0` test and silently skip the comparison).
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction in [0, 1]"))
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
