@@ -396,6 +396,29 @@ impl DinoV2Config {
         if self.ibot.loss_weight > 0.0 && self.ibot.mask_sample_probability <= 0.0 {
             return bad("ibot.mask_sample_probability must be positive when iBOT is on".into());
         }
+        let o = &self.optim;
+        train_utils::non_negative(&[
+            ("optim.lr", o.lr),
+            ("optim.base_lr", o.base_lr),
+            ("optim.min_lr", o.min_lr),
+            ("optim.weight_decay", o.weight_decay),
+            ("optim.weight_decay_end", o.weight_decay_end),
+            ("optim.clip_grad", o.clip_grad),
+            ("optim.patch_embed_lr_mult", o.patch_embed_lr_mult),
+        ])
+        .map_err(Error::Config)?;
+        if !(o.layerwise_decay > 0.0 && o.layerwise_decay <= 1.0) {
+            return bad(format!(
+                "optim.layerwise_decay = {} is not in (0, 1]",
+                o.layerwise_decay
+            ));
+        }
+        if !((0.0..1.0).contains(&o.adamw_beta1) && (0.0..1.0).contains(&o.adamw_beta2)) {
+            return bad(format!(
+                "optim.adamw_beta1 = {} and optim.adamw_beta2 = {} must lie in [0, 1)",
+                o.adamw_beta1, o.adamw_beta2
+            ));
+        }
         match self.optim.scaling_rule.as_str() {
             "sqrt_wrt_1024" | "none" => {}
             other => {

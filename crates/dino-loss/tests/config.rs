@@ -93,6 +93,33 @@ fn photometric_augmentations_default_to_dinov2_and_are_checked() {
 }
 
 #[test]
+fn optimizer_numbers_are_checked() {
+    for (toml, says) in [
+        (
+            "[optim]\nlr = -1e-3\n",
+            "optim.lr = -0.001 is not a finite number >= 0",
+        ),
+        (
+            "[optim]\nweight_decay_end = -0.4\n",
+            "optim.weight_decay_end = -0.4",
+        ),
+        ("[optim]\nclip_grad = nan\n", "optim.clip_grad = NaN"),
+        (
+            "[optim]\nlayerwise_decay = 0.0\n",
+            "optim.layerwise_decay = 0 is not in (0, 1]",
+        ),
+        ("[optim]\nadamw_beta2 = 1.0\n", "must lie in [0, 1)"),
+    ] {
+        let err = DinoV2Config::from_toml_str(toml, Path::new("optim.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("optim.toml") && msg.contains(says),
+            "{toml}: {msg}"
+        );
+    }
+}
+
+#[test]
 fn derived_settings_follow_dinov2() {
     let c = DinoV2Config::rad_dino();
     // lr = 0.004 · √(64·4 / 1024)

@@ -76,6 +76,13 @@ impl Trainer {
         if vars.is_empty() {
             return Err(Error::bad_input("vars", "nothing to train"));
         }
+        train_utils::non_negative(&[
+            ("lr", cfg.lr),
+            ("min_lr", cfg.min_lr),
+            ("weight_decay", cfg.weight_decay),
+            ("clip_grad", cfg.clip_grad.unwrap_or(0.0)),
+        ])
+        .map_err(|reason| Error::bad_input("TrainConfig", reason))?;
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let rule = NoDecayRule::Dinov2;
         let opt = AdamW::new(

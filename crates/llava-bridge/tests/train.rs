@@ -31,6 +31,20 @@ fn stage1_lowers_the_loss_and_resumes_from_a_checkpoint() {
         clip_grad: Some(1.0),
     };
     let vars = gen.projector.named_vars("multi_modal_projector");
+    for bad in [
+        TrainConfig { lr: -1e-2, ..cfg },
+        TrainConfig {
+            weight_decay: f64::NAN,
+            ..cfg
+        },
+        TrainConfig {
+            clip_grad: Some(-1.0),
+            ..cfg
+        },
+    ] {
+        let e = Trainer::new(vars.clone(), bad).unwrap_err().to_string();
+        assert!(e.contains("is not a finite number >= 0"), "{e}");
+    }
     let mut trainer = Trainer::new(vars.clone(), cfg).unwrap();
     let first = gen
         .loss(feats, &examples)

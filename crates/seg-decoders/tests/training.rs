@@ -44,6 +44,15 @@ fn frozen_linear_head_learns_overlapping_masks() {
         warmup_steps: 5,
         ..TrainOptions::default()
     };
+    for (lr, weight_decay) in [(-2e-2, 0.0), (f64::NAN, 0.0), (2e-2, -0.1)] {
+        let bad = TrainOptions {
+            lr,
+            weight_decay,
+            ..opts.clone()
+        };
+        let e = train_segmentation(&encoder, &cfg, &train, &val, &bad).unwrap_err();
+        assert!(matches!(e, seg_decoders::Error::Config(_)), "{e:?}");
+    }
     let (trained, history) = train_segmentation(&encoder, &cfg, &train, &val, &opts).unwrap();
     let first = history.epochs[0].train_loss;
     let last = history.epochs.last().unwrap().train_loss;

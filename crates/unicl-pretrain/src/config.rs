@@ -100,6 +100,22 @@ impl TrainConfig {
                 self.batch_size
             ));
         }
+        train_utils::non_negative(&[
+            ("lr", self.lr),
+            ("min_lr", self.min_lr),
+            ("weight_decay", self.weight_decay),
+            ("clip_grad", self.clip_grad),
+        ])
+        .map_err(Error::Invalid)?;
+        if self.lr == 0.0 {
+            return bad("lr is 0: nothing would train".into());
+        }
+        if self.init_log_scale.is_some_and(|t| !t.is_finite()) {
+            return bad(format!(
+                "init_log_scale {:?} is not finite",
+                self.init_log_scale
+            ));
+        }
         if self.micro_batch == Some(0) {
             return bad("micro_batch must be positive".into());
         }
@@ -122,5 +138,56 @@ impl TrainConfig {
         self.image.validate().map_err(Error::Invalid)?;
         self.text.validate().map_err(Error::Invalid)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optimizer_numbers_are_checked() {
+        let ok = TrainConfig::small(LossKind::Unicl, 28, 600, 10);
+        ok.validate().unwrap();
+        for (edit, says) in [
+            (
+                TrainConfig {
+                    lr: -1e-4,
+                    ..ok.clone()
+                },
+                "lr = -0.0001 is not a finite number >= 0",
+            ),
+            (
+                TrainConfig {
+                    lr: 0.0,
+                    ..ok.clone()
+                },
+                "lr is 0",
+            ),
+            (
+                TrainConfig {
+                    weight_decay: f64::NAN,
+                    ..ok.clone()
+                },
+                "weight_decay = NaN",
+            ),
+            (
+                TrainConfig {
+                    clip_grad: -1.0,
+                    ..ok.clone()
+                },
+                "clip_grad = -1",
+            ),
+            (
+                TrainConfig {
+                    init_log_scale: Some(f64::INFINITY),
+                    ..ok.clone()
+                },
+                "init_log_scale",
+            ),
+        ] {
+            let e = edit.validate().unwrap_err().to_string();
+            assert!(e.contains(says), "{says}: {e}");
+        }
     }
 }
