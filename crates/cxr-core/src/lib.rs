@@ -28,6 +28,7 @@ mod features;
 mod memory;
 pub mod ops;
 mod preprocessing;
+pub mod ranges;
 mod tensor_set;
 
 pub use error::{Error, Result};

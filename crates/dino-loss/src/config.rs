@@ -397,7 +397,7 @@ impl DinoV2Config {
             return bad("ibot.mask_sample_probability must be positive when iBOT is on".into());
         }
         let o = &self.optim;
-        train_utils::non_negative(&[
+        cxr_core::ranges::non_negative(&[
             ("optim.lr", o.lr),
             ("optim.base_lr", o.base_lr),
             ("optim.min_lr", o.min_lr),

@@ -115,13 +115,7 @@ impl BertConfig {
         if self.hidden_size == 0 || self.num_attention_heads == 0 {
             return Err("hidden_size and num_attention_heads must be positive".into());
         }
-        // transformers reads a negative epsilon without complaint; the norms then give NaN
-        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
-            return Err(format!(
-                "layer_norm_eps {} is not a positive number",
-                self.layer_norm_eps
-            ));
-        }
+        cxr_core::ranges::positive(&[("layer_norm_eps", self.layer_norm_eps)])?;
         if self.hidden_size % self.num_attention_heads != 0 {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",

@@ -145,13 +145,7 @@ impl TextConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
         }
-        // transformers reads a negative epsilon without complaint; the norms then give NaN
-        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
-            return Err(format!(
-                "layer_norm_eps {} is not a positive number",
-                self.layer_norm_eps
-            ));
-        }
+        cxr_core::ranges::positive(&[("layer_norm_eps", self.layer_norm_eps)])?;
         if self.width % self.heads != 0 {
             return Err(format!(
                 "width {} is not divisible by heads {}",

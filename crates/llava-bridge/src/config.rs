@@ -154,19 +154,13 @@ impl LlamaConfig {
         if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
             return bad(format!("head_dim {} is zero or odd", self.head_dim()));
         }
-        // both are accepted by transformers but give NaN: a zero or negative epsilon on a zero
-        // row (padding embeddings), a non-positive rotary base in every position's angles
-        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
-            return bad(format!(
-                "rms_norm_eps {} is not a positive number",
-                self.rms_norm_eps
-            ));
-        }
-        if !(self.rope_theta() > 0.0 && self.rope_theta().is_finite()) {
-            return bad(format!(
-                "rope_theta {} is not a positive number",
-                self.rope_theta()
-            ));
+        // a zero or negative epsilon gives NaN on a zero row (padding embeddings), a
+        // non-positive rotary base in every position's angles
+        if let Err(reason) = cxr_core::ranges::positive(&[
+            ("rms_norm_eps", self.rms_norm_eps),
+            ("rope_theta", self.rope_theta()),
+        ]) {
+            return bad(reason);
         }
         for (field, v) in [
             ("rope_scaling", &self.rope_scaling),

@@ -76,7 +76,7 @@ impl Trainer {
         if vars.is_empty() {
             return Err(Error::bad_input("vars", "nothing to train"));
         }
-        train_utils::non_negative(&[
+        cxr_core::ranges::non_negative(&[
             ("lr", cfg.lr),
             ("min_lr", cfg.min_lr),
             ("weight_decay", cfg.weight_decay),

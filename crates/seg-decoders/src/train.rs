@@ -152,17 +152,10 @@ pub fn train_segmentation<E: Encoder + ?Sized>(
     if train.is_empty() {
         return Err(Error::Config("no training batches".into()));
     }
-    // a negative rate would climb the loss (this crate's Adam is candle's, which takes any)
-    if !(opts.lr > 0.0
-        && opts.lr.is_finite()
-        && opts.weight_decay >= 0.0
-        && opts.weight_decay.is_finite())
-    {
-        return Err(Error::Config(format!(
-            "lr {} must be a positive number and weight_decay {} a number >= 0",
-            opts.lr, opts.weight_decay
-        )));
-    }
+    // candle's Adam takes any rate: a negative one would climb the loss
+    cxr_core::ranges::positive(&[("lr", opts.lr)])
+        .and_then(|()| cxr_core::ranges::non_negative(&[("weight_decay", opts.weight_decay)]))
+        .map_err(Error::Config)?;
     let device = encoder.device().clone();
     let varmap = VarMap::new();
     let head = Head::new(

@@ -30,7 +30,6 @@ mod log;
 mod param_groups;
 mod plot;
 mod prefetch;
-mod ranges;
 mod run_loop;
 mod schedule;
 mod state;
@@ -50,7 +49,6 @@ pub use log::{read_jsonl, StepLog, StepRecord};
 pub use param_groups::{layer_id, NoDecayRule, ParamGroup, ParamGroupRules};
 pub use plot::{plot_curves, plot_curves_or_warn};
 pub use prefetch::Prefetch;
-pub use ranges::non_negative;
 pub use run_loop::{
     run_loop, LoopHooks, LoopOptions, LoopReport, LoopSummary, LoopTrainer, StepReport,
 };

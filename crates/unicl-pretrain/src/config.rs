@@ -100,16 +100,15 @@ impl TrainConfig {
                 self.batch_size
             ));
         }
-        train_utils::non_negative(&[
-            ("lr", self.lr),
-            ("min_lr", self.min_lr),
-            ("weight_decay", self.weight_decay),
-            ("clip_grad", self.clip_grad),
-        ])
-        .map_err(Error::Invalid)?;
-        if self.lr == 0.0 {
-            return bad("lr is 0: nothing would train".into());
-        }
+        cxr_core::ranges::positive(&[("lr", self.lr)])
+            .and_then(|()| {
+                cxr_core::ranges::non_negative(&[
+                    ("min_lr", self.min_lr),
+                    ("weight_decay", self.weight_decay),
+                    ("clip_grad", self.clip_grad),
+                ])
+            })
+            .map_err(Error::Invalid)?;
         if self.init_log_scale.is_some_and(|t| !t.is_finite()) {
             return bad(format!(
                 "init_log_scale {:?} is not finite",
@@ -155,14 +154,14 @@ mod tests {
                     lr: -1e-4,
                     ..ok.clone()
                 },
-                "lr = -0.0001 is not a finite number >= 0",
+                "lr -0.0001 is not a positive number",
             ),
             (
                 TrainConfig {
                     lr: 0.0,
                     ..ok.clone()
                 },
-                "lr is 0",
+                "lr 0 is not a positive number",
             ),
             (
                 TrainConfig {

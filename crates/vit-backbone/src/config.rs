@@ -209,13 +209,7 @@ impl Dinov2Config {
                 self.drop_path_rate
             ));
         }
-        // transformers reads a negative epsilon without complaint; the norms then give NaN
-        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
-            return Err(format!(
-                "layer_norm_eps {} is not a positive number",
-                self.layer_norm_eps
-            ));
-        }
+        cxr_core::ranges::positive(&[("layer_norm_eps", self.layer_norm_eps)])?;
         // (transformers allows any float; a ratio past 64 is a typo, and 1e308 overflowed the
         // SwiGLU width)
         if !(self.mlp_ratio > 0.0 && self.mlp_ratio <= 64.0) {

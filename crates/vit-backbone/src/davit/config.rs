@@ -204,13 +204,7 @@ impl DavitConfig {
                 ));
             }
         }
-        // transformers reads a negative epsilon without complaint; the norms then give NaN
-        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
-            return Err(format!(
-                "layer_norm_eps {} is not a positive number",
-                self.layer_norm_eps
-            ));
-        }
+        cxr_core::ranges::positive(&[("layer_norm_eps", self.layer_norm_eps)])?;
         // maps are padded to a multiple of the window, so a window past the image only adds
         // padding (and a mistyped 100000 asked for 300 GB)
         if self.window_size == 0 || self.window_size > self.image_size {
