@@ -67,6 +67,21 @@ fn read_table(path: &Path) -> Result<Table> {
             message: "the header row must name every column".into(),
         });
     }
+    // columns are matched by name (labels to scores), so a repeated name would silently score
+    // two label columns against one score column
+    for (i, name) in names.iter().enumerate() {
+        if let Some(first) = names[..i].iter().position(|n| n == name) {
+            return Err(MetricsError::Csv {
+                path: path.to_path_buf(),
+                line: 1,
+                message: format!(
+                    "column {name:?} appears twice (columns {} and {})",
+                    first + 1,
+                    i + 1
+                ),
+            });
+        }
+    }
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| csv_error(path, &e))?;

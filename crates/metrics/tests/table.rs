@@ -125,6 +125,18 @@ fn errors_name_file_and_line() {
         "{e}"
     );
 
+    // a repeated label name used to score two label columns against one score column
+    let dup = write(t, "d.csv", "A,A\n1,0\n0,1\n");
+    let scores = write(t, "s.csv", "A,B\n0.1,0.2\n0.3,0.4\n");
+    let e = score_files(&dup, &scores, None, &ScoreOptions::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:1: column \"A\" appears twice (columns 1 and 2)",
+            dup.display()
+        )
+    );
+
     let scores = write(t, "s.csv", "A,B\n0.1,0.2\n0.3\n");
     let e = score_files(&labels, &scores, None, &ScoreOptions::default()).unwrap_err();
     assert!(e.to_string().contains("s.csv:3"), "{e}");
