@@ -153,12 +153,23 @@ impl Manifest {
             .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
             .collect();
         let col = |name: &str| {
-            header.iter().position(|h| h == name).ok_or_else(|| {
-                err(
+            let mut at = header.iter().enumerate().filter(|(_, h)| *h == name);
+            match (at.next(), at.next()) {
+                (Some((i, _)), None) => Ok(i),
+                // which of the two holds the values is anyone's guess
+                (Some((i, _)), Some((j, _))) => Err(err(
+                    1,
+                    format!(
+                        "column `{name}` appears twice (columns {} and {})",
+                        i + 1,
+                        j + 1
+                    ),
+                )),
+                (None, _) => Err(err(
                     1,
                     format!("no column `{name}` (columns: {})", header.join(", ")),
-                )
-            })
+                )),
+            }
         };
         let path_idx = col(&spec.path_column)?;
         let patient_idx = col(&spec.patient_column)?;

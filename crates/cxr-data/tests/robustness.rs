@@ -39,6 +39,19 @@ fn corrupt_corpus_gives_errors_naming_the_file() {
     )
     .unwrap_err();
     assert!(matches!(e, Error::Manifest { line: 3, .. }), "{e:?}");
+    // a column the manifest reads, named twice: the first used to win without a word
+    let csv = "id,patient_id,icu,death,has_mask,mask_complete,split,icu\na,p,1,0,1,1,train,0\n";
+    let e = Manifest::from_csv_bytes(
+        csv.as_bytes(),
+        Path::new("twice.csv"),
+        Path::new("."),
+        &ManifestSpec::cxr_mini(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "twice.csv:1: column `icu` appears twice (columns 3 and 8)"
+    );
 }
 
 /// `bytes` with the US value of element `(0028, element)` (explicit VR little endian) set.
