@@ -214,7 +214,7 @@ fn load_dino_head(init: &Init, vm: &VarMap, device: &Device) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let tensors = candle_core::safetensors::load(&path, device)?;
+    let tensors = candle_core::safetensors::load(&path, device).map_err(|e| e.with_path(&path))?;
     let data = vm
         .data()
         .lock()

@@ -157,7 +157,9 @@ impl CheckpointDir {
     /// Loads the checkpoint of `step` onto `device`.
     pub fn load(&self, step: u64, device: &Device) -> Result<Checkpoint> {
         let (st_path, json_path) = self.files(step);
-        let tensors = candle_core::safetensors::load(&st_path, device)?;
+        // candle's own message ("invalid header length") does not say which file
+        let tensors =
+            candle_core::safetensors::load(&st_path, device).map_err(|e| e.with_path(&st_path))?;
         let bytes = fs::read(&json_path).map_err(|e| Error::io(&json_path, e))?;
         let state: TrainState = serde_json::from_slice(&bytes).map_err(|e| Error::Json {
             path: json_path.clone(),

@@ -249,3 +249,22 @@ fn has_temp_files(dir: &Path) -> bool {
         .unwrap()
         .any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp-"))
 }
+
+/// A damaged checkpoint is an error that names its file.
+#[test]
+fn damaged_checkpoint_files_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = CheckpointDir::new(tmp.path(), 3).unwrap();
+    let mut run = Run::fresh(4);
+    run.step(false).unwrap();
+    let (tensors, state) = run.state();
+    let saved = dir.save(&tensors, &state).unwrap();
+    let bytes = std::fs::read(&saved).unwrap();
+    std::fs::write(&saved, &bytes[..bytes.len() / 2]).unwrap();
+    let err = dir.load_latest(&candle_core::Device::Cpu).unwrap_err();
+    assert!(
+        err.to_string().contains(&saved.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("invalid header length"), "{err}");
+}

@@ -59,7 +59,7 @@ pub fn load_image_tower(varmap: &VarMap, dir: &Path, device: &Device) -> Result<
     if !path.is_file() {
         return Err(Error::Invalid(format!("{}: not found", path.display())));
     }
-    let tensors = candle_core::safetensors::load(&path, device)?;
+    let tensors = candle_core::safetensors::load(&path, device).map_err(|e| e.with_path(&path))?;
     let mut copied = 0;
     for (name, var) in named_vars(varmap) {
         let Some(key) = name

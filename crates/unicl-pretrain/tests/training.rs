@@ -322,3 +322,16 @@ fn run_validates_every_n_steps_and_resumes_with_its_logs() {
         assert!(out.join(f).is_file(), "{f}");
     }
 }
+
+/// A damaged `--init-image` checkpoint is an error that names its file (candle's own message,
+/// "invalid header length", does not).
+#[test]
+fn damaged_image_tower_checkpoint_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("model.safetensors");
+    std::fs::write(&file, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"").unwrap();
+    let e = unicl_pretrain::model::load_image_tower(&candle_nn::VarMap::new(), tmp.path(), &dev())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&file.display().to_string()), "{e}");
+}
