@@ -166,9 +166,9 @@ fn linear_head_matches_pytorch() {
     check("linear", cfg.clone(), cfg);
 }
 
-#[test]
-fn vitdet_head_matches_pytorch() {
-    let cfg = VitDetConfig {
+/// The ViTDet head of the fixtures (`gen.py`).
+fn tiny_vitdet() -> VitDetConfig {
+    VitDetConfig {
         embed_dim: 16,
         out_channels: 8,
         head_channels: 8,
@@ -177,7 +177,26 @@ fn vitdet_head_matches_pytorch() {
         ln_eps: 1e-6,
         bn: BnConfig::default(),
         align_corners: AlignCorners::False,
-    };
+    }
+}
+
+/// The UPerNet head of the fixtures (`gen.py`).
+fn tiny_upernet() -> UperNetConfig {
+    UperNetConfig {
+        layers: vec![0, 1, 2, 3],
+        in_channels: 16,
+        channels: 8,
+        pool_scales: vec![1, 2, 3, 6],
+        num_classes: 3,
+        dropout: 0.1,
+        bn: BnConfig::default(),
+        align_corners: AlignCorners::False,
+    }
+}
+
+#[test]
+fn vitdet_head_matches_pytorch() {
+    let cfg = tiny_vitdet();
     let train = VitDetConfig {
         dropout: 0.0,
         ..cfg.clone()
@@ -187,16 +206,7 @@ fn vitdet_head_matches_pytorch() {
 
 #[test]
 fn upernet_head_matches_pytorch() {
-    let cfg = UperNetConfig {
-        layers: vec![0, 1, 2, 3],
-        in_channels: 16,
-        channels: 8,
-        pool_scales: vec![1, 2, 3, 6],
-        num_classes: 3,
-        dropout: 0.1,
-        bn: BnConfig::default(),
-        align_corners: AlignCorners::False,
-    };
+    let cfg = tiny_upernet();
     let train = UperNetConfig {
         dropout: 0.0,
         ..cfg.clone()
@@ -214,27 +224,15 @@ fn upernet_head_matches_pytorch() {
 fn zero_widths_are_config_errors() {
     let vb = |m: &VarMap| VarBuilder::from_varmap(m, DType::F32, &Device::Cpu);
     let upernet = UperNetConfig {
-        layers: vec![0, 1, 2, 3],
-        in_channels: 16,
         channels: 0,
-        pool_scales: vec![1, 2, 3, 6],
-        num_classes: 3,
-        dropout: 0.1,
-        bn: BnConfig::default(),
-        align_corners: AlignCorners::False,
+        ..tiny_upernet()
     };
     let e = seg_decoders::heads::UperNetHead::new(&upernet, vb(&VarMap::new())).unwrap_err();
     assert!(matches!(e, seg_decoders::Error::Config(_)), "{e:?}");
     assert!(e.to_string().contains("channels 0"), "{e}");
     let vitdet = VitDetConfig {
-        embed_dim: 16,
-        out_channels: 8,
         head_channels: 0,
-        num_classes: 3,
-        dropout: 0.1,
-        ln_eps: 1e-6,
-        bn: BnConfig::default(),
-        align_corners: AlignCorners::False,
+        ..tiny_vitdet()
     };
     let e = seg_decoders::heads::VitDetHead::new(&vitdet, vb(&VarMap::new())).unwrap_err();
     assert!(e.to_string().contains("head_channels 0"), "{e}");
