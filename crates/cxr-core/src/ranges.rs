@@ -20,6 +20,21 @@ pub fn positive(fields: &[(&str, f64)]) -> Result<(), String> {
     }
 }
 
+/// The first of `fields` (name, (min, max)) that is not a range of image-area fractions,
+/// 0 < min ≤ max ≤ 1, as `RandomResizedCrop` scales are. An inverted range panics in the
+/// crop sampler.
+pub fn area_fractions(fields: &[(&str, (f64, f64))]) -> Result<(), String> {
+    match fields
+        .iter()
+        .find(|(_, (lo, hi))| !(*lo > 0.0 && lo <= hi && *hi <= 1.0))
+    {
+        Some((name, (lo, hi))) => Err(format!(
+            "{name} ({lo}, {hi}) is not an area-fraction range 0 < min <= max <= 1"
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +53,12 @@ mod tests {
             "theta 0 is not a positive number"
         );
         assert!(positive(&[("eps", f64::NAN)]).is_err());
+        assert!(area_fractions(&[("s", (0.05, 0.32)), ("t", (1.0, 1.0))]).is_ok());
+        assert_eq!(
+            area_fractions(&[("s", (0.05, 0.32)), ("t", (1.0, 0.32))]).unwrap_err(),
+            "t (1, 0.32) is not an area-fraction range 0 < min <= max <= 1"
+        );
+        assert!(area_fractions(&[("s", (0.0, 0.32))]).is_err());
+        assert!(area_fractions(&[("s", (f64::NAN, 0.32))]).is_err());
     }
 }

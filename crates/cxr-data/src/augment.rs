@@ -275,13 +275,11 @@ pub fn multi_crop<R: Rng>(
             "{what} probability {p} is outside [0, 1]"
         )));
     }
-    for (what, (lo, hi)) in [("global", cfg.global_scale), ("local", cfg.local_scale)] {
-        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
-            return Err(Error::Invalid(format!(
-                "{what} crop scale ({lo}, {hi}) is not an area-fraction range 0 < min <= max <= 1"
-            )));
-        }
-    }
+    cxr_core::ranges::area_fractions(&[
+        ("global crop scale", cfg.global_scale),
+        ("local crop scale", cfg.local_scale),
+    ])
+    .map_err(Error::Invalid)?;
     let (brightness, contrast, _) = cfg.jitter;
     if !(brightness >= 0.0 && contrast >= 0.0 && brightness.is_finite() && contrast.is_finite()) {
         return Err(Error::Invalid(format!(

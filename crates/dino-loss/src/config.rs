@@ -448,16 +448,13 @@ impl DinoV2Config {
         if let Some((key, p)) = probabilities.iter().find(|(_, p)| !(0.0..=1.0).contains(p)) {
             return bad(format!("crops.{key} = {p} is not a probability in [0, 1]"));
         }
-        for (key, [lo, hi]) in [
-            ("global_crops_scale", c.global_crops_scale),
-            ("local_crops_scale", c.local_crops_scale),
-        ] {
-            if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
-                return bad(format!(
-                    "crops.{key} = [{lo}, {hi}] is not an area-fraction range 0 < min <= max <= 1"
-                ));
-            }
-        }
+        let [g0, g1] = c.global_crops_scale;
+        let [l0, l1] = c.local_crops_scale;
+        cxr_core::ranges::area_fractions(&[
+            ("crops.global_crops_scale", (g0, g1)),
+            ("crops.local_crops_scale", (l0, l1)),
+        ])
+        .map_err(Error::Config)?;
         let strength = |v: f64| v >= 0.0 && v.is_finite();
         if !(strength(c.brightness) && strength(c.contrast)) {
             return bad("crops.brightness and crops.contrast must be finite and ≥ 0".into());
