@@ -20,6 +20,14 @@ pub fn positive(fields: &[(&str, f64)]) -> Result<(), String> {
     }
 }
 
+/// The first of `fields` that is not a probability in [0, 1] (NaN included).
+pub fn probabilities(fields: &[(&str, f64)]) -> Result<(), String> {
+    match fields.iter().find(|(_, p)| !(0.0..=1.0).contains(p)) {
+        Some((name, p)) => Err(format!("{name} {p} is outside [0, 1]")),
+        None => Ok(()),
+    }
+}
+
 /// The first of `fields` (name, (min, max)) that is not a range of image-area fractions,
 /// 0 < min ≤ max ≤ 1, as `RandomResizedCrop` scales are. An inverted range panics in the
 /// crop sampler.
@@ -53,6 +61,12 @@ mod tests {
             "theta 0 is not a positive number"
         );
         assert!(positive(&[("eps", f64::NAN)]).is_err());
+        assert!(probabilities(&[("p", 0.0), ("q", 1.0)]).is_ok());
+        assert_eq!(
+            probabilities(&[("p", 0.5), ("q", 1.5)]).unwrap_err(),
+            "q 1.5 is outside [0, 1]"
+        );
+        assert!(probabilities(&[("p", f64::NAN)]).is_err());
         assert!(area_fractions(&[("s", (0.05, 0.32)), ("t", (1.0, 1.0))]).is_ok());
         assert_eq!(
             area_fractions(&[("s", (0.05, 0.32)), ("t", (1.0, 0.32))]).unwrap_err(),

@@ -262,19 +262,15 @@ pub fn multi_crop<R: Rng>(
     if cfg.global_size == 0 || cfg.local_size == 0 {
         return Err(Error::Invalid("crop sizes must be positive".into()));
     }
-    let probabilities = [
-        ("flip", cfg.flip_p),
-        ("colour jitter", cfg.jitter.2),
-        ("global crop 1 blur", cfg.blur_p[0]),
-        ("global crop 2 blur", cfg.blur_p[1]),
-        ("local crop blur", cfg.blur_p[2]),
-        ("solarisation", cfg.solarize_p),
-    ];
-    if let Some((what, p)) = probabilities.iter().find(|(_, p)| !(0.0..=1.0).contains(p)) {
-        return Err(Error::Invalid(format!(
-            "{what} probability {p} is outside [0, 1]"
-        )));
-    }
+    cxr_core::ranges::probabilities(&[
+        ("flip probability", cfg.flip_p),
+        ("colour jitter probability", cfg.jitter.2),
+        ("global crop 1 blur probability", cfg.blur_p[0]),
+        ("global crop 2 blur probability", cfg.blur_p[1]),
+        ("local crop blur probability", cfg.blur_p[2]),
+        ("solarisation probability", cfg.solarize_p),
+    ])
+    .map_err(Error::Invalid)?;
     cxr_core::ranges::area_fractions(&[
         ("global crop scale", cfg.global_scale),
         ("local crop scale", cfg.local_scale),

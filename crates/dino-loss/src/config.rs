@@ -437,17 +437,15 @@ impl DinoV2Config {
             return bad("optim.warmup_epochs exceeds optim.epochs".into());
         }
         let c = &self.crops;
-        let probabilities = [
-            ("horizontal_flip_prob", c.horizontal_flip_prob),
-            ("color_jitter_prob", c.color_jitter_prob),
-            ("blur_prob[0]", c.blur_prob[0]),
-            ("blur_prob[1]", c.blur_prob[1]),
-            ("blur_prob[2]", c.blur_prob[2]),
-            ("solarize_prob", c.solarize_prob),
-        ];
-        if let Some((key, p)) = probabilities.iter().find(|(_, p)| !(0.0..=1.0).contains(p)) {
-            return bad(format!("crops.{key} = {p} is not a probability in [0, 1]"));
-        }
+        cxr_core::ranges::probabilities(&[
+            ("crops.horizontal_flip_prob", c.horizontal_flip_prob),
+            ("crops.color_jitter_prob", c.color_jitter_prob),
+            ("crops.blur_prob[0]", c.blur_prob[0]),
+            ("crops.blur_prob[1]", c.blur_prob[1]),
+            ("crops.blur_prob[2]", c.blur_prob[2]),
+            ("crops.solarize_prob", c.solarize_prob),
+        ])
+        .map_err(Error::Config)?;
         let [g0, g1] = c.global_crops_scale;
         let [l0, l1] = c.local_crops_scale;
         cxr_core::ranges::area_fractions(&[
@@ -455,10 +453,11 @@ impl DinoV2Config {
             ("crops.local_crops_scale", (l0, l1)),
         ])
         .map_err(Error::Config)?;
-        let strength = |v: f64| v >= 0.0 && v.is_finite();
-        if !(strength(c.brightness) && strength(c.contrast)) {
-            return bad("crops.brightness and crops.contrast must be finite and ≥ 0".into());
-        }
+        cxr_core::ranges::non_negative(&[
+            ("crops.brightness", c.brightness),
+            ("crops.contrast", c.contrast),
+        ])
+        .map_err(Error::Config)?;
         Ok(())
     }
 
