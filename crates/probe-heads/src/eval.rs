@@ -1,11 +1,14 @@
 //! Test-set evaluation of probe scores: AUROC and AUPRC per column with patient-level
-//! (clustered) bootstrap CIs, and the logistic-regression probe with C tuned on val.
+//! (clustered) bootstrap CIs, F1 at thresholds chosen on val, and the logistic-regression
+//! probe with C tuned on val.
 
 use metrics::bootstrap::{
     bootstrap_many, group_rows, paired_bootstrap, BootstrapConfig, Interval, PairedInterval,
     Resampling,
 };
-use metrics::classification::{multilabel_macro_auroc, MultiLabelView};
+use metrics::classification::{
+    best_f1_threshold, multilabel_macro_auroc, BinaryCounts, MultiLabelView,
+};
 
 use crate::logreg::{LogReg, LogRegConfig};
 use crate::targets::macro_auroc;
@@ -156,11 +159,24 @@ pub fn logreg_probe(
     test: &Matrix,
     grid: &[f64],
 ) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (mut scores, chosen) = logreg_probe_scores(train, val, &[test], grid)?;
+    Ok((scores.pop().unwrap_or_default(), chosen))
+}
+
+/// [`logreg_probe`] scoring each of `inputs` (e.g. val, for choosing F1 thresholds, and
+/// test) with the kept model of every column: one `n_i x k` score vector per input, and
+/// the chosen `C` per column.
+pub fn logreg_probe_scores(
+    train: (&Matrix, &Targets),
+    val: (&Matrix, &Targets),
+    inputs: &[&Matrix],
+    grid: &[f64],
+) -> Result<(Vec<Vec<f64>>, Vec<f64>)> {
     let k = train.1.width();
     if grid.is_empty() {
         return Err(Error::bad("logreg probe", "empty C grid"));
     }
-    let mut scores = vec![0.0; test.rows * k];
+    let mut scores: Vec<Vec<f64>> = inputs.iter().map(|x| vec![0.0; x.rows * k]).collect();
     let mut chosen = Vec::with_capacity(k);
     for j in 0..k {
         let col = train.1.column(j);
@@ -209,10 +225,125 @@ pub fn logreg_probe(
                 },
             )?;
         }
-        for (i, p) in m.predict_proba(test)?.into_iter().enumerate() {
-            scores[i * k + j] = p;
+        for (x, out) in inputs.iter().zip(&mut scores) {
+            for (i, p) in m.predict_proba(x)?.into_iter().enumerate() {
+                out[i * k + j] = p;
+            }
         }
         chosen.push(c);
     }
     Ok((scores, chosen))
+}
+
+/// One column's test F1 at a threshold chosen on val.
+#[derive(Debug, Clone, PartialEq)]
+pub struct F1Result {
+    /// Label or class name (`"macro"` for the mean over columns).
+    pub name: String,
+    /// Decision threshold (`score >= threshold` is positive); `NaN` for the macro row.
+    pub threshold: f64,
+    /// Whether the threshold came from val (false: val had no positive, 0.5 was used; for
+    /// the macro row, whether every column's did).
+    pub from_val: bool,
+    /// F1 with its CI.
+    pub f1: Interval,
+}
+
+/// Per column, the threshold that maximises F1 on the validation scores (over the observed
+/// scores, as [`metrics::classification::best_f1_threshold`]); 0.5, marked `false`, where
+/// val has no known positive for that column.
+pub fn f1_thresholds(val: &Targets, val_scores: &[f64]) -> Result<Vec<(f64, bool)>> {
+    let n = val.len();
+    let k = val.width();
+    val.check(n)?;
+    if val_scores.len() != n * k {
+        return Err(Error::bad(
+            "F1 thresholds",
+            format!(
+                "{} val scores for {n} samples x {k} columns",
+                val_scores.len()
+            ),
+        ));
+    }
+    (0..k)
+        .map(|j| {
+            let col = val.column(j);
+            let (truth, score): (Vec<bool>, Vec<f64>) = (0..n)
+                .filter_map(|i| col[i].map(|t| (t, val_scores[i * k + j])))
+                .unzip();
+            if !truth.contains(&true) {
+                return Ok((0.5, false));
+            }
+            Ok((best_f1_threshold(&truth, &score)?.threshold, true))
+        })
+        .collect()
+}
+
+/// Test F1 per column at `thresholds` (one per column, e.g. from [`f1_thresholds`]) and
+/// their mean as a last `"macro"` row, with a bootstrap that resamples whole patients
+/// (`groups`, one entry per row). A column's F1 is undefined in a (re)sample without a
+/// known positive, and the macro averages the columns defined in it, as [`evaluate`] does
+/// for AUROC.
+pub fn evaluate_f1(
+    targets: &Targets,
+    scores: &[f64],
+    thresholds: &[(f64, bool)],
+    groups: &[String],
+    cfg: &BootstrapConfig,
+) -> Result<Vec<F1Result>> {
+    let n = targets.len();
+    let k = targets.width();
+    targets.check(n)?;
+    if scores.len() != n * k || groups.len() != n || thresholds.len() != k {
+        return Err(Error::bad(
+            "evaluate F1",
+            format!(
+                "{} scores, {} groups and {} thresholds for {n} samples x {k} columns",
+                scores.len(),
+                groups.len(),
+                thresholds.len()
+            ),
+        ));
+    }
+    if let Some(i) = scores.iter().position(|s| s.is_nan()) {
+        return Err(Error::bad("evaluate F1", format!("score {i} is NaN")));
+    }
+    let hot = targets.one_hot();
+    let stat = |rows: &[usize]| -> metrics::Result<Vec<Option<f64>>> {
+        let mut out: Vec<Option<f64>> = (0..k)
+            .map(|j| {
+                let mut c = BinaryCounts::default();
+                for &i in rows {
+                    if let Some(t) = hot[i * k + j] {
+                        c.add(t, scores[i * k + j] >= thresholds[j].0);
+                    }
+                }
+                (c.tp + c.fn_ > 0).then(|| c.f1())
+            })
+            .collect();
+        let defined: Vec<f64> = out.iter().flatten().copied().collect();
+        out.push((!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64));
+        Ok(out)
+    };
+    let clusters = group_rows(groups);
+    let iv = bootstrap_many(Resampling::Groups(&clusters), cfg, k + 1, stat)?;
+    Ok(iv
+        .into_iter()
+        .enumerate()
+        .map(|(j, f1)| {
+            let (name, (threshold, from_val)) = match thresholds.get(j) {
+                Some(&t) => (targets.names()[j].clone(), t),
+                None => (
+                    "macro".to_string(),
+                    (f64::NAN, thresholds.iter().all(|t| t.1)),
+                ),
+            };
+            F1Result {
+                name,
+                threshold,
+                from_val,
+                f1,
+            }
+        })
+        .collect())
 }

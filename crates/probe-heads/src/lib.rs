@@ -4,7 +4,9 @@
 //! L2 logistic regression with C tuned on val ([`logreg`], [`eval::logreg_probe`]) and DINO's
 //! weighted kNN ([`knn`]); test scores get AUROC/AUPRC with patient-level bootstrap CIs
 //! ([`eval`]); [`demographics`] bins continuous targets and cross-validates by patient; and
-//! [`results`] writes the tables. Everything takes `&dyn Encoder`.
+//! [`results`] writes the tables; [`protocol`] runs the whole protocol (every probe, AUROC,
+//! AUPRC and F1 at thresholds chosen on val) on any labelled data set in one call.
+//! Everything takes `&dyn Encoder`.
 #![deny(missing_docs)]
 
 pub mod demographics;
@@ -16,6 +18,7 @@ pub mod linear;
 pub mod logreg;
 mod matrix;
 pub mod pixel;
+pub mod protocol;
 pub mod results;
 mod targets;
 

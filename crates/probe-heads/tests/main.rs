@@ -6,3 +6,4 @@
 mod extract;
 mod logreg_parity;
 mod probes;
+mod protocol;
