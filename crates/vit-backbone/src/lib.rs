@@ -7,6 +7,7 @@
 //!
 //! [`davit::DavitModel`] is the DaViT image tower of MI2 (MedImageInsight), with the released
 //! checkpoint's parameter names; it implements [`cxr_core::Encoder`] as well.
+//! [`open_encoder`] loads either from a folder, as its `config.json` says.
 //!
 //! ```no_run
 //! use candle_core::{DType, Device};
@@ -29,6 +30,7 @@ pub mod interpolate;
 pub mod layers;
 pub mod loading;
 pub mod model;
+pub mod open;
 pub mod weights;
 
 pub use block::set_fused_gpu_inference;
@@ -36,3 +38,4 @@ pub use config::{Dinov2Config, PosInterpolation};
 pub use davit::{DavitConfig, DavitModel};
 pub use loading::{cached_model_files, Checkpoint, ModelFiles};
 pub use model::{Dinov2Model, Dinov2Output, ForwardOptions};
+pub use open::{encoder_kind, open_encoder, EncoderKind};

@@ -7,5 +7,6 @@ mod davit_parity;
 mod davit_training;
 mod errors;
 mod gpu_fused;
+mod open;
 mod parity;
 mod training;

@@ -104,17 +104,36 @@ fn weight_files_in(dir: &Path) -> cxr_core::Result<Vec<PathBuf>> {
     )))
 }
 
+/// The image tower's config of a model directory: its `config.json`, either the JSON form of
+/// [`DavitConfig`] or a whole MI2 config whose `image` section is one; without a
+/// `config.json`, the MI2 preset.
+fn config_in(dir: &Path) -> cxr_core::Result<DavitConfig> {
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Ok(DavitConfig::mi2());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
+    let tower = match json.get_mut("image") {
+        Some(image) if image.is_object() => image.take(),
+        _ => json,
+    };
+    let config: DavitConfig =
+        serde_json::from_value(tower).map_err(|e| Error::config(&path, e.to_string()))?;
+    config
+        .validate()
+        .map_err(|reason| Error::config(&path, reason))?;
+    Ok(config)
+}
+
 impl DavitModel {
     /// Loads an inference model from a directory: its `config.json` (the JSON form of
-    /// [`DavitConfig`]) or, without one, the MI2 preset; weights as `weight_files_in` finds them.
+    /// [`DavitConfig`], or an MI2 config with an `image` section) or, without one, the MI2
+    /// preset; weights as `weight_files_in` finds them (the text tower of a whole UniCL
+    /// checkpoint is set aside).
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> cxr_core::Result<Self> {
-        let config_path = dir.join("config.json");
-        let config = if config_path.is_file() {
-            DavitConfig::from_file(&config_path)?
-        } else {
-            DavitConfig::mi2()
-        };
-        DavitCheckpoint::read(config, &weight_files_in(dir)?)?.into_model(dtype, device)
+        DavitCheckpoint::read(config_in(dir)?, &weight_files_in(dir)?)?.into_model(dtype, device)
     }
 
     /// Loads an inference model from one checkpoint file for a known config.
