@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use cxr::core::{Encoder, FeatureRequest};
@@ -71,7 +72,7 @@ fn list_images(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn load_model(args: &Args) -> Result<Dinov2Model, Box<dyn std::error::Error>> {
+fn load_model(args: &Args) -> anyhow::Result<Dinov2Model> {
     let device = Device::Cpu;
     if let Some(repo) = &args.hub {
         return Ok(Dinov2Model::from_pretrained(
@@ -85,11 +86,9 @@ fn load_model(args: &Args) -> Result<Dinov2Model, Box<dyn std::error::Error>> {
         .model
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
-    Ok(
-        Dinov2Model::from_dir(&dir, DType::F32, &device).map_err(|e| {
-            format!("{e}\n(give --model DIR or --hub REPO; the default is {DEFAULT_MODEL})")
-        })?,
-    )
+    Dinov2Model::from_dir(&dir, DType::F32, &device).with_context(|| {
+        format!("cannot load the model: give --model DIR or --hub REPO (the default is {DEFAULT_MODEL})")
+    })
 }
 
 /// `patient_id` per image stem, from a `labels.csv` beside the image folder.
@@ -115,19 +114,19 @@ fn patients_of(images: &Path) -> HashMap<String, String> {
         .collect()
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     let model = load_model(&args)?;
     let processor = ImageProcessor::from_preprocessing(&model.preprocessing());
     let mut files =
-        list_images(&args.images).map_err(|e| format!("{}: {e}", args.images.display()))?;
+        list_images(&args.images).with_context(|| format!("listing {}", args.images.display()))?;
     if args.limit > 0 {
         files.truncate(args.limit);
     }
     if files.is_empty() {
-        return Err(format!("no PNG/JPEG/DICOM files in {}", args.images.display()).into());
+        bail!("no PNG/JPEG/DICOM files in {}", args.images.display());
     }
     let info = model.feature_info();
     println!(
@@ -176,13 +175,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     bar.finish_with_message("done");
     let secs = start.elapsed().as_secs_f64();
     if kept.is_empty() {
-        return Err(format!("no image could be decoded: {skipped:?}").into());
+        bail!("no image could be decoded: {skipped:?}");
     }
     let pooled = Tensor::cat(&pooled, 0)?;
     let patch_mean = Tensor::cat(&patch_mean, 0)?;
 
     if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let names: Vec<String> = kept
         .iter()
@@ -199,7 +198,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|(n, t)| (n.to_string(), t.clone()))
         .collect();
-    safetensors::serialize_to_file(views, Some(metadata), &args.out)?;
+    safetensors::serialize_to_file(views, Some(metadata), &args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
 
     let n = kept.len();
     println!(
@@ -220,7 +220,7 @@ fn summarise(
     emb: &Tensor,
     names: &[String],
     patients: &HashMap<String, String>,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> anyhow::Result<()> {
     let norm = emb.broadcast_div(&emb.sqr()?.sum_keepdim(1)?.sqrt()?)?;
     let sim: Vec<Vec<f32>> = norm.matmul(&norm.t()?)?.to_vec2()?;
     let stem = |s: &String| {

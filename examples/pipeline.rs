@@ -89,19 +89,10 @@ struct Args {
     quiet: bool,
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> anyhow::Result<()> {
     // the stages allocate and free the same large tensors over and over: keep them in the heap
     train_utils::retain_freed_heap_memory();
-    match run(Args::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let a = Args::parse();
     let d = PipelineConfig::default();
     let mut cfg = PipelineConfig {
         stages: a

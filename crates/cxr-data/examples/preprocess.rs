@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::{Parser, ValueEnum};
 use cxr_data::{decode_file, DecodeOptions, DicomOptions, ImageProcessor, VoiChoice};
@@ -48,7 +49,7 @@ struct Args {
     j2k_reduce: u8,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let processor = ImageProcessor::from_file(&args.processor)?;
     let voi = match args.voi {
@@ -70,7 +71,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let min = pixels.flatten_all()?.min(0)?.to_scalar::<f32>()?;
     let max = pixels.flatten_all()?.max(0)?.to_scalar::<f32>()?;
     let tensors: HashMap<String, Tensor> = [("pixel_values".to_string(), pixels)].into();
-    candle_core::safetensors::save(&tensors, &args.out)?;
+    candle_core::safetensors::save(&tensors, &args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "{}: decoded {}x{} → pixel_values [1, {c}, {h}, {w}] (mean {mean:.4}, min {min:.4}, max {max:.4}) → {}",
         args.image.display(),

@@ -9,8 +9,9 @@
 //! noisy pictures: attention that does not follow anatomy, PCA colours that track intensity,
 //! few meaningful matches and embedding maps without label structure. About 15 s on 2 cores.
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use anyhow::{anyhow, bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, ValueEnum};
 use cxr_core::Encoder;
@@ -27,8 +28,6 @@ use cxr_viz::render::{
 };
 use ndarray::Array2;
 use vit_backbone::Dinov2Model;
-
-type R<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Side {
@@ -123,14 +122,18 @@ fn record_id(r: &Record) -> String {
         .unwrap_or_default()
 }
 
-fn load(processor: &ImageProcessor, r: &Record, device: &Device) -> R<(image::GrayImage, Tensor)> {
+fn load(
+    processor: &ImageProcessor,
+    r: &Record,
+    device: &Device,
+) -> anyhow::Result<(image::GrayImage, Tensor)> {
     let img = decode_file(&r.image, &DecodeOptions::default())?;
     let src = img.to_u8();
     let (plane, (h, w)) = processor.resize_and_crop_u8(&src, (img.height, img.width))?;
     let (values, (ph, pw)) = processor.apply_u8(&src, (img.height, img.width))?;
     let pixels = Tensor::from_vec(values, (3, ph, pw), device)?;
     let gray = image::GrayImage::from_raw(w as u32, h as u32, plane)
-        .ok_or("processed plane has the wrong length")?;
+        .context("processed plane has the wrong length")?;
     Ok((gray, pixels))
 }
 
@@ -176,15 +179,16 @@ fn default_data() -> PathBuf {
     cxr_testkit::shared_dir().join("data/cxr-mini")
 }
 
-fn main() -> R<()> {
+fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.pca_threshold.is_nan() {
         // NaN fails the `>= 0` test and would silently turn background removal off
-        return Err("--pca-threshold is NaN: give a value in [0, 1], or a negative one for no background removal".into());
+        bail!("--pca-threshold is NaN: give a value in [0, 1], or a negative one for no background removal");
     }
     let data = args.data.take().unwrap_or_else(default_data);
     let device = Device::Cpu;
-    std::fs::create_dir_all(&args.out)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let started = std::time::Instant::now();
 
     let model = Dinov2Model::from_dir(&args.model, DType::F32, &device)?;
@@ -197,10 +201,7 @@ fn main() -> R<()> {
     };
     if let Some(res) = args.resolution {
         if res == 0 || res % patch != 0 {
-            return Err(format!(
-                "--resolution {res} is not a positive multiple of the patch size {patch}"
-            )
-            .into());
+            bail!("--resolution {res} is not a positive multiple of the patch size {patch}");
         }
         processor.size = ResizeTarget::ShortestEdge(res);
         processor.do_center_crop = true;
@@ -226,12 +227,12 @@ fn main() -> R<()> {
                     .records
                     .iter()
                     .position(|r| &record_id(r) == id)
-                    .ok_or_else(|| format!("image id {id} is not in labels.csv"))
+                    .ok_or_else(|| anyhow!("image id {id} is not in labels.csv"))
             })
-            .collect::<Result<_, _>>()?
+            .collect::<anyhow::Result<_>>()?
     };
     if chosen.is_empty() {
-        return Err("no images picked".into());
+        bail!("no images picked");
     }
     let mut picked = Vec::new();
     for &i in &chosen {
@@ -478,7 +479,7 @@ fn main() -> R<()> {
             .iter()
             .map(|&i| label_of(&manifest.records[i], &manifest, column))
             .collect::<Option<_>>()
-            .ok_or_else(|| format!("--color-by {column}: no such column in labels.csv"))?;
+            .ok_or_else(|| anyhow!("--color-by {column}: no such column in labels.csv"))?;
         for (kind, title, pts, axes) in [
             ("pca", "PCA", to_points(&p2), ("PC1", "PC2")),
             (
@@ -503,10 +504,11 @@ fn main() -> R<()> {
             println!("map: embed_{kind}_{column}.png/.svg");
         }
     }
-    std::fs::write(args.out.join("index.md"), md)?;
+    let index = args.out.join("index.md");
+    std::fs::write(&index, md).with_context(|| format!("writing {}", index.display()))?;
     println!(
         "wrote {} in {:.1} s",
-        Path::new(&args.out).join("index.md").display(),
+        index.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -10,6 +10,7 @@
 //! ```
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
@@ -41,21 +42,17 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-fn embed(
-    model: &Dinov2Model,
-    proc: &ImageProcessor,
-    files: &[PathBuf],
-) -> anyhow_like::Result<Tensor> {
+fn embed(model: &Dinov2Model, proc: &ImageProcessor, files: &[PathBuf]) -> anyhow::Result<Tensor> {
     let dev = Device::Cpu;
     let mut out = Vec::new();
     for chunk in files.chunks(32) {
         let px = chunk
             .iter()
-            .map(|f| -> anyhow_like::Result<Tensor> {
+            .map(|f| -> anyhow::Result<Tensor> {
                 let img = decode_file(f, &DecodeOptions::default())?;
                 Ok(proc.apply_tensor(&img, &dev)?)
             })
-            .collect::<anyhow_like::Result<Vec<_>>>()?;
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let px = Tensor::stack(&px, 0)?;
         let o = model.forward(&px, &ForwardOptions::default())?;
         out.push(o.pooler_output.detach());
@@ -63,11 +60,7 @@ fn embed(
     Ok(Tensor::cat(&out, 0)?)
 }
 
-mod anyhow_like {
-    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-}
-
-fn load(dir: &Path, random: bool) -> anyhow_like::Result<Dinov2Model> {
+fn load(dir: &Path, random: bool) -> anyhow::Result<Dinov2Model> {
     if !random {
         return Ok(Dinov2Model::from_dir(dir, DType::F32, &Device::Cpu)?);
     }
@@ -80,7 +73,7 @@ fn load(dir: &Path, random: bool) -> anyhow_like::Result<Dinov2Model> {
     )?)
 }
 
-fn main() -> anyhow_like::Result<()> {
+fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
@@ -152,7 +145,8 @@ fn main() -> anyhow_like::Result<()> {
         );
     }
     if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&results)?)?;
+        std::fs::write(p, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }

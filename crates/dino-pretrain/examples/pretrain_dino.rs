@@ -8,6 +8,7 @@
 //! ```
 use std::path::PathBuf;
 
+use anyhow::bail;
 use candle_core::{DType, Device};
 use clap::Parser;
 use cxr_data::Split;
@@ -80,7 +81,7 @@ struct Args {
     device: String,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // every step frees and reallocates the same large tensors: keep them in the heap
     train_utils::retain_freed_heap_memory();
@@ -91,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = match args.device.as_str() {
         "cpu" => Device::Cpu,
         "cuda" => Device::new_cuda(0)?,
-        other => return Err(format!("--device {other} (cpu or cuda)").into()),
+        other => bail!("--device {other} (cpu or cuda)"),
     };
     // keep freed GPU memory pooled across synchronised steps, as PyTorch's allocator does
     if let Err(e) = fused_ops::retain_freed_gpu_memory(&device) {
@@ -135,15 +136,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dtype = match args.export_dtype.as_str() {
         "f16" => DType::F16,
         "f32" => DType::F32,
-        other => return Err(format!("--export-dtype {other} (f16 or f32)").into()),
+        other => bail!("--export-dtype {other} (f16 or f32)"),
     };
     let pre = export::preprocessor_json(cfg.crops.global_crops_size, MEAN, STD);
     if let Some(dir) = &args.export_init {
         if args.resume {
-            return Err(
+            bail!(
                 "--export-init with --resume: the run's initialisation is not \
-                        recoverable from a checkpoint; export it on the first run"
-                    .into(),
+                 recoverable from a checkpoint; export it on the first run"
             );
         }
         export::write_hf_dir(dir, &m, &trainer.teacher_backbone_tensors(), dtype, &pre)?;

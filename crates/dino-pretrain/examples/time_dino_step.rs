@@ -15,6 +15,7 @@
 //! `ln K` each, iBOT near `ln K`, KoLeo small).
 use std::path::PathBuf;
 
+use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Parser;
 use dino_pretrain::step_bench::{time_train_steps, StepBenchOptions};
@@ -80,13 +81,13 @@ struct Args {
     save_masks: Option<PathBuf>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     train_utils::retain_freed_heap_memory();
     let device = match args.device.as_str() {
         "cpu" => Device::Cpu,
         "cuda" => Device::new_cuda(0)?,
-        other => return Err(format!("--device {other} (cpu or cuda)").into()),
+        other => bail!("--device {other} (cpu or cuda)"),
     };
     if let Err(e) = fused_ops::retain_freed_gpu_memory(&device) {
         eprintln!("warning: freed GPU memory goes back to the driver at each sync: {e}");
@@ -112,7 +113,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         candle_core::safetensors::save(
             &std::collections::HashMap::from([("masks".to_string(), batch.masks)]),
             path,
-        )?;
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
         println!("masks written to {}", path.display());
     }
     println!(
@@ -170,7 +172,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "dtype": "f32",
             "timing": t,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("results written to {}", path.display());
     }
     Ok(())

@@ -78,9 +78,7 @@ struct Args {
     limit: Option<usize>,
 }
 
-type R<T> = Result<T, Box<dyn std::error::Error>>;
-
-fn text_config(name: &str, vocab: usize) -> R<TextConfig> {
+fn text_config(name: &str, vocab: usize) -> anyhow::Result<TextConfig> {
     Ok(match name {
         "mi2" => TextConfig::mi2(),
         "unicl-base" => TextConfig::unicl_base(),
@@ -93,7 +91,7 @@ fn text_config(name: &str, vocab: usize) -> R<TextConfig> {
     })
 }
 
-fn main() -> R<()> {
+fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
@@ -137,7 +135,7 @@ fn main() -> R<()> {
                 let img = decode_file(&manifest.records[i].image, &DecodeOptions::default())?;
                 Ok(processor.apply_tensor(&img, &dev)?)
             })
-            .collect::<R<Vec<Tensor>>>()?;
+            .collect::<anyhow::Result<Vec<Tensor>>>()?;
         let emb = model.encode_image(&Tensor::stack(&pixels, 0)?, false)?;
         scores.push(zs.binary_scores(&model, &emb)?);
         logits.push(zs.logits(&model, &emb)?);
@@ -184,7 +182,7 @@ fn main() -> R<()> {
     let recalls = [1, 5, 10]
         .iter()
         .map(|&k| Ok(format!("R@{k} {:.3}", recall_at_k(&queries, &relevant, k)?)))
-        .collect::<R<Vec<String>>>()?;
+        .collect::<anyhow::Result<Vec<String>>>()?;
     println!(
         "finding prompt → image retrieval over {} findings with positives: {}",
         queries.len(),
@@ -195,7 +193,7 @@ fn main() -> R<()> {
 }
 
 /// The dual encoder, its tokenizer and a one-line description, as the arguments ask.
-fn build(args: &Args, dev: &Device) -> R<(DualEncoder, TextTokenizer, String)> {
+fn build(args: &Args, dev: &Device) -> anyhow::Result<(DualEncoder, TextTokenizer, String)> {
     if let Some(dir) = &args.mi2 {
         let m = Mi2::from_dir(dir, DType::F32, dev)?;
         let what = format!(

@@ -41,12 +41,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use metrics::bootstrap::{group_rows, BootstrapConfig, Interval};
 use report_labeler::score::report_scores_with_ci;
 use report_labeler::{Label, Labeler, Observation, ReportLabels};
-
-type R<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser, Debug)]
 #[command(about = "cxr-mini report generation: metadata-template targets and scoring")]
@@ -103,12 +102,13 @@ struct Row {
     fields: HashMap<String, String>,
 }
 
-fn read_manifest(path: &PathBuf) -> R<Vec<Row>> {
-    let mut rdr = csv::Reader::from_path(path)?;
-    let headers = rdr.headers()?.clone();
+fn read_manifest(path: &PathBuf) -> anyhow::Result<Vec<Row>> {
+    let reading = || format!("reading {}", path.display());
+    let mut rdr = csv::Reader::from_path(path).with_context(reading)?;
+    let headers = rdr.headers().with_context(reading)?.clone();
     let mut rows = Vec::new();
     for rec in rdr.records() {
-        let rec = rec?;
+        let rec = rec.with_context(reading)?;
         let fields: HashMap<String, String> = headers
             .iter()
             .zip(rec.iter())
@@ -118,7 +118,7 @@ fn read_manifest(path: &PathBuf) -> R<Vec<Row>> {
             fields
                 .get(k)
                 .cloned()
-                .ok_or_else(|| format!("{}: no `{k}` column", path.display()))
+                .ok_or_else(|| anyhow!("{}: no `{k}` column", path.display()))
         };
         rows.push(Row {
             id: get("id")?,
@@ -131,31 +131,31 @@ fn read_manifest(path: &PathBuf) -> R<Vec<Row>> {
 }
 
 /// The report-like text of one cxr-mini row (see the module docs for what each part means).
-fn template(row: &Row) -> R<String> {
-    let f = |k: &str| -> R<&str> {
+fn template(row: &Row) -> anyhow::Result<String> {
+    let f = |k: &str| -> anyhow::Result<&str> {
         row.fields
             .get(k)
             .map(String::as_str)
-            .ok_or_else(|| format!("row {}: no `{k}`", row.id).into())
+            .ok_or_else(|| anyhow!("row {}: no `{k}`", row.id))
     };
     let view = match f("view")? {
         v @ ("AP" | "PA") => v,
-        v => return Err(format!("row {}: view {v:?} is not AP/PA", row.id).into()),
+        v => bail!("row {}: view {v:?} is not AP/PA", row.id),
     };
     let sex = match f("sex")? {
         "m" => "male",
         "f" => "female",
-        v => return Err(format!("row {}: sex {v:?} is not m/f", row.id).into()),
+        v => bail!("row {}: sex {v:?} is not m/f", row.id),
     };
     let modality = match f("modality")? {
         "CR" => "computed",
         "DX" => "digital",
-        v => return Err(format!("row {}: modality {v:?} is not CR/DX", row.id).into()),
+        v => bail!("row {}: modality {v:?} is not CR/DX", row.id),
     };
     let icu = match f("icu")? {
         "1" => "was",
         "0" => "was not",
-        v => return Err(format!("row {}: icu {v:?} is not 0/1", row.id).into()),
+        v => bail!("row {}: icu {v:?} is not 0/1", row.id),
     };
     Ok(format!(
         "Frontal {view} chest radiograph of a {sex} patient, {modality} radiography. \
@@ -163,20 +163,21 @@ fn template(row: &Row) -> R<String> {
     ))
 }
 
-fn reports(a: &ReportsArgs) -> R<()> {
+fn reports(a: &ReportsArgs) -> anyhow::Result<()> {
     let rows = read_manifest(&a.manifest)?;
     if let Some(dir) = a.out.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut w = csv::Writer::from_path(&a.out)?;
-    w.write_record(["id", "report"])?;
+    let writing = || format!("writing {}", a.out.display());
+    let mut w = csv::Writer::from_path(&a.out).with_context(writing)?;
+    w.write_record(["id", "report"]).with_context(writing)?;
     let mut distinct = BTreeMap::new();
     for r in &rows {
         let t = template(r)?;
         *distinct.entry(t.clone()).or_insert(0usize) += 1;
-        w.write_record([&r.id, &t])?;
+        w.write_record([&r.id, &t]).with_context(writing)?;
     }
-    w.flush()?;
+    w.flush().with_context(writing)?;
     println!(
         "{} reports ({} distinct texts) written to {}",
         rows.len(),
@@ -186,19 +187,20 @@ fn reports(a: &ReportsArgs) -> R<()> {
     Ok(())
 }
 
-fn read_generated(path: &str) -> R<HashMap<String, String>> {
-    let mut rdr = csv::Reader::from_path(path)?;
-    let headers = rdr.headers()?.clone();
+fn read_generated(path: &str) -> anyhow::Result<HashMap<String, String>> {
+    let reading = || format!("reading {path}");
+    let mut rdr = csv::Reader::from_path(path).with_context(reading)?;
+    let headers = rdr.headers().with_context(reading)?.clone();
     let col = |n: &str| {
         headers
             .iter()
             .position(|h| h == n)
-            .ok_or_else(|| format!("{path}: no `{n}` column"))
+            .ok_or_else(|| anyhow!("{path}: no `{n}` column"))
     };
     let (ic, gc) = (col("id")?, col("generated")?);
     let mut out = HashMap::new();
     for rec in rdr.records() {
-        let rec = rec?;
+        let rec = rec.with_context(reading)?;
         out.insert(rec[ic].to_owned(), rec[gc].to_owned());
     }
     Ok(out)
@@ -225,13 +227,14 @@ fn n_with_finding(labels: &[ReportLabels]) -> usize {
         .count()
 }
 
-fn score(a: &ScoreArgs) -> R<()> {
+fn score(a: &ScoreArgs) -> anyhow::Result<()> {
     let rows = read_manifest(&a.manifest)?;
     let mut texts = HashMap::new();
     {
-        let mut rdr = csv::Reader::from_path(&a.reports)?;
+        let reading = || format!("reading {}", a.reports.display());
+        let mut rdr = csv::Reader::from_path(&a.reports).with_context(reading)?;
         for rec in rdr.records() {
-            let rec = rec?;
+            let rec = rec.with_context(reading)?;
             texts.insert(rec[0].to_owned(), rec[1].to_owned());
         }
     }
@@ -246,7 +249,7 @@ fn score(a: &ScoreArgs) -> R<()> {
         .iter()
         .max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0)))
         .map(|(t, n)| (t.to_string(), *n))
-        .ok_or("no training report")?;
+        .context("no training report")?;
     let test: Vec<&Row> = rows.iter().filter(|r| r.split == a.split).collect();
     let reference: Vec<String> = test
         .iter()
@@ -254,9 +257,9 @@ fn score(a: &ScoreArgs) -> R<()> {
             texts
                 .get(&r.id)
                 .cloned()
-                .ok_or_else(|| format!("no report for {}", r.id))
+                .ok_or_else(|| anyhow!("no report for {}", r.id))
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<anyhow::Result<_>>()?;
     let patients: Vec<&str> = test.iter().map(|r| r.patient.as_str()).collect();
     let groups = group_rows(&patients);
     let labeler = Labeler::new();
@@ -273,16 +276,16 @@ fn score(a: &ScoreArgs) -> R<()> {
     for spec in &a.run {
         let (name, path) = spec
             .split_once('=')
-            .ok_or_else(|| format!("--run {spec:?} is not NAME=PATH"))?;
+            .ok_or_else(|| anyhow!("--run {spec:?} is not NAME=PATH"))?;
         let gen = read_generated(path)?;
         let g: Vec<String> = test
             .iter()
             .map(|r| {
                 gen.get(&r.id)
                     .cloned()
-                    .ok_or_else(|| format!("{path}: no generated report for {}", r.id))
+                    .ok_or_else(|| anyhow!("{path}: no generated report for {}", r.id))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<anyhow::Result<_>>()?;
         systems.push((name.to_owned(), g));
     }
     println!(
@@ -322,7 +325,7 @@ fn score(a: &ScoreArgs) -> R<()> {
     Ok(())
 }
 
-fn main() -> R<()> {
+fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     match Cli::parse().cmd {

@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use anyhow::{anyhow, bail, Context};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use clap::{Args, Parser, Subcommand};
@@ -41,8 +42,6 @@ use llava_bridge::{
 };
 use rand::SeedableRng;
 use vit_backbone::Dinov2Model;
-
-type R<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser, Debug)]
 #[command(about = "LLaVA-1.5-style report generation: train the projector (stage 1), generate")]
@@ -148,25 +147,26 @@ struct Data {
     reports: Vec<String>,
 }
 
-fn read_reports(path: &Path) -> R<HashMap<String, String>> {
-    let mut rdr = csv::Reader::from_path(path)?;
-    let headers = rdr.headers()?.clone();
+fn read_reports(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let reading = || format!("reading {}", path.display());
+    let mut rdr = csv::Reader::from_path(path).with_context(reading)?;
+    let headers = rdr.headers().with_context(reading)?.clone();
     let col = |n: &str| {
         headers
             .iter()
             .position(|h| h == n)
-            .ok_or_else(|| format!("{}: no `{n}` column", path.display()))
+            .ok_or_else(|| anyhow!("{}: no `{n}` column", path.display()))
     };
     let (ic, rc) = (col("id")?, col("report")?);
     let mut out = HashMap::new();
     for row in rdr.records() {
-        let row = row?;
+        let row = row.with_context(reading)?;
         out.insert(row[ic].to_owned(), row[rc].to_owned());
     }
     Ok(out)
 }
 
-fn load_split(c: &Common, split: Split) -> R<Data> {
+fn load_split(c: &Common, split: Split) -> anyhow::Result<Data> {
     let spec = ManifestSpec {
         path_column: c.path_column.clone(),
         path_template: c.path_template.clone(),
@@ -199,12 +199,12 @@ fn load_split(c: &Common, split: Split) -> R<Data> {
         }
     }
     if d.ids.is_empty() {
-        return Err(format!("no {split:?} record of the manifest has a report").into());
+        bail!("no {split:?} record of the manifest has a report");
     }
     Ok(d)
 }
 
-fn pixels(proc: &ImageProcessor, paths: &[PathBuf]) -> R<Tensor> {
+fn pixels(proc: &ImageProcessor, paths: &[PathBuf]) -> anyhow::Result<Tensor> {
     let mut v = Vec::new();
     for p in paths {
         let img = decode_file(p, &DecodeOptions::default())?;
@@ -213,7 +213,7 @@ fn pixels(proc: &ImageProcessor, paths: &[PathBuf]) -> R<Tensor> {
     Ok(Tensor::stack(&v, 0)?)
 }
 
-fn load_encoder(dir: &Path) -> R<(Dinov2Model, ImageProcessor)> {
+fn load_encoder(dir: &Path) -> anyhow::Result<(Dinov2Model, ImageProcessor)> {
     let enc = Dinov2Model::from_dir(dir, DType::F32, &Device::Cpu)?;
     let proc = ImageProcessor::from_file(dir.join("preprocessor_config.json"))?;
     Ok((enc, proc))
@@ -229,7 +229,7 @@ fn prompt_encoder(lm: &Llama, tokenizer: TextTokenizer) -> PromptEncoder {
     }
 }
 
-fn train(a: &TrainArgs) -> R<()> {
+fn train(a: &TrainArgs) -> anyhow::Result<()> {
     let c = &a.common;
     let data = load_split(c, Split::Train)?;
     println!("{} training images with reports", data.ids.len());
@@ -352,7 +352,8 @@ fn train(a: &TrainArgs) -> R<()> {
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
     let path = c.out.join("projector.safetensors");
-    candle_core::safetensors::save(&tensors, &path)?;
+    candle_core::safetensors::save(&tensors, &path)
+        .with_context(|| format!("writing {}", path.display()))?;
     println!("projector written to {}", path.display());
     let lora_path = c.out.join("lora.safetensors");
     if lora_vars.is_empty() {
@@ -362,8 +363,11 @@ fn train(a: &TrainArgs) -> R<()> {
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        candle_core::safetensors::save(&t, &lora_path)?;
-        std::fs::write(c.out.join("lora.json"), serde_json::to_string(&lora_cfg)?)?;
+        candle_core::safetensors::save(&t, &lora_path)
+            .with_context(|| format!("writing {}", lora_path.display()))?;
+        let lora_json = c.out.join("lora.json");
+        std::fs::write(&lora_json, serde_json::to_string(&lora_cfg)?)
+            .with_context(|| format!("writing {}", lora_json.display()))?;
         println!("LoRA adapters written to {}", lora_path.display());
     }
     if !lm_vars.is_empty() {
@@ -379,12 +383,14 @@ fn train(a: &TrainArgs) -> R<()> {
 }
 
 /// The decoder of `dir` built on `Var`s, so that every weight gets a gradient.
-fn trainable_llama(dir: &Path) -> R<(Llama, Vec<(String, candle_core::Var)>)> {
+fn trainable_llama(dir: &Path) -> anyhow::Result<(Llama, Vec<(String, candle_core::Var)>)> {
     let cfg = LlamaConfig::from_file(dir.join("config.json"))?;
     let mut vars = Vec::new();
     let mut tensors = HashMap::new();
     for file in llava_bridge::weights::model_files(dir)? {
-        for (name, t) in candle_core::safetensors::load(&file, &Device::Cpu)? {
+        let tensors_of_file = candle_core::safetensors::load(&file, &Device::Cpu)
+            .with_context(|| format!("reading {}", file.display()))?;
+        for (name, t) in tensors_of_file {
             let v = candle_core::Var::from_tensor(&t.to_dtype(DType::F32)?)?;
             tensors.insert(name.clone(), v.as_tensor().clone());
             vars.push((name, v));
@@ -396,13 +402,13 @@ fn trainable_llama(dir: &Path) -> R<(Llama, Vec<(String, candle_core::Var)>)> {
     Ok((lm, vars))
 }
 
-fn generate(a: &GenArgs) -> R<()> {
+fn generate(a: &GenArgs) -> anyhow::Result<()> {
     let c = &a.common;
     let split = match a.split.as_str() {
         "train" => Split::Train,
         "val" => Split::Val,
         "test" => Split::Test,
-        s => return Err(format!("unknown split {s:?} (train, val, test)").into()),
+        s => bail!("unknown split {s:?} (train, val, test)"),
     };
     let data = load_split(c, split)?;
     let lm_dir = c.lm.clone().unwrap_or_else(|| c.out.join("lm"));
@@ -411,11 +417,15 @@ fn generate(a: &GenArgs) -> R<()> {
     let lora_path = c.out.join("lora.safetensors");
     if lora_path.exists() {
         // stage-2 adapters saved next to the projector
+        let lora_json = c.out.join("lora.json");
+        let reading = || format!("reading {}", lora_json.display());
         let cfg: LoraConfig =
-            serde_json::from_str(&std::fs::read_to_string(c.out.join("lora.json"))?)?;
+            serde_json::from_str(&std::fs::read_to_string(&lora_json).with_context(reading)?)
+                .with_context(reading)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let vars = add_lora(&mut lm, &cfg, &VarMap::new(), &mut rng)?;
-        let t = candle_core::safetensors::load(&lora_path, &Device::Cpu)?;
+        let t = candle_core::safetensors::load(&lora_path, &Device::Cpu)
+            .with_context(|| format!("reading {}", lora_path.display()))?;
         load_vars(&vars, &t, &lora_path.display().to_string())?;
         println!(
             "LoRA adapters (rank {}) from {}",
@@ -462,9 +472,11 @@ fn generate(a: &GenArgs) -> R<()> {
     };
     let prompt = enc.prompt()?;
     let out_path = c.out.join(format!("generated-{}.csv", a.split));
-    std::fs::create_dir_all(&c.out)?;
-    let mut w = csv::Writer::from_path(&out_path)?;
-    w.write_record(["id", "generated", "reference"])?;
+    std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
+    let writing = || format!("writing {}", out_path.display());
+    let mut w = csv::Writer::from_path(&out_path).with_context(writing)?;
+    w.write_record(["id", "generated", "reference"])
+        .with_context(writing)?;
     let start = std::time::Instant::now();
     let mut n_tokens = 0;
     for (k, chunk) in data.images.chunks(4).enumerate() {
@@ -476,10 +488,11 @@ fn generate(a: &GenArgs) -> R<()> {
             if i < 3 {
                 println!("{}: {text}\n   reference: {}", data.ids[i], data.reports[i]);
             }
-            w.write_record([&data.ids[i], &text, &data.reports[i]])?;
+            w.write_record([&data.ids[i], &text, &data.reports[i]])
+                .with_context(writing)?;
         }
     }
-    w.flush()?;
+    w.flush().with_context(writing)?;
     println!(
         "{} reports ({n_tokens} tokens, {:.1} s) written to {}",
         data.ids.len(),
@@ -489,7 +502,7 @@ fn generate(a: &GenArgs) -> R<()> {
     Ok(())
 }
 
-fn main() -> R<()> {
+fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     match Cli::parse().cmd {

@@ -11,6 +11,7 @@
 //! Expect a few minutes on 2 cores (feature extraction dominates; features are cached).
 use std::path::{Path, PathBuf};
 
+use anyhow::{anyhow, Context};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use clap::Parser;
@@ -26,7 +27,6 @@ use probe_heads::results::{to_markdown, write_tables, ResultRow};
 use probe_heads::{macro_auroc, Matrix, Targets};
 use vit_backbone::{Dinov2Config, Dinov2Model};
 
-type R<T> = Result<T, Box<dyn std::error::Error>>;
 /// Out-of-fold scores of each encoder: `[data set][task] -> [(encoder, scores)]`.
 type OutOfFold = Vec<Vec<Vec<(String, Vec<f64>)>>>;
 
@@ -76,32 +76,40 @@ struct Dataset {
     tasks: Vec<(String, Targets)>,
 }
 
-fn meta<'a>(m: &'a Manifest, i: usize, key: &str) -> R<&'a str> {
+fn meta<'a>(m: &'a Manifest, i: usize, key: &str) -> anyhow::Result<&'a str> {
     m.records[i]
         .meta
         .get(key)
         .map(String::as_str)
-        .ok_or_else(|| format!("{}: no `{key}` column", m.records[i].image.display()).into())
+        .ok_or_else(|| anyhow!("{}: no `{key}` column", m.records[i].image.display()))
 }
 
-fn sex_targets(m: &Manifest) -> R<Targets> {
+fn sex_targets(m: &Manifest) -> anyhow::Result<Targets> {
     let y = (0..m.records.len())
         .map(|i| match meta(m, i, "sex")? {
             "f" => Ok(Some(true)),
             "m" => Ok(Some(false)),
             _ => Ok(None),
         })
-        .collect::<R<Vec<_>>>()?;
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Targets::MultiLabel {
         names: vec!["female".into()],
         y,
     })
 }
 
-fn age_targets(m: &Manifest, bins: usize) -> R<Targets> {
+fn age_targets(m: &Manifest, bins: usize) -> anyhow::Result<Targets> {
     let ages = (0..m.records.len())
-        .map(|i| Ok(meta(m, i, "age")?.parse::<f64>()?))
-        .collect::<R<Vec<f64>>>()?;
+        .map(|i| {
+            let age = meta(m, i, "age")?;
+            age.parse::<f64>().with_context(|| {
+                format!(
+                    "{}: age {age:?} is not a number",
+                    m.records[i].image.display()
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<f64>>>()?;
     let (edges, y) = quantile_bins(&ages, bins)?;
     let mut lo = "min".to_string();
     let mut names = Vec::new();
@@ -116,7 +124,7 @@ fn age_targets(m: &Manifest, bins: usize) -> R<Targets> {
     Ok(Targets::MultiClass { names, y })
 }
 
-fn encoders(model: Option<&Path>) -> R<Vec<(String, Box<dyn Encoder>)>> {
+fn encoders(model: Option<&Path>) -> anyhow::Result<Vec<(String, Box<dyn Encoder>)>> {
     let mut out: Vec<(String, Box<dyn Encoder>)> = Vec::new();
     let default = PathBuf::from("models/cxr-dino-vit-tiny");
     if let Some(dir) = model
@@ -148,7 +156,11 @@ fn encoders(model: Option<&Path>) -> R<Vec<(String, Box<dyn Encoder>)>> {
 
 /// Paired patient-level bootstrap of the AUROC difference of every encoder against the
 /// random-init ViT on the same out-of-fold predictions: does the protocol tell them apart?
-fn paired_differences(datasets: &[Dataset], oof: &OutOfFold, boot: &BootstrapConfig) -> R<String> {
+fn paired_differences(
+    datasets: &[Dataset],
+    oof: &OutOfFold,
+    boot: &BootstrapConfig,
+) -> anyhow::Result<String> {
     let mut md = String::from(
         "| task | encoder A | encoder B (random init) | AUROC A − B | 95% CI | P(A ≤ B) |\n| --- | --- | --- | --- | --- | --- |\n",
     );
@@ -193,7 +205,7 @@ fn paired_differences(datasets: &[Dataset], oof: &OutOfFold, boot: &BootstrapCon
     Ok(md)
 }
 
-fn main() -> R<()> {
+fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let args = Args::parse();

@@ -7,6 +7,7 @@
 //! (about 0.5-0.65 macro AUROC), a trained one clearly above on effusion/cardiomegaly.
 use std::path::PathBuf;
 
+use anyhow::{anyhow, Context};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use clap::Parser;
@@ -55,7 +56,7 @@ struct Args {
 }
 
 /// Seeded random init as HF Dinov2's `_init_weights` (see `train_utils::init::hf_vit_reinit`).
-fn random_vit_tiny(seed: u64) -> anyhow_free::R<Dinov2Model> {
+fn random_vit_tiny(seed: u64) -> anyhow::Result<Dinov2Model> {
     let cfg = Dinov2Config::vit_tiny(224);
     let vm = candle_nn::VarMap::new();
     let _probe = Dinov2Model::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
@@ -66,16 +67,12 @@ fn random_vit_tiny(seed: u64) -> anyhow_free::R<Dinov2Model> {
     )?)
 }
 
-mod anyhow_free {
-    pub type R<T> = Result<T, Box<dyn std::error::Error>>;
-}
-
-fn main() -> anyhow_free::R<()> {
+fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     if args.seeds == 0 {
-        return Err("--seeds must be at least 1".into());
+        anyhow::bail!("--seeds must be at least 1");
     }
     let t0 = std::time::Instant::now();
     let manifest = Manifest::from_csv(args.data.join("labels.csv"), &ManifestSpec::cxr_findings())?;
@@ -97,7 +94,7 @@ fn main() -> anyhow_free::R<()> {
                       scores: &[f64],
                       seeds: usize,
                       sd: Option<Vec<f64>>|
-     -> anyhow_free::R<()> {
+     -> anyhow::Result<()> {
         let res = evaluate(&yte, scores, &groups, &boot)?;
         for (j, r) in res.iter().enumerate() {
             for (metric, iv) in [("AUROC", &r.auroc), ("AUPRC", &r.auprc)] {
@@ -244,7 +241,7 @@ fn main() -> anyhow_free::R<()> {
         }
     }
     // view/sex/age-only baseline
-    let meta = |rows: &[usize]| -> anyhow_free::R<Matrix> {
+    let meta = |rows: &[usize]| -> anyhow::Result<Matrix> {
         let mut v = Vec::new();
         for &i in rows {
             let m = &manifest.records[i].meta;
@@ -257,7 +254,12 @@ fn main() -> anyhow_free::R<()> {
             v.push(
                 m.get("age")
                     .and_then(|a| a.parse::<f32>().ok())
-                    .ok_or("age")?,
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{}: no numeric `age` in labels.csv",
+                            manifest.records[i].image.display()
+                        )
+                    })?,
             );
         }
         Ok(Matrix::new(rows.len(), 3, v)?)
@@ -281,7 +283,8 @@ fn main() -> anyhow_free::R<()> {
         println!("{table}");
         let mut path = args.out.clone().into_os_string();
         path.push("_paired.md");
-        std::fs::write(&path, &table)?;
+        std::fs::write(&path, &table)
+            .with_context(|| format!("writing {}", path.to_string_lossy()))?;
     }
     let auroc: Vec<ResultRow> = rows.into_iter().filter(|r| r.metric == "AUROC").collect();
     println!("{}", to_markdown(&auroc));
@@ -302,7 +305,7 @@ fn paired_table(
     targets: &Targets,
     groups: &[String],
     boot: &BootstrapConfig,
-) -> anyhow_free::R<String> {
+) -> anyhow::Result<String> {
     let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
     let mut t = format!(
         "Paired patient-level bootstrap ({} resamples), test macro AUROC: A = {model}, B = {baseline}\n\n\

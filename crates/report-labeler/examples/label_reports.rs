@@ -38,7 +38,7 @@ struct Args {
     keep_all_sections: bool,
 }
 
-fn write_csv(path: &PathBuf, labels: &[ReportLabels]) -> Result<(), Box<dyn std::error::Error>> {
+fn write_csv(path: &PathBuf, labels: &[ReportLabels]) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_path(path)?;
     let mut header = vec!["report"];
     header.extend(Observation::ALL.iter().map(|o| o.name()));

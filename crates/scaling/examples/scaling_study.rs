@@ -112,7 +112,7 @@ fn fraction(s: &str) -> Result<f64, String> {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let a = Args::parse();

@@ -21,6 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::{anyhow, Context};
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 use cxr_core::{FeatureRequest, Preprocessing, Resample};
@@ -35,8 +36,6 @@ use unicl_pretrain::{
     run, train_clip_bpe, LoopOptions, PairDataset, PairSource, RunOptions, TrainConfig,
     UniclTrainer, Validation,
 };
-
-type R<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,12 +63,12 @@ enum DeviceArg {
 }
 
 impl DeviceArg {
-    fn device(self) -> R<Device> {
+    fn device(self) -> anyhow::Result<Device> {
         match self {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda => {
                 let device = Device::new_cuda(0).map_err(|e| {
-                    format!(
+                    anyhow!(
                         "--device cuda: {e} (build the example with `--features cuda` on a machine with the CUDA toolkit)"
                     )
                 })?;
@@ -207,7 +206,7 @@ fn processor(size: usize) -> ImageProcessor {
 
 /// Every text the run can show the text tower: label prompts of the training label sets,
 /// the zero-shot prompts and the reports.
-fn corpus(train: &PairDataset, templates: &PromptTemplates) -> R<Vec<String>> {
+fn corpus(train: &PairDataset, templates: &PromptTemplates) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     let sampler = unicl_loss::PromptSampler::new(templates.clone(), 12345)?;
@@ -235,8 +234,9 @@ fn corpus(train: &PairDataset, templates: &PromptTemplates) -> R<Vec<String>> {
     Ok(out)
 }
 
-fn save_json(path: &Path, v: &impl serde::Serialize) -> R<()> {
-    std::fs::write(path, serde_json::to_vec_pretty(v)?)?;
+fn save_json(path: &Path, v: &impl serde::Serialize) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_vec_pretty(v)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -268,7 +268,7 @@ fn evaluate(
     stem: &str,
     boot: &BootstrapConfig,
     dev: &Device,
-) -> R<()> {
+) -> anyhow::Result<()> {
     let scores = zero_shot_scores(trainer.model(), tok, test, 64, dev)?;
     save_json(&out.join(format!("{stem}.json")), &scores)?;
     let report = auroc_report(&scores, boot)?;
@@ -278,7 +278,11 @@ fn evaluate(
 }
 
 /// Pooled image-tower features (before the projection) of every sample.
-fn features(trainer: &UniclTrainer, d: &PairDataset, dev: &Device) -> R<probe_heads::Matrix> {
+fn features(
+    trainer: &UniclTrainer,
+    d: &PairDataset,
+    dev: &Device,
+) -> anyhow::Result<probe_heads::Matrix> {
     let idx: Vec<usize> = (0..d.len()).collect();
     let mut rows = Vec::new();
     for c in idx.chunks(64) {
@@ -300,7 +304,7 @@ fn probe(
     out: &Path,
     boot: &BootstrapConfig,
     dev: &Device,
-) -> R<()> {
+) -> anyhow::Result<()> {
     let [train, val, test] = sets;
     let targets = |d: &PairDataset| probe_heads::Targets::MultiLabel {
         names: d.findings.clone(),
@@ -334,7 +338,7 @@ fn probe(
     Ok(())
 }
 
-fn train(a: TrainArgs) -> R<()> {
+fn train(a: TrainArgs) -> anyhow::Result<()> {
     let dev = a.device.device()?;
     println!("device: {dev:?}");
     let t0 = Instant::now();
@@ -400,7 +404,7 @@ fn train(a: TrainArgs) -> R<()> {
         n_resamples: a.resamples,
         ..BootstrapConfig::default()
     };
-    std::fs::create_dir_all(&a.out)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let resuming = a.resume && a.out.join("checkpoints/latest.json").exists();
     if !resuming {
         evaluate(&trainer, &tok, &test_set, &a.out, "test_step0", &boot, &dev)?;
@@ -469,7 +473,7 @@ fn train(a: TrainArgs) -> R<()> {
     Ok(())
 }
 
-fn compare(a: CompareArgs) -> R<()> {
+fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let boot = BootstrapConfig {
         n_resamples: a.resamples,
         ..BootstrapConfig::default()
@@ -478,9 +482,11 @@ fn compare(a: CompareArgs) -> R<()> {
     for s in &a.scores {
         let (name, path) = s
             .split_once('=')
-            .ok_or(format!("--score {s}: expected NAME=PATH"))?;
-        let file: ScoreFile = serde_json::from_slice(&std::fs::read(path)?)?;
-        let report = auroc_report(&file, &boot)?;
+            .ok_or_else(|| anyhow!("--score {s}: expected NAME=PATH"))?;
+        let reading = || format!("reading {path}");
+        let file: ScoreFile = serde_json::from_slice(&std::fs::read(path).with_context(reading)?)
+            .with_context(reading)?;
+        let report = auroc_report(&file, &boot).with_context(|| format!("scoring {path}"))?;
         runs.push((name.to_string(), file, report));
     }
     let Some((_, first, _)) = runs.first() else {
@@ -507,12 +513,12 @@ fn compare(a: CompareArgs) -> R<()> {
     for d in &a.diffs {
         let (x, y) = d
             .split_once(',')
-            .ok_or(format!("--diff {d}: expected A,B"))?;
+            .ok_or_else(|| anyhow!("--diff {d}: expected A,B"))?;
         let get = |n: &str| {
             runs.iter()
                 .find(|r| r.0 == n)
                 .map(|r| &r.1)
-                .ok_or(format!("no score named {n}"))
+                .ok_or_else(|| anyhow!("no score named {n}"))
         };
         let p = paired_macro_auroc(get(x)?, get(y)?, &boot)?;
         println!(
@@ -525,7 +531,7 @@ fn compare(a: CompareArgs) -> R<()> {
     Ok(())
 }
 
-fn main() -> R<()> {
+fn main() -> anyhow::Result<()> {
     // every step frees and reallocates the same large tensors: keep them in the heap
     train_utils::retain_freed_heap_memory();
     match Cli::parse().cmd {

@@ -41,7 +41,7 @@ struct Args {
     check_davit: Option<Preset>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !is_pytorch_zip(&args.input)? {
         println!(

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use anyhow::{anyhow, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use vit_backbone::{Dinov2Model, ForwardOptions};
@@ -34,15 +35,16 @@ struct Args {
     attentions: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     let device = Device::Cpu;
     let model = Dinov2Model::from_dir(&args.model, DType::F32, &device)?;
-    let inputs = candle_core::safetensors::load(&args.pixels, &device)?;
+    let inputs = candle_core::safetensors::load(&args.pixels, &device)
+        .with_context(|| format!("reading {}", args.pixels.display()))?;
     let pixels = inputs.get("pixel_values").ok_or_else(|| {
-        format!(
+        anyhow!(
             "{} has no tensor named `pixel_values`",
             args.pixels.display()
         )
@@ -64,7 +66,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, a) in &out.attentions {
         tensors.insert(format!("attentions.{i}"), a.clone());
     }
-    candle_core::safetensors::save(&tensors, &args.out)?;
+    candle_core::safetensors::save(&tensors, &args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "wrote {} tensors to {}: last_hidden_state {:?}, pooler_output {:?}, {} hidden states (grid {}x{})",
         tensors.len(),

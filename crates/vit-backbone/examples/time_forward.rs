@@ -24,12 +24,12 @@ struct Args {
     batches: Vec<usize>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     if args.repeats == 0 || args.batches.contains(&0) {
-        return Err("--repeats and every --batches entry must be at least 1".into());
+        anyhow::bail!("--repeats and every --batches entry must be at least 1");
     }
     let cfg = Dinov2Config::rad_dino();
     let mut tensors = std::collections::HashMap::new();

@@ -1,5 +1,3 @@
 //! cxr-mini lung masks: the loader lives in the library (`seg_decoders::lung`).
 
 pub use seg_decoders::lung::{batches, load, square_processor, Sample};
-
-pub type AnyError = Box<dyn std::error::Error>;

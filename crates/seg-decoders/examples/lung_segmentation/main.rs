@@ -23,6 +23,7 @@ mod scoring;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::{anyhow, bail, Context};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Parser, ValueEnum};
@@ -36,7 +37,7 @@ use seg_decoders::train::Backbone;
 use seg_decoders::{train_segmentation, HeadConfig, SegBatch, TrainOptions};
 use vit_backbone::{Dinov2Config, Dinov2Model};
 
-use data::{AnyError, Sample};
+use data::Sample;
 use scoring::{fmt, paired, score, to_native, Scores};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -158,7 +159,7 @@ fn data_dir(a: &Args) -> PathBuf {
 /// A ViT-tiny/14 with Hugging Face's `Dinov2PreTrainedModel._init_weights` distribution
 /// (weights and tokens: truncated normal, std 0.02, cut at ±2; biases 0; norms 1/0; layer
 /// scale as configured), drawn from a seeded generator: candle's CPU `randn` is unseeded.
-fn random_vit_tiny(size: usize, seed: u64, dev: &Device) -> Result<Dinov2Model, AnyError> {
+fn random_vit_tiny(size: usize, seed: u64, dev: &Device) -> anyhow::Result<Dinov2Model> {
     let cfg = Dinov2Config::vit_tiny(size);
     let varmap = VarMap::new();
     Dinov2Model::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
@@ -182,7 +183,7 @@ fn model_dir(a: &Args) -> Option<PathBuf> {
 
 /// A `Var`-backed copy of the encoder (the same weights as [`load_encoder`]'s) for
 /// fine-tuning, with the `VarMap` that holds its parameters.
-fn trainable_encoder(a: &Args, dev: &Device) -> Result<(Dinov2Model, VarMap), AnyError> {
+fn trainable_encoder(a: &Args, dev: &Device) -> anyhow::Result<(Dinov2Model, VarMap)> {
     let varmap = VarMap::new();
     let dir = model_dir(a);
     let model = match dir {
@@ -194,7 +195,10 @@ fn trainable_encoder(a: &Args, dev: &Device) -> Result<(Dinov2Model, VarMap), An
             let cfg = Dinov2Config::vit_tiny(a.size);
             let model = Dinov2Model::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
             let values = train_utils::init::hf_vit_reinit(&varmap, a.seed, dev)?;
-            let data = varmap.data().lock().map_err(|_| "poisoned VarMap")?;
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|_| anyhow!("poisoned VarMap"))?;
             for (name, var) in data.iter() {
                 var.set(&values[name].copy()?)?;
             }
@@ -204,12 +208,12 @@ fn trainable_encoder(a: &Args, dev: &Device) -> Result<(Dinov2Model, VarMap), An
     Ok((model, varmap))
 }
 
-fn load_encoder(a: &Args, dev: &Device) -> Result<(Dinov2Model, String), AnyError> {
+fn load_encoder(a: &Args, dev: &Device) -> anyhow::Result<(Dinov2Model, String)> {
     encoder_from(model_dir(a), a, dev)
 }
 
 /// `--baseline`: a folder, or `random` for the seeded random ViT-tiny.
-fn load_baseline(spec: &str, a: &Args, dev: &Device) -> Result<(Dinov2Model, String), AnyError> {
+fn load_baseline(spec: &str, a: &Args, dev: &Device) -> anyhow::Result<(Dinov2Model, String)> {
     let dir = (spec != "random").then(|| PathBuf::from(spec));
     let (m, name) = encoder_from(dir, a, dev)?;
     Ok((m, format!("baseline {name}")))
@@ -219,11 +223,11 @@ fn encoder_from(
     dir: Option<PathBuf>,
     a: &Args,
     dev: &Device,
-) -> Result<(Dinov2Model, String), AnyError> {
+) -> anyhow::Result<(Dinov2Model, String)> {
     Ok(match dir {
         Some(d) => {
             let m = Dinov2Model::from_dir(&d, DType::F32, dev)
-                .map_err(|e| format!("loading encoder from {}: {e}", d.display()))?;
+                .with_context(|| format!("loading encoder from {}", d.display()))?;
             let name = d
                 .file_name()
                 .map_or("model".into(), |n| n.to_string_lossy().into_owned());
@@ -236,7 +240,7 @@ fn encoder_from(
     })
 }
 
-fn head_config(kind: HeadKind, a: &Args, enc: &Dinov2Model) -> Result<HeadConfig, AnyError> {
+fn head_config(kind: HeadKind, a: &Args, enc: &Dinov2Model) -> anyhow::Result<HeadConfig> {
     let info = enc.feature_info();
     Ok(match kind {
         HeadKind::Linear => HeadConfig::linear(&info, 1),
@@ -289,7 +293,7 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-fn main() -> Result<(), AnyError> {
+fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let a = Args::parse();
@@ -298,16 +302,15 @@ fn main() -> Result<(), AnyError> {
     let (encoder, enc_name) = load_encoder(&a, &dev)?;
     let patch = encoder.config().patch_size;
     if a.size % patch != 0 {
-        return Err(format!(
+        bail!(
             "--size {} is not a multiple of the patch size {patch}",
             a.size
-        )
-        .into());
+        );
     }
     let processor = data::square_processor(&encoder.preprocessing(), a.size);
     let data = data_dir(&a);
     let samples = data::load(&data, &processor, a.size)
-        .map_err(|e| format!("loading {}: {e}", data.display()))?;
+        .with_context(|| format!("loading {}", data.display()))?;
     let (train, val, test) = splits(&samples, &a);
     println!(
         "encoder: {enc_name}; input {s}x{s} (whole image resized, no crop); masks: train {} / val {} / test {} ({} complete)",
@@ -360,20 +363,19 @@ fn main() -> Result<(), AnyError> {
     let mut paired_rows = Vec::new();
     if let Some(spec) = &a.baseline {
         if a.fine_tune {
-            return Err("--baseline compares frozen encoders; drop --fine-tune".into());
+            bail!("--baseline compares frozen encoders; drop --fine-tune");
         }
         let (base, base_name) = load_baseline(spec, &a, &dev)?;
         if base.config().patch_size != patch {
-            return Err(format!(
+            bail!(
                 "--baseline {spec}: patch size {} but the encoder's is {patch}",
                 base.config().patch_size
-            )
-            .into());
+            );
         }
         // the baseline's own normalisation, on the same images and masks
         let bproc = data::square_processor(&base.preprocessing(), a.size);
         let bsamples = data::load(&data, &bproc, a.size)
-            .map_err(|e| format!("loading {}: {e}", data.display()))?;
+            .with_context(|| format!("loading {}", data.display()))?;
         let (btrain, bval, btest) = splits(&bsamples, &a);
         let bsets = Sets::new(&a, &btrain, &bval, &btest, &dev)?;
         for &(kind, i) in &per_head {
@@ -436,7 +438,7 @@ impl<'s> Sets<'s> {
         val: &[&Sample],
         test: &'s [&'s Sample],
         dev: &Device,
-    ) -> Result<Self, AnyError> {
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             train: data::batches(train, a.size, a.batch, dev)?,
             val: data::batches(val, a.size, a.batch, dev)?,
@@ -458,7 +460,7 @@ fn fit_head(
     boot: &BootstrapConfig,
     dev: &Device,
     figures: bool,
-) -> Result<Row, AnyError> {
+) -> anyhow::Result<Row> {
     let test = sets.test_samples;
     let val_used: &[SegBatch] = if a.val_every_epoch { &sets.val } else { &[] };
     let epochs = match kind {
@@ -561,7 +563,7 @@ fn predict_all(
     encoder: &Dinov2Model,
     head: &seg_decoders::Head,
     batches: &[SegBatch],
-) -> Result<Vec<Tensor>, AnyError> {
+) -> anyhow::Result<Vec<Tensor>> {
     let mut out = Vec::new();
     for b in batches {
         let l = predict_logits(encoder, head, &b.images)?;
@@ -574,13 +576,9 @@ fn predict_all(
 
 /// Overlays (prediction red, ground truth blue, on the S×S input) and the predicted mask
 /// PNG for the first `--figures` test images, complete masks first.
-fn draw(
-    a: &Args,
-    test: &[&Sample],
-    batches: &[SegBatch],
-    logits: &[Tensor],
-) -> Result<(), AnyError> {
-    std::fs::create_dir_all(&a.out_dir)?;
+fn draw(a: &Args, test: &[&Sample], batches: &[SegBatch], logits: &[Tensor]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&a.out_dir)
+        .with_context(|| format!("creating {}", a.out_dir.display()))?;
     let mut order: Vec<usize> = (0..test.len()).collect();
     order.sort_by_key(|&i| !test[i].complete);
     for &i in order.iter().take(a.figures) {

@@ -8,7 +8,7 @@ use metrics::bootstrap::{
 use metrics::segmentation::dice;
 use seg_decoders::{resize_bilinear, AlignCorners};
 
-use crate::data::{AnyError, Sample};
+use crate::data::Sample;
 
 /// A mean Dice with its interval and how many images/patients it rests on.
 pub struct Scored {
@@ -39,7 +39,7 @@ pub struct Scores {
 
 /// The native-size binary prediction of a score map `[S, S]` (positive = lung): bilinear
 /// resize (align_corners = False) to `h × w`, then `> 0`.
-pub fn to_native(map: &Tensor, h: usize, w: usize) -> Result<Vec<bool>, AnyError> {
+pub fn to_native(map: &Tensor, h: usize, w: usize) -> anyhow::Result<Vec<bool>> {
     let (s1, s2) = map.dims2()?;
     let up = resize_bilinear(&map.reshape((1, 1, s1, s2))?, (h, w), AlignCorners::False)?;
     Ok(up
@@ -58,7 +58,7 @@ fn select(p: &[bool], keep: &[bool]) -> Vec<bool> {
         .collect()
 }
 
-fn scored(values: &[f64], patients: &[&str], cfg: &BootstrapConfig) -> Result<Scored, AnyError> {
+fn scored(values: &[f64], patients: &[&str], cfg: &BootstrapConfig) -> anyhow::Result<Scored> {
     let groups = group_rows(patients);
     let interval = bootstrap(Resampling::Groups(&groups), cfg, |rows| {
         Ok(mean_over(values, rows))
@@ -72,9 +72,9 @@ fn scored(values: &[f64], patients: &[&str], cfg: &BootstrapConfig) -> Result<Sc
 }
 
 /// Paired patient-clustered bootstrap of mean Dice, A − B, over the same test images.
-pub fn paired(a: &Scored, b: &Scored, cfg: &BootstrapConfig) -> Result<PairedInterval, AnyError> {
+pub fn paired(a: &Scored, b: &Scored, cfg: &BootstrapConfig) -> anyhow::Result<PairedInterval> {
     if a.patient_of != b.patient_of {
-        return Err("paired Dice: the two runs scored different test images".into());
+        anyhow::bail!("paired Dice: the two runs scored different test images");
     }
     let groups = group_rows(&a.patient_of);
     Ok(paired_bootstrap(
@@ -90,7 +90,7 @@ pub fn score(
     test: &[&Sample],
     predictions: &[Vec<bool>],
     cfg: &BootstrapConfig,
-) -> Result<Scores, AnyError> {
+) -> anyhow::Result<Scores> {
     let (mut c_val, mut c_pat, mut r_val, mut r_pat) = (vec![], vec![], vec![], vec![]);
     for (s, p) in test.iter().zip(predictions) {
         if s.complete {
