@@ -21,6 +21,7 @@ use clap::Parser;
 use cxr::core::{Encoder, FeatureRequest};
 use cxr::data::{decode_file, DecodeOptions, ImageProcessor};
 use cxr::vit::Dinov2Model;
+use cxr_core::ranges::at_least_one;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
@@ -46,7 +47,7 @@ struct Args {
     #[arg(long, default_value = "out/embeddings.safetensors")]
     out: PathBuf,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one::<usize>)]
     batch: usize,
     /// Stop after this many images (0 = all).
     #[arg(long, default_value_t = 0)]
@@ -144,7 +145,7 @@ fn main() -> anyhow::Result<()> {
     )?);
     let start = Instant::now();
     let (mut pooled, mut patch_mean, mut kept, mut skipped) = (vec![], vec![], vec![], vec![]);
-    for chunk in files.chunks(args.batch.max(1)) {
+    for chunk in files.chunks(args.batch) {
         let decoded: Vec<_> = chunk
             .par_iter()
             .map(|f| {

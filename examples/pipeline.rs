@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use cxr::pipeline::{self, describe, PipelineConfig, Stage};
+use cxr_core::ranges::at_least_one;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,40 +50,45 @@ struct Args {
     #[arg(long, default_value = "out/pipeline")]
     out: PathBuf,
     /// Bootstrap resamples of every interval.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = at_least_one::<usize>)]
     bootstrap: usize,
     /// Seed of bootstraps, heads, training and subsets.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// segment: epochs of the linear head.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_parser = at_least_one::<usize>)]
     seg_epochs: usize,
     /// report: optimizer steps (projector + whole tiny decoder).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = at_least_one::<usize>)]
     report_steps: usize,
     /// report: decoder width (4 heads).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one::<usize>)]
     report_width: usize,
     /// report: decoder layers.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one::<usize>)]
     report_layers: usize,
     /// report: new-token budget of greedy generation.
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = 48, value_parser = at_least_one::<usize>)]
     report_max_new_tokens: usize,
     /// scaling: nested subset sizes, ascending.
-    #[arg(long, value_delimiter = ',', default_values_t = [16usize, 32, 64, 128])]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = [16usize, 32, 64, 128],
+        value_parser = at_least_one::<usize>
+    )]
     scaling_sizes: Vec<usize>,
     /// scaling: pretraining steps per subset (fixed compute).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one::<u64>)]
     scaling_steps: u64,
     /// scaling: images per pretraining step.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one::<usize>)]
     scaling_batch: usize,
     /// scaling: global crop in pixels (multiple of 14; local crops are half).
-    #[arg(long, default_value_t = 56)]
+    #[arg(long, default_value_t = 56, value_parser = at_least_one::<usize>)]
     scaling_crop: usize,
     /// scaling: epochs of the lung head per subset.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one::<usize>)]
     scaling_seg_epochs: usize,
     /// Hide progress bars.
     #[arg(long)]

@@ -45,6 +45,7 @@ struct Args {
     voi: Voi,
     /// JPEG 2000 DICOMs only, opt-in: discard this many finest wavelet levels (each halves
     /// the decoded size). Faster, but a different (blurrier) input than the full decode.
+    /// 0 (the default) decodes every level.
     #[arg(long, default_value_t = 0)]
     j2k_reduce: u8,
 }

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, ValueEnum};
+use cxr_core::ranges::at_least_one;
 use cxr_core::Encoder;
 use cxr_data::processor::ResizeTarget;
 use cxr_data::{decode_file, DecodeOptions, ImageProcessor, Manifest, ManifestSpec, Record, Split};
@@ -66,14 +67,14 @@ struct Args {
     /// Input side in pixels (resize shortest edge + centre crop); a multiple of the patch size.
     /// Default: the model's own preprocessing. Larger inputs give finer patch grids (position
     /// embeddings are interpolated).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     resolution: Option<usize>,
     /// Image ids (labels.csv `id`) for the attention, PCA and match pictures; default: the
     /// first test-split images of distinct patients, alternating PA and AP.
     #[arg(long, value_delimiter = ',')]
     images: Vec<String>,
     /// How many images to pick when --images is not given.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one::<usize>)]
     n_images: usize,
     /// Attention layer (0-based block); default the last.
     #[arg(long)]
@@ -88,7 +89,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Side::Smaller)]
     background: Side,
     /// Strongest mutual-nearest-neighbour matches drawn per pair.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one::<usize>)]
     matches: usize,
     /// labels.csv columns that colour the embedding maps.
     #[arg(long, value_delimiter = ',', default_value = "sex,view")]
@@ -100,10 +101,10 @@ struct Args {
     #[arg(long, default_value_t = 30.0)]
     perplexity: f64,
     /// t-SNE steps (at least 250).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<usize>)]
     tsne_iter: usize,
     /// Batch size of the embedding pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>)]
     batch: usize,
 }
 
@@ -200,8 +201,8 @@ fn main() -> anyhow::Result<()> {
         ImageProcessor::from_preprocessing(&model.preprocessing())
     };
     if let Some(res) = args.resolution {
-        if res == 0 || res % patch != 0 {
-            bail!("--resolution {res} is not a positive multiple of the patch size {patch}");
+        if res % patch != 0 {
+            bail!("--resolution {res} is not a multiple of the patch size {patch}");
         }
         processor.size = ResizeTarget::ShortestEdge(res);
         processor.do_center_crop = true;
@@ -436,7 +437,7 @@ fn main() -> anyhow::Result<()> {
         idx.truncate(args.max_embed);
     }
     let mut pooled: Vec<Vec<f64>> = Vec::with_capacity(idx.len());
-    for chunk in idx.chunks(args.batch.max(1)) {
+    for chunk in idx.chunks(args.batch) {
         let mut px = Vec::with_capacity(chunk.len());
         for &i in chunk {
             px.push(load(&processor, &manifest.records[i], &device)?.1);

@@ -14,6 +14,7 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use cxr_data::{decode_file, DecodeOptions, ImageProcessor, Split};
 use dino_pretrain::knn::{auroc, knn_scores};
 use dino_pretrain::packs;
@@ -32,7 +33,7 @@ struct Args {
     #[arg(long)]
     data: PathBuf,
     /// Neighbours.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one::<usize>)]
     k: usize,
     /// Vote temperature.
     #[arg(long, default_value_t = 0.07)]

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use candle_core::{DType, Device};
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use cxr_data::Split;
 use dino_loss::DinoV2Config;
 use dino_pretrain::{export, packs, run, DinoTrainer, Init, MultiCropSource, RunOptions};
@@ -49,18 +50,20 @@ struct Args {
     #[arg(long)]
     resume: bool,
     /// Train until this many steps are done (default: optim.epochs × OFFICIAL_EPOCH_LENGTH).
+    /// A count the run has already reached, 0 included, trains nothing: with --resume and
+    /// --export that exports the newest checkpoint as it is.
     #[arg(long)]
     steps: Option<u64>,
     /// `random`, or a Hugging Face model directory (e.g. a local copy of microsoft/rad-dino).
     #[arg(long, default_value = "random")]
     init: String,
     /// Checkpoint every this many steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = at_least_one::<u64>)]
     checkpoint_every: u64,
     /// Keep this many of the newest checkpoints, deleting older ones (at least 1). Keep more
     /// to probe the run at several steps later: `--resume --steps N --export DIR` on a folder
     /// holding step N's checkpoint exports that encoder.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one::<usize>)]
     keep: usize,
     /// Write the teacher backbone here as a Hugging Face model directory at the end.
     #[arg(long)]
@@ -74,7 +77,7 @@ struct Args {
     #[arg(long, default_value = "f16")]
     export_dtype: String,
     /// Run this many steps, print the time per step and exit (no files written).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u64>)]
     measure: Option<u64>,
     /// `cpu` or `cuda` (GPU 0; needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]

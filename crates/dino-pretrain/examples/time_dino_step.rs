@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use dino_pretrain::step_bench::{time_train_steps, StepBenchOptions};
 
 #[derive(Parser, Debug)]
@@ -34,31 +35,31 @@ struct Args {
     #[arg(long, default_value = "vit_base")]
     arch: String,
     /// Images per step (2 global + --n-local local crops each).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>)]
     batch: usize,
-    /// Local crops per image.
+    /// Local crops per image (0: the two global crops only).
     #[arg(long, default_value_t = 8)]
     n_local: usize,
     /// Prototypes K of the (shared DINO/iBOT) head.
-    #[arg(long, default_value_t = 65536)]
+    #[arg(long, default_value_t = 65536, value_parser = at_least_one::<usize>)]
     prototypes: usize,
     /// Hidden width of the head's MLP.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = at_least_one::<usize>)]
     head_hidden_dim: usize,
     /// Bottleneck width of the head.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
     head_bottleneck_dim: usize,
     /// Global crop size (multiple of the patch size 14).
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = at_least_one::<usize>)]
     global_size: usize,
     /// Local crop size (multiple of 14: 98 stands in for dinov2's 96).
-    #[arg(long, default_value_t = 98)]
+    #[arg(long, default_value_t = 98, value_parser = at_least_one::<usize>)]
     local_size: usize,
-    /// Untimed steps first.
+    /// Untimed steps first (0: none).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// Timed steps.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one::<usize>)]
     steps: usize,
     /// Extra steps after the timed ones, timed phase by phase (forward, backward,
     /// optimizer) with a device synchronisation at each phase end; 0: none.

@@ -23,6 +23,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use cxr_data::{decode_file, DecodeOptions, ImageProcessor, Manifest, ManifestSpec, Split};
 use dual_encoder::{
     per_finding_auroc, recall_at_k, unicl_var_builder, DualEncoder, Mi2, Mi2Config, Mi2Files,
@@ -71,10 +72,10 @@ struct Args {
     // from elsewhere)
     data: PathBuf,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one::<usize>)]
     batch: usize,
     /// Evaluate at most this many test images.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     limit: Option<usize>,
 }
 
@@ -128,7 +129,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let mut scores = Vec::new();
     let mut logits = Vec::new();
-    for chunk in test.chunks(args.batch.max(1)) {
+    for chunk in test.chunks(args.batch) {
         let pixels = chunk
             .iter()
             .map(|&i| {

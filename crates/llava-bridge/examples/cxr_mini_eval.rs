@@ -43,6 +43,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
+use cxr_core::ranges::at_least_one;
 use metrics::bootstrap::{group_rows, BootstrapConfig, Interval};
 use report_labeler::score::report_scores_with_ci;
 use report_labeler::{Label, Labeler, Observation, ReportLabels};
@@ -87,7 +88,7 @@ struct ScoreArgs {
     #[arg(long, default_value = "test")]
     split: String,
     /// Bootstrap resamples (clustered by patient).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = at_least_one::<usize>)]
     bootstrap: usize,
     /// Bootstrap seed.
     #[arg(long, default_value_t = 0)]

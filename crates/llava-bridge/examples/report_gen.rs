@@ -29,6 +29,7 @@ use anyhow::{anyhow, bail, Context};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use clap::{Args, Parser, Subcommand};
+use cxr_core::ranges::at_least_one;
 use cxr_core::Encoder;
 use cxr_data::{decode_file, DecodeOptions, ImageProcessor, Manifest, ManifestSpec, Split};
 use llava_bridge::generate::finish_text;
@@ -96,13 +97,13 @@ struct TrainArgs {
     #[arg(long)]
     tiny_lm: bool,
     /// BPE vocabulary size for --tiny-lm.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = at_least_one::<usize>)]
     vocab: usize,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = at_least_one::<usize>)]
     steps: usize,
     /// Images per step.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one::<usize>)]
     batch: usize,
     /// Peak learning rate (LLaVA-1.5 stage 1: 1e-3).
     #[arg(long, default_value_t = 1e-3)]
@@ -134,10 +135,10 @@ struct GenArgs {
     #[arg(long)]
     projector: Option<PathBuf>,
     /// New-token budget.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one::<usize>)]
     max_new_tokens: usize,
     /// Beams (1 = greedy).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<usize>)]
     num_beams: usize,
 }
 

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use metrics::bootstrap::BootstrapConfig;
 use metrics::table::{score_files, write_json, ScoreOptions};
 
@@ -33,7 +34,7 @@ struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Number of bootstrap resamples for 95% percentile CIs (none when absent).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     bootstrap: Option<usize>,
     /// Bootstrap RNG seed.
     #[arg(long, default_value_t = 0)]

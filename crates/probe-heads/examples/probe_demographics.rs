@@ -15,6 +15,7 @@ use anyhow::{anyhow, Context};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use cxr_core::Encoder;
 use cxr_data::{Manifest, ManifestSpec};
 use metrics::bootstrap::{group_rows, paired_bootstrap, BootstrapConfig, Resampling};
@@ -53,16 +54,16 @@ struct Args {
     #[arg(long, default_value = "target/probe-cache")]
     cache: PathBuf,
     /// Cross-validation folds.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one::<usize>)]
     folds: usize,
     /// Age bins.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one::<usize>)]
     age_bins: usize,
     /// Seed of the patient-to-fold assignment.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Bootstrap resamples.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = at_least_one::<usize>)]
     bootstrap: usize,
     /// Output stem for <stem>.md / <stem>.csv.
     #[arg(long, default_value = "target/probe_demographics")]

@@ -11,6 +11,7 @@ use anyhow::{anyhow, Context};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use cxr_core::Encoder;
 use cxr_data::{Manifest, ManifestSpec, Split};
 use metrics::bootstrap::BootstrapConfig;
@@ -37,13 +38,13 @@ struct Args {
     #[arg(long, default_value = "target/probe-cache")]
     cache: PathBuf,
     /// Linear-probe seeds (at least 1).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one::<usize>)]
     seeds: usize,
     /// AdamW learning rate of the linear probe.
     #[arg(long, default_value_t = 5e-5)]
     lr: f64,
     /// Bootstrap resamples.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = at_least_one::<usize>)]
     bootstrap: usize,
     /// Baseline encoder (HF-layout dir) for a paired comparison with --model; default: the
     /// seeded random-init ViT-tiny/14. To test a pretraining run against its own random
@@ -71,9 +72,6 @@ fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
-    if args.seeds == 0 {
-        anyhow::bail!("--seeds must be at least 1");
-    }
     let t0 = std::time::Instant::now();
     let manifest = Manifest::from_csv(args.data.join("labels.csv"), &ManifestSpec::cxr_findings())?;
     let split = |s| manifest.indices_in(s);

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use metrics::bootstrap::{BootstrapConfig, Interval};
 use report_labeler::reports::read_reports;
 use report_labeler::score::LabelF1State;
@@ -30,7 +31,7 @@ struct Args {
     #[arg(long)]
     reference: PathBuf,
     /// Bootstrap resamples for the 95% CIs.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = at_least_one::<usize>)]
     bootstrap: usize,
     /// Bootstrap RNG seed.
     #[arg(long, default_value_t = 0)]

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use dino_loss::DinoV2Config;
 use dino_pretrain::Init;
 use metrics::bootstrap::BootstrapConfig;
@@ -51,7 +52,12 @@ struct Args {
     #[arg(long)]
     mini: Option<PathBuf>,
     /// Nested subset sizes (distinct images), comma-separated, ascending.
-    #[arg(long, value_delimiter = ',', default_values_t = [48usize, 96, 192, 384])]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = [48usize, 96, 192, 384],
+        value_parser = at_least_one::<usize>
+    )]
     sizes: Vec<usize>,
     /// Student archs (model-size axis), comma-separated: vit_tiny, vit_small, vit_base, ...
     #[arg(long, value_delimiter = ',', default_values_t = [String::from("vit_tiny")])]
@@ -61,13 +67,13 @@ struct Args {
     #[arg(long, default_value = "crates/dino-pretrain/configs/vit_tiny_cxr.toml")]
     config: PathBuf,
     /// Global crop size in pixels (a multiple of the patch size 14); local crops are half.
-    #[arg(long, default_value_t = 56)]
+    #[arg(long, default_value_t = 56, value_parser = at_least_one::<usize>)]
     crop: usize,
     /// Pretraining steps per cell (the fixed compute budget).
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 24, value_parser = at_least_one::<u64>)]
     steps: u64,
     /// Images per step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one::<usize>)]
     batch: usize,
     /// Where students start: `random` (one seeded draw per arch, shared by its cells) or a
     /// Hugging Face Dinov2 directory.
@@ -77,10 +83,10 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = [String::from("effusion"), String::from("cardiomegaly")])]
     labels: Vec<String>,
     /// Epochs of the linear segmentation head.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_parser = at_least_one::<usize>)]
     seg_epochs: usize,
     /// Bootstrap resamples (intervals and refits).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = at_least_one::<usize>)]
     bootstrap: usize,
     /// Sizes to extrapolate the fitted curves to, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [3_000.0f64, 30_000.0])]
@@ -89,7 +95,7 @@ struct Args {
     #[arg(long, default_value_t = 0.25, value_parser = fraction)]
     budget_fraction: f64,
     /// Prototypes (k-means clusters) of the curation.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one::<usize>)]
     prototypes: usize,
     /// Active curation: re-embed, re-cluster and re-draw every this many steps (0: static only).
     #[arg(long, default_value_t = 0)]
@@ -145,8 +151,7 @@ fn main() -> anyhow::Result<()> {
             c.train.batch_size_per_gpu = a.batch;
             c.train.seed = a.seed;
             // schedules (warm-up, teacher momentum, last-layer freeze) span the cell's steps
-            c.train.official_epoch_length =
-                a.steps.div_ceil(c.optim.epochs.max(1) as u64).max(1) as usize;
+            c.train.official_epoch_length = a.steps.div_ceil(c.optim.epochs.max(1) as u64) as usize;
             PretrainSpec {
                 config: c,
                 init: Init::parse(&a.init),

@@ -9,6 +9,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use cxr_core::{Features, Intermediate};
 use seg_decoders::heads::UperNetConfig;
 use seg_decoders::layers::BnConfig;
@@ -18,19 +19,19 @@ use seg_decoders::{AlignCorners, Head, HeadConfig, Mode, SegmentationHead};
 #[derive(Parser)]
 struct Args {
     /// Timed iterations (after one warm-up iteration).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one::<usize>)]
     iters: usize,
     /// Head channels.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = at_least_one::<usize>)]
     channels: usize,
     /// Token grid side (37 for ViT-B/14 at 518).
-    #[arg(long, default_value_t = 37)]
+    #[arg(long, default_value_t = 37, value_parser = at_least_one::<usize>)]
     grid: usize,
     /// Token width.
-    #[arg(long, default_value_t = 768)]
+    #[arg(long, default_value_t = 768, value_parser = at_least_one::<usize>)]
     dim: usize,
     /// Output side in pixels.
-    #[arg(long, default_value_t = 518)]
+    #[arg(long, default_value_t = 518, value_parser = at_least_one::<usize>)]
     size: usize,
 }
 

@@ -24,6 +24,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context};
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
+use cxr_core::ranges::at_least_one;
 use cxr_core::{FeatureRequest, Preprocessing, Resample};
 use cxr_data::{ImageProcessor, Manifest, ManifestSpec, Split, NIH_FINDINGS};
 use dual_encoder::Templates;
@@ -110,23 +111,23 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 400, value_parser = at_least_one::<u64>)]
     steps: u64,
     /// Contrastive batch (images and texts per step).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>)]
     batch: usize,
     /// GradCache chunk: encode at most this many samples with a graph at a time (same
     /// gradient as the full batch, less memory, one extra forward).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     micro_batch: Option<usize>,
     /// Image side (ViT-tiny/14; the shipped models/cxr-dino-vit-tiny was trained at 112).
-    #[arg(long, default_value_t = 84)]
+    #[arg(long, default_value_t = 84, value_parser = at_least_one::<usize>)]
     image_size: usize,
     /// Transformer blocks of the image tower (ViT-tiny has 12; fewer for CPU-sized runs).
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, value_parser = at_least_one::<usize>)]
     image_layers: usize,
     /// Text context length in tokens (the prompts need about 20).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>)]
     context: usize,
     /// Initialise the image tower from a DINOv2 directory (e.g. models/cxr-dino-vit-tiny).
     #[arg(long)]
@@ -137,7 +138,7 @@ struct TrainArgs {
     lock_image: bool,
     #[arg(long, default_value_t = 2e-4)]
     lr: f64,
-    /// Warm-up steps (default: 10% of the steps).
+    /// Warm-up steps (default: 10% of the steps; 0: none).
     #[arg(long)]
     warmup: Option<u64>,
     #[arg(long, default_value_t = 0.05)]
@@ -150,16 +151,16 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     mention_absent: usize,
     /// BPE vocabulary size (upper bound; a small corpus gives fewer tokens).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<usize>)]
     vocab_size: usize,
-    /// Zero-shot validation every N steps.
-    #[arg(long, default_value_t = 100)]
+    /// Zero-shot validation every N steps (and after the last).
+    #[arg(long, default_value_t = 100, value_parser = at_least_one::<u64>)]
     val_every: u64,
     /// Checkpoint every this many steps (and after the last).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = at_least_one::<u64>)]
     checkpoint_every: u64,
     /// Keep this many of the newest checkpoints, deleting older ones (at least 1).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one::<usize>)]
     keep: usize,
     /// Continue from OUT/checkpoints.
     #[arg(long)]
@@ -167,7 +168,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Bootstrap resamples for the test CIs.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<usize>)]
     resamples: usize,
     /// Also fit logistic-regression probes on frozen image-tower features (train, C on val).
     #[arg(long)]
@@ -189,7 +190,7 @@ struct CompareArgs {
     /// `A,B`: paired bootstrap of macro AUROC A − B; repeat.
     #[arg(long = "diff")]
     diffs: Vec<String>,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<usize>)]
     resamples: usize,
 }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use vit_backbone::davit::weights::expected_tensors;
 use vit_backbone::davit::{DavitConfig, DavitModel};
 
@@ -19,12 +20,12 @@ use vit_backbone::davit::{DavitConfig, DavitModel};
 #[command(about = "Forward time of the MI2 DaViT image tower on the CPU")]
 struct Args {
     /// Images per forward.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one::<usize>)]
     batch: usize,
     /// Timed repeats.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<usize>)]
     repeats: usize,
-    /// Untimed forwards before the timed ones.
+    /// Untimed forwards before the timed ones (0: none).
     #[arg(long, default_value_t = 0)]
     warmup: usize,
 }

@@ -11,16 +11,17 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use clap::Parser;
+use cxr_core::ranges::at_least_one;
 use vit_backbone::{Dinov2Config, Dinov2Model, ForwardOptions};
 
 #[derive(Parser, Debug)]
 #[command(about = "Median forward time of a RAD-DINO-size ViT on the CPU")]
 struct Args {
     /// Timed repeats per batch size (after one warm-up).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one::<usize>)]
     repeats: usize,
     /// Comma-separated batch sizes.
-    #[arg(long, default_value = "1,4", value_delimiter = ',')]
+    #[arg(long, default_value = "1,4", value_delimiter = ',', value_parser = at_least_one::<usize>)]
     batches: Vec<usize>,
 }
 
@@ -28,9 +29,6 @@ fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
-    if args.repeats == 0 || args.batches.contains(&0) {
-        anyhow::bail!("--repeats and every --batches entry must be at least 1");
-    }
     let cfg = Dinov2Config::rad_dino();
     let mut tensors = std::collections::HashMap::new();
     for (name, shape) in vit_backbone::weights::expected_tensors(&cfg) {

@@ -27,6 +27,7 @@ use anyhow::{anyhow, bail, Context};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Parser, ValueEnum};
+use cxr_core::ranges::at_least_one;
 use cxr_core::Encoder;
 use cxr_data::Split;
 use metrics::bootstrap::{BootstrapConfig, PairedInterval};
@@ -81,7 +82,7 @@ struct Args {
     #[arg(long)]
     baseline: Option<String>,
     /// Square input side (a multiple of the patch size 14).
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = at_least_one::<usize>)]
     size: usize,
     /// Heads to train, comma separated.
     #[arg(long, value_delimiter = ',', default_values = ["linear", "vitdet", "upernet"])]
@@ -90,19 +91,19 @@ struct Args {
     #[arg(long, value_enum, default_value_t = TrainMasks::All)]
     train_masks: TrainMasks,
     /// Epochs of the linear head.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = at_least_one::<usize>)]
     epochs_linear: usize,
     /// Epochs of the ViTDet head.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, value_parser = at_least_one::<usize>)]
     epochs_vitdet: usize,
     /// Epochs of the UPerNet head.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one::<usize>)]
     epochs_upernet: usize,
     /// ViTDet pyramid and FPN-head channels (published: 256 / 128).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>)]
     vitdet_channels: usize,
     /// UPerNet channels (published: 512).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>)]
     upernet_channels: usize,
     /// Peak Adam learning rate of ViTDet and UPerNet (linear warm-up over the first epoch,
     /// cosine decay).
@@ -115,19 +116,19 @@ struct Args {
     #[arg(long)]
     val_every_epoch: bool,
     /// Images per batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one::<usize>)]
     batch: usize,
     /// Seed of the random encoder, dropout and the bootstrap.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Bootstrap resamples (of patients).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = at_least_one::<usize>)]
     resamples: usize,
     /// Where overlay / mask PNGs go (none written when 0 figures are asked for). The figures
     /// in docs/results.md were written with `--out-dir docs/img`.
     #[arg(long, default_value = "out/lung_segmentation")]
     out_dir: PathBuf,
-    /// Test images to draw (overlay of the prediction in red, ground truth in blue).
+    /// Test images to draw (overlay of the prediction in red, ground truth in blue; 0: none).
     #[arg(long, default_value_t = 2)]
     figures: usize,
     /// Head whose predictions are drawn.
@@ -582,7 +583,7 @@ fn draw(a: &Args, test: &[&Sample], batches: &[SegBatch], logits: &[Tensor]) -> 
     let mut order: Vec<usize> = (0..test.len()).collect();
     order.sort_by_key(|&i| !test[i].complete);
     for &i in order.iter().take(a.figures) {
-        let (bi, k) = (i / a.batch.max(1), i % a.batch.max(1));
+        let (bi, k) = (i / a.batch, i % a.batch);
         let image = batches[bi].images.get(k)?;
         let truth = batches[bi].masks.get(k)?;
         let pred = logits[i].gt(0.0)?.to_dtype(DType::F32)?.unsqueeze(0)?;
