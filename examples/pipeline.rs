@@ -5,10 +5,11 @@
 //! cargo run --release --example pipeline -- --stages probe,segment --out out/quick
 //! ```
 //!
-//! One encoder (the demo `models/cxr-dino-vit-tiny` unless `--model` names another DINOv2
-//! directory) runs through every stage via the `cxr_core::Encoder` trait; each stage prints
-//! what it did and its headline number with a 95% bootstrap interval, and `summary.json`,
-//! the tables and the plots land in `--out`. About 5–10 minutes on 2 CPU cores.
+//! One encoder (the demo `models/cxr-dino-vit-tiny` unless `--model` names another DINOv2,
+//! DaViT or MI2 folder) runs through every stage via the `cxr_core::Encoder` trait; each
+//! stage prints what it did and its headline number with a 95% bootstrap interval, and
+//! `summary.json`, the tables and the plots land in `--out`. About 30 s on 2 CPU cores with
+//! the demo encoder.
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -37,7 +38,8 @@ struct Args {
         default_value = "embed,probe,segment,report,scaling"
     )]
     stages: Vec<String>,
-    /// DINOv2 model directory (Hugging Face layout). Default: the demo encoder in models/.
+    /// Encoder folder: Hugging Face DINOv2/RAD-DINO, DaViT or MI2 (its image tower), told apart
+    /// by config.json; the scaling stage needs DINOv2. Default: the demo encoder in models/.
     #[arg(long)]
     model: Option<PathBuf>,
     /// The cxr-mini pack (default: shared/data/cxr-mini beside the checkout, or $CXR_SHARED).

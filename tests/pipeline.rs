@@ -146,3 +146,48 @@ fn unknown_stage_is_a_clear_error() {
     let e = Stage::parse("segmentation").unwrap_err().to_string();
     assert!(e.contains("segmentation") && e.contains("segment"), "{e}");
 }
+
+#[test]
+fn a_davit_encoder_runs_the_encoder_stages_and_is_refused_for_scaling() {
+    let data = shared_dir().join("data");
+    let tmp = tempfile::tempdir().unwrap();
+    let (mini, findings): (PathBuf, PathBuf) =
+        (tmp.path().join("mini"), tmp.path().join("findings"));
+    small_pack(
+        &data.join("cxr-mini"),
+        &mini,
+        &mut quota(&[("train", 3), ("val", 1), ("test", 2)], "has_mask"),
+    );
+    small_pack(
+        &data.join("cxr-findings"),
+        &findings,
+        &mut quota(&[("train", 4), ("val", 3), ("test", 4)], "no_finding"),
+    );
+    let davit =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/vit-backbone/tests/fixtures/davit_tiny");
+    let cfg = PipelineConfig {
+        model: davit.clone(),
+        mini,
+        findings,
+        out: tmp.path().join("out"),
+        stages: vec![Stage::Embed, Stage::Probe, Stage::Segment],
+        bootstrap: 20,
+        seg_epochs: 1,
+        progress: false,
+        ..Default::default()
+    };
+    let summary = run(&cfg, &mut |_| {}).unwrap();
+    assert_eq!(summary.stages.len(), 3);
+    let dice = summary.stages["segment"].headline.value.unwrap();
+    assert!((0.0..=1.0).contains(&dice), "Dice {dice}");
+    // scaling continues DINOv2 pretraining: refused before any stage runs
+    let out = tmp.path().join("refused");
+    let cfg = PipelineConfig {
+        stages: vec![Stage::Embed, Stage::Scaling],
+        out: out.clone(),
+        ..cfg
+    };
+    let e = run(&cfg, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("Davit") && e.contains("scaling"), "{e}");
+    assert!(!out.exists(), "nothing is written before the refusal");
+}

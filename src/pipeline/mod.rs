@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use cxr_core::Encoder;
-use vit_backbone::Dinov2Model;
+use vit_backbone::{encoder_kind, open_encoder, EncoderKind};
 
 pub use error::{Error, Result};
 pub use summary::{Headline, StageSummary, Summary};
@@ -156,7 +156,8 @@ impl Default for ScalingSettings {
 /// Everything the pipeline needs; [`Default`] is the README's run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PipelineConfig {
-    /// Hugging Face-layout DINOv2 directory (the demo encoder by default).
+    /// Encoder folder: Hugging Face DINOv2 (the demo encoder by default), DaViT or MI2; the
+    /// scaling stage needs DINOv2.
     pub model: PathBuf,
     /// The cxr-mini pack (images, masks, labels.csv).
     pub mini: PathBuf,
@@ -219,16 +220,41 @@ impl Default for PipelineConfig {
     }
 }
 
-/// Loads the encoder of `dir` on the CPU.
-pub fn load_encoder(dir: &Path) -> Result<Dinov2Model> {
-    Dinov2Model::from_dir(dir, DType::F32, &Device::Cpu)
+/// Loads the encoder of `dir` on the CPU: a DINOv2, DaViT or MI2 folder, as its
+/// `config.json` says ([`vit_backbone::open_encoder`]).
+pub fn load_encoder(dir: &Path) -> Result<Box<dyn Encoder>> {
+    open_encoder(dir, DType::F32, &Device::Cpu)
         .map_err(|e| Error::stage("load encoder", format!("{}: {e}", dir.display())))
+}
+
+/// The scaling stage continues DINOv2 pretraining from the encoder's weights, which only a
+/// DINOv2 folder can give; say so before any stage runs.
+fn check_scaling_encoder(cfg: &PipelineConfig) -> Result<()> {
+    if !cfg.stages.contains(&Stage::Scaling) {
+        return Ok(());
+    }
+    match encoder_kind(&cfg.model) {
+        Ok(EncoderKind::Dinov2) => Ok(()),
+        Ok(kind) => Err(Error::stage(
+            "scaling",
+            format!(
+                "{} holds a {kind:?} encoder, and the scaling stage continues DINOv2 \
+                 pretraining: leave `scaling` out of --stages for this encoder",
+                cfg.model.display()
+            ),
+        )),
+        Err(e) => Err(Error::stage(
+            "load encoder",
+            format!("{}: {e}", cfg.model.display()),
+        )),
+    }
 }
 
 /// Runs the chosen stages, printing one block per stage through `log`, and writes
 /// `summary.json` (after every stage, so that an interrupted run keeps what it finished).
 pub fn run(cfg: &PipelineConfig, log: &mut dyn FnMut(&str)) -> Result<Summary> {
     let t0 = Instant::now();
+    check_scaling_encoder(cfg)?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let encoder = load_encoder(&cfg.model)?;
     let info = encoder.feature_info();
@@ -254,10 +280,10 @@ pub fn run(cfg: &PipelineConfig, log: &mut dyn FnMut(&str)) -> Result<Summary> {
         ));
         let t = Instant::now();
         let mut s = match stage {
-            Stage::Embed => embed::run(cfg, &encoder, log)?,
-            Stage::Probe => probe::run(cfg, &encoder, log)?,
-            Stage::Segment => segment::run(cfg, &encoder, log)?,
-            Stage::Report => report::run(cfg, &encoder, log)?,
+            Stage::Embed => embed::run(cfg, encoder.as_ref(), log)?,
+            Stage::Probe => probe::run(cfg, encoder.as_ref(), log)?,
+            Stage::Segment => segment::run(cfg, encoder.as_ref(), log)?,
+            Stage::Report => report::run(cfg, encoder.as_ref(), log)?,
             Stage::Scaling => scaling::run(cfg, log)?,
         };
         s.seconds = t.elapsed().as_secs_f64();
