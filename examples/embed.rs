@@ -1,4 +1,4 @@
-//! Embed chest X-rays (PNG, JPEG or DICOM) with a DINOv2-family encoder and write the
+//! Embed chest X-rays (PNG, JPEG or DICOM) with a DINOv2-family or MI2 encoder and write the
 //! embeddings to safetensors.
 //!
 //! ```text
@@ -20,7 +20,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use cxr::core::{Encoder, FeatureRequest};
 use cxr::data::{decode_file, DecodeOptions, ImageProcessor};
-use cxr::vit::Dinov2Model;
+use cxr::vit::{open_encoder, Dinov2Model};
 use cxr_core::ranges::at_least_one;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -29,13 +29,14 @@ use rayon::prelude::*;
 const DEFAULT_MODEL: &str = "models/cxr-dino-vit-tiny";
 
 #[derive(Parser, Debug)]
-#[command(about = "Embed chest X-rays with a DINOv2 / RAD-DINO encoder", long_about = None)]
+#[command(about = "Embed chest X-rays with a DINOv2 / RAD-DINO or MI2 encoder", long_about = None)]
 struct Args {
     /// Folder of images (PNG, JPEG, DICOM) or a single image file.
     #[arg(long, default_value = "../shared/data/cxr-mini/images")]
     images: PathBuf,
-    /// Model directory in Hugging Face layout (config.json, model.safetensors and, ideally,
-    /// preprocessor_config.json). Defaults to the small model shipped in models/.
+    /// Model directory: Hugging Face DINOv2/RAD-DINO layout (config.json, model.safetensors
+    /// and, ideally, preprocessor_config.json), or a DaViT / MI2 folder (its image tower).
+    /// Defaults to the small model shipped in models/.
     #[arg(long, conflicts_with = "hub")]
     model: Option<PathBuf>,
     /// Hugging Face repository to load from the local cache (HF_HOME), e.g. microsoft/rad-dino.
@@ -73,21 +74,21 @@ fn list_images(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn load_model(args: &Args) -> anyhow::Result<Dinov2Model> {
+fn load_model(args: &Args) -> anyhow::Result<Box<dyn Encoder>> {
     let device = Device::Cpu;
     if let Some(repo) = &args.hub {
-        return Ok(Dinov2Model::from_pretrained(
+        return Ok(Box::new(Dinov2Model::from_pretrained(
             repo,
             None,
             DType::F32,
             &device,
-        )?);
+        )?));
     }
     let dir = args
         .model
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
-    Dinov2Model::from_dir(&dir, DType::F32, &device).with_context(|| {
+    open_encoder(&dir, DType::F32, &device).with_context(|| {
         format!("cannot load the model: give --model DIR or --hub REPO (the default is {DEFAULT_MODEL})")
     })
 }
