@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
 use cxr_core::{Features, Intermediate};
-use seg_decoders::heads::UperNetConfig;
+use seg_decoders::heads::{UperNetConfig, UperNetInput};
 use seg_decoders::layers::BnConfig;
 use seg_decoders::{AlignCorners, Head, HeadConfig, Mode, SegmentationHead};
 
@@ -19,7 +19,7 @@ fn bench(c: &mut Criterion) {
     let dev = Device::Cpu;
     let cfg = HeadConfig::UperNet(UperNetConfig {
         layers: vec![2, 5, 8, 11],
-        in_channels: 768,
+        input: UperNetInput::VitNeck { channels: 768 },
         channels: 512,
         pool_scales: vec![1, 2, 3, 6],
         num_classes: 1,

@@ -11,7 +11,7 @@ use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
 use cxr_core::ranges::at_least_one;
 use cxr_core::{Features, Intermediate};
-use seg_decoders::heads::UperNetConfig;
+use seg_decoders::heads::{UperNetConfig, UperNetInput};
 use seg_decoders::layers::BnConfig;
 use seg_decoders::{AlignCorners, Head, HeadConfig, Mode, SegmentationHead};
 
@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let cfg = HeadConfig::UperNet(UperNetConfig {
         layers: vec![2, 5, 8, 11],
-        in_channels: a.dim,
+        input: UperNetInput::VitNeck { channels: a.dim },
         channels: a.channels,
         pool_scales: vec![1, 2, 3, 6],
         num_classes: 1,

@@ -62,14 +62,19 @@ class ConvModule(nn.Module):
 
 
 class UPerHead(nn.Module):
-    """mmsegmentation UPerHead (in_index 0..3, align_corners False), written out."""
+    """mmsegmentation UPerHead (in_index 0..3, align_corners False), written out.
+
+    `d` is one width for all four inputs (after the ViT neck) or a list of four widths, as
+    `in_channels` of mmsegmentation's head on a hierarchical backbone (Swin: [96, 192, 384, 768]).
+    """
 
     def __init__(self, d, ch, scales, k, dropout):
         super().__init__()
+        ds = list(d) if isinstance(d, (list, tuple)) else [d] * 4
         self.psp_modules = nn.ModuleList(
-            [nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(d, ch, 1)) for s in scales])
-        self.bottleneck = ConvModule(d + len(scales) * ch, ch, 3)
-        self.lateral_convs = nn.ModuleList([ConvModule(d, ch, 1) for _ in range(3)])
+            [nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(ds[3], ch, 1)) for s in scales])
+        self.bottleneck = ConvModule(ds[3] + len(scales) * ch, ch, 3)
+        self.lateral_convs = nn.ModuleList([ConvModule(ds[i], ch, 1) for i in range(3)])
         self.fpn_convs = nn.ModuleList([ConvModule(ch, ch, 3) for _ in range(3)])
         self.fpn_bottleneck = ConvModule(4 * ch, ch, 3)
         self.dropout = nn.Dropout2d(dropout)
@@ -111,6 +116,17 @@ class UperNet(nn.Module):
 
     def forward(self, maps, size):
         return up(self.decode_head(self.neck(maps)), size)
+
+
+class PyramidUperNet(nn.Module):
+    """UPerHead straight on a hierarchical encoder's four stages (no neck)."""
+
+    def __init__(self, ds, ch, k, dropout=0.1):
+        super().__init__()
+        self.decode_head = UPerHead(ds, ch, (1, 2, 3, 6), k, dropout)
+
+    def forward(self, maps, size):
+        return up(self.decode_head(maps), size)
 
 
 class LN2d(nn.Module):
@@ -263,6 +279,17 @@ def gen_heads():
     run_head("upernet", un, maps, size, g)
 
 
+def gen_pyramid():
+    """UPerNet on four stages of strides 4, 8, 16, 32 and different widths (a DaViT's)."""
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    widths, grids, size = [8, 12, 16, 24], [(16, 14), (8, 7), (4, 4), (2, 2)], (64, 56)
+    un = PyramidUperNet(widths, 8, 3)
+    randomise_norms(un, g)
+    maps = [torch.randn(2, c, *hw, generator=g) for c, hw in zip(widths, grids)]
+    run_head("upernet_pyramid", un, maps, size, g)
+
+
 # ---------------------------------------------------------------- losses
 
 def dice_loss(logits, target, act, smooth, w=None):
@@ -312,3 +339,4 @@ if __name__ == "__main__":
     gen_resize()
     gen_heads()
     gen_losses()
+    gen_pyramid()

@@ -12,7 +12,7 @@ use candle_nn::{VarBuilder, VarMap};
 use common::{assert_close, fixture, max_abs_diff};
 use cxr_core::{Features, Intermediate};
 use rand::SeedableRng;
-use seg_decoders::heads::{LinearConfig, UperNetConfig, VitDetConfig};
+use seg_decoders::heads::{LinearConfig, UperNetConfig, UperNetInput, VitDetConfig};
 use seg_decoders::layers::BnConfig;
 use seg_decoders::{AlignCorners, Head, HeadConfig, Mode, SegmentationHead};
 
@@ -28,20 +28,25 @@ fn to_tokens(map: &Tensor) -> Tensor {
         .unwrap()
 }
 
-/// Features holding `maps[0]` as the final tokens and every map as intermediate layer `i`.
+/// Features holding `maps[0]` as the final tokens and every map as intermediate layer `i`,
+/// each with its own grid.
 fn features(maps: &[Tensor]) -> Features {
-    let (b, _, h, w) = maps[0].dims4().unwrap();
+    let grid = |m: &Tensor| {
+        let (_, _, h, w) = m.dims4().unwrap();
+        (h, w)
+    };
+    let b = maps[0].dim(0).unwrap();
     Features {
         pooled: Tensor::zeros((b, 1), DType::F32, &Device::Cpu).unwrap(),
         patch_tokens: to_tokens(&maps[0]),
-        grid: (h, w),
+        grid: grid(&maps[0]),
         intermediates: maps
             .iter()
             .enumerate()
             .map(|(i, m)| Intermediate {
                 layer: i,
                 tokens: to_tokens(m),
-                grid: (h, w),
+                grid: grid(m),
                 cls: None,
             })
             .collect(),
@@ -184,7 +189,7 @@ fn tiny_vitdet() -> VitDetConfig {
 fn tiny_upernet() -> UperNetConfig {
     UperNetConfig {
         layers: vec![0, 1, 2, 3],
-        in_channels: 16,
+        input: UperNetInput::VitNeck { channels: 16 },
         channels: 8,
         pool_scales: vec![1, 2, 3, 6],
         num_classes: 3,
@@ -216,6 +221,55 @@ fn upernet_head_matches_pytorch() {
         HeadConfig::UperNet(cfg),
         HeadConfig::UperNet(train),
     );
+}
+
+/// UPerNet straight on four stages of a hierarchical encoder (strides 4–32, widths 8, 12,
+/// 16, 24): mmsegmentation's `UPerHead` with per-level `in_channels` and no neck.
+#[test]
+fn upernet_on_a_pyramid_matches_pytorch() {
+    let cfg = UperNetConfig {
+        input: UperNetInput::Pyramid {
+            channels: vec![8, 12, 16, 24],
+        },
+        ..tiny_upernet()
+    };
+    let train = UperNetConfig {
+        dropout: 0.0,
+        ..cfg.clone()
+    };
+    check(
+        "upernet_pyramid",
+        HeadConfig::UperNet(cfg),
+        HeadConfig::UperNet(train),
+    );
+}
+
+/// `for_encoder` builds the neck for a plain ViT's equal-stride blocks and reads a
+/// hierarchical encoder's stages as a pyramid.
+#[test]
+fn upernet_picks_the_neck_or_the_pyramid_from_the_encoder() {
+    let info = |layers: &[(usize, usize)]| cxr_core::FeatureInfo {
+        embed_dim: layers.last().unwrap().0,
+        patch_stride: layers.last().unwrap().1,
+        layers: layers
+            .iter()
+            .map(|&(channels, stride)| cxr_core::LayerInfo { channels, stride })
+            .collect(),
+    };
+    let vit = UperNetConfig::for_encoder(&info(&[(192, 14); 12]), 1).unwrap();
+    assert_eq!(vit.layers, vec![2, 5, 8, 11]);
+    assert_eq!(vit.input, UperNetInput::VitNeck { channels: 192 });
+    let davit = info(&[(256, 4), (512, 8), (1024, 16), (2048, 32)]);
+    let pyramid = UperNetConfig::for_encoder(&davit, 1).unwrap();
+    assert_eq!(pyramid.layers, vec![0, 1, 2, 3]);
+    assert_eq!(
+        pyramid.input,
+        UperNetInput::Pyramid {
+            channels: vec![256, 512, 1024, 2048]
+        }
+    );
+    let e = UperNetConfig::for_encoder(&info(&[(8, 8), (8, 4), (8, 16), (8, 32)]), 1).unwrap_err();
+    assert!(e.to_string().contains("strides [8, 4, 16, 32]"), "{e}");
 }
 
 /// Zero widths are configuration errors naming the field (they reached the initialiser as an

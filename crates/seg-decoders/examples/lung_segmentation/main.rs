@@ -1,5 +1,5 @@
-//! Lung segmentation on cxr-mini: linear, ViTDet and UPerNet heads on a frozen ViT, scored
-//! on the test split beside two trivial baselines.
+//! Lung segmentation on cxr-mini: linear, ViTDet and UPerNet heads on a frozen encoder (a
+//! DINOv2 ViT, or MI2's DaViT tower), scored on the test split beside two trivial baselines.
 //!
 //! Run from the workspace root:
 //! `cargo run --release -p seg-decoders --example lung_segmentation -- --help`
@@ -36,7 +36,7 @@ use seg_decoders::eval::predict_logits;
 use seg_decoders::output::{write_mask_png, write_overlay_png};
 use seg_decoders::train::Backbone;
 use seg_decoders::{train_segmentation, HeadConfig, SegBatch, TrainOptions};
-use vit_backbone::{Dinov2Config, Dinov2Model};
+use vit_backbone::{encoder_kind, open_encoder, Dinov2Config, Dinov2Model, EncoderKind};
 
 use data::Sample;
 use scoring::{fmt, paired, score, to_native, Scores};
@@ -67,8 +67,9 @@ struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Encoder: a Hugging Face DINOv2 folder (config.json, model.safetensors,
-    /// preprocessor_config.json). Default: models/cxr-dino-vit-tiny of the workspace if it
-    /// exists, else a random-init ViT-tiny/14 (HF DINOv2 init, seeded).
+    /// preprocessor_config.json), or a DaViT / MI2 folder for frozen heads (--fine-tune needs
+    /// DINOv2). Default: models/cxr-dino-vit-tiny of the workspace if it exists, else a
+    /// random-init ViT-tiny/14 (HF DINOv2 init, seeded).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Use the random-init encoder even when a default model folder exists.
@@ -209,12 +210,12 @@ fn trainable_encoder(a: &Args, dev: &Device) -> anyhow::Result<(Dinov2Model, Var
     Ok((model, varmap))
 }
 
-fn load_encoder(a: &Args, dev: &Device) -> anyhow::Result<(Dinov2Model, String)> {
+fn load_encoder(a: &Args, dev: &Device) -> anyhow::Result<(Box<dyn Encoder>, String)> {
     encoder_from(model_dir(a), a, dev)
 }
 
 /// `--baseline`: a folder, or `random` for the seeded random ViT-tiny.
-fn load_baseline(spec: &str, a: &Args, dev: &Device) -> anyhow::Result<(Dinov2Model, String)> {
+fn load_baseline(spec: &str, a: &Args, dev: &Device) -> anyhow::Result<(Box<dyn Encoder>, String)> {
     let dir = (spec != "random").then(|| PathBuf::from(spec));
     let (m, name) = encoder_from(dir, a, dev)?;
     Ok((m, format!("baseline {name}")))
@@ -224,10 +225,10 @@ fn encoder_from(
     dir: Option<PathBuf>,
     a: &Args,
     dev: &Device,
-) -> anyhow::Result<(Dinov2Model, String)> {
+) -> anyhow::Result<(Box<dyn Encoder>, String)> {
     Ok(match dir {
         Some(d) => {
-            let m = Dinov2Model::from_dir(&d, DType::F32, dev)
+            let m = open_encoder(&d, DType::F32, dev)
                 .with_context(|| format!("loading encoder from {}", d.display()))?;
             let name = d
                 .file_name()
@@ -235,13 +236,13 @@ fn encoder_from(
             (m, name)
         }
         None => (
-            random_vit_tiny(a.size, a.seed, dev)?,
+            Box::new(random_vit_tiny(a.size, a.seed, dev)?),
             format!("random ViT-tiny/14 (seed {})", a.seed),
         ),
     })
 }
 
-fn head_config(kind: HeadKind, a: &Args, enc: &Dinov2Model) -> anyhow::Result<HeadConfig> {
+fn head_config(kind: HeadKind, a: &Args, enc: &dyn Encoder) -> anyhow::Result<HeadConfig> {
     let info = enc.feature_info();
     Ok(match kind {
         HeadKind::Linear => HeadConfig::linear(&info, 1),
@@ -300,11 +301,23 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let dev = Device::Cpu;
     let t0 = Instant::now();
+    if a.fine_tune {
+        if let Some(dir) = model_dir(&a) {
+            let kind = encoder_kind(&dir)?;
+            if kind != EncoderKind::Dinov2 {
+                bail!(
+                    "--fine-tune trains a DINOv2 encoder; {} holds a {kind:?} one (drop \
+                     --fine-tune to train heads on its frozen features)",
+                    dir.display()
+                );
+            }
+        }
+    }
     let (encoder, enc_name) = load_encoder(&a, &dev)?;
-    let patch = encoder.config().patch_size;
+    let patch = encoder.feature_info().patch_stride;
     if a.size % patch != 0 {
         bail!(
-            "--size {} is not a multiple of the patch size {patch}",
+            "--size {} is not a multiple of the encoder's patch stride {patch}",
             a.size
         );
     }
@@ -357,7 +370,16 @@ fn main() -> anyhow::Result<()> {
     let sets = Sets::new(&a, &train, &val, &test, &dev)?;
     let mut per_head = Vec::new();
     for &kind in &a.heads {
-        let row = fit_head(&a, kind, &encoder, &enc_name, &sets, &boot, &dev, true)?;
+        let row = fit_head(
+            &a,
+            kind,
+            encoder.as_ref(),
+            &enc_name,
+            &sets,
+            &boot,
+            &dev,
+            true,
+        )?;
         per_head.push((kind, rows.len()));
         rows.push(row);
     }
@@ -367,11 +389,9 @@ fn main() -> anyhow::Result<()> {
             bail!("--baseline compares frozen encoders; drop --fine-tune");
         }
         let (base, base_name) = load_baseline(spec, &a, &dev)?;
-        if base.config().patch_size != patch {
-            bail!(
-                "--baseline {spec}: patch size {} but the encoder's is {patch}",
-                base.config().patch_size
-            );
+        let base_patch = base.feature_info().patch_stride;
+        if base_patch != patch {
+            bail!("--baseline {spec}: patch stride {base_patch} but the encoder's is {patch}");
         }
         // the baseline's own normalisation, on the same images and masks
         let bproc = data::square_processor(&base.preprocessing(), a.size);
@@ -380,7 +400,16 @@ fn main() -> anyhow::Result<()> {
         let (btrain, bval, btest) = splits(&bsamples, &a);
         let bsets = Sets::new(&a, &btrain, &bval, &btest, &dev)?;
         for &(kind, i) in &per_head {
-            let row = fit_head(&a, kind, &base, &base_name, &bsets, &boot, &dev, false)?;
+            let row = fit_head(
+                &a,
+                kind,
+                base.as_ref(),
+                &base_name,
+                &bsets,
+                &boot,
+                &dev,
+                false,
+            )?;
             let (c, r) = (
                 paired(&rows[i].scores.complete, &row.scores.complete, &boot)?,
                 paired(&rows[i].scores.roi, &row.scores.roi, &boot)?,
@@ -455,7 +484,7 @@ impl<'s> Sets<'s> {
 fn fit_head(
     a: &Args,
     kind: HeadKind,
-    encoder: &Dinov2Model,
+    encoder: &dyn Encoder,
     enc_name: &str,
     sets: &Sets,
     boot: &BootstrapConfig,
@@ -482,7 +511,10 @@ fn fit_head(
         },
         None => Backbone::Frozen { cache: true },
     };
-    let enc: &Dinov2Model = tuned.as_ref().map_or(encoder, |(m, _)| m);
+    let enc: &dyn Encoder = match &tuned {
+        Some((m, _)) => m,
+        None => encoder,
+    };
     let opts = TrainOptions {
         epochs,
         backbone,
@@ -561,7 +593,7 @@ fn print_paired(rows: &[(String, PairedInterval, PairedInterval)], resamples: us
 
 /// Test logits `[S, S]`, one per image, in order.
 fn predict_all(
-    encoder: &Dinov2Model,
+    encoder: &dyn Encoder,
     head: &seg_decoders::Head,
     batches: &[SegBatch],
 ) -> anyhow::Result<Vec<Tensor>> {

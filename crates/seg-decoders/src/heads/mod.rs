@@ -5,7 +5,7 @@ mod upernet;
 mod vitdet;
 
 pub use linear::{LinearConfig, LinearHead};
-pub use upernet::{UperNetConfig, UperNetHead};
+pub use upernet::{UperNetConfig, UperNetHead, UperNetInput};
 pub use vitdet::{VitDetConfig, VitDetHead};
 
 use candle_core::Tensor;

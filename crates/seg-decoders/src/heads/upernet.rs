@@ -1,5 +1,7 @@
-//! UPerNet (Xiao et al. 2018) as mmsegmentation's `UPerHead`, fed by the multi-scale neck
-//! that BEiT / ViT-adapter style ViT segmenters put on four intermediate layers.
+//! UPerNet (Xiao et al. 2018) as mmsegmentation's `UPerHead`, fed either by the multi-scale
+//! neck that BEiT / ViT-adapter style ViT segmenters put on four intermediate layers of a
+//! plain ViT, or directly by the four stages of a hierarchical encoder (DaViT, as Swin feeds
+//! it in mmsegmentation).
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
@@ -14,13 +16,41 @@ use crate::layers::{
 use crate::resize::{resize_bilinear, AlignCorners};
 use crate::{Error, Result};
 
+/// What UPerNet's four input maps are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UperNetInput {
+    /// Four maps of one stride and width (blocks of a plain ViT), which BEiT's neck turns into
+    /// strides ×4, ×2, ×1 and ×½ of that stride (`neck.*` parameters).
+    VitNeck {
+        /// Width of the four maps.
+        channels: usize,
+    },
+    /// Four maps that already form a pyramid, finest first (the stages of a hierarchical
+    /// encoder such as DaViT or Swin), read as they are: no neck.
+    Pyramid {
+        /// Width of each map, finest first.
+        channels: Vec<usize>,
+    },
+}
+
+impl UperNetInput {
+    /// The width of each of the four levels the head reads.
+    pub fn level_channels(&self) -> Vec<usize> {
+        match self {
+            UperNetInput::VitNeck { channels } => vec![*channels; 4],
+            UperNetInput::Pyramid { channels } => channels.clone(),
+        }
+    }
+}
+
 /// Settings of [`UperNetHead`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UperNetConfig {
-    /// The four encoder layers read, shallow to deep (ViT-B: 2, 5, 8, 11).
+    /// The four encoder layers read, shallow to deep (ViT-B: 2, 5, 8, 11; DaViT: 0, 1, 2, 3).
     pub layers: Vec<usize>,
-    /// Width of those layers' tokens.
-    pub in_channels: usize,
+    /// What those layers' maps are: one stride (through the ViT neck) or a pyramid.
+    pub input: UperNetInput,
     /// Channels of the head (mmsegmentation: 512).
     pub channels: usize,
     /// Output sizes of the pyramid pooling module (1, 2, 3, 6).
@@ -36,7 +66,9 @@ pub struct UperNetConfig {
 }
 
 impl UperNetConfig {
-    /// UPerNet over four evenly spaced layers with the published sizes (512 channels).
+    /// UPerNet over four evenly spaced layers with the published sizes (512 channels): through
+    /// the ViT neck when the layers share one stride (a plain ViT), as a pyramid when their
+    /// strides increase (a hierarchical encoder's stages).
     pub fn for_encoder(info: &FeatureInfo, num_classes: usize) -> Result<Self> {
         let layers = info.evenly_spaced_layers(4);
         if layers.len() != 4 {
@@ -46,14 +78,27 @@ impl UperNetConfig {
             )));
         }
         let widths: Vec<usize> = layers.iter().map(|&l| info.layers[l].channels).collect();
-        if widths.iter().any(|&w| w != widths[0]) {
+        let strides: Vec<usize> = layers.iter().map(|&l| info.layers[l].stride).collect();
+        let input = if strides.iter().all(|&s| s == strides[0]) {
+            if widths.iter().any(|&w| w != widths[0]) {
+                return Err(Error::Config(format!(
+                    "the ViT neck needs equal widths on layers {layers:?}, got {widths:?}"
+                )));
+            }
+            UperNetInput::VitNeck {
+                channels: widths[0],
+            }
+        } else if strides.windows(2).all(|w| w[0] < w[1]) {
+            UperNetInput::Pyramid { channels: widths }
+        } else {
             return Err(Error::Config(format!(
-                "the ViT neck needs equal widths on layers {layers:?}, got {widths:?}"
+                "UPerNet reads four maps of one stride (a ViT) or of increasing strides (a \
+                 pyramid); layers {layers:?} have strides {strides:?}"
             )));
-        }
+        };
         Ok(Self {
             layers,
-            in_channels: widths[0],
+            input,
             channels: 512,
             pool_scales: vec![1, 2, 3, 6],
             num_classes,
@@ -111,10 +156,11 @@ impl Neck {
 /// `fpn_bottleneck`, `Dropout2d`, 1×1 `conv_seg`; finally bilinear to the input size.
 ///
 /// Parameter names: `neck.fpn1.{0,1,3}.*`, `neck.fpn2.0.*` (BEiT's names, where they sit in
-/// the backbone) and `decode_head.*` exactly as mmsegmentation's `UPerHead`.
+/// the backbone; ViT input only) and `decode_head.*` exactly as mmsegmentation's `UPerHead`.
 #[derive(Debug, Clone)]
 pub struct UperNetHead {
-    neck: Neck,
+    /// The ViT neck; `None` for a pyramid input.
+    neck: Option<Neck>,
     psp_modules: Vec<ConvBnRelu>,
     bottleneck: ConvBnRelu,
     lateral_convs: Vec<ConvBnRelu>,
@@ -137,36 +183,43 @@ impl UperNetHead {
         if cfg.pool_scales.contains(&0) {
             return Err(Error::Config("pool scales must be positive".into()));
         }
+        let widths = cfg.input.level_channels();
         // zero widths reached the initialiser as an infinite Kaiming std
-        if cfg.in_channels == 0 || cfg.channels == 0 {
+        if widths.len() != 4 || widths.contains(&0) || cfg.channels == 0 {
             return Err(Error::Config(format!(
-                "UPerNet widths must be positive, got in_channels {} and channels {}",
-                cfg.in_channels, cfg.channels
+                "UPerNet widths must be four positive input widths and positive channels, got \
+                 input {widths:?} and channels {}",
+                cfg.channels
             )));
         }
-        let (d, ch, bn) = (cfg.in_channels, cfg.channels, cfg.bn);
+        let (ch, bn) = (cfg.channels, cfg.bn);
+        let coarsest = widths[3];
         let head = vb.pp("decode_head");
         let psp_modules = cfg
             .pool_scales
             .iter()
             .enumerate()
-            .map(|(i, _)| ConvBnRelu::new(d, ch, 1, bn, head.pp("psp_modules").pp(i).pp(1)))
+            .map(|(i, _)| ConvBnRelu::new(coarsest, ch, 1, bn, head.pp("psp_modules").pp(i).pp(1)))
             .collect::<Result<Vec<_>>>()?;
         let bottleneck = ConvBnRelu::new(
-            d + cfg.pool_scales.len() * ch,
+            coarsest + cfg.pool_scales.len() * ch,
             ch,
             3,
             bn,
             head.pp("bottleneck"),
         )?;
         let lateral_convs = (0..3)
-            .map(|i| ConvBnRelu::new(d, ch, 1, bn, head.pp("lateral_convs").pp(i)))
+            .map(|i| ConvBnRelu::new(widths[i], ch, 1, bn, head.pp("lateral_convs").pp(i)))
             .collect::<Result<Vec<_>>>()?;
+        let neck = match cfg.input {
+            UperNetInput::VitNeck { channels } => Some(Neck::new(channels, bn, vb.pp("neck"))?),
+            UperNetInput::Pyramid { .. } => None,
+        };
         let fpn_convs = (0..3)
             .map(|i| ConvBnRelu::new(ch, ch, 3, bn, head.pp("fpn_convs").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            neck: Neck::new(d, bn, vb.pp("neck"))?,
+            neck,
             psp_modules,
             bottleneck,
             lateral_convs,
@@ -177,27 +230,38 @@ impl UperNetHead {
         })
     }
 
-    /// The four encoder layers as `[B, d, rows, cols]` maps, in the configured order.
+    /// The four encoder layers as `[B, C_i, rows_i, cols_i]` maps, in the configured order.
     pub fn input_maps(&self, features: &Features) -> Result<Vec<Tensor>> {
+        let widths = self.cfg.input.level_channels();
         self.cfg
             .layers
             .iter()
-            .map(|&l| {
+            .zip(widths)
+            .map(|(&l, width)| {
                 let inter = features.intermediate(l).ok_or_else(|| {
                     Error::Config(format!("the features lack intermediate layer {l}"))
                 })?;
                 let map = inter.map()?;
-                check_map(&format!("layer {l}"), &map, self.cfg.in_channels)?;
+                check_map(&format!("layer {l}"), &map, width)?;
                 Ok(map)
             })
             .collect()
     }
 
-    /// The fused stride-4 feature map (before dropout and the classifier), from the four
-    /// neck inputs.
+    /// The fused finest-level feature map (before dropout and the classifier), from the four
+    /// input maps (through the neck for a ViT).
     pub fn fused(&self, maps: &[Tensor], mode: &Mode) -> Result<Tensor> {
         let align = self.cfg.align_corners;
-        let inputs = self.neck.forward(maps, mode)?;
+        let inputs = match &self.neck {
+            Some(neck) => neck.forward(maps, mode)?,
+            None if maps.len() == 4 => maps.to_vec(),
+            None => {
+                return Err(Error::Config(format!(
+                    "UPerNet takes 4 maps, got {}",
+                    maps.len()
+                )))
+            }
+        };
         let size_of = |t: &Tensor| -> Result<(usize, usize)> { Ok((t.dim(2)?, t.dim(3)?)) };
 
         let mut laterals = Vec::with_capacity(4);
