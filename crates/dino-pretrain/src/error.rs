@@ -7,27 +7,28 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A tensor operation failed.
-    #[error("tensor error: {0}")]
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
     /// The backbone could not be built or loaded.
-    #[error("backbone: {0}")]
+    #[error(transparent)]
     Backbone(#[from] cxr_core::Error),
     /// A loss or head failed (includes configuration errors of the DINOv2 config).
-    #[error("loss: {0}")]
+    #[error(transparent)]
     Loss(#[from] dino_loss::Error),
-    /// Optimizer, checkpoint, log or NaN guard.
+    /// Optimizer, checkpoint, log or NaN guard. The message is `training: ` and the inner
+    /// error's, so the inner error is not also returned by `source()`.
     #[error("training: {0}")]
-    Train(#[from] train_utils::Error),
+    Train(train_utils::Error),
     /// Decoding, augmentation or manifest reading.
-    #[error("data: {0}")]
+    #[error(transparent)]
     Data(#[from] cxr_data::Error),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Invalid settings or inputs, with the reason.
     #[error("invalid: {0}")]
@@ -42,11 +43,17 @@ pub enum Error {
     },
 }
 
+impl From<train_utils::Error> for Error {
+    fn from(e: train_utils::Error) -> Self {
+        Self::Train(e)
+    }
+}
+
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

@@ -10,21 +10,23 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// The vision encoder failed.
+    /// The vision encoder failed. The message is `vision encoder: ` and the inner error's, so
+    /// the inner error is not also returned by `source()`.
     #[error("vision encoder: {0}")]
-    Encoder(#[from] cxr_core::Error),
+    Encoder(cxr_core::Error),
 
-    /// The optimizer or checkpoint code failed.
+    /// The optimizer or checkpoint code failed. The message is `training: ` and the inner
+    /// error's, so the inner error is not also returned by `source()`.
     #[error("training: {0}")]
-    Train(#[from] train_utils::Error),
+    Train(train_utils::Error),
 
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A configuration file is malformed or describes something unsupported.
@@ -77,12 +79,24 @@ pub enum Error {
 /// Result with the crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl From<cxr_core::Error> for Error {
+    fn from(e: cxr_core::Error) -> Self {
+        Self::Encoder(e)
+    }
+}
+
+impl From<train_utils::Error> for Error {
+    fn from(e: train_utils::Error) -> Self {
+        Self::Train(e)
+    }
+}
+
 impl Error {
     /// An I/O error on `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 

@@ -50,12 +50,12 @@ pub enum MetricsError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A CSV file is malformed; names the file and the 1-based line.
     #[error("{path}:{line}: {message}")]

@@ -50,7 +50,7 @@ fn read_table(path: &Path) -> Result<Table> {
         .map_err(|e| match e.kind() {
             csv::ErrorKind::Io(io) => MetricsError::Io {
                 path: path.to_path_buf(),
-                source: std::io::Error::new(io.kind(), io.to_string()),
+                error: std::io::Error::new(io.kind(), io.to_string()),
             },
             _ => csv_error(path, &e),
         })?;
@@ -364,8 +364,8 @@ pub fn score_files(
 pub fn write_json(path: &Path, value: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| MetricsError::InvalidArgument(format!("JSON encoding: {e}")))?;
-    std::fs::write(path, text + "\n").map_err(|source| MetricsError::Io {
+    std::fs::write(path, text + "\n").map_err(|error| MetricsError::Io {
         path: PathBuf::from(path),
-        source,
+        error,
     })
 }

@@ -7,24 +7,24 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// The encoder failed.
-    #[error("encoder: {0}")]
+    #[error(transparent)]
     Encoder(#[from] cxr_core::Error),
     /// Loading or preprocessing an image failed.
-    #[error("data: {0}")]
+    #[error(transparent)]
     Data(#[from] cxr_data::Error),
     /// A tensor operation failed.
-    #[error("tensor: {0}")]
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
     /// A metric failed.
-    #[error("metric: {0}")]
+    #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A feature cache is unreadable or inconsistent.
     #[error("{path}: bad feature cache: {reason}")]
@@ -45,10 +45,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
     pub(crate) fn bad(what: &'static str, reason: impl Into<String>) -> Self {

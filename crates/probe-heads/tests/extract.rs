@@ -142,3 +142,68 @@ fn manifest_rows_become_binary_targets_in_label_order() {
     // real labels: some positives, some negatives
     assert!(y.contains(&Some(true)) && y.contains(&Some(false)));
 }
+
+/// A missing image fails through cxr-data into probe-heads. Printed by anyhow (`Error:` then
+/// every `source()`), no message may repeat the next one in the chain; the top message alone
+/// still names the file and what the operating system said.
+#[test]
+fn a_missing_image_error_names_the_file_once_without_repeating_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("labels.csv");
+    std::fs::write(
+        &csv,
+        "id,patient_id,a,split\nnope1,p1,1,test\nnope2,p2,0,test\n",
+    )
+    .unwrap();
+    let spec = ManifestSpec {
+        path_column: "id".into(),
+        path_template: "images/{}.png".into(),
+        patient_column: "patient_id".into(),
+        label_columns: vec!["a".into()],
+        split_column: Some("split".into()),
+    };
+    let m = Manifest::from_csv(&csv, &spec).unwrap();
+    let enc = PatchMeanEncoder::new(56, 14).unwrap();
+    let cfg = ExtractConfig {
+        batch_size: 2,
+        progress: false,
+        ..Default::default()
+    };
+    let e = probe_heads::extract::extract_features(&enc, "pix", &m, &[0, 1], &cfg).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            probe_heads::Error::Data(cxr_data::Error::Io { ref path, .. })
+                if path.starts_with(dir.path().join("images"))
+        ),
+        "{e:?}"
+    );
+
+    let top = e.to_string();
+    let missing = dir.path().join("images/nope1.png");
+    let missing2 = dir.path().join("images/nope2.png");
+    let os = std::fs::read(&missing).unwrap_err().to_string();
+    assert!(
+        top.contains(&*missing.to_string_lossy()) || top.contains(&*missing2.to_string_lossy()),
+        "{top}"
+    );
+    assert!(top.contains(&os), "{top:?} lacks the OS message {os:?}");
+
+    let mut chain = vec![top];
+    let mut next = std::error::Error::source(&e);
+    while let Some(s) = next {
+        chain.push(s.to_string());
+        next = s.source();
+    }
+    for pair in chain.windows(2) {
+        assert!(
+            !pair[0].contains(&pair[1]),
+            "{:?} repeats its source {:?} (chain {chain:?})",
+            pair[0],
+            pair[1]
+        );
+    }
+    // the OS message appears once in the whole printed chain
+    let printed = chain.join("\n");
+    assert_eq!(printed.matches(&os).count(), 1, "{chain:?}");
+}

@@ -18,12 +18,12 @@ pub enum LabelerError {
     #[error("no reports to score")]
     NoReports,
     /// A file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An error of the `metrics` crate (F1 or bootstrap).
     #[error(transparent)]

@@ -28,9 +28,9 @@ pub fn split_reports(text: &str) -> Vec<String> {
 
 /// Reads a UTF-8 file of blank-line-separated reports ([`split_reports`]).
 pub fn read_reports(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|source| LabelerError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| LabelerError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     Ok(split_reports(&text))
 }

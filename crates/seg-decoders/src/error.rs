@@ -9,7 +9,7 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 
     /// The encoder failed.
-    #[error("encoder: {0}")]
+    #[error(transparent)]
     Encoder(#[from] cxr_core::Error),
 
     /// Decoding or preprocessing an image failed.
@@ -32,21 +32,21 @@ pub enum Error {
     Config(String),
 
     /// A file could not be written or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// An image could not be encoded or decoded.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Image {
         /// The file.
         path: PathBuf,
         /// What the image codec said.
-        source: image::ImageError,
+        error: image::ImageError,
     },
 }
 

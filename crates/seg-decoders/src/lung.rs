@@ -46,9 +46,9 @@ pub fn square_processor(encoder_pre: &cxr_core::Preprocessing, size: usize) -> I
 }
 
 fn roi_boxes(path: &Path) -> Result<HashMap<String, [f64; 4]>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let bad = |msg: String| Error::Config(format!("{}: {msg}", path.display()));
     let mut lines = text.lines();

@@ -28,9 +28,9 @@ fn plane(t: &Tensor, name: &str) -> Result<(usize, usize, Vec<f32>)> {
 }
 
 fn save(img: impl Into<image::DynamicImage>, path: &Path) -> Result<()> {
-    img.into().save(path).map_err(|source| Error::Image {
+    img.into().save(path).map_err(|error| Error::Image {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
