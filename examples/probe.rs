@@ -165,7 +165,7 @@ fn open(a: &Args) -> anyhow::Result<Opened> {
     if let Some(repo) = &a.hub {
         let m = Dinov2Model::from_pretrained(repo, None, DType::F32, &Device::Cpu)?;
         return Ok(Opened {
-            name: format!("{repo} (Dinov2)"),
+            name: format!("{repo} (DINOv2)"),
             tag: tag_of(&format!("{repo}_dinov2")),
             encoder: Box::new(m),
         });
@@ -185,8 +185,8 @@ fn open(a: &Args) -> anyhow::Result<Opened> {
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "model".into());
     Ok(Opened {
-        name: format!("{folder} ({kind:?})"),
-        tag: tag_of(&format!("{folder}_{kind:?}").to_lowercase()),
+        name: format!("{folder} ({kind})"),
+        tag: tag_of(&format!("{folder}_{kind}").to_lowercase()),
         encoder,
     })
 }

@@ -188,6 +188,6 @@ fn a_davit_encoder_runs_the_encoder_stages_and_is_refused_for_scaling() {
         ..cfg
     };
     let e = run(&cfg, &mut |_| {}).unwrap_err().to_string();
-    assert!(e.contains("Davit") && e.contains("scaling"), "{e}");
+    assert!(e.contains("DaViT") && e.contains("scaling"), "{e}");
     assert!(!out.exists(), "nothing is written before the refusal");
 }

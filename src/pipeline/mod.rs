@@ -238,7 +238,7 @@ fn check_scaling_encoder(cfg: &PipelineConfig) -> Result<()> {
         Ok(kind) => Err(Error::stage(
             "scaling",
             format!(
-                "{} holds a {kind:?} encoder, and the scaling stage continues DINOv2 \
+                "{} holds a {kind} encoder, and the scaling stage continues DINOv2 \
                  pretraining: leave `scaling` out of --stages for this encoder",
                 cfg.model.display()
             ),

@@ -4,7 +4,8 @@
 //!
 //! Tasks: sex on cxr-mini (243 images, 71 patients) and on cxr-findings (536 patients), and
 //! age in 5 equal-count bins on cxr-findings (one-vs-rest AUROC per bin, macro over bins).
-//! Encoders: an HF-layout DINOv2 dir (default `models/cxr-dino-vit-tiny`), a seeded random
+//! Encoders: an HF-layout DINOv2 dir or a DaViT / MI2 folder (default
+//! `models/cxr-dino-vit-tiny`), a seeded random
 //! ViT-tiny, and raw 32x32 pixels.
 //!
 //! `cargo run --release -p probe-heads --example probe_demographics`
@@ -26,7 +27,7 @@ use probe_heads::logreg::default_c_grid;
 use probe_heads::pixel::PatchMeanEncoder;
 use probe_heads::results::{to_markdown, write_tables, ResultRow};
 use probe_heads::{macro_auroc, Matrix, Targets};
-use vit_backbone::{Dinov2Config, Dinov2Model};
+use vit_backbone::{encoder_kind, open_encoder, Dinov2Config, Dinov2Model};
 
 /// Out-of-fold scores of each encoder: `[data set][task] -> [(encoder, scores)]`.
 type OutOfFold = Vec<Vec<Vec<(String, Vec<f64>)>>>;
@@ -41,7 +42,7 @@ AUROC per task, with a 95% CI from a bootstrap over patients. Tasks: sex on cxr-
 cxr-findings; age binned into 5 equal-count classes on cxr-findings."
 )]
 struct Args {
-    /// HF-layout DINOv2 dir; default models/cxr-dino-vit-tiny if present.
+    /// Encoder folder (HF DINOv2, DaViT or MI2); default models/cxr-dino-vit-tiny if present.
     #[arg(long)]
     model: Option<PathBuf>,
     /// The cxr-mini pack.
@@ -133,8 +134,8 @@ fn encoders(model: Option<&Path>) -> anyhow::Result<Vec<(String, Box<dyn Encoder
         .or(default.exists().then_some(default))
     {
         out.push((
-            format!("DINOv2 {}", dir.display()),
-            Box::new(Dinov2Model::from_dir(&dir, DType::F32, &Device::Cpu)?),
+            format!("{} {}", encoder_kind(&dir)?, dir.display()),
+            open_encoder(&dir, DType::F32, &Device::Cpu)?,
         ));
     }
     let cfg = Dinov2Config::vit_tiny(224);

@@ -1,5 +1,5 @@
-//! Linear probes on cxr-findings: features of an encoder (a trained HF-layout DINOv2 dir,
-//! or a seeded random-init ViT-tiny), the raw-pixel baseline (32x32 thumbnails) and the
+//! Linear probes on cxr-findings: features of an encoder (a trained HF-layout DINOv2 dir, a
+//! DaViT / MI2 folder, or a seeded random-init ViT-tiny), the raw-pixel baseline (32x32 thumbnails) and the
 //! view/sex/age-only baseline; test AUROC/AUPRC with patient-level bootstrap CIs.
 //!
 //! `cargo run --release --example probe_findings -- --data ../shared/data/cxr-findings`
@@ -23,12 +23,12 @@ use probe_heads::logreg::default_c_grid;
 use probe_heads::pixel::PatchMeanEncoder;
 use probe_heads::results::{to_markdown, write_tables, ResultRow};
 use probe_heads::{Matrix, Targets};
-use vit_backbone::{Dinov2Config, Dinov2Model};
+use vit_backbone::{encoder_kind, open_encoder, Dinov2Config, Dinov2Model};
 
 #[derive(Parser, Debug)]
 #[command(about = "Frozen-feature probes on cxr-findings, beside the README's baselines")]
 struct Args {
-    /// HF-layout model dir; default models/cxr-dino-vit-tiny if present, else random init.
+    /// Encoder folder (HF DINOv2, DaViT or MI2); default models/cxr-dino-vit-tiny if present.
     #[arg(long)]
     model: Option<PathBuf>,
     /// The cxr-findings pack.
@@ -46,7 +46,7 @@ struct Args {
     /// Bootstrap resamples.
     #[arg(long, default_value_t = 500, value_parser = at_least_one::<usize>)]
     bootstrap: usize,
-    /// Baseline encoder (HF-layout dir) for a paired comparison with --model; default: the
+    /// Baseline encoder folder (any kind --model takes) for a paired comparison with --model; default: the
     /// seeded random-init ViT-tiny/14. To test a pretraining run against its own random
     /// initialisation, pass the folder `pretrain_dino --export-init` wrote.
     #[arg(long)]
@@ -123,14 +123,14 @@ fn main() -> anyhow::Result<()> {
     let mut encoders: Vec<(String, Box<dyn Encoder>)> = Vec::new();
     if let Some(dir) = &model_dir {
         encoders.push((
-            format!("DINOv2 {}", dir.display()),
-            Box::new(Dinov2Model::from_dir(dir, DType::F32, &Device::Cpu)?),
+            format!("{} {}", encoder_kind(dir)?, dir.display()),
+            open_encoder(dir, DType::F32, &Device::Cpu)?,
         ));
     }
     match &args.baseline {
         Some(dir) => encoders.push((
             format!("baseline {}", dir.display()),
-            Box::new(Dinov2Model::from_dir(dir, DType::F32, &Device::Cpu)?),
+            open_encoder(dir, DType::F32, &Device::Cpu)?,
         )),
         None => encoders.push((
             "ViT-tiny/14 random init (seed 0)".into(),

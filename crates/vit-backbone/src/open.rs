@@ -20,6 +20,16 @@ pub enum EncoderKind {
     Davit,
 }
 
+impl std::fmt::Display for EncoderKind {
+    /// `DINOv2` or `DaViT`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EncoderKind::Dinov2 => "DINOv2",
+            EncoderKind::Davit => "DaViT",
+        })
+    }
+}
+
 /// Which backbone the folder `dir` holds. A `config.json` with `"model_type": "dinov2"` (or
 /// without a `model_type` but with `hidden_size`) is DINOv2; one with `embed_dims` or an
 /// `image` section is DaViT/MI2; a folder without `config.json` that holds

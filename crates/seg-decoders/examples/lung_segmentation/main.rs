@@ -306,7 +306,7 @@ fn main() -> anyhow::Result<()> {
             let kind = encoder_kind(&dir)?;
             if kind != EncoderKind::Dinov2 {
                 bail!(
-                    "--fine-tune trains a DINOv2 encoder; {} holds a {kind:?} one (drop \
+                    "--fine-tune trains a DINOv2 encoder; {} holds a {kind} one (drop \
                      --fine-tune to train heads on its frozen features)",
                     dir.display()
                 );
