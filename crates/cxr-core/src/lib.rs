@@ -58,3 +58,79 @@ pub trait Encoder: Send + Sync {
     /// The device the weights live on.
     fn device(&self) -> &Device;
 }
+
+/// A boxed encoder is an encoder, so what loaders return as
+/// `Box<dyn Encoder>` plugs into heads that take `E: Encoder` by value.
+impl<E: Encoder + ?Sized> Encoder for Box<E> {
+    fn forward_features(&self, pixels: &Tensor, request: &FeatureRequest) -> Result<Features> {
+        (**self).forward_features(pixels, request)
+    }
+
+    fn feature_info(&self) -> FeatureInfo {
+        (**self).feature_info()
+    }
+
+    fn preprocessing(&self) -> Preprocessing {
+        (**self).preprocessing()
+    }
+
+    fn device(&self) -> &Device {
+        (**self).device()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pooled output = the per-image mean pixel; no layers.
+    struct MeanPixel(Device);
+
+    impl Encoder for MeanPixel {
+        fn forward_features(&self, pixels: &Tensor, _: &FeatureRequest) -> Result<Features> {
+            let b = pixels.dim(0)?;
+            let pooled = pixels.flatten_from(1)?.mean_keepdim(1)?;
+            Ok(Features {
+                patch_tokens: pooled.reshape((b, 1, 1))?,
+                pooled,
+                grid: (1, 1),
+                intermediates: Vec::new(),
+            })
+        }
+
+        fn feature_info(&self) -> FeatureInfo {
+            FeatureInfo {
+                embed_dim: 1,
+                patch_stride: 8,
+                layers: Vec::new(),
+            }
+        }
+
+        fn preprocessing(&self) -> Preprocessing {
+            Preprocessing::imagenet(8)
+        }
+
+        fn device(&self) -> &Device {
+            &self.0
+        }
+    }
+
+    fn pooled_of<E: Encoder>(e: &E, x: &Tensor) -> Vec<f32> {
+        e.forward_features(x, &FeatureRequest::default())
+            .and_then(|f| Ok(f.pooled.flatten_all()?.to_vec1()?))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_boxed_encoder_is_the_encoder_it_holds() {
+        let plain = MeanPixel(Device::Cpu);
+        let boxed: Box<dyn Encoder> = Box::new(MeanPixel(Device::Cpu));
+        let x = Tensor::arange(0f32, 2.0 * 3.0 * 8.0 * 8.0, &Device::Cpu)
+            .and_then(|t| t.reshape((2, 3, 8, 8)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pooled_of(&boxed, &x), pooled_of(&plain, &x));
+        assert_eq!(pooled_of(&boxed, &x).len(), 2);
+        assert_eq!(boxed.feature_info(), plain.feature_info());
+        assert_eq!(boxed.preprocessing(), plain.preprocessing());
+    }
+}

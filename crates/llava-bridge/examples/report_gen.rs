@@ -42,7 +42,7 @@ use llava_bridge::{
     ReportGenerator, TextTokenizer, VisionFeatures, Weights,
 };
 use rand::SeedableRng;
-use vit_backbone::Dinov2Model;
+use vit_backbone::open_encoder;
 
 #[derive(Parser, Debug)]
 #[command(about = "LLaVA-1.5-style report generation: train the projector (stage 1), generate")]
@@ -67,8 +67,8 @@ struct Common {
     /// Report CSV with columns `id,report`.
     #[arg(long)]
     reports: PathBuf,
-    /// HF-layout DINOv2 encoder directory (config.json, model.safetensors,
-    /// preprocessor_config.json).
+    /// Frozen encoder folder: HF-layout DINOv2 (config.json, model.safetensors,
+    /// preprocessor_config.json), or a DaViT / MI2 folder.
     #[arg(long, default_value = "models/cxr-dino-vit-tiny")]
     encoder: PathBuf,
     /// LlamaForCausalLM directory with tokenizer.json; default `<out>/lm` (from --tiny-lm).
@@ -214,9 +214,16 @@ fn pixels(proc: &ImageProcessor, paths: &[PathBuf]) -> anyhow::Result<Tensor> {
     Ok(Tensor::stack(&v, 0)?)
 }
 
-fn load_encoder(dir: &Path) -> anyhow::Result<(Dinov2Model, ImageProcessor)> {
-    let enc = Dinov2Model::from_dir(dir, DType::F32, &Device::Cpu)?;
-    let proc = ImageProcessor::from_file(dir.join("preprocessor_config.json"))?;
+/// The frozen encoder of `dir` (DINOv2, DaViT or MI2) and its image processor.
+fn load_encoder(dir: &Path) -> anyhow::Result<(Box<dyn Encoder>, ImageProcessor)> {
+    let enc = open_encoder(dir, DType::F32, &Device::Cpu)?;
+    // the HF processor file when the folder has one (MI2 folders do not: the encoder's own)
+    let file = dir.join("preprocessor_config.json");
+    let proc = if file.is_file() {
+        ImageProcessor::from_file(file)?
+    } else {
+        ImageProcessor::from_preprocessing(&enc.preprocessing())
+    };
     Ok((enc, proc))
 }
 
