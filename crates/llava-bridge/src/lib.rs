@@ -2,8 +2,8 @@
 //!
 //! Patch tokens of any [`cxr_core::Encoder`] go through the `mlp2x_gelu` [`Projector`]
 //! (`Linear – GELU(erf) – Linear`, transformers' `multi_modal_projector.linear_{1,2}` keys) and
-//! are spliced into a Vicuna v1 prompt ("USER: <image>\nProvide a description of the findings
-//! in the radiology image. ASSISTANT:") in front of a llama decoder ([`Llama`], loading
+//! are spliced into a Vicuna v1 prompt (`USER: <image>\nProvide a description of the findings
+//! in the radiology image. ASSISTANT:`) in front of a llama decoder ([`Llama`], loading
 //! `LlamaForCausalLM` `config.json` + sharded safetensors + `tokenizer.json`).
 //!
 //! - [`Llama`] has two forward paths over one set of weights: [`Kernels::Differentiable`]
