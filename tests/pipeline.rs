@@ -55,24 +55,28 @@ fn quota(
     }
 }
 
-#[test]
-fn pipeline_runs_every_stage_and_writes_the_summary() {
+/// Small copies of both packs under `dir`: `mini_per_split` masked and unmasked cxr-mini
+/// images per split, and 4 / 3 / 4 cxr-findings rows of each No-Finding value.
+fn small_packs(dir: &Path, mini_per_split: &'static [(&'static str, usize)]) -> (PathBuf, PathBuf) {
     let data = shared_dir().join("data");
-    let tmp = tempfile::tempdir().unwrap();
-    let (mini, findings): (PathBuf, PathBuf) =
-        (tmp.path().join("mini"), tmp.path().join("findings"));
-    // masked and unmasked cxr-mini images in every split; cxr-findings rows of both
-    // No-Finding values
+    let (mini, findings) = (dir.join("mini"), dir.join("findings"));
     small_pack(
         &data.join("cxr-mini"),
         &mini,
-        &mut quota(&[("train", 4), ("val", 1), ("test", 3)], "has_mask"),
+        &mut quota(mini_per_split, "has_mask"),
     );
     small_pack(
         &data.join("cxr-findings"),
         &findings,
         &mut quota(&[("train", 4), ("val", 3), ("test", 4)], "no_finding"),
     );
+    (mini, findings)
+}
+
+#[test]
+fn pipeline_runs_every_stage_and_writes_the_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mini, findings) = small_packs(tmp.path(), &[("train", 4), ("val", 1), ("test", 3)]);
     let mut cfg = PipelineConfig {
         mini,
         findings,
@@ -149,20 +153,8 @@ fn unknown_stage_is_a_clear_error() {
 
 #[test]
 fn a_davit_encoder_runs_the_encoder_stages_and_is_refused_for_scaling() {
-    let data = shared_dir().join("data");
     let tmp = tempfile::tempdir().unwrap();
-    let (mini, findings): (PathBuf, PathBuf) =
-        (tmp.path().join("mini"), tmp.path().join("findings"));
-    small_pack(
-        &data.join("cxr-mini"),
-        &mini,
-        &mut quota(&[("train", 3), ("val", 1), ("test", 2)], "has_mask"),
-    );
-    small_pack(
-        &data.join("cxr-findings"),
-        &findings,
-        &mut quota(&[("train", 4), ("val", 3), ("test", 4)], "no_finding"),
-    );
+    let (mini, findings) = small_packs(tmp.path(), &[("train", 3), ("val", 1), ("test", 2)]);
     let davit =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/vit-backbone/tests/fixtures/davit_tiny");
     let cfg = PipelineConfig {
