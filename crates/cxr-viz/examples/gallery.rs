@@ -7,9 +7,9 @@
 //!
 //! Any encoder folder works (DINOv2, DaViT, MI2); the attention pictures need a ViT's CLS
 //! attention and are skipped for DaViT. With the default demo model (a 112-px ViT-tiny trained
-//! for 450 DINOv2 steps on 465 images) expect noisy pictures: attention that follows anatomy
-//! only loosely, PCA colours that track intensity, few meaningful matches and embedding maps
-//! with little label structure. About 15 s on 2 cores.
+//! for 450 DINOv2 steps on 465 images) expect noisy pictures: heads that attend to a few
+//! patches at the image border rather than to anatomy, PCA colours that track intensity, few
+//! meaningful matches and embedding maps with little label structure. About 3 s on 2 cores.
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
