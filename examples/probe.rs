@@ -6,6 +6,7 @@
 //! cargo run --release --example probe -- --manifest my/labels.csv --image-column file \
 //!     --image-template '{}' --patient-column patient --labels ett,ngt,cvc \
 //!     --random-split 0 --model path/to/rad-dino
+//! cargo run --release --example probe -- --class-column view   # a categorical column
 //! ```
 //!
 //! The encoder is frozen: its CLS (pooled) and mean patch features are extracted once per
@@ -21,7 +22,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::{DType, Device};
 use clap::Parser;
-use cxr::data::split::{column_split, patient_split};
+use cxr::data::split::{column_split, patient_split, Splits};
 use cxr::data::{Manifest, ManifestSpec, NIH_FINDINGS};
 use cxr::metrics::bootstrap::BootstrapConfig;
 use cxr::pipeline::{repo_root, shared_dir};
@@ -41,7 +42,8 @@ use serde_json::json;
     long_about = "Probe a frozen encoder on your own labelled chest X-rays.\n\n\
         The manifest is a CSV with one row per image: a column naming the image (a path relative \
         to the CSV's folder, through --image-template), a patient id, and one column per label \
-        (1 = positive, 0 = negative, -1 or blank = unknown, skipped for that label). Patients, \
+        (1 = positive, 0 = negative, -1 or blank = unknown, skipped for that label), or one \
+        column of categories (--class-column, e.g. view or sex: one-vs-rest per class). Patients, \
         not images, are split and resampled: no patient is in two splits, and every interval \
         resamples whole patients.\n\n\
         Features (the encoder's pooled/CLS output and its mean patch token) are extracted once \
@@ -68,8 +70,13 @@ struct Args {
     patient_column: String,
     /// Label columns, comma-separated. Required with --manifest; without it, the 14 NIH
     /// findings and no_finding of cxr-findings.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "class_column")]
     labels: Vec<String>,
+    /// Instead of --labels: one column of categories (e.g. sex, view, a device type), probed
+    /// as a multi-class task (one-vs-rest AUROC, AUPRC and F1 per class). Rows where it is
+    /// blank are left out.
+    #[arg(long)]
+    class_column: Option<String>,
     /// Column with each image's split (train/val/test), used unless --random-split is given.
     #[arg(long, default_value = "split")]
     split_column: String,
@@ -116,7 +123,14 @@ struct Args {
 
 fn manifest_of(a: &Args) -> anyhow::Result<Manifest> {
     let (path, labels) = match (&a.manifest, a.labels.is_empty()) {
-        (Some(_), true) => bail!("--labels is required with --manifest (comma-separated columns)"),
+        (Some(p), true) if a.class_column.is_some() => (p.clone(), Vec::new()),
+        (None, true) if a.class_column.is_some() => (
+            shared_dir().join("data/cxr-findings/labels.csv"),
+            Vec::new(),
+        ),
+        (Some(_), true) => bail!(
+            "--labels (comma-separated 0/1 columns) or --class-column is required with --manifest"
+        ),
         (Some(p), false) => (p.clone(), a.labels.clone()),
         (None, _) => (
             shared_dir().join("data/cxr-findings/labels.csv"),
@@ -191,6 +205,79 @@ fn open(a: &Args) -> anyhow::Result<Opened> {
     })
 }
 
+/// The targets of manifest rows.
+type TargetsOf<'m> = Box<dyn Fn(&[usize]) -> Targets + 'm>;
+
+/// The categories of `column` (sorted) as multi-class targets, and the splits without the rows
+/// where it is blank.
+fn class_targets<'m>(
+    manifest: &'m Manifest,
+    splits: Splits,
+    column: &'m str,
+) -> anyhow::Result<(Splits, TargetsOf<'m>)> {
+    let value = |i: usize| -> Option<&'m str> {
+        manifest.records[i]
+            .meta
+            .get(column)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    if manifest
+        .records
+        .first()
+        .is_some_and(|r| !r.meta.contains_key(column))
+    {
+        bail!(
+            "{}: no column `{column}` among the non-label columns ({})",
+            manifest.path.display(),
+            manifest.records[0]
+                .meta
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let classes: Vec<String> = (0..manifest.records.len())
+        .filter_map(value)
+        .map(str::to_string)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if classes.len() < 2 {
+        bail!(
+            "--class-column {column} has {} distinct values; a probe needs at least 2",
+            classes.len()
+        );
+    }
+    let keep = |rows: Vec<usize>| -> Vec<usize> {
+        rows.into_iter().filter(|&i| value(i).is_some()).collect()
+    };
+    let before = splits.train.len() + splits.val.len() + splits.test.len();
+    let splits = Splits {
+        train: keep(splits.train),
+        val: keep(splits.val),
+        test: keep(splits.test),
+    };
+    let dropped = before - splits.train.len() - splits.val.len() - splits.test.len();
+    if dropped > 0 {
+        println!("  note: {dropped} images with a blank {column} are left out");
+    }
+    println!("  classes of {column}: {}", classes.join(", "));
+    let targets = move |rows: &[usize]| Targets::MultiClass {
+        y: rows
+            .iter()
+            .map(|&i| {
+                value(i)
+                    .and_then(|v| classes.iter().position(|c| c == v))
+                    .unwrap_or(0)
+            })
+            .collect(),
+        names: classes.clone(),
+    };
+    Ok((splits, Box::new(targets)))
+}
+
 /// `value [lo, hi]` to three decimals, `-` where undefined.
 fn show(iv: &cxr::metrics::bootstrap::Interval) -> String {
     match (iv.estimate, iv.ci) {
@@ -217,12 +304,6 @@ fn main() -> anyhow::Result<()> {
         Some(seed) => patient_split(&manifest, seed, a.fractions[0], a.fractions[1])?,
         None => column_split(&manifest)?,
     };
-    let rows = [&splits.train, &splits.val, &splits.test];
-    for (name, r) in ["train", "val", "test"].iter().zip(rows) {
-        if r.is_empty() {
-            bail!("the {name} split of {} is empty", manifest.path.display());
-        }
-    }
     let Opened {
         name: encoder_name,
         tag,
@@ -240,13 +321,25 @@ fn main() -> anyhow::Result<()> {
         splits.val.len(),
         splits.test.len(),
     );
-    let targets = |r: &[usize]| Targets::from_manifest(&manifest, r);
+    let (splits, targets) = match &a.class_column {
+        Some(column) => class_targets(&manifest, splits, column)?,
+        None => {
+            let targets: TargetsOf = Box::new(|r: &[usize]| Targets::from_manifest(&manifest, r));
+            (splits, targets)
+        }
+    };
+    let rows = [&splits.train, &splits.val, &splits.test];
+    for (name, r) in ["train", "val", "test"].iter().zip(rows) {
+        if r.is_empty() {
+            bail!("the {name} split of {} is empty", manifest.path.display());
+        }
+    }
     let (ytr, yva, yte) = (
         targets(&splits.train),
         targets(&splits.val),
         targets(&splits.test),
     );
-    for (j, name) in manifest.label_names.iter().enumerate() {
+    for (j, name) in ytr.names().iter().enumerate() {
         let pos = |y: &Targets| y.column(j).into_iter().flatten().filter(|&t| t).count();
         let (ptr, pva, pte) = (pos(&ytr), pos(&yva), pos(&yte));
         if ptr == 0 || pte == 0 || pva == 0 {
