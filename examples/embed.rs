@@ -20,7 +20,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use cxr::core::{Encoder, FeatureRequest};
 use cxr::data::{decode_file, DecodeOptions, ImageProcessor};
-use cxr::vit::{open_encoder, Dinov2Model};
+use cxr::vit::{open_cached_encoder, open_encoder};
 use cxr_core::ranges::at_least_one;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -39,8 +39,9 @@ struct Args {
     /// Defaults to the small model shipped in models/.
     #[arg(long, conflicts_with = "hub")]
     model: Option<PathBuf>,
-    /// Hugging Face repository to load from the local cache (HF_HOME), e.g. microsoft/rad-dino.
-    /// Nothing is downloaded: fetch it beforehand with `huggingface-cli download`.
+    /// Hugging Face repository to load from the local cache (HF_HOME), e.g. microsoft/rad-dino
+    /// or lion-ai/MedImageInsights (its image tower). Nothing is downloaded: fetch it
+    /// beforehand with `huggingface-cli download`.
     #[arg(long)]
     hub: Option<String>,
     /// Output file: `embeddings` [N, D] (pooled CLS) and `patch_mean` [N, D]; the file names
@@ -77,12 +78,7 @@ fn list_images(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 fn load_model(args: &Args) -> anyhow::Result<Box<dyn Encoder>> {
     let device = Device::Cpu;
     if let Some(repo) = &args.hub {
-        return Ok(Box::new(Dinov2Model::from_pretrained(
-            repo,
-            None,
-            DType::F32,
-            &device,
-        )?));
+        return Ok(open_cached_encoder(repo, None, DType::F32, &device)?);
     }
     let dir = args
         .model

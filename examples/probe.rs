@@ -26,7 +26,7 @@ use cxr::data::split::{column_split, patient_split, Splits};
 use cxr::data::{Manifest, ManifestSpec, NIH_FINDINGS};
 use cxr::metrics::bootstrap::BootstrapConfig;
 use cxr::pipeline::{repo_root, shared_dir};
-use cxr::vit::{encoder_kind, open_encoder, Dinov2Model};
+use cxr::vit::{cached_snapshot, encoder_kind, open_encoder};
 use cxr_core::Encoder;
 use probe_heads::extract::{extract_cached, ExtractConfig};
 use probe_heads::linear::LinearProbeConfig;
@@ -91,8 +91,8 @@ struct Args {
     /// (its image tower), told apart by config.json [default: models/cxr-dino-vit-tiny].
     #[arg(long, conflicts_with = "hub")]
     model: Option<PathBuf>,
-    /// A DINOv2-family repository in the local Hugging Face cache (HF_HOME), e.g.
-    /// microsoft/rad-dino; nothing is downloaded.
+    /// A repository in the local Hugging Face cache (HF_HOME), e.g. microsoft/rad-dino or
+    /// lion-ai/MedImageInsights (its image tower); nothing is downloaded.
     #[arg(long)]
     hub: Option<String>,
     /// Probes to fit, comma-separated: logreg, linear, knn.
@@ -176,31 +176,29 @@ fn tag_of(s: &str) -> String {
 }
 
 fn open(a: &Args) -> anyhow::Result<Opened> {
-    if let Some(repo) = &a.hub {
-        let m = Dinov2Model::from_pretrained(repo, None, DType::F32, &Device::Cpu)?;
-        return Ok(Opened {
-            name: format!("{repo} (DINOv2)"),
-            tag: tag_of(&format!("{repo}_dinov2")),
-            encoder: Box::new(m),
-        });
-    }
-    let dir = a
-        .model
-        .clone()
-        .unwrap_or_else(|| repo_root().join("models/cxr-dino-vit-tiny"));
+    // the folder, and the name tables give it: the repository, or the folder's own name (a
+    // cache of another model with the same name is caught by extract_cached, which re-encodes
+    // the first image before reusing a cache)
+    let (dir, shown) = match (&a.hub, &a.model) {
+        (Some(repo), _) => (cached_snapshot(repo, None)?, repo.clone()),
+        (None, model) => {
+            let dir = model
+                .clone()
+                .unwrap_or_else(|| repo_root().join("models/cxr-dino-vit-tiny"));
+            let shown = dir
+                .canonicalize()
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "model".into());
+            (dir, shown)
+        }
+    };
     let kind = encoder_kind(&dir)?;
     let encoder = open_encoder(&dir, DType::F32, &Device::Cpu)
         .with_context(|| format!("loading the encoder in {}", dir.display()))?;
-    // the folder's name; a cache of another model with the same name is caught by
-    // extract_cached, which re-encodes the first image before reusing a cache
-    let folder = dir
-        .canonicalize()
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "model".into());
     Ok(Opened {
-        name: format!("{folder} ({kind})"),
-        tag: tag_of(&format!("{folder}_{kind}").to_lowercase()),
+        name: format!("{shown} ({kind})"),
+        tag: tag_of(&format!("{shown}_{kind}").to_lowercase()),
         encoder,
     })
 }

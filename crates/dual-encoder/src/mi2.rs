@@ -327,35 +327,7 @@ impl Mi2Files {
     /// laid out as [`Mi2Files::in_dir`] expects. Never downloads: fetch the repository first
     /// with `huggingface-cli download REPO` where the hub is reachable.
     pub fn cached(repo_id: &str, revision: Option<&str>) -> Result<Self> {
-        let cache = hf_hub::Cache::from_env();
-        let repo = match revision {
-            Some(r) => {
-                hf_hub::Repo::with_revision(repo_id.into(), hf_hub::RepoType::Model, r.into())
-            }
-            None => hf_hub::Repo::model(repo_id.into()),
-        };
-        let rev = repo.revision().to_string();
-        let refs = cache
-            .path()
-            .join(repo.folder_name())
-            .join("refs")
-            .join(&rev);
-        let commit = match std::fs::read_to_string(&refs) {
-            Ok(c) => c.trim().to_string(),
-            // a commit hash names its snapshot directly
-            Err(_) => rev.clone(),
-        };
-        let snapshot = cache.repo(repo).pointer_path(&commit);
-        if !snapshot.is_dir() {
-            return Err(CoreError::NotFound(format!(
-                "{repo_id} (revision {rev}) is not in the Hugging Face cache at {} (download it \
-                 with `huggingface-cli download {repo_id}` where the hub is reachable, or point \
-                 HF_HOME at a cache that has it)",
-                cache.path().display()
-            ))
-            .into());
-        }
-        Self::in_dir(&snapshot)
+        Self::in_dir(&vit_backbone::cached_snapshot(repo_id, revision)?)
     }
 }
 

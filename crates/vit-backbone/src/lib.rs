@@ -36,6 +36,6 @@ pub mod weights;
 pub use block::set_fused_gpu_inference;
 pub use config::{Dinov2Config, PosInterpolation};
 pub use davit::{DavitConfig, DavitModel};
-pub use loading::{cached_model_files, Checkpoint, ModelFiles};
+pub use loading::{cached_model_files, cached_snapshot, Checkpoint, ModelFiles};
 pub use model::{Dinov2Model, Dinov2Output, ForwardOptions};
-pub use open::{encoder_kind, open_encoder, EncoderKind};
+pub use open::{encoder_kind, model_folder, open_cached_encoder, open_encoder, EncoderKind};

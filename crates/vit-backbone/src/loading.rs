@@ -113,6 +113,38 @@ pub fn cached_model_files(repo_id: &str, revision: Option<&str>) -> cxr_core::Re
     })
 }
 
+/// The snapshot folder of `repo_id` at `revision` (default `main`) in the local Hugging Face
+/// cache (`HF_HOME`, `HF_HUB_CACHE`): `refs/<revision>` names the commit, whose
+/// `snapshots/<commit>` folder holds the files; a commit hash as `revision` names its snapshot
+/// directly. Never downloads.
+pub fn cached_snapshot(repo_id: &str, revision: Option<&str>) -> cxr_core::Result<PathBuf> {
+    let cache = hf_hub::Cache::from_env();
+    let repo = match revision {
+        Some(r) => hf_hub::Repo::with_revision(repo_id.into(), hf_hub::RepoType::Model, r.into()),
+        None => hf_hub::Repo::model(repo_id.into()),
+    };
+    let rev = repo.revision().to_string();
+    let refs = cache
+        .path()
+        .join(repo.folder_name())
+        .join("refs")
+        .join(&rev);
+    let commit = match std::fs::read_to_string(&refs) {
+        Ok(c) => c.trim().to_string(),
+        Err(_) => rev.clone(),
+    };
+    let snapshot = cache.repo(repo).pointer_path(&commit);
+    if !snapshot.is_dir() {
+        return Err(Error::NotFound(format!(
+            "{repo_id} (revision {rev}) is not in the Hugging Face cache at {} (download it with \
+             `huggingface-cli download {repo_id}` where the hub is reachable, or point HF_HOME at \
+             a cache that has it)",
+            cache.path().display()
+        )));
+    }
+    Ok(snapshot)
+}
+
 /// A checkpoint read into memory in the canonical key layout, validated against its config.
 #[derive(Debug)]
 pub struct Checkpoint {

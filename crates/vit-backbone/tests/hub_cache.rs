@@ -44,6 +44,54 @@ fn loads_from_a_hub_cache_layout() {
     assert_eq!(p.mean, [0.5307; 3]);
     assert_eq!(p.crop, (56, 56));
 
+    // open_cached_encoder: the same DINOv2 repository behind the Encoder trait, and an MI2-like
+    // repository whose release sits one folder down, as lion-ai/MedImageInsights has it
+    let opened = vit_backbone::open_cached_encoder(
+        "microsoft/tiny-rad-dino",
+        None,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        opened.feature_info(),
+        cxr_core::Encoder::feature_info(&model)
+    );
+    let davit = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/davit_tiny");
+    let mi2 = tmp.path().join("hub").join("models--lion-ai--tiny-mi2");
+    let release = mi2.join("snapshots").join(commit).join("2024.09.27");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::create_dir_all(mi2.join("refs")).unwrap();
+    std::fs::write(mi2.join("refs").join("main"), commit).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(davit.join(f), release.join(f)).unwrap();
+    }
+    let tower =
+        vit_backbone::open_cached_encoder("lion-ai/tiny-mi2", None, DType::F32, &Device::Cpu)
+            .unwrap();
+    let direct = vit_backbone::DavitModel::from_dir(&davit, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(
+        tower.feature_info(),
+        cxr_core::Encoder::feature_info(&direct)
+    );
+    let x = candle_core::Tensor::randn(0f32, 1.0, (1, 3, 64, 64), &Device::Cpu).unwrap();
+    let req = cxr_core::FeatureRequest::default();
+    let (a, b) = (
+        tower.forward_features(&x, &req).unwrap().pooled,
+        cxr_core::Encoder::forward_features(&direct, &x, &req)
+            .unwrap()
+            .pooled,
+    );
+    assert_eq!(cxr_core::ops::max_abs_diff(&a, &b).unwrap(), 0.0);
+    let err = vit_backbone::open_cached_encoder("lion-ai/absent", None, DType::F32, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("lion-ai/absent") && err.contains("huggingface-cli download"),
+        "{err}"
+    );
+
     let err = Dinov2Model::from_pretrained("microsoft/absent", None, DType::F32, &Device::Cpu)
         .unwrap_err()
         .to_string();

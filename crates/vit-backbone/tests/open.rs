@@ -104,3 +104,36 @@ fn folders_that_are_no_known_encoder_are_errors_naming_the_file() {
         .to_string();
     assert!(e.contains("weight file"), "{e}");
 }
+
+/// The MI2 repository keeps its release one level down (`2024.09.27/`): a folder whose one
+/// subfolder holds the model opens it; two such subfolders are an error naming both.
+#[test]
+fn a_release_one_level_down_is_found_and_two_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let release = tmp.path().join("2024.09.27");
+    std::fs::create_dir_all(&release).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("davit_tiny").join(f), release.join(f)).unwrap();
+    }
+    assert_eq!(vit_backbone::model_folder(tmp.path()), release);
+    assert_eq!(encoder_kind(tmp.path()).unwrap(), EncoderKind::Davit);
+    let opened = open_encoder(tmp.path(), DType::F32, &Device::Cpu).unwrap();
+    let direct = DavitModel::from_dir(&fixture("davit_tiny"), DType::F32, &Device::Cpu).unwrap();
+    let x = pixels(64);
+    assert_eq!(
+        max_diff(&pooled(opened.as_ref(), &x), &pooled(&direct, &x)),
+        0.0
+    );
+    let second = tmp.path().join("2025.01.01");
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::copy(
+        fixture("davit_tiny/config.json"),
+        second.join("config.json"),
+    )
+    .unwrap();
+    let e = encoder_kind(tmp.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("several model folders") && e.contains("2024.09.27") && e.contains("2025.01.01"),
+        "{e}"
+    );
+}
