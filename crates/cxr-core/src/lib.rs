@@ -57,6 +57,20 @@ pub trait Encoder: Send + Sync {
 
     /// The device the weights live on.
     fn device(&self) -> &Device;
+
+    /// `(seed, forward calls)` of the encoder's stochastic depth, for checkpoints: its masks
+    /// are a pure function of them, so a run restored with
+    /// [`Encoder::set_stochastic_depth_state`] draws the same masks again. `None` for an
+    /// encoder without stochastic depth.
+    fn stochastic_depth_state(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// Restores what [`Encoder::stochastic_depth_state`] returned; nothing for an encoder
+    /// without stochastic depth.
+    fn set_stochastic_depth_state(&self, seed: u64, calls: u64) {
+        let _ = (seed, calls);
+    }
 }
 
 /// A boxed encoder is an encoder, so what loaders return as
@@ -76,6 +90,14 @@ impl<E: Encoder + ?Sized> Encoder for Box<E> {
 
     fn device(&self) -> &Device {
         (**self).device()
+    }
+
+    fn stochastic_depth_state(&self) -> Option<(u64, u64)> {
+        (**self).stochastic_depth_state()
+    }
+
+    fn set_stochastic_depth_state(&self, seed: u64, calls: u64) {
+        (**self).set_stochastic_depth_state(seed, calls)
     }
 }
 

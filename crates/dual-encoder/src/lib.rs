@@ -67,7 +67,7 @@ pub use checkpoint::{convert_old_key, load_unicl_tensors, unicl_var_builder};
 pub use config::{Activation, Pooling, TextConfig};
 pub use dual::{DualEncoder, DualOutput};
 pub use error::{Error, Result};
-pub use mi2::{Mi2, Mi2Config, Mi2Files, TokenizerFiles};
+pub use mi2::{Mi2, Mi2Checkpoint, Mi2Config, Mi2Files, TokenizerFiles};
 pub use retrieval::{recall_at_k, retrieval_recall, RetrievalRecall};
 pub use text_encoder::{TextEmbedding, TextEncoder, TokenBatch};
 pub use text_transformer::{l2_normalize, TextTransformer};

@@ -331,6 +331,58 @@ impl Mi2Files {
     }
 }
 
+/// An MI2 checkpoint read and checked, before a model is built from it: for inference
+/// ([`Mi2::load`]) or as the starting point of continual pretraining, where every tensor goes
+/// into a `VarMap`.
+#[derive(Debug)]
+pub struct Mi2Checkpoint {
+    /// The architecture.
+    pub config: Mi2Config,
+    /// Every tensor under its [`Mi2::build`] name, checked against `config`.
+    pub tensors: HashMap<String, Tensor>,
+    /// The tokenizer.
+    pub tokenizer: TextTokenizer,
+}
+
+impl Mi2Files {
+    /// Reads the config (the MI2 preset without one), every tensor (checked against it, on
+    /// `device`) and the tokenizer.
+    pub fn read(&self, device: &Device) -> Result<Mi2Checkpoint> {
+        let files = self;
+        let config = match &files.config {
+            Some(p) => Mi2Config::from_file(p)?,
+            None => Mi2Config::mi2(),
+        };
+        let first = files
+            .weights
+            .first()
+            .cloned()
+            .ok_or_else(|| CoreError::NotFound("no MI2 weight files given".into()))?;
+        let tensors = read_tensors(files)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_device(device)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        check_tensors(&config.expected_tensors()?, &tensors, &first)?;
+        let tokenizer = files.tokenizer.load(config.text.context_length)?;
+        if tokenizer.vocab_size() > config.text.vocab_size {
+            return Err(CoreError::config(
+                &first,
+                format!(
+                    "the tokenizer has {} tokens, the text tower's embedding only {}",
+                    tokenizer.vocab_size(),
+                    config.text.vocab_size
+                ),
+            )
+            .into());
+        }
+        Ok(Mi2Checkpoint {
+            config,
+            tensors,
+            tokenizer,
+        })
+    }
+}
+
 /// The loaded MI2 model: the dual encoder, its tokenizer and its configuration.
 #[derive(Debug)]
 pub struct Mi2 {
@@ -416,29 +468,11 @@ impl Mi2 {
 
     /// Loads a model from `files` in `dtype` on `device`, checking every tensor first.
     pub fn load(files: &Mi2Files, dtype: DType, device: &Device) -> Result<Self> {
-        let config = match &files.config {
-            Some(p) => Mi2Config::from_file(p)?,
-            None => Mi2Config::mi2(),
-        };
-        let first = files
-            .weights
-            .first()
-            .cloned()
-            .ok_or_else(|| CoreError::NotFound("no MI2 weight files given".into()))?;
-        let tensors = read_tensors(files)?;
-        check_tensors(&config.expected_tensors()?, &tensors, &first)?;
-        let tokenizer = files.tokenizer.load(config.text.context_length)?;
-        if tokenizer.vocab_size() > config.text.vocab_size {
-            return Err(CoreError::config(
-                &first,
-                format!(
-                    "the tokenizer has {} tokens, the text tower's embedding only {}",
-                    tokenizer.vocab_size(),
-                    config.text.vocab_size
-                ),
-            )
-            .into());
-        }
+        let Mi2Checkpoint {
+            config,
+            tensors,
+            tokenizer,
+        } = files.read(device)?;
         let vb = VarBuilder::from_tensors(tensors, dtype, device);
         let model = Self::build(&config, vb)?;
         Ok(Self {

@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use dual_encoder::TokenBatch;
 use unicl_loss::{BatchTargets, LossKind};
-use unicl_pretrain::{PairBatch, TrainConfig, UniclTrainer};
+use unicl_pretrain::{ImageTowerConfig, PairBatch, TrainConfig, UniclTrainer};
 
 const B: usize = 32;
 const VOCAB: usize = 469;
@@ -48,7 +48,9 @@ fn bench(c: &mut Criterion) {
     train_utils::retain_freed_heap_memory();
     let dev = Device::Cpu;
     let mut cfg = TrainConfig::small(LossKind::Unicl, 42, VOCAB, 1_000_000);
-    cfg.image.num_hidden_layers = 6;
+    if let ImageTowerConfig::Dinov2(image) = &mut cfg.image {
+        image.num_hidden_layers = 6;
+    }
     cfg.text.context_length = CTX;
     cfg.warmup_steps = 0;
     let mut trainer = UniclTrainer::new(cfg, &dev).unwrap();

@@ -21,21 +21,21 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 use cxr_core::ranges::at_least_one;
 use cxr_core::{FeatureRequest, Preprocessing, Resample};
 use cxr_data::{ImageProcessor, Manifest, ManifestSpec, Split, NIH_FINDINGS};
-use dual_encoder::Templates;
+use dual_encoder::{Mi2Files, Templates};
 use metrics::bootstrap::BootstrapConfig;
 use unicl_loss::{LossKind, PromptTemplates};
 use unicl_pretrain::eval::{
     auroc_report, display_name, paired_macro_auroc, zero_shot_scores, AurocReport, ScoreFile,
 };
 use unicl_pretrain::{
-    run, train_clip_bpe, LoopOptions, PairDataset, PairSource, RunOptions, TrainConfig,
-    UniclTrainer, Validation,
+    run, train_clip_bpe, ImageTowerConfig, LoopOptions, PairDataset, PairSource, RunOptions,
+    TrainConfig, UniclTrainer, Validation,
 };
 
 #[derive(Parser, Debug)]
@@ -130,11 +130,18 @@ struct TrainArgs {
     #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>)]
     context: usize,
     /// Initialise the image tower from a DINOv2 directory (e.g. models/cxr-dino-vit-tiny).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mi2")]
     init_image: Option<PathBuf>,
-    /// Locked-image tuning (LiT): keep the `--init-image` tower frozen and train only the
+    /// Continue pretraining MI2 from its folder (the lion-ai/MedImageInsights release, or a
+    /// folder with config.json, model.safetensors and the tokenizer): both towers, both
+    /// projections and the logit scale start from the checkpoint, the text goes through MI2's
+    /// own tokenizer and the images through its preprocessing. --image-size, --image-layers,
+    /// --context and --vocab-size are then the checkpoint's.
+    #[arg(long)]
+    mi2: Option<PathBuf>,
+    /// Locked-image tuning (LiT): keep the `--init-image` (or `--mi2`) tower frozen and train only the
     /// image projection, the text tower and the logit scale.
-    #[arg(long, requires = "init_image")]
+    #[arg(long)]
     lock_image: bool,
     #[arg(long, default_value_t = 2e-4)]
     lr: f64,
@@ -343,64 +350,111 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let dev = a.device.device()?;
     println!("device: {dev:?}");
     let t0 = Instant::now();
+    if a.lock_image && a.init_image.is_none() && a.mi2.is_none() {
+        bail!("--lock-image freezes a pretrained tower: give --init-image DIR or --mi2 DIR");
+    }
     let manifest = Manifest::from_csv(a.data.join("labels.csv"), &ManifestSpec::cxr_findings())?;
     let findings: Vec<String> = NIH_FINDINGS.iter().map(|s| s.to_string()).collect();
-    let proc = processor(a.image_size);
+    let objective = match a.objective {
+        Objective::Unicl => LossKind::Unicl,
+        Objective::Clip => LossKind::Clip,
+    };
+    // the settings every run takes from the command line; the towers are the checkpoint's
+    // with --mi2, else a ViT-tiny and a small text transformer
+    let optimisation = |mut cfg: TrainConfig| {
+        cfg.batch_size = a.batch;
+        cfg.micro_batch = a.micro_batch;
+        cfg.lr = a.lr;
+        cfg.warmup_steps = a.warmup.unwrap_or(a.steps / 10);
+        cfg.weight_decay = a.weight_decay;
+        cfg.init_log_scale = a.init_log_scale;
+        cfg.seed = a.seed;
+        cfg.lock_image = a.lock_image;
+        cfg
+    };
+    let mi2 = match &a.mi2 {
+        Some(dir) => {
+            let base = optimisation(TrainConfig::small(objective, a.image_size, 1, a.steps));
+            let (trainer, tok) = UniclTrainer::from_mi2(&Mi2Files::in_dir(dir)?, base, &dev)?;
+            println!(
+                "MI2 from {}: every tower, projection and the logit scale {:.2}{}; its tokenizer \
+                 ({} tokens, context {})",
+                dir.display(),
+                trainer.model().scale()?.to_scalar::<f32>()?,
+                if a.lock_image {
+                    " (image tower locked)"
+                } else {
+                    ""
+                },
+                tok.vocab_size(),
+                tok.context_length()
+            );
+            Some((trainer, tok))
+        }
+        None => None,
+    };
+    let proc = match &mi2 {
+        Some((t, _)) => {
+            ImageProcessor::from_preprocessing(&t.model().image_encoder().preprocessing())
+        }
+        None => processor(a.image_size),
+    };
     let load = |split| {
         PairDataset::from_manifest(&manifest, split, &findings, a.text_column.as_deref(), &proc)
     };
     let (train_set, val_set, test_set) =
         (load(Split::Train)?, load(Split::Val)?, load(Split::Test)?);
     println!(
-        "data: {} train / {} val / {} test images at {} px ({:.1} s)",
+        "data: {} train / {} val / {} test images at {:?} px ({:.1} s)",
         train_set.len(),
         val_set.len(),
         test_set.len(),
-        a.image_size,
+        proc.crop_size,
         t0.elapsed().as_secs_f64()
     );
     let templates = PromptTemplates {
         mention_absent: a.mention_absent,
         ..PromptTemplates::nih_chestxray14()
     };
-    let corpus = corpus(&train_set, &templates)?;
-    let tok_json = a.out.join("tokenizer/tokenizer.json");
-    // a resumed run keeps the tokenizer its checkpoint was trained with
-    let tok = if a.resume && tok_json.is_file() {
-        dual_encoder::TextTokenizer::from_file(&tok_json, a.context)?
-    } else {
-        train_clip_bpe(&corpus, a.vocab_size, a.context, &a.out.join("tokenizer"))?
+    let (mut trainer, tok) = match mi2 {
+        Some(pair) => pair,
+        None => {
+            let corpus = corpus(&train_set, &templates)?;
+            let tok_json = a.out.join("tokenizer/tokenizer.json");
+            // a resumed run keeps the tokenizer its checkpoint was trained with
+            let tok = if a.resume && tok_json.is_file() {
+                dual_encoder::TextTokenizer::from_file(&tok_json, a.context)?
+            } else {
+                train_clip_bpe(&corpus, a.vocab_size, a.context, &a.out.join("tokenizer"))?
+            };
+            println!(
+                "tokenizer: {} tokens learned from {} corpus texts -> {}",
+                tok.vocab_size(),
+                corpus.len(),
+                tok_json.display()
+            );
+            let mut cfg = optimisation(TrainConfig::small(
+                objective,
+                a.image_size,
+                tok.vocab_size(),
+                a.steps,
+            ));
+            if let ImageTowerConfig::Dinov2(image) = &mut cfg.image {
+                image.num_hidden_layers = a.image_layers;
+            }
+            cfg.text.context_length = a.context;
+            let mut trainer = UniclTrainer::new(cfg, &dev)?;
+            if let Some(dir) = &a.init_image {
+                let n = trainer.init_image_tower(dir)?;
+                println!(
+                    "image tower: {n} tensors from {}{}",
+                    dir.display(),
+                    if a.lock_image { " (locked)" } else { "" }
+                );
+            }
+            (trainer, tok)
+        }
     };
-    println!(
-        "tokenizer: {} tokens learned from {} corpus texts -> {}",
-        tok.vocab_size(),
-        corpus.len(),
-        a.out.join("tokenizer/tokenizer.json").display()
-    );
-    let objective = match a.objective {
-        Objective::Unicl => LossKind::Unicl,
-        Objective::Clip => LossKind::Clip,
-    };
-    let mut cfg = TrainConfig::small(objective, a.image_size, tok.vocab_size(), a.steps);
-    cfg.batch_size = a.batch;
-    cfg.image.num_hidden_layers = a.image_layers;
-    cfg.text.context_length = a.context;
-    cfg.micro_batch = a.micro_batch;
-    cfg.lr = a.lr;
-    cfg.warmup_steps = a.warmup.unwrap_or(a.steps / 10);
-    cfg.weight_decay = a.weight_decay;
-    cfg.init_log_scale = a.init_log_scale;
-    cfg.seed = a.seed;
-    cfg.lock_image = a.lock_image;
-    let mut trainer = UniclTrainer::new(cfg, &dev)?;
-    if let Some(dir) = &a.init_image {
-        let n = trainer.init_image_tower(dir)?;
-        println!(
-            "image tower: {n} tensors from {}{}",
-            dir.display(),
-            if a.lock_image { " (locked)" } else { "" }
-        );
-    }
     let boot = BootstrapConfig {
         n_resamples: a.resamples,
         ..BootstrapConfig::default()

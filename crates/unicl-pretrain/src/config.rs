@@ -3,9 +3,39 @@
 use dual_encoder::TextConfig;
 use serde::{Deserialize, Serialize};
 use unicl_loss::LossKind;
-use vit_backbone::Dinov2Config;
+use vit_backbone::{DavitConfig, Dinov2Config};
 
 use crate::{Error, Result};
+
+/// The image tower of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// untagged: a run's config.json holds the tower's own config, as before there was a choice
+#[serde(untagged)]
+pub enum ImageTowerConfig {
+    /// MI2's DaViT at the UniCL checkpoint root (`image_encoder.*`), for continual
+    /// pretraining of MI2 ([`crate::UniclTrainer::from_mi2`]).
+    Davit(DavitConfig),
+    /// A DINOv2 ViT under `image_encoder.` (the small runs, RAD-DINO).
+    Dinov2(Dinov2Config),
+}
+
+impl ImageTowerConfig {
+    /// The largest stochastic-depth rate.
+    pub fn drop_path_rate(&self) -> f64 {
+        match self {
+            ImageTowerConfig::Davit(c) => c.drop_path_rate,
+            ImageTowerConfig::Dinov2(c) => c.drop_path_rate,
+        }
+    }
+
+    /// Checks the tower's own config.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            ImageTowerConfig::Davit(c) => c.validate(),
+            ImageTowerConfig::Dinov2(c) => c.validate(),
+        }
+    }
+}
 
 /// Everything that determines a run's steps (besides the data).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,8 +43,8 @@ pub struct TrainConfig {
     /// The objective: `unicl` (label-aware targets) or `clip` (every image's own text is its
     /// only positive).
     pub objective: LossKind,
-    /// The image tower (a DINOv2 ViT); `drop_path_rate` must be 0 (see the crate docs).
-    pub image: Dinov2Config,
+    /// The image tower; its `drop_path_rate` must be 0 with GradCache (`micro_batch`).
+    pub image: ImageTowerConfig,
     /// The text tower; `vocab_size` must match the tokenizer.
     pub text: TextConfig,
     /// Images (and texts) per optimizer step: the contrastive batch.
@@ -57,7 +87,7 @@ impl TrainConfig {
         image.use_mask_token = false;
         Self {
             objective,
-            image,
+            image: ImageTowerConfig::Dinov2(image),
             text: TextConfig {
                 vocab_size,
                 context_length: 32,
@@ -118,11 +148,11 @@ impl TrainConfig {
         if self.micro_batch == Some(0) {
             return bad("micro_batch must be positive".into());
         }
-        if self.image.drop_path_rate != 0.0 && self.micro_batch.is_some() {
+        if self.image.drop_path_rate() != 0.0 && self.micro_batch.is_some() {
             return bad(format!(
                 "GradCache re-runs the forward pass, so it needs a deterministic image tower: \
                  drop_path_rate is {}, set it to 0",
-                self.image.drop_path_rate
+                self.image.drop_path_rate()
             ));
         }
         if self.warmup_steps > self.steps {

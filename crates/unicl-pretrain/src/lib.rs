@@ -1,14 +1,20 @@
 //! UniCL continual pretraining of image–text dual encoders on chest X-rays.
 //!
-//! [`UniclTrainer`] trains a [`dual_encoder::DualEncoder`] (a DINOv2 ViT image tower under
-//! `image_encoder.`, UniCL's text transformer, both projections and the logit scale, all in
-//! one `VarMap`) with `unicl-loss`'s objectives: **UniCL** (images with equal structured
+//! [`UniclTrainer`] trains a [`dual_encoder::DualEncoder`] (a DINOv2 ViT or MI2's DaViT image
+//! tower under `image_encoder.`, UniCL's text transformer, both projections and the logit
+//! scale, all in one `VarMap`) with `unicl-loss`'s objectives: **UniCL** (images with equal structured
 //! label sets are each other's positives) or **CLIP** InfoNCE (every image's own text is its
 //! only positive). Optimisation comes from `train-utils`: AdamW with parameter groups (no
 //! weight decay on biases, norms, position tables and the logit scale), linear warm-up +
 //! cosine learning rate, global gradient clipping, the NaN guard, atomic checkpoints with
 //! exact resume, CSV/JSONL step logs and a loss plot ([`run`]). The logit scale is clamped
 //! to `[1, 100]` after each step as open_clip does.
+//!
+//! **Continual pretraining of MI2** ([`UniclTrainer::from_mi2`]): the image tower is then
+//! MI2's DaViT and every variable (both towers, both projections, the learned logit scale)
+//! starts from the MI2 checkpoint; the text goes through MI2's own tokenizer. The tower's
+//! stochastic depth is kept (it is off only with GradCache), and its `(seed, calls)` state
+//! travels in the checkpoints, so a resumed run still replays exactly.
 //!
 //! **Locked-image tuning** ([`TrainConfig::lock_image`], LiT): with a pretrained image tower
 //! (`UniclTrainer::init_image_tower`, e.g. RAD-DINO) and little paired data, the tower stays
@@ -61,7 +67,7 @@ mod run;
 mod tokenizer;
 mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{ImageTowerConfig, TrainConfig};
 pub use data::{tokenize_parallel, PairBatch, PairDataset, PairSample, PairSource};
 pub use error::{Error, Result};
 pub use run::{run, RunOptions, RunSummary, Validation};

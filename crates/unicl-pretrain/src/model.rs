@@ -1,14 +1,15 @@
 //! Building the trainable dual encoder in one `VarMap`, and its optimizer parameter groups.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use dual_encoder::{DualEncoder, TextTransformer};
+use dual_encoder::{DualEncoder, Mi2, Mi2Config, TextTransformer};
 use train_utils::{named_vars, NoDecayRule, ParamGroup};
 use vit_backbone::Dinov2Model;
 
-use crate::{Error, Result, TrainConfig};
+use crate::{Error, ImageTowerConfig, Result, TrainConfig};
 
 /// Prefix of the image tower's variables (UniCL's checkpoint layout).
 pub const IMAGE_PREFIX: &str = "image_encoder";
@@ -16,17 +17,29 @@ pub const IMAGE_PREFIX: &str = "image_encoder";
 pub const LOGIT_SCALE: &str = "logit_scale";
 
 /// A randomly initialised dual encoder whose every parameter is a variable of `varmap`:
-/// the ViT under `image_encoder.`, the text tower as `lang_encoder.*` + `lang_projection`,
-/// `image_projection` and `logit_scale` (set to the config's initial `θ`).
+/// the image tower under `image_encoder.` (a ViT, or MI2's DaViT with MI2's names), the text
+/// tower as `lang_encoder.*` + `lang_projection`, `image_projection` and `logit_scale` (set to
+/// the config's initial `θ`).
 pub fn build_dual_encoder(
     cfg: &TrainConfig,
     varmap: &VarMap,
     device: &Device,
 ) -> Result<DualEncoder> {
     let vb = VarBuilder::from_varmap(varmap, DType::F32, device);
-    let image = Dinov2Model::new(&cfg.image, vb.pp(IMAGE_PREFIX))?;
-    let text = TextTransformer::new(&cfg.text, vb.clone())?;
-    let model = DualEncoder::new(Box::new(image), Box::new(text), vb)?;
+    let model = match &cfg.image {
+        ImageTowerConfig::Dinov2(image) => {
+            let image = Dinov2Model::new(image, vb.pp(IMAGE_PREFIX))?;
+            let text = TextTransformer::new(&cfg.text, vb.clone())?;
+            DualEncoder::new(Box::new(image), Box::new(text), vb)?
+        }
+        ImageTowerConfig::Davit(image) => Mi2::build(
+            &Mi2Config {
+                image: image.clone(),
+                text: cfg.text.clone(),
+            },
+            vb,
+        )?,
+    };
     set_var(
         varmap,
         LOGIT_SCALE,
@@ -48,6 +61,33 @@ fn set_var(varmap: &VarMap, name: &str, value: &Tensor) -> Result<()> {
         });
     }
     var.set(&value.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    Ok(())
+}
+
+/// Sets every variable of `varmap` from `tensors` (a whole model's checkpoint, e.g. MI2's):
+/// each must be there with the same shape; tensors the model does not have are an error too,
+/// so that nothing of the checkpoint is silently left out.
+pub fn load_all(varmap: &VarMap, tensors: &HashMap<String, Tensor>, what: &str) -> Result<()> {
+    let vars = named_vars(varmap);
+    for (name, var) in &vars {
+        let t = tensors.get(name).ok_or_else(|| Error::Checkpoint {
+            name: format!("{what}: {name}"),
+            reason: "missing".into(),
+        })?;
+        if t.dims() != var.dims() {
+            return Err(Error::Checkpoint {
+                name: format!("{what}: {name}"),
+                reason: format!("shape {:?}, model has {:?}", t.dims(), var.dims()),
+            });
+        }
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    if let Some(extra) = tensors.keys().find(|k| !vars.iter().any(|(n, _)| n == *k)) {
+        return Err(Error::Checkpoint {
+            name: format!("{what}: {extra}"),
+            reason: "not a variable of the model".into(),
+        });
+    }
     Ok(())
 }
 

@@ -17,7 +17,9 @@ use unicl_loss::{ContrastiveLoss, MAX_LOGIT_SCALE};
 use crate::gradcache::{
     full_batch_gradients, grad_cache_gradients, BatchGradients, BatchInputs, ImageTower,
 };
-use crate::model::{build_dual_encoder, load_image_tower, param_group, IMAGE_PREFIX, LOGIT_SCALE};
+use crate::model::{
+    build_dual_encoder, load_all, load_image_tower, param_group, IMAGE_PREFIX, LOGIT_SCALE,
+};
 use crate::{Error, PairBatch, Result, TrainConfig};
 
 /// What one step did.
@@ -78,15 +80,60 @@ impl std::fmt::Debug for UniclTrainer {
 impl UniclTrainer {
     /// A randomly initialised trainer (seeded by `cfg.seed`).
     pub fn new(cfg: TrainConfig, device: &Device) -> Result<Self> {
+        Self::build(cfg, device, None)
+    }
+
+    /// A trainer that continues pretraining MI2 from `files` (both towers, both projections
+    /// and the learned logit scale): `base` gives the objective, the optimisation and the
+    /// schedule; the architecture is the checkpoint's. The image tower keeps MI2's stochastic
+    /// depth unless `base.micro_batch` asks for GradCache, which needs a deterministic tower
+    /// (depth rate 0). Returns the trainer and MI2's tokenizer, which the data must use.
+    pub fn from_mi2(
+        files: &dual_encoder::Mi2Files,
+        base: TrainConfig,
+        device: &Device,
+    ) -> Result<(Self, dual_encoder::TextTokenizer)> {
+        let ck = files.read(device)?;
+        let mut image = ck.config.image.clone();
+        if base.micro_batch.is_some() {
+            image.drop_path_rate = 0.0;
+        }
+        let cfg = TrainConfig {
+            image: crate::ImageTowerConfig::Davit(image),
+            text: ck.config.text.clone(),
+            ..base
+        };
+        let trainer = Self::build(cfg, device, Some(&ck.tensors))?;
+        Ok((trainer, ck.tokenizer))
+    }
+
+    /// The trainer of `cfg`, its variables from `weights` (every one of them) or, without,
+    /// drawn afresh from `cfg.seed`.
+    fn build(
+        cfg: TrainConfig,
+        device: &Device,
+        weights: Option<&HashMap<String, Tensor>>,
+    ) -> Result<Self> {
         cfg.validate()?;
         let varmap = VarMap::new();
         let model = build_dual_encoder(&cfg, &varmap, device)?;
-        // candle's CPU generator cannot be seeded: redraw every tensor from `seed`
-        // (HF's scheme: std-0.02 truncated normal matrices, zero biases, constants kept)
-        let fresh = train_utils::init::hf_vit_reinit(&varmap, cfg.seed, device)?;
-        for (name, var) in named_vars(&varmap) {
-            if let Some(t) = fresh.get(&name) {
-                var.set(&t.copy()?)?;
+        // stochastic depth draws from (seed, forward calls): a run replays, and its
+        // checkpoints carry the call count
+        model
+            .image_encoder()
+            .set_stochastic_depth_state(cfg.seed, 0);
+        match weights {
+            Some(w) => load_all(&varmap, w, "checkpoint")?,
+            None => {
+                // candle's CPU generator cannot be seeded: redraw every tensor from `seed`
+                // (HF's scheme: std-0.02 truncated normal matrices, zero biases, constants
+                // kept)
+                let fresh = train_utils::init::hf_vit_reinit(&varmap, cfg.seed, device)?;
+                for (name, var) in named_vars(&varmap) {
+                    if let Some(t) = fresh.get(&name) {
+                        var.set(&t.copy()?)?;
+                    }
+                }
             }
         }
         let opt = AdamW::new(
@@ -230,6 +277,7 @@ impl UniclTrainer {
                 "batch_size": self.cfg.batch_size,
                 "seed": self.cfg.seed,
                 "objective": self.cfg.objective,
+                "drop_path": self.model.image_encoder().stochastic_depth_state(),
             }),
         };
         Ok((tensors, state))
@@ -257,6 +305,17 @@ impl UniclTrainer {
             .filter_map(|(k, t)| k.strip_prefix("optim.").map(|n| (n.to_string(), t.clone())))
             .collect();
         self.opt.load_state(&moments, &ck.state.optimizer_steps)?;
+        // absent from checkpoints written before it was kept
+        if let Some((seed, calls)) = ck
+            .state
+            .extra
+            .get("drop_path")
+            .and_then(|v| serde_json::from_value::<(u64, u64)>(v.clone()).ok())
+        {
+            self.model
+                .image_encoder()
+                .set_stochastic_depth_state(seed, calls);
+        }
         let batch = ck.state.extra.get("batch_size").and_then(|v| v.as_u64());
         if batch != Some(self.cfg.batch_size as u64) {
             return Err(Error::Checkpoint {

@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used)] // a failing test panics, that is its job
 
 mod common;
+mod mi2;
 mod sampler;
 mod training;

@@ -372,4 +372,11 @@ impl Encoder for Dinov2Model {
     fn device(&self) -> &Device {
         &self.device
     }
+    fn stochastic_depth_state(&self) -> Option<(u64, u64)> {
+        Some(self.drop_path_state())
+    }
+
+    fn set_stochastic_depth_state(&self, seed: u64, calls: u64) {
+        self.set_drop_path_state(seed, calls);
+    }
 }

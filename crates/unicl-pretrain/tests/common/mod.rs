@@ -28,6 +28,11 @@ pub fn processor(size: usize) -> ImageProcessor {
 
 /// The first `n` training images, with their labels; one is given a report.
 pub fn tiny_dataset(n: usize) -> PairDataset {
+    tiny_dataset_at(n, 28)
+}
+
+/// [`tiny_dataset`] at `size` px.
+pub fn tiny_dataset_at(n: usize, size: usize) -> PairDataset {
     let m =
         Manifest::from_csv(data_dir().join("labels.csv"), &ManifestSpec::cxr_findings()).unwrap();
     let findings: Vec<String> = NIH_FINDINGS.iter().map(|s| s.to_string()).collect();
@@ -51,7 +56,7 @@ pub fn tiny_dataset(n: usize) -> PairDataset {
             }
         })
         .collect();
-    PairDataset::with_samples(samples, findings, &processor(28)).unwrap()
+    PairDataset::with_samples(samples, findings, &processor(size)).unwrap()
 }
 
 pub fn tokenizer(dir: &std::path::Path) -> TextTokenizer {
@@ -76,7 +81,7 @@ pub fn tiny_config(vocab: usize, batch: usize, steps: u64) -> TrainConfig {
     let mut text = TextConfig::tiny(vocab);
     text.context_length = 16;
     TrainConfig {
-        image,
+        image: unicl_pretrain::ImageTowerConfig::Dinov2(image),
         text,
         batch_size: batch,
         lr: 1e-3,

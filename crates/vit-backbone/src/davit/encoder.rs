@@ -83,4 +83,11 @@ impl Encoder for DavitModel {
     fn device(&self) -> &Device {
         DavitModel::device(self)
     }
+    fn stochastic_depth_state(&self) -> Option<(u64, u64)> {
+        Some(self.drop_path_state())
+    }
+
+    fn set_stochastic_depth_state(&self, seed: u64, calls: u64) {
+        self.set_drop_path_state(seed, calls);
+    }
 }
