@@ -175,6 +175,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn either_tower_reads_back_from_json_as_itself() {
+        let vit = TrainConfig::small(LossKind::Unicl, 28, 600, 10);
+        let json = serde_json::to_string(&vit).unwrap();
+        // the tower's own fields, no tag: a config.json from before the choice reads the same
+        assert!(json.contains("\"image\":{\"") && json.contains("hidden_size"));
+        let back: TrainConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, vit);
+        let davit = TrainConfig {
+            image: ImageTowerConfig::Davit(DavitConfig::tiny()),
+            ..vit
+        };
+        let back: TrainConfig =
+            serde_json::from_str(&serde_json::to_string(&davit).unwrap()).unwrap();
+        assert!(matches!(back.image, ImageTowerConfig::Davit(_)));
+        assert_eq!(back, davit);
+    }
+
+    #[test]
     fn optimizer_numbers_are_checked() {
         let ok = TrainConfig::small(LossKind::Unicl, 28, 600, 10);
         ok.validate().unwrap();
