@@ -96,18 +96,7 @@ fn every_mi2_variable_learns_and_a_resume_is_bit_exact() {
     assert!(vars.iter().any(|(n, _)| n.starts_with("image_encoder.")));
     assert!(vars.iter().any(|(n, _)| n.starts_with("lang_encoder.")));
     assert!(vars.iter().any(|(n, _)| n == "logit_scale"));
-    for (name, _) in &vars {
-        let v: Vec<f32> = g
-            .grads
-            .get(name)
-            .unwrap_or_else(|| panic!("{name}: no gradient"))
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert!(v.iter().all(|x| x.is_finite()), "{name}: non-finite");
-        assert!(v.iter().any(|&x| x != 0.0), "{name}: zero gradient");
-    }
+    assert_every_gradient(&vars, &g);
     // MI2's tower has stochastic depth (rate 0.1 here): its masks must replay after a resume
     let (mut straight, _) = UniclTrainer::from_mi2(&mi2_files(), base(4, 4), &dev()).unwrap();
     assert!(straight
@@ -132,13 +121,5 @@ fn every_mi2_variable_learns_and_a_resume_is_bit_exact() {
     for s in 1..3 {
         resumed.train_step(&src.batch(s, &dev()).unwrap()).unwrap();
     }
-    for ((n, a), (m, b)) in straight.vars().iter().zip(resumed.vars().iter()) {
-        assert_eq!(n, m);
-        let a: Vec<f32> = a.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = b.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        assert!(
-            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{n} differs"
-        );
-    }
+    assert_same_bits(&straight.vars(), &resumed.vars());
 }

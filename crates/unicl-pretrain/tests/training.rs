@@ -29,18 +29,7 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
     assert!(vars.iter().any(|(n, _)| n == "logit_scale"));
     assert!(vars.iter().any(|(n, _)| n.starts_with("image_encoder.")));
     assert!(vars.iter().any(|(n, _)| n.starts_with("lang_encoder.")));
-    for (name, _) in &vars {
-        let grad = g
-            .grads
-            .get(name)
-            .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let v: Vec<f32> = grad.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(
-            v.iter().all(|x| x.is_finite()),
-            "{name}: non-finite gradient"
-        );
-        assert!(v.iter().any(|&x| x != 0.0), "{name}: zero gradient");
-    }
+    assert_every_gradient(&vars, &g);
 }
 
 #[test]
@@ -131,15 +120,7 @@ fn resume_is_bit_exact() {
     for s in 2..4 {
         resumed.train_step(&src.batch(s, &dev()).unwrap()).unwrap();
     }
-    for ((n, a), (m, b)) in straight.vars().iter().zip(resumed.vars().iter()) {
-        assert_eq!(n, m);
-        let a: Vec<f32> = a.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = b.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        assert!(
-            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{n} differs"
-        );
-    }
+    assert_same_bits(&straight.vars(), &resumed.vars());
 }
 
 #[test]

@@ -105,3 +105,39 @@ pub fn source(data: PairDataset, tok: TextTokenizer, batch: usize) -> PairSource
 pub fn dev() -> Device {
     Device::Cpu
 }
+
+/// Every variable of `a` equals the one of the same name in `b` to the bit.
+pub fn assert_same_bits(a: &train_utils::NamedVars, b: &train_utils::NamedVars) {
+    assert_eq!(a.len(), b.len());
+    for ((n, x), (m, y)) in a.iter().zip(b) {
+        assert_eq!(n, m);
+        let x: Vec<f32> = x.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = y.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{n} differs"
+        );
+    }
+}
+
+/// Each of `vars` has a gradient in `g`, finite and not all zero.
+pub fn assert_every_gradient(
+    vars: &train_utils::NamedVars,
+    g: &unicl_pretrain::gradcache::BatchGradients,
+) {
+    for (name, _) in vars {
+        let v: Vec<f32> = g
+            .grads
+            .get(name)
+            .unwrap_or_else(|| panic!("{name}: no gradient"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(
+            v.iter().all(|x| x.is_finite()),
+            "{name}: non-finite gradient"
+        );
+        assert!(v.iter().any(|&x| x != 0.0), "{name}: zero gradient");
+    }
+}
