@@ -41,12 +41,7 @@ fn grads_of_fresh_head(train_weight_g: bool) -> Vec<String> {
         let g = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let v: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(
-            v.iter().all(|x| x.is_finite()),
-            "{name}: non-finite gradient"
-        );
-        assert!(v.iter().any(|&x| x != 0.0), "{name}: zero gradient");
+        cxr_testkit::assert_finite_nonzero_gradient(name, g);
         names.push(name.clone());
     }
     names.sort();

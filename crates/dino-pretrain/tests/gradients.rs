@@ -39,12 +39,7 @@ fn every_student_variable_gets_a_gradient_and_the_teacher_none() {
         let g = grads
             .get(name)
             .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let v: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(
-            v.iter().all(|x| x.is_finite()),
-            "{name}: non-finite gradient"
-        );
-        assert!(v.iter().any(|&x| x != 0.0), "{name}: zero gradient");
+        cxr_testkit::assert_finite_nonzero_gradient(name, g);
     }
     let teacher = trainer.teacher_vars();
     assert_eq!(teacher.len(), student.len());

@@ -63,12 +63,7 @@ fn bf16_step_reaches_every_f32_variable_and_tracks_the_f32_losses() {
             .get(name)
             .unwrap_or_else(|| panic!("{name}: no gradient"));
         assert_eq!(g.dtype(), DType::F32, "{name}");
-        let v: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(
-            v.iter().all(|x| x.is_finite()),
-            "{name}: non-finite gradient"
-        );
-        assert!(v.iter().any(|&x| x != 0.0), "{name}: zero gradient");
+        cxr_testkit::assert_finite_nonzero_gradient(name, g);
     }
     // stochastic depth advanced on the f32 model too (two student forwards per step)
     let out = t16.train_step(&batch).unwrap();

@@ -93,6 +93,24 @@ impl Tensors {
     }
 }
 
+/// Asserts that the gradient `g` of `what` is finite everywhere and not all zero: the check of
+/// every trainable module's test (an op built without a backward pass gives no gradient or
+/// zeros).
+pub fn assert_finite_nonzero_gradient(what: &str, g: &Tensor) {
+    let v: Vec<f32> = g
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(
+        v.iter().all(|x| x.is_finite()),
+        "{what}: non-finite gradient"
+    );
+    assert!(v.iter().any(|&x| x != 0.0), "{what}: zero gradient");
+}
+
 /// Asserts that `got` matches the reference `want`: the same shape, every value finite, and
 /// the largest absolute difference at most `tol`, scaled by the reference's largest magnitude
 /// when that is above 1 (so large losses and logits are held to a relative bound).

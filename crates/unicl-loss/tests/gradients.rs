@@ -5,20 +5,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use unicl_loss::{l2_normalize, BatchTargets, Error, LabelSet, LossKind};
 
-fn finite_nonzero(what: &str, g: &Tensor) {
-    let v: Vec<f32> = g
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    assert!(
-        v.iter().all(|x| x.is_finite()),
-        "{what}: non-finite gradient"
-    );
-    assert!(v.iter().any(|&x| x != 0.0), "{what}: all-zero gradient");
-}
+use cxr_testkit::assert_finite_nonzero_gradient as finite_nonzero;
 
 #[test]
 fn every_var_gets_a_gradient() {

@@ -72,12 +72,7 @@ fn one_backward_step_reaches_every_parameter() {
         let g = grads
             .get(var)
             .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(
-            g.iter().all(|v| v.is_finite()),
-            "{name}: non-finite gradient"
-        );
-        assert!(g.iter().any(|&v| v != 0.0), "{name}: all-zero gradient");
+        cxr_testkit::assert_finite_nonzero_gradient(name, g);
     }
 }
 

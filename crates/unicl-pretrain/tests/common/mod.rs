@@ -126,18 +126,10 @@ pub fn assert_every_gradient(
     g: &unicl_pretrain::gradcache::BatchGradients,
 ) {
     for (name, _) in vars {
-        let v: Vec<f32> = g
+        let grad = g
             .grads
             .get(name)
-            .unwrap_or_else(|| panic!("{name}: no gradient"))
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert!(
-            v.iter().all(|x| x.is_finite()),
-            "{name}: non-finite gradient"
-        );
-        assert!(v.iter().any(|&x| x != 0.0), "{name}: zero gradient");
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        cxr_testkit::assert_finite_nonzero_gradient(name, grad);
     }
 }
