@@ -82,7 +82,8 @@ pub fn load_all(varmap: &VarMap, tensors: &HashMap<String, Tensor>, what: &str) 
         }
         var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
     }
-    if let Some(extra) = tensors.keys().find(|k| !vars.iter().any(|(n, _)| n == *k)) {
+    let names: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some(extra) = tensors.keys().find(|k| !names.contains(k.as_str())) {
         return Err(Error::Checkpoint {
             name: format!("{what}: {extra}"),
             reason: "not a variable of the model".into(),
