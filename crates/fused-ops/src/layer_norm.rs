@@ -331,8 +331,12 @@ fn param_grad_rows<T: Element>(x: &[T], dy: &[T], d: usize, eps: f32) -> Vec<f32
             }
             (sw, sb)
         })
-        .reduce(
-            || (vec![0f64; d], vec![0f64; d]),
+        // collected, then summed in chunk order: the same bits however rayon split the work
+        // (a `reduce` pairs partial sums as it happened to), which exact resume needs
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(
+            (vec![0f64; d], vec![0f64; d]),
             |(mut aw, mut ab), (bw, bb)| {
                 aw.iter_mut().zip(&bw).for_each(|(a, b)| *a += b);
                 ab.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);

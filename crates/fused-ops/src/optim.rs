@@ -559,7 +559,10 @@ impl candle_core::CustomOp1 for SumOfSquares {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, candle_core::Shape)> {
         let x = crate::storage::f32_slice(s, l, "x", self.name())?;
-        let total: f64 = x.par_chunks(1 << 16).map(sum_of_squares_slice).sum();
+        // partial sums in chunk order, then added in that order: rayon's parallel `sum`
+        // would pair them as the work split, and the gradient norm must replay exactly
+        let partial: Vec<f64> = x.par_chunks(1 << 16).map(sum_of_squares_slice).collect();
+        let total: f64 = partial.iter().sum();
         Ok((CpuStorage::F64(vec![total]), candle_core::Shape::from(())))
     }
 }

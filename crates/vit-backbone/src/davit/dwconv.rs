@@ -188,15 +188,30 @@ impl DwConvResidual {
             }
             acc
         };
-        (0..self.b * h).into_par_iter().map(partial).reduce(
-            || vec![0f32; 10 * c],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(&b) {
-                    *x += y;
+        // fixed chunks of rows summed in a fixed order: the same bits on any number of threads
+        // (rayon's `reduce` pairs partial sums as the work happened to split), which exact
+        // resume needs
+        const ROWS_PER_CHUNK: usize = 8;
+        let rows = self.b * h;
+        let chunks: Vec<Vec<f32>> = (0..rows.div_ceil(ROWS_PER_CHUNK))
+            .into_par_iter()
+            .map(|k| {
+                let mut acc = vec![0f32; 10 * c];
+                for by in k * ROWS_PER_CHUNK..((k + 1) * ROWS_PER_CHUNK).min(rows) {
+                    for (a, v) in acc.iter_mut().zip(partial(by)) {
+                        *a += v;
+                    }
                 }
-                a
-            },
-        )
+                acc
+            })
+            .collect();
+        let mut total = vec![0f32; 10 * c];
+        for chunk in &chunks {
+            for (t, v) in total.iter_mut().zip(chunk) {
+                *t += v;
+            }
+        }
+        total
     }
 }
 
