@@ -7,6 +7,7 @@
 //!     --image-template '{}' --patient-column patient --labels ett,ngt,cvc \
 //!     --random-split 0 --model path/to/rad-dino
 //! cargo run --release --example probe -- --class-column view   # a categorical column
+//! cargo run --release --example probe -- --baseline DIR         # paired against a 2nd encoder
 //! ```
 //!
 //! The encoder is frozen: its CLS (pooled) and mean patch features are extracted once per
@@ -15,7 +16,6 @@
 //! ViT-tiny demo encoder) expect macro AUROCs around 0.55–0.6 and wide intervals: 107 test
 //! patients and a small encoder trained on 465 images.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,11 +28,14 @@ use cxr::metrics::bootstrap::BootstrapConfig;
 use cxr::pipeline::{repo_root, shared_dir};
 use cxr::vit::{cached_snapshot, encoder_kind, open_encoder};
 use cxr_core::Encoder;
+use probe_heads::eval::paired_macro_auroc;
 use probe_heads::extract::{extract_cached, ExtractConfig};
 use probe_heads::linear::LinearProbeConfig;
-use probe_heads::protocol::{result_rows, run_probes, Probe, ProbeData, ProtocolConfig, SplitData};
+use probe_heads::protocol::{
+    result_rows, run_probes, Probe, ProbeData, ProbeOutcome, ProtocolConfig, SplitData,
+};
 use probe_heads::results::write_tables;
-use probe_heads::Targets;
+use probe_heads::{Matrix, Targets};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -95,6 +98,11 @@ struct Args {
     /// lion-ai/MedImageInsights (its image tower); nothing is downloaded.
     #[arg(long)]
     hub: Option<String>,
+    /// A second encoder folder to compare with: its features get the same probes, and a
+    /// paired patient-level bootstrap gives the macro-AUROC difference per probe (e.g. a
+    /// continually pretrained encoder against the one it started from).
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// Probes to fit, comma-separated: logreg, linear, knn.
     #[arg(long, value_delimiter = ',', default_value = "logreg,linear,knn")]
     probes: Vec<String>,
@@ -175,16 +183,17 @@ fn tag_of(s: &str) -> String {
         .collect()
 }
 
-fn open(a: &Args) -> anyhow::Result<Opened> {
+fn open(hub: Option<&str>, model: Option<&Path>) -> anyhow::Result<Opened> {
     // the folder, and the name tables give it: the repository, or the folder's own name (a
     // cache of another model with the same name is caught by extract_cached, which re-encodes
     // the first image before reusing a cache)
-    let (dir, shown) = match (&a.hub, &a.model) {
-        (Some(repo), _) => (cached_snapshot(repo, None)?, repo.clone()),
+    let (dir, shown) = match (hub, model) {
+        (Some(repo), _) => (cached_snapshot(repo, None)?, repo.to_string()),
         (None, model) => {
-            let dir = model
-                .clone()
-                .unwrap_or_else(|| repo_root().join("models/cxr-dino-vit-tiny"));
+            let dir = model.map_or_else(
+                || repo_root().join("models/cxr-dino-vit-tiny"),
+                Path::to_path_buf,
+            );
             let shown = dir
                 .canonicalize()
                 .ok()
@@ -201,6 +210,98 @@ fn open(a: &Args) -> anyhow::Result<Opened> {
         tag: tag_of(&format!("{shown}_{kind}").to_lowercase()),
         encoder,
     })
+}
+
+/// Features (CLS and mean patch token) of the train, val and test rows, cached under `cache`.
+fn features(
+    opened: &Opened,
+    manifest: &Manifest,
+    splits: &Splits,
+    cache: &Path,
+    batch: usize,
+) -> anyhow::Result<Vec<Matrix>> {
+    let ecfg = ExtractConfig {
+        batch_size: batch,
+        ..Default::default()
+    };
+    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    let mut out = Vec::new();
+    for (name, rows) in [
+        ("train", &splits.train),
+        ("val", &splits.val),
+        ("test", &splits.test),
+    ] {
+        let file = cache.join(format!("{}_{name}.safetensors", opened.tag));
+        let (f, hit) = extract_cached(
+            opened.encoder.as_ref(),
+            &opened.tag,
+            manifest,
+            rows,
+            &file,
+            &ecfg,
+        )?;
+        if hit {
+            println!(
+                "  {}, {name}: features from {}",
+                opened.name,
+                file.display()
+            );
+        }
+        out.push(f.cls_and_patch_mean()?);
+    }
+    Ok(out)
+}
+
+/// Prints every probe's per-label table and returns them as JSON for `summary.json`.
+fn report(outcomes: &[ProbeOutcome], n_patients: usize) -> serde_json::Value {
+    let mut summary = serde_json::Map::new();
+    for o in outcomes {
+        println!(
+            "\n{} — test, 95% CI over {n_patients} patients:\n  {:<20} {:>9} {:<22} {:<22} \
+             F1 @ val threshold",
+            o.label, "label", "n (+)", "AUROC", "AUPRC",
+        );
+        let mut per_label = serde_json::Map::new();
+        for (c, f) in o.columns.iter().zip(&o.f1) {
+            let threshold = if f.threshold.is_nan() {
+                String::new()
+            } else {
+                format!(
+                    " @ {:.3}{}",
+                    f.threshold,
+                    if f.from_val { "" } else { " (no val positive)" }
+                )
+            };
+            println!(
+                "  {:<20} {:>9} {:<22} {:<22} {}{threshold}",
+                c.name,
+                if c.name == "macro" {
+                    c.n.to_string()
+                } else {
+                    format!("{} ({})", c.n, c.positives)
+                },
+                show(&c.auroc),
+                show(&c.auprc),
+                show(&f.f1)
+            );
+            per_label.insert(
+                c.name.clone(),
+                json!({
+                    "n": c.n, "positives": c.positives,
+                    "auroc": c.auroc.estimate, "auroc_ci": c.auroc.ci,
+                    "auprc": c.auprc.estimate, "auprc_ci": c.auprc.ci,
+                    "f1": f.f1.estimate, "f1_ci": f.f1.ci,
+                    "threshold": (!f.threshold.is_nan()).then_some(f.threshold),
+                    "threshold_from_val": f.from_val,
+                }),
+            );
+        }
+        summary.insert(
+            o.probe.name().to_string(),
+            json!({"label": o.label, "seeds": o.seeds, "labels": per_label}),
+        );
+    }
+    serde_json::Value::Object(summary)
 }
 
 /// The targets of manifest rows.
@@ -302,13 +403,14 @@ fn main() -> anyhow::Result<()> {
         Some(seed) => patient_split(&manifest, seed, a.fractions[0], a.fractions[1])?,
         None => column_split(&manifest)?,
     };
-    let Opened {
-        name: encoder_name,
-        tag,
-        encoder,
-    } = open(&a)?;
+    let opened = open(a.hub.as_deref(), a.model.as_deref())?;
+    let baseline = a
+        .baseline
+        .as_deref()
+        .map(|dir| open(None, Some(dir)))
+        .transpose()?;
     println!(
-        "{}: {} images; {} / {} / {} train / val / test; encoder {encoder_name}",
+        "{}: {} images; {} / {} / {} train / val / test; encoder {}{}",
         manifest
             .path
             .canonicalize()
@@ -318,6 +420,10 @@ fn main() -> anyhow::Result<()> {
         splits.train.len(),
         splits.val.len(),
         splits.test.len(),
+        opened.name,
+        baseline
+            .as_ref()
+            .map_or(String::new(), |b| format!(", baseline {}", b.name)),
     );
     let (splits, targets) = match &a.class_column {
         Some(column) => class_targets(&manifest, splits, column)?,
@@ -352,41 +458,15 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let ecfg = ExtractConfig {
-        batch_size: a.batch,
-        ..Default::default()
-    };
-    let mut feats = Vec::new();
-    for (name, r) in ["train", "val", "test"].iter().zip(rows) {
-        let file = a.cache.join(format!("{tag}_{name}.safetensors"));
-        std::fs::create_dir_all(&a.cache)
-            .with_context(|| format!("creating {}", a.cache.display()))?;
-        let (f, hit) = extract_cached(encoder.as_ref(), &tag, &manifest, r, &file, &ecfg)?;
-        if hit {
-            println!("  {name}: features from {}", file.display());
-        }
-        feats.push(f.cls_and_patch_mean()?);
-    }
     let patients: Vec<String> = splits
         .test
         .iter()
         .map(|&i| manifest.records[i].patient.clone())
         .collect();
-    let data = ProbeData {
-        train: SplitData {
-            x: &feats[0],
-            y: &ytr,
-        },
-        val: SplitData {
-            x: &feats[1],
-            y: &yva,
-        },
-        test: SplitData {
-            x: &feats[2],
-            y: &yte,
-        },
-        test_patients: &patients,
-    };
+    let n_patients = patients
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     let cfg = ProtocolConfig {
         probes,
         seeds: a.seeds,
@@ -401,80 +481,97 @@ fn main() -> anyhow::Result<()> {
         },
         ..Default::default()
     };
-    println!(
-        "{} features per image; fitting {} probe(s)",
-        feats[0].cols,
-        cfg.probes.len()
-    );
-    let outcomes = run_probes(&data, &cfg)?;
-    let n_patients = patients
-        .iter()
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    let mut summary = BTreeMap::new();
-    for o in &outcomes {
+    // every encoder's features get the same probes on the same rows
+    let probe_encoder = |opened: &Opened| -> anyhow::Result<(usize, Vec<ProbeOutcome>)> {
+        let feats = features(opened, &manifest, &splits, &a.cache, a.batch)?;
         println!(
-            "\n{} — test, 95% CI over {n_patients} patients:\n  {:<20} {:>9} {:<22} {:<22} \
-             F1 @ val threshold",
-            o.label, "label", "n (+)", "AUROC", "AUPRC",
+            "{}: {} features per image; fitting {} probe(s)",
+            opened.name,
+            feats[0].cols,
+            cfg.probes.len()
         );
-        let mut per_label = serde_json::Map::new();
-        for (c, f) in o.columns.iter().zip(&o.f1) {
-            let threshold = if f.threshold.is_nan() {
-                String::new()
-            } else {
-                format!(
-                    " @ {:.3}{}",
-                    f.threshold,
-                    if f.from_val { "" } else { " (no val positive)" }
-                )
-            };
-            println!(
-                "  {:<20} {:>9} {:<22} {:<22} {}{threshold}",
-                c.name,
-                if c.name == "macro" {
-                    c.n.to_string()
-                } else {
-                    format!("{} ({})", c.n, c.positives)
-                },
-                show(&c.auroc),
-                show(&c.auprc),
-                show(&f.f1)
-            );
-            per_label.insert(
-                c.name.clone(),
-                json!({
-                    "n": c.n, "positives": c.positives,
-                    "auroc": c.auroc.estimate, "auroc_ci": c.auroc.ci,
-                    "auprc": c.auprc.estimate, "auprc_ci": c.auprc.ci,
-                    "f1": f.f1.estimate, "f1_ci": f.f1.ci,
-                    "threshold": (!f.threshold.is_nan()).then_some(f.threshold),
-                    "threshold_from_val": f.from_val,
-                }),
-            );
-        }
-        summary.insert(
-            o.probe.name(),
-            json!({"label": o.label, "seeds": o.seeds, "labels": per_label}),
-        );
-    }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+        let data = ProbeData {
+            train: SplitData {
+                x: &feats[0],
+                y: &ytr,
+            },
+            val: SplitData {
+                x: &feats[1],
+                y: &yva,
+            },
+            test: SplitData {
+                x: &feats[2],
+                y: &yte,
+            },
+            test_patients: &patients,
+        };
+        Ok((feats[0].cols, run_probes(&data, &cfg)?))
+    };
+    let (width, outcomes) = probe_encoder(&opened)?;
+    let summary = report(&outcomes, n_patients);
     let task = manifest
         .path
         .parent()
         .and_then(Path::file_name)
         .map_or("data".into(), |n| n.to_string_lossy().into_owned());
-    write_tables(
-        &result_rows(&encoder_name, &task, &outcomes),
-        &a.out.join("results"),
-    )?;
+    let mut table = result_rows(&opened.name, &task, &outcomes);
+    let mut comparison = serde_json::Value::Null;
+    if let Some(base) = &baseline {
+        println!("\nbaseline {}:", base.name);
+        let (_, base_outcomes) = probe_encoder(base)?;
+        let base_summary = report(&base_outcomes, n_patients);
+        table.extend(result_rows(&base.name, &task, &base_outcomes));
+        println!(
+            "\npaired patient-level bootstrap ({} resamples), test macro AUROC, A = {}, B = {}:\n  \
+             {:<28} {:>7} {:>7} {:<26} resamples with A - B <= 0",
+            a.bootstrap, opened.name, base.name, "probe", "A", "B", "A - B (95% CI)"
+        );
+        let mut paired = serde_json::Map::new();
+        for (o, b) in outcomes.iter().zip(&base_outcomes) {
+            let p = paired_macro_auroc(
+                &yte,
+                &o.test_scores,
+                &b.test_scores,
+                &patients,
+                &cfg.bootstrap,
+            )?;
+            let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+            let d = &p.difference;
+            println!(
+                "  {:<28} {:>7} {:>7} {:<26} {}",
+                o.label,
+                f(p.a.estimate),
+                f(p.b.estimate),
+                format!(
+                    "{} {}",
+                    d.estimate.map_or("-".into(), |v| format!("{v:+.3}")),
+                    d.ci.map_or(String::new(), |(lo, hi)| format!("[{lo:+.3}, {hi:+.3}]"))
+                ),
+                p.fraction_a_not_better
+                    .map_or("-".into(), |v| format!("{:.1}%", 100.0 * v)),
+            );
+            paired.insert(
+                o.probe.name().to_string(),
+                json!({
+                    "a": p.a.estimate, "b": p.b.estimate,
+                    "difference": d.estimate, "difference_ci": d.ci,
+                    "fraction_a_not_better": p.fraction_a_not_better,
+                }),
+            );
+        }
+        comparison =
+            json!({"baseline": base.name, "probes": base_summary, "paired_macro_auroc": paired});
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    write_tables(&table, &a.out.join("results"))?;
     let file = a.out.join("summary.json");
     let doc = json!({
-        "manifest": manifest.path, "encoder": encoder_name,
+        "manifest": manifest.path, "encoder": opened.name,
         "splits": {"train": splits.train.len(), "val": splits.val.len(), "test": splits.test.len()},
         "split": a.random_split.map_or(json!({"column": a.split_column}), |s| json!({"seed": s, "fractions": a.fractions})),
-        "features": feats[0].cols, "bootstrap": a.bootstrap, "seed": a.seed,
+        "features": width, "bootstrap": a.bootstrap, "seed": a.seed,
         "probes": summary,
+        "baseline": comparison,
     });
     std::fs::write(&file, serde_json::to_string_pretty(&doc)?)
         .with_context(|| format!("writing {}", file.display()))?;
