@@ -23,7 +23,7 @@ use cxr_core::ranges::at_least_one;
     long_about = "Runs one DINOv2-family encoder through the whole toolkit on the real data packs and \
 writes summary.json, tables and plots into --out. Stages (choose with --stages, comma-separated):\n\
 \n  embed    embed every cxr-mini image (embeddings.safetensors); how much more cosine-similar a patient's\n           own images are than other patients' (mean over patients, bootstrap CI over patients)\
-\n  probe    frozen CLS + mean-patch features of cxr-findings; L2 logistic regression per finding with C\n           chosen on val; test AUROC per finding and macro, patient-level bootstrap CI\
+\n  probe    frozen CLS + mean-patch features of cxr-findings; L2 logistic regression per finding with C\n           chosen on val; test AUROC and F1 (threshold chosen on val) per finding and macro,\n           patient-level bootstrap CI\
 \n  segment  linear (1x1) lung-segmentation head on the frozen patch tokens, trained on cxr-mini's\n           train masks; mean test Dice with a patient-level bootstrap CI\
 \n  report   LLaVA-style report generation: mlp2x_gelu projector + a tiny llama trained from scratch on\n           cxr-mini's metadata-template reports; greedy generation on the test split; ROUGE-L,\n           BLEU-4 and CheXpert-label F1 beside the most-common-text baseline\
 \n  scaling  continual DINOv2 pretraining of the encoder on nested subsets of the train splits (same\n           steps x batch per subset), probe + lung Dice per subset, power-law fit a - b*n^(-c) with\n           bootstrap refits, scaling.png/.svg; the study folder resumes\n\

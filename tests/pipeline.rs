@@ -131,6 +131,7 @@ fn pipeline_runs_every_stage_and_writes_the_summary() {
     let probe = &json["stages"]["probe"];
     assert_eq!(probe["details"]["test"], 8);
     assert!(probe["details"]["per_label"]["no_finding"]["auroc"].is_number());
+    assert!(probe["details"]["per_label"]["macro"]["f1"].is_number());
     let report = &json["stages"]["report"]["details"];
     assert!(report["baseline_most_common_text"]["BLEU-4"]["value"].is_number());
     let scaling = &json["stages"]["scaling"];

@@ -8,7 +8,7 @@
 //! | stage | what | headline |
 //! |---|---|---|
 //! | [`Stage::Embed`] | cxr-mini images → pooled embeddings (`embeddings.safetensors`) | same-patient minus different-patient cosine similarity |
-//! | [`Stage::Probe`] | frozen features of cxr-findings → L2 logistic regression per finding, `C` on val | macro test AUROC |
+//! | [`Stage::Probe`] | frozen features of cxr-findings → L2 logistic regression per finding, `C` on val; F1 at the threshold chosen on val | macro test AUROC |
 //! | [`Stage::Segment`] | linear head on frozen patch tokens, cxr-mini lung masks | mean test Dice |
 //! | [`Stage::Report`] | LLaVA-style projector + tiny llama trained on cxr-mini's metadata reports, greedy generation | ROUGE-L, BLEU-4, clinical F1 |
 //! | [`Stage::Scaling`] | continual DINOv2 pretraining of the encoder on nested subsets, probe + lung-seg per subset, power-law fits | fitted exponent per task, figure |
@@ -305,7 +305,7 @@ pub fn describe(stage: Stage) -> &'static str {
     match stage {
         Stage::Embed => "embed every cxr-mini image; same- vs different-patient cosine similarity",
         Stage::Probe => {
-            "logistic-regression probes (C on val) of 15 findings on cxr-findings; test AUROC"
+            "logistic-regression probes (C on val) of 15 findings on cxr-findings; test AUROC and F1"
         }
         Stage::Segment => "linear lung-segmentation head on frozen patch tokens; test Dice",
         Stage::Report => {

@@ -1,12 +1,11 @@
 //! Stage 2: frozen-feature probes of the findings on cxr-findings (probe-heads' protocol:
-//! CLS + mean patch token, L2 logistic regression per finding with `C` chosen on val,
-//! test AUROC with a patient-level bootstrap).
+//! CLS + mean patch token, L2 logistic regression per finding with `C` chosen on val, test
+//! AUROC and F1 at the threshold chosen on val, with a patient-level bootstrap).
 use cxr_core::Encoder;
 use cxr_data::{Manifest, ManifestSpec, Split};
 use metrics::bootstrap::BootstrapConfig;
-use probe_heads::eval::{evaluate, logreg_probe};
 use probe_heads::extract::{extract_features, ExtractConfig};
-use probe_heads::logreg::default_c_grid;
+use probe_heads::protocol::{run_probes, Probe, ProbeData, ProtocolConfig, SplitData};
 use probe_heads::Targets;
 use serde_json::json;
 
@@ -45,44 +44,67 @@ pub(crate) fn run(
         );
     }
     let (ytr, yva, yte) = (targets(&tr), targets(&va), targets(&te));
-    let (scores, chosen_c) = logreg_probe(
-        (&feats[0], &ytr),
-        (&feats[1], &yva),
-        &feats[2],
-        &default_c_grid(),
-    )
-    .ctx(stage)?;
     let groups: Vec<String> = te
         .iter()
         .map(|&i| manifest.records[i].patient.clone())
         .collect();
-    let boot = BootstrapConfig {
-        n_resamples: cfg.bootstrap,
-        seed: cfg.seed,
+    let data = ProbeData {
+        train: SplitData {
+            x: &feats[0],
+            y: &ytr,
+        },
+        val: SplitData {
+            x: &feats[1],
+            y: &yva,
+        },
+        test: SplitData {
+            x: &feats[2],
+            y: &yte,
+        },
+        test_patients: &groups,
+    };
+    let protocol = ProtocolConfig {
+        probes: vec![Probe::LogReg],
+        bootstrap: BootstrapConfig {
+            n_resamples: cfg.bootstrap,
+            seed: cfg.seed,
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let res = evaluate(&yte, &scores, &groups, &boot).ctx(stage)?;
+    let outcome = run_probes(&data, &protocol)
+        .ctx(stage)?
+        .pop()
+        .ok_or_else(|| super::Error::stage(stage, "the protocol returned no probe"))?;
     log(&format!(
-        "{} / {} / {} train / val / test images, {} features; test AUROC (95% CI over patients):",
+        "{} / {} / {} train / val / test images, {} features; test AUROC and F1 at the \
+         val-chosen threshold (95% CI over patients):",
         tr.len(),
         va.len(),
         te.len(),
         feats[0].cols
     ));
     let mut per_label = serde_json::Map::new();
-    for r in &res {
+    for (r, f) in outcome.columns.iter().zip(&outcome.f1) {
         log(&format!(
-            "  {:<20} {} ({} positives)",
+            "  {:<20} AUROC {}  F1 {} ({} positives)",
             r.name,
             show_interval(r.auroc.estimate, r.auroc.ci),
+            show_interval(f.f1.estimate, f.f1.ci),
             r.positives
         ));
         per_label.insert(
             r.name.clone(),
-            json!({"auroc": r.auroc.estimate, "ci": r.auroc.ci, "positives": r.positives, "n": r.n}),
+            json!({
+                "auroc": r.auroc.estimate, "ci": r.auroc.ci,
+                "f1": f.f1.estimate, "f1_ci": f.f1.ci,
+                "threshold": (!f.threshold.is_nan()).then_some(f.threshold),
+                "positives": r.positives, "n": r.n,
+            }),
         );
     }
-    let macro_row = res
+    let macro_row = outcome
+        .columns
         .last()
         .ok_or_else(|| super::Error::stage(stage, "no evaluation rows"))?;
     Ok(StageSummary {
@@ -91,7 +113,7 @@ pub(crate) fn run(
         details: json!({
             "train": tr.len(), "val": va.len(), "test": te.len(),
             "features": feats[0].cols,
-            "chosen_c": chosen_c,
+            "chosen_c": outcome.chosen_c,
             "per_label": per_label,
         }),
         outputs: vec![],

@@ -128,6 +128,8 @@ pub struct ProbeOutcome {
     /// Standard deviation of each label's and the macro test AUROC over seeds (linear
     /// probe with several seeds only).
     pub auroc_std: Option<Vec<Option<f64>>>,
+    /// The `C` chosen on val for each label (logistic regression only).
+    pub chosen_c: Option<Vec<f64>>,
 }
 
 fn check(data: &ProbeData<'_>) -> Result<()> {
@@ -184,18 +186,30 @@ fn mean_of(runs: &[Vec<f64>]) -> Vec<f64> {
         .collect()
 }
 
-/// `(val scores, test scores, seeds, AUROC std over seeds)` of one probe.
-type Scored = (Vec<f64>, Vec<f64>, usize, Option<Vec<Option<f64>>>);
+/// What one probe gave before evaluation.
+struct Scored {
+    val: Vec<f64>,
+    test: Vec<f64>,
+    seeds: usize,
+    auroc_std: Option<Vec<Option<f64>>>,
+    chosen_c: Option<Vec<f64>>,
+}
 
 fn score(probe: Probe, data: &ProbeData<'_>, cfg: &ProtocolConfig) -> Result<Scored> {
     let (tr, va, te) = (data.train, data.val, data.test);
     match probe {
         Probe::LogReg => {
-            let (mut s, _) =
+            let (mut s, chosen) =
                 logreg_probe_scores((tr.x, tr.y), (va.x, va.y), &[va.x, te.x], &cfg.c_grid)?;
             let test = s.pop().unwrap_or_default();
             let val = s.pop().unwrap_or_default();
-            Ok((val, test, 1, None))
+            Ok(Scored {
+                val,
+                test,
+                seeds: 1,
+                auroc_std: None,
+                chosen_c: Some(chosen),
+            })
         }
         Probe::Linear => {
             if cfg.seeds == 0 {
@@ -225,14 +239,24 @@ fn score(probe: Probe, data: &ProbeData<'_>, cfg: &ProtocolConfig) -> Result<Sco
             } else {
                 None
             };
-            Ok((mean_of(&val_runs), mean_of(&test_runs), cfg.seeds, std))
+            Ok(Scored {
+                val: mean_of(&val_runs),
+                test: mean_of(&test_runs),
+                seeds: cfg.seeds,
+                auroc_std: std,
+                chosen_c: None,
+            })
         }
         Probe::Knn => {
             // val and test query the same bank (train), so the threshold chosen on val
             // meets test scores of the same distribution
-            let val = knn_scores(tr.x, tr.y, va.x, &cfg.knn)?;
-            let test = knn_scores(tr.x, tr.y, te.x, &cfg.knn)?;
-            Ok((val, test, 1, None))
+            Ok(Scored {
+                val: knn_scores(tr.x, tr.y, va.x, &cfg.knn)?,
+                test: knn_scores(tr.x, tr.y, te.x, &cfg.knn)?,
+                seeds: 1,
+                auroc_std: None,
+                chosen_c: None,
+            })
         }
     }
 }
@@ -252,22 +276,23 @@ pub fn run_probes(data: &ProbeData<'_>, cfg: &ProtocolConfig) -> Result<Vec<Prob
     cfg.probes
         .iter()
         .map(|&probe| {
-            let (val, test, seeds, auroc_std) = score(probe, data, cfg)?;
-            let thresholds = f1_thresholds(data.val.y, &val)?;
+            let s = score(probe, data, cfg)?;
+            let thresholds = f1_thresholds(data.val.y, &s.val)?;
             Ok(ProbeOutcome {
                 probe,
                 label: label_of(probe, cfg),
-                seeds,
-                columns: evaluate(data.test.y, &test, data.test_patients, &cfg.bootstrap)?,
+                seeds: s.seeds,
+                columns: evaluate(data.test.y, &s.test, data.test_patients, &cfg.bootstrap)?,
                 f1: evaluate_f1(
                     data.test.y,
-                    &test,
+                    &s.test,
                     &thresholds,
                     data.test_patients,
                     &cfg.bootstrap,
                 )?,
-                test_scores: test,
-                auroc_std,
+                test_scores: s.test,
+                auroc_std: s.auroc_std,
+                chosen_c: s.chosen_c,
             })
         })
         .collect()
