@@ -173,6 +173,9 @@ fn every_probe_finds_the_signal_and_not_the_noise() {
         assert_eq!(o.columns.len(), 3);
         assert_eq!(o.f1.len(), 3);
     }
+    // the C chosen on val is kept for the logistic regression, one per label
+    assert_eq!(out[0].chosen_c.as_ref().map(Vec::len), Some(2));
+    assert!(out[1].chosen_c.is_none() && out[2].chosen_c.is_none());
     let linear = &out[1];
     assert_eq!(linear.seeds, 2);
     assert!(linear.auroc_std.as_ref().unwrap()[0].unwrap() >= 0.0);
