@@ -2,7 +2,7 @@
 //! in-memory batches of `(images, masks)` in, a trained head and its history out.
 
 use candle_core::{DType, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use cxr_core::{Encoder, Features};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -158,9 +158,10 @@ pub fn train_segmentation<E: Encoder + ?Sized>(
         .map_err(Error::Config)?;
     let device = encoder.device().clone();
     let varmap = VarMap::new();
+    // drawn from `opts.seed`, so a run is the same run again (candle's own draws are not)
     let head = Head::new(
         head_cfg,
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        train_utils::init::seeded_var_builder(&varmap, opts.seed, DType::F32, &device),
     )?;
     let adam = |vars: Vec<Var>, lr: f64| {
         AdamW::new(

@@ -1,7 +1,13 @@
 //! Seeded parameter initialisation (candle's own `randn` draws from an unseeded generator).
 
-use candle_core::{DType, Device, Tensor};
-use rand::Rng;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use candle_nn::init::NormalOrUniform;
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::{named_vars, Error, Result};
 
@@ -135,10 +141,202 @@ pub fn dinov2_vit_init(varmap: &candle_nn::VarMap, seed: u64, device: &Device) -
     Ok(())
 }
 
+/// A `VarBuilder` over `varmap` whose new variables are drawn from a generator seeded with
+/// `seed`, by the distribution their [`Init`] names, as candle would draw them (candle's own
+/// draws come from an unseeded generator). A model built through it twice with one seed gets
+/// the same variables, drawn in the order the model asks for them; variables already in
+/// `varmap` are returned as they are.
+pub fn seeded_var_builder(
+    varmap: &VarMap,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
+    VarBuilder::from_backend(
+        Box::new(SeededVarMap {
+            varmap: varmap.clone(),
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+        }),
+        dtype,
+        device.clone(),
+    )
+}
+
+/// The backend of [`seeded_var_builder`].
+struct SeededVarMap {
+    varmap: VarMap,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+impl SeededVarMap {
+    /// A tensor of `shape` as `init` describes it, from the seeded generator.
+    fn draw(&self, shape: &Shape, init: Init, device: &Device) -> candle_core::Result<Tensor> {
+        let mut rng = self
+            .rng
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("seeded init: generator lock poisoned".into()))?;
+        let dims = shape.dims();
+        let normal = |rng: &mut ChaCha8Rng, mean: f64, std: f64| {
+            // practically untruncated: 40 standard deviations either side
+            trunc_normal(
+                dims,
+                mean,
+                std,
+                mean - 40.0 * std,
+                mean + 40.0 * std,
+                rng,
+                device,
+            )
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        };
+        let wrap = |e: Error| candle_core::Error::Msg(e.to_string());
+        match init {
+            Init::Const(v) => Tensor::ones(dims, DType::F32, device)?.affine(v, 0.0),
+            Init::Uniform { lo, up } => uniform(dims, lo, up, &mut *rng, device).map_err(wrap),
+            Init::Randn { mean, stdev } if stdev > 0.0 => normal(&mut rng, mean, stdev),
+            Init::Randn { mean, .. } => Tensor::ones(dims, DType::F32, device)?.affine(0.0, mean),
+            Init::Kaiming {
+                dist,
+                fan,
+                non_linearity,
+            } => {
+                let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
+                match dist {
+                    NormalOrUniform::Uniform => {
+                        let bound = 3f64.sqrt() * std;
+                        uniform(dims, -bound, bound, &mut *rng, device).map_err(wrap)
+                    }
+                    NormalOrUniform::Normal => normal(&mut rng, 0.0, std),
+                }
+            }
+        }
+    }
+}
+
+impl SimpleBackend for SeededVarMap {
+    fn get(
+        &self,
+        shape: Shape,
+        path: &str,
+        init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("seeded init: VarMap lock poisoned".into()))?;
+        if let Some(var) = data.get(path) {
+            if var.shape() != &shape {
+                candle_core::bail!(
+                    "seeded init: {path} is {:?}, asked for {:?}",
+                    var.dims(),
+                    shape.dims()
+                );
+            }
+            return Ok(var.as_tensor().clone());
+        }
+        let value = self.draw(&shape, init, device)?.to_dtype(dtype)?;
+        let var = Var::from_tensor(&value)?;
+        let tensor = var.as_tensor().clone();
+        data.insert(path.to_string(), var);
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, _: &Device) -> candle_core::Result<Tensor> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("seeded init: VarMap lock poisoned".into()))?;
+        match data.get(name) {
+            Some(var) => var.as_tensor().to_dtype(dtype),
+            None => candle_core::bail!("seeded init: no variable {name}"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.varmap
+            .data()
+            .lock()
+            .is_ok_and(|d| d.contains_key(name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_nn::{Init, VarMap};
+
+    /// A small "model": a Kaiming-uniform conv weight, a normal matrix, a constant.
+    fn build(seed: u64) -> (VarMap, Vec<Vec<f32>>) {
+        let vm = VarMap::new();
+        let vb = seeded_var_builder(&vm, seed, DType::F32, &Device::Cpu);
+        let conv = vb
+            .get_with_hints(
+                (8, 4, 3, 3),
+                "conv.weight",
+                candle_nn::init::DEFAULT_KAIMING_UNIFORM,
+            )
+            .unwrap();
+        let lin = vb
+            .pp("head")
+            .get_with_hints(
+                (5, 6),
+                "weight",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.01,
+                },
+            )
+            .unwrap();
+        let one = vb
+            .get_with_hints(3, "norm.weight", Init::Const(1.0))
+            .unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let values = vec![flat(&conv), flat(&lin), flat(&one)];
+        (vm, values)
+    }
+
+    #[test]
+    fn a_seeded_var_builder_draws_the_same_model_from_the_same_seed() {
+        let (vm, a) = build(7);
+        let (_, b) = build(7);
+        let (_, c) = build(8);
+        assert_eq!(a, b, "one seed, one model");
+        assert_ne!(a[0], c[0]);
+        assert_ne!(a[1], c[1]);
+        // the distributions candle would use: Kaiming uniform within its bound (fan in 36,
+        // gain for leaky ReLU), a std-0.01 normal, the constant exactly
+        let bound = 3f64.sqrt() * NonLin::gain() / 36f64.sqrt();
+        assert!(a[0].iter().all(|v| f64::from(v.abs()) <= bound));
+        let std = (a[1].iter().map(|v| f64::from(v * v)).sum::<f64>() / 30.0).sqrt();
+        assert!((0.005..0.02).contains(&std), "std {std}");
+        assert_eq!(a[2], vec![1.0; 3]);
+        // the variables are the VarMap's, and a second request returns them unchanged
+        assert_eq!(vm.all_vars().len(), 3);
+        let again = seeded_var_builder(&vm, 99, DType::F32, &Device::Cpu)
+            .pp("head")
+            .get_with_hints((5, 6), "weight", Init::Const(0.0))
+            .unwrap();
+        assert_eq!(again.flatten_all().unwrap().to_vec1::<f32>().unwrap(), a[1]);
+        assert!(seeded_var_builder(&vm, 1, DType::F32, &Device::Cpu)
+            .pp("head")
+            .get_with_hints((6, 5), "weight", Init::Const(0.0))
+            .is_err());
+    }
+
+    /// The gain of candle's default Kaiming initialisation.
+    struct NonLin;
+    impl NonLin {
+        fn gain() -> f64 {
+            match candle_nn::init::DEFAULT_KAIMING_UNIFORM {
+                Init::Kaiming { non_linearity, .. } => non_linearity.gain(),
+                _ => unreachable!(),
+            }
+        }
+    }
 
     #[test]
     fn hf_vit_reinit_is_seeded_and_keeps_constants() {
