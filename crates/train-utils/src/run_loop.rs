@@ -82,7 +82,7 @@ pub struct LoopOptions {
     pub out: PathBuf,
     /// Train until this many steps are complete.
     pub steps: u64,
-    /// Write a checkpoint every this many steps (and at the end).
+    /// Write a checkpoint every this many steps (and at the end); at least 1.
     pub checkpoint_every: u64,
     /// Checkpoints to keep.
     pub keep: usize,
@@ -131,6 +131,9 @@ pub fn run_loop<T: LoopTrainer>(
     report: &LoopReport<'_>,
     hooks: &mut impl LoopHooks<T>,
 ) -> Result<LoopSummary, T::Error> {
+    if opts.checkpoint_every == 0 {
+        return Err(Error::Config("checkpoint_every is 0: give at least 1".into()).into());
+    }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let ckdir = CheckpointDir::new(opts.out.join("checkpoints"), opts.keep)?;
     let mut resumed_at = None;
@@ -160,7 +163,7 @@ pub fn run_loop<T: LoopTrainer>(
     let per_second = |steps: usize| {
         (steps * report.samples_per_step) as f64 / t0.elapsed().as_secs_f64().max(1e-9)
     };
-    let every = opts.checkpoint_every.max(1);
+    let every = opts.checkpoint_every;
     let mut losses = Vec::new();
     let mut result = Ok(());
     for step in start..end {

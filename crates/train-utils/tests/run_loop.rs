@@ -207,3 +207,25 @@ fn a_nan_step_ends_the_run_with_the_last_checkpoint_intact() {
     let resumed = ckdir.load_latest(&Device::Cpu).unwrap().unwrap();
     assert_eq!(resumed.state.step, 2);
 }
+
+#[test]
+fn a_zero_checkpoint_interval_is_refused_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let opts = LoopOptions {
+        checkpoint_every: 0,
+        ..options(&out, 4, false)
+    };
+    let mut seen = Seen::default();
+    let err = run_loop(
+        &mut Run::fresh(3),
+        clean(),
+        &Device::Cpu,
+        &opts,
+        &REPORT,
+        &mut seen,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("checkpoint_every is 0"), "{err}");
+    assert!(seen.steps.is_empty() && !out.exists());
+}

@@ -23,7 +23,7 @@ pub struct Validation {
     pub data: PairDataset,
     /// The run's tokenizer.
     pub tokenizer: TextTokenizer,
-    /// Evaluate every this many steps (and after the last one).
+    /// Evaluate every this many steps (and after the last one); at least 1.
     pub every: u64,
 }
 
@@ -121,7 +121,7 @@ impl LoopHooks<UniclTrainer> for ValidationHook<'_> {
         progress: &ProgressBar,
     ) -> Result<()> {
         let v = self.validation;
-        if done % v.every.max(1) != 0 && !last {
+        if done % v.every != 0 && !last {
             return Ok(());
         }
         let scores = zero_shot_scores(trainer.model(), &v.tokenizer, &v.data, 64, self.device)?;
@@ -148,6 +148,11 @@ pub fn run(
     device: &Device,
     opts: &RunOptions,
 ) -> Result<RunSummary> {
+    if opts.validation.as_ref().is_some_and(|v| v.every == 0) {
+        return Err(Error::Invalid(
+            "validation every 0 steps: give at least 1".into(),
+        ));
+    }
     let batches = {
         let (source, device) = (source.clone(), device.clone());
         move |step| source.batch(step, &device)

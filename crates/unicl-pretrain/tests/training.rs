@@ -291,6 +291,14 @@ fn run_validates_every_n_steps_and_resumes_with_its_logs() {
     for f in ["config.json", "steps.csv", "loss_curve.png"] {
         assert!(out.join(f).is_file(), "{f}");
     }
+    // validating every 0 steps is refused, not read as every step
+    let mut never = opts(3, false);
+    if let Some(v) = never.validation.as_mut() {
+        v.every = 0;
+    }
+    let mut third = UniclTrainer::new(cfg, &dev()).unwrap();
+    let err = run(&mut third, &src, &dev(), &never).unwrap_err();
+    assert!(err.to_string().contains("every 0 steps"), "{err}");
 }
 
 /// A damaged `--init-image` checkpoint is an error that names its file (candle's own message,
