@@ -303,9 +303,11 @@ mod tests {
             bad.validate().unwrap_err(),
             "layer_norm_eps -0.5 is not a positive number"
         );
-        let dir = std::env::temp_dir().join("vit-backbone-bad-config.json");
-        std::fs::write(&dir, "{ not json").unwrap();
-        let err = Dinov2Config::from_file(&dir).unwrap_err().to_string();
+        // a temporary folder, removed afterwards, not a file left in the system's temp dir
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vit-backbone-bad-config.json");
+        std::fs::write(&path, "{ not json").unwrap();
+        let err = Dinov2Config::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("vit-backbone-bad-config.json"), "{err}");
     }
 }
