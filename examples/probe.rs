@@ -32,7 +32,7 @@ use probe_heads::eval::paired_macro_auroc;
 use probe_heads::extract::{extract_cached, ExtractConfig};
 use probe_heads::linear::LinearProbeConfig;
 use probe_heads::protocol::{
-    result_rows, run_probes, Probe, ProbeData, ProbeOutcome, ProtocolConfig, SplitData,
+    result_rows, run_probes, Probe, ProbeData, ProbeOutcome, ProtocolConfig,
 };
 use probe_heads::results::write_tables;
 use probe_heads::{Matrix, Targets};
@@ -490,21 +490,11 @@ fn main() -> anyhow::Result<()> {
             feats[0].cols,
             cfg.probes.len()
         );
-        let data = ProbeData {
-            train: SplitData {
-                x: &feats[0],
-                y: &ytr,
-            },
-            val: SplitData {
-                x: &feats[1],
-                y: &yva,
-            },
-            test: SplitData {
-                x: &feats[2],
-                y: &yte,
-            },
-            test_patients: &patients,
-        };
+        let data = ProbeData::new(
+            [&feats[0], &feats[1], &feats[2]],
+            [&ytr, &yva, &yte],
+            &patients,
+        );
         Ok((feats[0].cols, run_probes(&data, &cfg)?))
     };
     let (width, outcomes) = probe_encoder(&opened)?;

@@ -5,7 +5,7 @@ use cxr_core::Encoder;
 use cxr_data::{Manifest, ManifestSpec, Split};
 use metrics::bootstrap::BootstrapConfig;
 use probe_heads::extract::{extract_features, ExtractConfig};
-use probe_heads::protocol::{run_probes, Probe, ProbeData, ProtocolConfig, SplitData};
+use probe_heads::protocol::{run_probes, Probe, ProbeData, ProtocolConfig};
 use probe_heads::Targets;
 use serde_json::json;
 
@@ -48,21 +48,11 @@ pub(crate) fn run(
         .iter()
         .map(|&i| manifest.records[i].patient.clone())
         .collect();
-    let data = ProbeData {
-        train: SplitData {
-            x: &feats[0],
-            y: &ytr,
-        },
-        val: SplitData {
-            x: &feats[1],
-            y: &yva,
-        },
-        test: SplitData {
-            x: &feats[2],
-            y: &yte,
-        },
-        test_patients: &groups,
-    };
+    let data = ProbeData::new(
+        [&feats[0], &feats[1], &feats[2]],
+        [&ytr, &yva, &yte],
+        &groups,
+    );
     let protocol = ProtocolConfig {
         probes: vec![Probe::LogReg],
         bootstrap: BootstrapConfig {

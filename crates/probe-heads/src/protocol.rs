@@ -110,6 +110,20 @@ pub struct ProbeData<'a> {
     pub test_patients: &'a [String],
 }
 
+impl<'a> ProbeData<'a> {
+    /// The train, val and test splits from their features `x` and labels `y`, in that order,
+    /// and the patient of each test row.
+    pub fn new(x: [&'a Matrix; 3], y: [&'a Targets; 3], test_patients: &'a [String]) -> Self {
+        let split = |i: usize| SplitData { x: x[i], y: y[i] };
+        Self {
+            train: split(0),
+            val: split(1),
+            test: split(2),
+            test_patients,
+        }
+    }
+}
+
 /// One probe's test results.
 #[derive(Debug, Clone)]
 pub struct ProbeOutcome {

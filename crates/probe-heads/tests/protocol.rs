@@ -137,13 +137,9 @@ fn every_probe_finds_the_signal_and_not_the_noise() {
         bootstrap: boot(200),
         ..Default::default()
     };
-    let split = |x, y| SplitData { x, y };
-    let data = ProbeData {
-        train: split(&x, &y),
-        val: split(&vx, &vy),
-        test: split(&tx, &ty),
-        test_patients: &patients,
-    };
+    let data = ProbeData::new([&x, &vx, &tx], [&y, &vy, &ty], &patients);
+    assert_eq!(data.val.x.rows, 120);
+    assert_eq!(data.test.y.len(), 160);
     let out = run_probes(&data, &cfg).unwrap();
     // F1 of calling every test image positive: what a useless probe's F1 can reach
     let truth: Vec<bool> = ty.column(0).into_iter().flatten().collect();
