@@ -69,7 +69,11 @@ pub fn model_folder(dir: &Path) -> PathBuf {
 /// `hidden_size`) is DINOv2; one with `embed_dims` or an `image` section is DaViT/MI2; a folder
 /// without `config.json` that holds `model.safetensors` or `vision_model/` is the MI2 release.
 pub fn encoder_kind(dir: &Path) -> cxr_core::Result<EncoderKind> {
-    let dir = &model_folder(dir);
+    kind_in(&model_folder(dir))
+}
+
+/// [`encoder_kind`] of a folder already resolved by [`model_folder`].
+fn kind_in(dir: &Path) -> cxr_core::Result<EncoderKind> {
     let path = dir.join("config.json");
     if !path.is_file() {
         if dir.join("model.safetensors").is_file() || dir.join("vision_model").is_dir() {
@@ -122,7 +126,7 @@ pub fn open_encoder(
     device: &Device,
 ) -> cxr_core::Result<Box<dyn Encoder>> {
     let dir = &model_folder(dir);
-    Ok(match encoder_kind(dir)? {
+    Ok(match kind_in(dir)? {
         EncoderKind::Dinov2 => Box::new(Dinov2Model::from_dir(dir, dtype, device)?),
         EncoderKind::Davit => Box::new(DavitModel::from_dir(dir, dtype, device)?),
     })
