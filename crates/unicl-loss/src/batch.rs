@@ -5,8 +5,8 @@ use crate::{BatchTargets, LabelSet, PromptSampler, Result};
 /// What the text side of one batch sample is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum BatchItem<'a> {
-    /// Structured labels, rendered through the prompt templates; equal sets are positives
-    /// of each other.
+    /// Structured labels, rendered through the prompt templates; texts with equal labels
+    /// (equal sets, or equal finding statements) are positives of each other.
     Labels(&'a LabelSet),
     /// A radiology report, used verbatim; positive only for its own image.
     Report(&'a str),
@@ -29,8 +29,9 @@ impl PromptSampler {
         for (i, item) in items.iter().enumerate() {
             match item {
                 BatchItem::Labels(set) => {
-                    texts.push(self.text(set, step, i as u64)?);
-                    builder.push_label_set(set);
+                    let (text, label) = self.labelled_text(set, step, i as u64)?;
+                    texts.push(text);
+                    builder.push_text_label(&label);
                 }
                 BatchItem::Report(r) => {
                     texts.push((*r).to_string());

@@ -88,6 +88,7 @@ pub use losses::{
     l2_normalize, logits, ClipLoss, ContrastiveLoss, LossKind, SigLipLoss, UniClLoss,
 };
 pub use prompts::{
-    Finding, PromptSampler, PromptTemplates, FINDINGS_PLACEHOLDER, FINDING_PLACEHOLDER,
+    Finding, PromptSampler, PromptTemplates, TextLabel, TextUnit, FINDINGS_PLACEHOLDER,
+    FINDING_PLACEHOLDER,
 };
 pub use targets::{BatchTargets, BatchTargetsBuilder, CombinedLabelIds, LabelSet};

@@ -7,6 +7,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, LabelSet, Result};
 
+/// What one sampled text says about its image's label set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextUnit {
+    /// The whole set: every present finding ("chest x-ray with effusion and mass"), or a
+    /// normal text for the empty set. The text's UniCL label is the set.
+    #[default]
+    LabelSet,
+    /// One statement about one finding: "chest x-ray with effusion" (present) or "no
+    /// effusion" (absent). The text's UniCL label is the statement (finding, present), so
+    /// every image of a batch for which the same statement was drawn is a positive. These
+    /// are the texts per-finding zero-shot prompts contrast ("showing X" against "no X").
+    Finding,
+}
+
+/// The UniCL label of one sampled text: texts with equal labels are positives of each other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TextLabel {
+    /// The text renders this whole set ([`TextUnit::LabelSet`], or a normal text drawn for
+    /// the empty set under [`TextUnit::Finding`]).
+    Set(LabelSet),
+    /// The text states that finding `finding` is present or absent ([`TextUnit::Finding`]).
+    Statement {
+        /// Finding index.
+        finding: u32,
+        /// Whether the statement says present.
+        present: bool,
+    },
+}
+
 /// Placeholder a positive template must contain.
 pub const FINDINGS_PLACEHOLDER: &str = "{findings}";
 
@@ -41,6 +71,12 @@ impl Finding {
 /// as `absent_template` (a leading "a"/"an" dropped), appended after a comma: "chest x-ray
 /// with effusion, no pneumothorax". Label prompts without any negation never show the text
 /// tower the "no {finding}" phrasing that per-finding zero-shot prompts contrast against.
+///
+/// With `unit = Finding` a text is instead one statement about one finding (see
+/// [`TextUnit::Finding`]): with probability `present_probability` a present finding (drawn
+/// uniformly among those the set holds; for the empty set, one of `negative_texts`), otherwise
+/// an absent one (uniformly among the rest), rendered through a positive template with that
+/// one finding, or through `absent_template`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptTemplates {
     /// Finding vocabulary, indexed by the [`LabelSet`] indices.
@@ -61,6 +97,17 @@ pub struct PromptTemplates {
     /// How one absent finding is named; must contain `{finding}`.
     #[serde(default = "default_absent_template")]
     pub absent_template: String,
+    /// Whether a text renders the whole label set or one finding statement.
+    #[serde(default)]
+    pub unit: TextUnit,
+    /// Under `unit = Finding`: how often the statement names a present finding (or, for the
+    /// empty set, is a normal text) rather than an absent one.
+    #[serde(default = "default_present_probability")]
+    pub present_probability: f64,
+}
+
+fn default_present_probability() -> f64 {
+    0.5
 }
 
 /// Placeholder of [`PromptTemplates::absent_template`].
@@ -124,6 +171,8 @@ impl PromptTemplates {
             shuffle_findings: false,
             mention_absent: 0,
             absent_template: default_absent_template(),
+            unit: TextUnit::LabelSet,
+            present_probability: default_present_probability(),
         }
     }
 
@@ -143,17 +192,110 @@ impl PromptTemplates {
                 "positive template {t:?} lacks {FINDINGS_PLACEHOLDER}"
             )));
         }
-        if self.mention_absent > 0 && !self.absent_template.contains(FINDING_PLACEHOLDER) {
+        let names_absent = self.mention_absent > 0 || self.unit == TextUnit::Finding;
+        if names_absent && !self.absent_template.contains(FINDING_PLACEHOLDER) {
             return Err(Error::Prompt(format!(
                 "absent template {:?} lacks {FINDING_PLACEHOLDER}",
                 self.absent_template
             )));
+        }
+        if self.unit == TextUnit::Finding {
+            if self.mention_absent > 0 {
+                return Err(Error::Prompt(
+                    "mention_absent extends label-set texts; finding statements already name \
+                     absent findings"
+                        .into(),
+                ));
+            }
+            if self.findings.is_empty() {
+                return Err(Error::Prompt("finding statements need findings".into()));
+            }
+            if !(0.0..=1.0).contains(&self.present_probability) {
+                return Err(Error::Prompt(format!(
+                    "present probability {} outside [0, 1]",
+                    self.present_probability
+                )));
+            }
         }
         Ok(())
     }
 
     /// One text for `set`, drawn with `rng`.
     pub fn sample<R: Rng + ?Sized>(&self, set: &LabelSet, rng: &mut R) -> Result<String> {
+        Ok(self.sample_labelled(set, rng)?.0)
+    }
+
+    /// One text for `set` and its UniCL label, drawn with `rng`.
+    pub fn sample_labelled<R: Rng + ?Sized>(
+        &self,
+        set: &LabelSet,
+        rng: &mut R,
+    ) -> Result<(String, TextLabel)> {
+        if self.unit == TextUnit::Finding {
+            return self.sample_statement(set, rng);
+        }
+        Ok((self.sample_set(set, rng)?, TextLabel::Set(set.clone())))
+    }
+
+    /// One statement about one finding of `set` ([`TextUnit::Finding`]).
+    fn sample_statement<R: Rng + ?Sized>(
+        &self,
+        set: &LabelSet,
+        rng: &mut R,
+    ) -> Result<(String, TextLabel)> {
+        self.validate()?;
+        let n = self.findings.len() as u32;
+        if let Some(bad) = set.findings().find(|&i| i >= n) {
+            self.finding(bad)?;
+        }
+        let absent: Vec<u32> = (0..n).filter(|&i| !set.contains(i)).collect();
+        let present = absent.is_empty() || rng.random_bool(self.present_probability);
+        if present && set.is_empty() {
+            let t = &self.negative_texts[rng.random_range(0..self.negative_texts.len())];
+            return Ok((t.clone(), TextLabel::Set(set.clone())));
+        }
+        let finding = if present {
+            let held: Vec<u32> = set.findings().collect();
+            held[rng.random_range(0..held.len())]
+        } else {
+            absent[rng.random_range(0..absent.len())]
+        };
+        let p = self.finding(finding)?.phrases();
+        let phrase = &p[rng.random_range(0..p.len())];
+        let text = if present {
+            let t = &self.positive_templates[rng.random_range(0..self.positive_templates.len())];
+            t.replace(FINDINGS_PLACEHOLDER, phrase)
+        } else {
+            self.absent_text(phrase)
+        };
+        Ok((text, TextLabel::Statement { finding, present }))
+    }
+
+    /// `absent_template` for one phrase, a leading "a"/"an" dropped ("no a lung mass" → "no
+    /// lung mass").
+    fn absent_text(&self, phrase: &str) -> String {
+        let bare = ["a ", "an "]
+            .iter()
+            .find_map(|a| phrase.strip_prefix(a))
+            .unwrap_or(phrase);
+        self.absent_template.replace(FINDING_PLACEHOLDER, bare)
+    }
+
+    /// Every statement [`TextUnit::Finding`] can draw about finding `index` (present and
+    /// absent), e.g. for a tokenizer corpus.
+    pub fn statement_texts(&self, index: u32) -> Result<Vec<String>> {
+        let p = self.finding(index)?.phrases();
+        let mut out: Vec<String> = self
+            .positive_templates
+            .iter()
+            .flat_map(|t| p.iter().map(move |s| t.replace(FINDINGS_PLACEHOLDER, s)))
+            .collect();
+        out.extend(p.iter().map(|s| self.absent_text(s)));
+        Ok(out)
+    }
+
+    /// A label-set text: the present findings, then any absent mentions.
+    fn sample_set<R: Rng + ?Sized>(&self, set: &LabelSet, rng: &mut R) -> Result<String> {
         let text = self.sample_present(set, rng)?;
         if self.mention_absent == 0 {
             return Ok(text);
@@ -167,13 +309,8 @@ impl PromptTemplates {
         for &i in chosen.iter() {
             let p = self.finding(i)?.phrases();
             let phrase = &p[rng.random_range(0..p.len())];
-            // "no a lung mass" -> "no lung mass"
-            let bare = ["a ", "an "]
-                .iter()
-                .find_map(|a| phrase.strip_prefix(a))
-                .unwrap_or(phrase);
             out.push_str(", ");
-            out.push_str(&self.absent_template.replace(FINDING_PLACEHOLDER, bare));
+            out.push_str(&self.absent_text(phrase));
         }
         Ok(out)
     }
@@ -271,10 +408,20 @@ impl PromptSampler {
 
     /// The text for `set` at `(step, index)`.
     pub fn text(&self, set: &LabelSet, step: u64, index: u64) -> Result<String> {
+        Ok(self.labelled_text(set, step, index)?.0)
+    }
+
+    /// The text for `set` at `(step, index)` and its UniCL label.
+    pub fn labelled_text(
+        &self,
+        set: &LabelSet,
+        step: u64,
+        index: u64,
+    ) -> Result<(String, TextLabel)> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         // one ChaCha stream per step, one block range per sample: independent, reproducible
         rng.set_stream(step);
         rng.set_word_pos(u128::from(index) << 20);
-        self.templates.sample(set, &mut rng)
+        self.templates.sample_labelled(set, &mut rng)
     }
 }

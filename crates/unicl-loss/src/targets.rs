@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::{Error, Result};
+use crate::{Error, Result, TextLabel};
 
 /// A multi-label structured annotation: the set of finding indices present in one image.
 /// The empty set means "no finding". Two images with equal sets share one combined label.
@@ -84,6 +84,7 @@ impl CombinedLabelIds {
 enum Key {
     Id(u64),
     Set(LabelSet),
+    Statement(u32, bool),
     Report(usize),
 }
 
@@ -204,6 +205,16 @@ impl BatchTargetsBuilder {
     /// Appends a sample labelled with a multi-label set; equal sets become one combined label.
     pub fn push_label_set(&mut self, set: &LabelSet) -> &mut Self {
         self.keys.push(Key::Set(set.clone()));
+        self
+    }
+
+    /// Appends a sample labelled by what its sampled text says: a whole set (as
+    /// [`Self::push_label_set`]) or one finding statement, equal only to the same statement.
+    pub fn push_text_label(&mut self, label: &TextLabel) -> &mut Self {
+        self.keys.push(match label {
+            TextLabel::Set(s) => Key::Set(s.clone()),
+            TextLabel::Statement { finding, present } => Key::Statement(*finding, *present),
+        });
         self
     }
 

@@ -163,3 +163,107 @@ fn real_labels_mixed_with_reports() {
     );
     assert_eq!(batch, sampler.assemble(&items, 11).unwrap());
 }
+
+#[test]
+fn finding_statements_label_each_text_by_what_it_says() {
+    use unicl_loss::{BatchTargets, TextLabel, TextUnit};
+    let mut t = PromptTemplates::nih_chestxray14();
+    t.unit = TextUnit::Finding;
+    let s = PromptSampler::new(t.clone(), 3).unwrap();
+    let set = LabelSet::new([1, 4]); // cardiomegaly, effusion
+    let (mut present, mut absent) = (0usize, 0usize);
+    let mut named = std::collections::HashSet::new();
+    for i in 0..600 {
+        let (text, label) = s.labelled_text(&set, i / 30, i % 30).unwrap();
+        assert_eq!(s.text(&set, i / 30, i % 30).unwrap(), text);
+        let TextLabel::Statement {
+            finding,
+            present: p,
+        } = label
+        else {
+            panic!("{text}: a non-empty set gives statements");
+        };
+        assert_eq!(
+            set.contains(finding),
+            p,
+            "{text}: states what the set does not hold"
+        );
+        assert!(
+            t.statement_texts(finding).unwrap().contains(&text),
+            "{text}"
+        );
+        assert_eq!(text.starts_with("no "), !p, "{text}");
+        if p {
+            present += 1;
+        } else {
+            absent += 1;
+        }
+        named.insert(finding);
+    }
+    // present_probability 0.5, and every finding gets stated
+    assert!(
+        (250..350).contains(&present),
+        "{present} present, {absent} absent"
+    );
+    assert_eq!(named.len(), 14);
+
+    // the empty set: a normal text (labelled by the set) or an absent statement
+    let mut kinds = [0usize; 2];
+    for i in 0..200 {
+        match s.labelled_text(&LabelSet::default(), 0, i).unwrap() {
+            (text, TextLabel::Set(e)) => {
+                assert!(e.is_empty() && t.negative_texts.contains(&text), "{text}");
+                kinds[0] += 1;
+            }
+            (text, TextLabel::Statement { present, .. }) => {
+                assert!(!present && text.starts_with("no "), "{text}");
+                kinds[1] += 1;
+            }
+        }
+    }
+    assert!(kinds.iter().all(|&k| k > 60), "{kinds:?}");
+
+    // equal statements group; a statement differs from its negation and from the set
+    let (eff, no_eff) = (
+        TextLabel::Statement {
+            finding: 4,
+            present: true,
+        },
+        TextLabel::Statement {
+            finding: 4,
+            present: false,
+        },
+    );
+    let mut b = BatchTargets::builder();
+    for l in [&eff, &no_eff, &eff, &TextLabel::Set(LabelSet::new([4]))] {
+        b.push_text_label(l);
+    }
+    assert_eq!(b.build().groups(), &[0, 1, 0, 2]);
+
+    // the batch assembler uses those labels
+    let items = [
+        BatchItem::Labels(&set),
+        BatchItem::Labels(&set),
+        BatchItem::Report("r"),
+    ];
+    let batch = s.assemble(&items, 5).unwrap();
+    let same = s.labelled_text(&set, 5, 0).unwrap().1 == s.labelled_text(&set, 5, 1).unwrap().1;
+    assert_eq!(batch.targets.groups()[0] == batch.targets.groups()[1], same);
+    assert_eq!(batch.targets.n_positives(2), Some(1));
+
+    // statements always present, or never
+    t.present_probability = 1.0;
+    let always = PromptSampler::new(t.clone(), 3).unwrap();
+    assert!((0..50).all(|i| !always.text(&set, 0, i).unwrap().starts_with("no ")));
+    t.present_probability = 1.5;
+    assert!(t.validate().is_err());
+    t.present_probability = 0.5;
+    t.mention_absent = 1;
+    assert!(
+        t.validate().is_err(),
+        "absent mentions are for label-set texts"
+    );
+    t.mention_absent = 0;
+    t.absent_template = "without".into();
+    assert!(t.validate().is_err());
+}

@@ -12,7 +12,9 @@
 //!
 //! With a pretrained image tower, `--init-image DIR --lock-image` trains only the text side
 //! (LiT); `--mention-absent 2` adds negated findings to the label prompts ("…, no
-//! pneumothorax"), the phrasing the zero-shot negative prompts use; `--score-train` scores
+//! pneumothorax"), the phrasing the zero-shot negative prompts use; `--text-unit finding`
+//! makes each text one statement about one finding ("chest x-ray with effusion" / "no
+//! mass"), labelled by that statement; `--score-train` scores
 //! the training split too, to tell memorisation from learning.
 //!
 //! Expect on cxr-findings (322 training images, 2 CPU cores): roughly 1–3 s per step at
@@ -29,7 +31,7 @@ use cxr_core::{FeatureRequest, Preprocessing, Resample};
 use cxr_data::{ImageProcessor, Manifest, ManifestSpec, Split, NIH_FINDINGS};
 use dual_encoder::{Mi2Files, Templates};
 use metrics::bootstrap::BootstrapConfig;
-use unicl_loss::{LossKind, PromptTemplates};
+use unicl_loss::{LossKind, PromptTemplates, TextUnit};
 use unicl_pretrain::eval::{
     auroc_report, display_name, paired_macro_auroc, zero_shot_scores, AurocReport, ScoreFile,
 };
@@ -49,10 +51,20 @@ struct Cli {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Objective {
-    /// UniCL: images whose finding sets are equal are each other's positives.
+    /// UniCL: images whose texts carry the same label (equal finding sets, or with
+    /// `--text-unit finding` the same finding statement) are each other's positives.
     Unicl,
     /// CLIP InfoNCE: every image's own text is its only positive.
     Clip,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TextUnitArg {
+    /// One text names the whole finding set ("chest x-ray with effusion and mass").
+    LabelSet,
+    /// One text states one finding, present or absent ("chest x-ray with effusion", "no
+    /// mass"): the phrasing of per-finding zero-shot prompts.
+    Finding,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -157,6 +169,14 @@ struct TrainArgs {
     /// the text tower meets the negations that zero-shot prompts use (0 = never).
     #[arg(long, default_value_t = 0)]
     mention_absent: usize,
+    /// What one label text says: the whole finding set, or one statement about one finding
+    /// (with `unicl`, equal statements are positives of each other).
+    #[arg(long, value_enum, default_value_t = TextUnitArg::LabelSet)]
+    text_unit: TextUnitArg,
+    /// With `--text-unit finding`: how often a statement names a present finding (a normal
+    /// text for an image without findings) rather than an absent one.
+    #[arg(long, default_value_t = 0.5)]
+    present_probability: f64,
     /// BPE vocabulary size (upper bound; a small corpus gives fewer tokens).
     #[arg(long, default_value_t = 1000, value_parser = at_least_one::<usize>)]
     vocab_size: usize,
@@ -232,6 +252,11 @@ fn corpus(train: &PairDataset, templates: &PromptTemplates) -> anyhow::Result<Ve
                     out.push(sampler.text(&s.labels, 0, i)?);
                 }
             }
+        }
+    }
+    if templates.unit == TextUnit::Finding {
+        for i in 0..templates.findings.len() as u32 {
+            out.extend(templates.statement_texts(i)?);
         }
     }
     for f in NIH_FINDINGS {
@@ -414,6 +439,11 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     );
     let templates = PromptTemplates {
         mention_absent: a.mention_absent,
+        unit: match a.text_unit {
+            TextUnitArg::LabelSet => TextUnit::LabelSet,
+            TextUnitArg::Finding => TextUnit::Finding,
+        },
+        present_probability: a.present_probability,
         ..PromptTemplates::nih_chestxray14()
     };
     let (mut trainer, tok) = match mi2 {
@@ -461,6 +491,23 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let resuming = a.resume && a.out.join("checkpoints/latest.json").exists();
+    // how labels became texts is part of the run: written beside config.json, and a resume
+    // must draw its texts the same way
+    let prompts_json = a.out.join("prompts.json");
+    if resuming && prompts_json.is_file() {
+        let text = std::fs::read_to_string(&prompts_json)
+            .with_context(|| format!("reading {}", prompts_json.display()))?;
+        let before: PromptTemplates = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", prompts_json.display()))?;
+        if before != templates {
+            bail!(
+                "{} differs from this command's prompt settings (--text-unit, \
+                 --mention-absent, --present-probability); resume with the run's settings",
+                prompts_json.display()
+            );
+        }
+    }
+    save_json(&prompts_json, &templates)?;
     if !resuming {
         evaluate(&trainer, &tok, &test_set, &a.out, "test_step0", &boot, &dev)?;
     }
