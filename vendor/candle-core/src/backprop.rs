@@ -33,131 +33,159 @@ impl Tensor {
     /// argument.
     /// This assumes that the op graph is a DAG.
     pub fn sorted_nodes(&self) -> Vec<&Tensor> {
-        // The vec of sorted nodes is passed as an owned value rather than a mutable reference
-        // to get around some lifetime limitations.
-        fn walk<'a>(
-            node: &'a Tensor,
-            nodes: Vec<&'a Tensor>,
-            already_seen: &mut HashMap<TensorId, bool>,
-        ) -> (bool, Vec<&'a Tensor>) {
-            if let Some(&tg) = already_seen.get(&node.id()) {
-                return (tg, nodes);
+        // Patched (PATCHED.md): a depth-first walk with an explicit stack, where the published
+        // version recursed once per graph level and overflowed the thread's stack on deep
+        // graphs. Children are visited in the same order and nodes are emitted in the same
+        // post-order, so the result is the published one.
+        enum Visit<'a> {
+            // no inputs to walk; whether gradients are tracked
+            Leaf(bool),
+            // inputs to walk (an empty list tracks no gradient)
+            Inner(Vec<&'a Tensor>),
+        }
+        fn inputs(node: &Tensor) -> Visit<'_> {
+            if node.is_variable() {
+                return Visit::Leaf(true);
             }
-            let mut track_grad = false;
-            let mut nodes = if node.is_variable() {
-                // Do not call recursively on the "leaf" nodes.
-                track_grad = true;
-                nodes
-            } else if node.dtype().is_int() {
-                nodes
-            } else if let Some(op) = node.op() {
-                match op {
-                    Op::IndexAdd(t1, t2, t3, _)
-                    | Op::Scatter(t1, t2, t3, _)
-                    | Op::ScatterAdd(t1, t2, t3, _)
-                    | Op::CustomOp3(t1, t2, t3, _)
-                    | Op::WhereCond(t1, t2, t3) => {
-                        let (tg, nodes) = walk(t1, nodes, already_seen);
-                        track_grad |= tg;
-                        let (tg, nodes) = walk(t2, nodes, already_seen);
-                        track_grad |= tg;
-                        let (tg, nodes) = walk(t3, nodes, already_seen);
-                        track_grad |= tg;
-                        nodes
-                    }
-                    Op::Conv1D {
-                        arg: lhs,
-                        kernel: rhs,
-                        ..
-                    }
-                    | Op::ConvTranspose1D {
-                        arg: lhs,
-                        kernel: rhs,
-                        ..
-                    }
-                    | Op::Conv2D {
-                        arg: lhs,
-                        kernel: rhs,
-                        ..
-                    }
-                    | Op::ConvTranspose2D {
-                        arg: lhs,
-                        kernel: rhs,
-                        ..
-                    }
-                    | Op::CustomOp2(lhs, rhs, _)
-                    | Op::Binary(lhs, rhs, _)
-                    | Op::Gather(lhs, rhs, _)
-                    | Op::IndexSelect(lhs, rhs, _)
-                    | Op::Matmul(lhs, rhs)
-                    | Op::SliceScatter0(lhs, rhs, _) => {
-                        let (tg, nodes) = walk(lhs, nodes, already_seen);
-                        track_grad |= tg;
-                        let (tg, nodes) = walk(rhs, nodes, already_seen);
-                        track_grad |= tg;
-                        nodes
-                    }
-                    Op::Cat(args, _) => args.iter().fold(nodes, |nodes, arg| {
-                        let (tg, nodes) = walk(arg, nodes, already_seen);
-                        track_grad |= tg;
-                        nodes
-                    }),
-                    Op::Affine { arg, mul, .. } => {
-                        if *mul == 0. {
-                            nodes
-                        } else {
-                            let (tg, nodes) = walk(arg, nodes, already_seen);
-                            track_grad |= tg;
-                            nodes
-                        }
-                    }
-                    Op::Unary(_node, UnaryOp::Ceil)
-                    | Op::Unary(_node, UnaryOp::Floor)
-                    | Op::Unary(_node, UnaryOp::Round)
-                    | Op::Unary(_node, UnaryOp::Sign) => nodes,
-                    Op::Reshape(node)
-                    | Op::UpsampleNearest1D { arg: node, .. }
-                    | Op::UpsampleNearest2D { arg: node, .. }
-                    | Op::UpsampleBilinear2D { arg: node, .. }
-                    | Op::AvgPool2D { arg: node, .. }
-                    | Op::MaxPool2D { arg: node, .. }
-                    | Op::Copy(node)
-                    | Op::Broadcast(node)
-                    | Op::Cmp(node, _)
-                    | Op::Reduce(node, ReduceOp::Min | ReduceOp::Sum | ReduceOp::Max, _)
-                    | Op::ToDevice(node)
-                    | Op::Transpose(node, _, _)
-                    | Op::Permute(node, _)
-                    | Op::Narrow(node, _, _, _)
-                    | Op::Unary(node, _)
-                    | Op::Elu(node, _)
-                    | Op::Powf(node, _)
-                    | Op::CustomOp1(node, _) => {
-                        let (tg, nodes) = walk(node, nodes, already_seen);
-                        track_grad |= tg;
-                        nodes
-                    }
-                    Op::ToDType(node) => {
-                        if node.dtype().is_float() {
-                            let (tg, nodes) = walk(node, nodes, already_seen);
-                            track_grad |= tg;
-                            nodes
-                        } else {
-                            nodes
-                        }
-                    }
-                    Op::Reduce(_, ReduceOp::ArgMin | ReduceOp::ArgMax, _) => nodes,
-                }
-            } else {
-                nodes
+            if node.dtype().is_int() {
+                return Visit::Leaf(false);
+            }
+            let Some(op) = node.op() else {
+                return Visit::Leaf(false);
             };
+            Visit::Inner(match op {
+                Op::IndexAdd(t1, t2, t3, _)
+                | Op::Scatter(t1, t2, t3, _)
+                | Op::ScatterAdd(t1, t2, t3, _)
+                | Op::CustomOp3(t1, t2, t3, _)
+                | Op::WhereCond(t1, t2, t3) => vec![t1, t2, t3],
+                Op::Conv1D {
+                    arg: lhs,
+                    kernel: rhs,
+                    ..
+                }
+                | Op::ConvTranspose1D {
+                    arg: lhs,
+                    kernel: rhs,
+                    ..
+                }
+                | Op::Conv2D {
+                    arg: lhs,
+                    kernel: rhs,
+                    ..
+                }
+                | Op::ConvTranspose2D {
+                    arg: lhs,
+                    kernel: rhs,
+                    ..
+                }
+                | Op::CustomOp2(lhs, rhs, _)
+                | Op::Binary(lhs, rhs, _)
+                | Op::Gather(lhs, rhs, _)
+                | Op::IndexSelect(lhs, rhs, _)
+                | Op::Matmul(lhs, rhs)
+                | Op::SliceScatter0(lhs, rhs, _) => vec![lhs, rhs],
+                Op::Cat(args, _) => args.iter().collect(),
+                Op::Affine { arg, mul, .. } => {
+                    if *mul == 0. {
+                        vec![]
+                    } else {
+                        vec![arg]
+                    }
+                }
+                Op::Unary(_node, UnaryOp::Ceil)
+                | Op::Unary(_node, UnaryOp::Floor)
+                | Op::Unary(_node, UnaryOp::Round)
+                | Op::Unary(_node, UnaryOp::Sign) => vec![],
+                Op::Reshape(node)
+                | Op::UpsampleNearest1D { arg: node, .. }
+                | Op::UpsampleNearest2D { arg: node, .. }
+                | Op::UpsampleBilinear2D { arg: node, .. }
+                | Op::AvgPool2D { arg: node, .. }
+                | Op::MaxPool2D { arg: node, .. }
+                | Op::Copy(node)
+                | Op::Broadcast(node)
+                | Op::Cmp(node, _)
+                | Op::Reduce(node, ReduceOp::Min | ReduceOp::Sum | ReduceOp::Max, _)
+                | Op::ToDevice(node)
+                | Op::Transpose(node, _, _)
+                | Op::Permute(node, _)
+                | Op::Narrow(node, _, _, _)
+                | Op::Unary(node, _)
+                | Op::Elu(node, _)
+                | Op::Powf(node, _)
+                | Op::CustomOp1(node, _) => vec![node],
+                Op::ToDType(node) => {
+                    if node.dtype().is_float() {
+                        vec![node]
+                    } else {
+                        vec![]
+                    }
+                }
+                Op::Reduce(_, ReduceOp::ArgMin | ReduceOp::ArgMax, _) => vec![],
+            })
+        }
+        struct Frame<'a> {
+            node: &'a Tensor,
+            inputs: Vec<&'a Tensor>,
+            next: usize,
+            track_grad: bool,
+        }
+        // Enters `node`: a node seen before or without inputs is finished at once and its
+        // flag returned; any other gets a frame on the stack (`None`).
+        fn enter<'a>(
+            node: &'a Tensor,
+            already_seen: &mut HashMap<TensorId, bool>,
+            nodes: &mut Vec<&'a Tensor>,
+            stack: &mut Vec<Frame<'a>>,
+        ) -> Option<bool> {
+            if let Some(&tg) = already_seen.get(&node.id()) {
+                return Some(tg);
+            }
+            match inputs(node) {
+                Visit::Leaf(tg) => {
+                    already_seen.insert(node.id(), tg);
+                    if tg {
+                        nodes.push(node);
+                    }
+                    Some(tg)
+                }
+                Visit::Inner(inputs) => {
+                    stack.push(Frame {
+                        node,
+                        inputs,
+                        next: 0,
+                        track_grad: false,
+                    });
+                    None
+                }
+            }
+        }
+        let mut already_seen: HashMap<TensorId, bool> = HashMap::new();
+        let mut nodes: Vec<&Tensor> = vec![];
+        let mut stack: Vec<Frame<'_>> = vec![];
+        enter(self, &mut already_seen, &mut nodes, &mut stack);
+        while let Some(top) = stack.last_mut() {
+            if let Some(&input) = top.inputs.get(top.next) {
+                top.next += 1;
+                if let Some(tg) = enter(input, &mut already_seen, &mut nodes, &mut stack) {
+                    if let Some(top) = stack.last_mut() {
+                        top.track_grad |= tg;
+                    }
+                }
+                continue;
+            }
+            let Frame {
+                node, track_grad, ..
+            } = stack.pop().expect("the loop holds a frame");
             already_seen.insert(node.id(), track_grad);
             if track_grad {
                 nodes.push(node);
             }
-            (track_grad, nodes)
+            if let Some(parent) = stack.last_mut() {
+                parent.track_grad |= track_grad;
+            }
         }
-        let (_tg, mut nodes) = walk(self, vec![], &mut HashMap::new());
         nodes.reverse();
         nodes
     }

@@ -44,6 +44,49 @@ pub struct Tensor_ {
     device: Device,
 }
 
+// Patched (PATCHED.md): dropping the last handle on a graph dropped each tensor's inputs from
+// within its own drop, one nesting level per graph level, and overflowed the stack on deep
+// graphs. Now a tensor dropped while another tensor's inputs are being dropped hands its op
+// (which holds its inputs) to a queue, and the outermost drop empties the queue in a loop.
+thread_local! {
+    static DROPPING_OPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PENDING_OPS: std::cell::RefCell<Vec<BackpropOp>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for Tensor_ {
+    fn drop(&mut self) {
+        if self.op.is_none() {
+            return;
+        }
+        let op = std::mem::replace(&mut self.op, BackpropOp::none());
+        // during thread teardown the queue may be gone: drop as before
+        let Ok(nested) = DROPPING_OPS.try_with(|d| d.replace(true)) else {
+            return drop(op);
+        };
+        if nested {
+            // at teardown the closure, and the op with it, is dropped unrun: as before
+            let _ = PENDING_OPS.try_with(move |p| p.borrow_mut().push(op));
+            return;
+        }
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                let _ = DROPPING_OPS.try_with(|d| d.set(false));
+            }
+        }
+        let _reset = Reset;
+        drop(op);
+        while let Some(next) = PENDING_OPS
+            .try_with(|p| p.borrow_mut().pop())
+            .ok()
+            .flatten()
+        {
+            drop(next);
+        }
+    }
+}
+
 impl AsRef<Tensor> for Tensor {
     fn as_ref(&self) -> &Tensor {
         self
