@@ -23,6 +23,7 @@ pub mod processor;
 pub mod resize;
 pub mod sampler;
 pub mod shards;
+pub mod source;
 pub mod split;
 
 pub use crate::image::{to_u8, GrayImage};
@@ -31,3 +32,5 @@ pub use error::{Error, Result};
 pub use manifest::{Manifest, ManifestSpec, Record, Split, NIH_FINDINGS};
 pub use processor::ImageProcessor;
 pub use sampler::{IndexSampler, SeededShuffle};
+pub use shards::ShardIndex;
+pub use source::ImageSource;

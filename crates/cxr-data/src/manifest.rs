@@ -133,6 +133,25 @@ impl Manifest {
         Self::from_csv_bytes(&bytes, path, root, spec)
     }
 
+    /// The `labels.csv` of a data pack folder in the layout of this workspace's packs, with
+    /// the preset its header calls for: [`ManifestSpec::cxr_findings`] when it has the NIH
+    /// finding columns, else [`ManifestSpec::cxr_mini`].
+    pub fn from_pack(dir: impl AsRef<Path>) -> Result<Self> {
+        let csv = dir.as_ref().join("labels.csv");
+        let text = std::fs::read(&csv).map_err(|e| Error::io(&csv, e))?;
+        let header = text.split(|&b| b == b'\n').next().unwrap_or_default();
+        let spec = if header
+            .split(|&b| b == b',')
+            .any(|c| c.trim_ascii() == NIH_FINDINGS[0].as_bytes())
+        {
+            ManifestSpec::cxr_findings()
+        } else {
+            ManifestSpec::cxr_mini()
+        };
+        let root = csv.parent().unwrap_or(Path::new("."));
+        Self::from_csv_bytes(&text, &csv, root, &spec)
+    }
+
     /// Parses CSV text; `path` names it in errors, `root` resolves image paths.
     pub fn from_csv_bytes(
         bytes: &[u8],

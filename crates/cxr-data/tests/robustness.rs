@@ -322,6 +322,28 @@ proptest! {
     }
 
     #[test]
+    fn mutated_shard_never_panics(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in 1usize..6000) {
+        use cxr_data::shards::{stream, ShardPosition, ShardWriter};
+        use cxr_data::{ImageSource, ShardIndex};
+        let dir = tempfile::tempdir().unwrap();
+        let png = std::fs::read(fixture("raster/gray16.png")).unwrap();
+        let mut w = ShardWriter::new(dir.path(), "m", 4).unwrap();
+        for key in ["a", "b"] {
+            w.write(key, "png", &png, &serde_json::json!({"key": key})).unwrap();
+        }
+        let shard = w.finish().unwrap().remove(0);
+        let data = mutate(&std::fs::read(&shard).unwrap(), &edits, cut);
+        std::fs::write(&shard, data).unwrap();
+        // indexing, reading, decoding and streaming: typed errors or values, never a panic
+        if let Ok(index) = ShardIndex::build(vec![shard.clone()]) {
+            for i in 0..index.len() {
+                let _ = index.decode(i, &DecodeOptions::default());
+            }
+        }
+        let _ = stream(vec![shard], ShardPosition::default()).count();
+    }
+
+    #[test]
     fn manifest_parser_never_panics(text in "[a-z0-9,\"\\-\\.\n ]{0,300}") {
         let csv = format!("id,patient_id,icu,death,has_mask,mask_complete,split\n{text}");
         let _ = Manifest::from_csv_bytes(csv.as_bytes(), Path::new("f.csv"), Path::new("."), &ManifestSpec::cxr_mini());

@@ -72,3 +72,116 @@ fn corrupt_shard_is_a_typed_error() {
     let r: Vec<_> = stream(vec![p], ShardPosition::default()).collect();
     assert!(matches!(r[0], Err(Error::Shard { .. })), "{r:?}");
 }
+
+#[test]
+fn index_reads_any_sample_as_the_stream_does() {
+    use cxr_data::{ImageSource, ShardIndex};
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = ["fff13f3a", "53c9be49", "b343e657", "c9280a30"];
+    let mut w = ShardWriter::new(dir.path(), "mini", 3).unwrap();
+    for (i, id) in imgs.iter().enumerate() {
+        let bytes = std::fs::read(mini().join(format!("images/{id}.png"))).unwrap();
+        w.write(id, "png", &bytes, &json!({"id": id, "i": i}))
+            .unwrap();
+    }
+    let dcm = mini().join("dicom/txv_Fake_MONOHR1.dcm");
+    w.write("txv", "dcm", &std::fs::read(&dcm).unwrap(), &json!({}))
+        .unwrap();
+    let shards = w.finish().unwrap();
+    // a corrupt image in a shard of its own: its error names the shard and the member
+    let mut bad = ShardWriter::new(dir.path(), "zbad", 3).unwrap();
+    bad.write("broken", "png", b"\x89PNG\r\n\x1a\nnot really", &json!({}))
+        .unwrap();
+    let bad = bad.finish().unwrap();
+    let with_bad = ShardIndex::build(vec![shards[0].clone(), bad[0].clone()]).unwrap();
+    let err = with_bad
+        .decode(3, &DecodeOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("zbad-000000.tar:broken.png"), "{err}");
+    std::fs::remove_file(&bad[0]).unwrap();
+
+    let index = ShardIndex::from_dir(dir.path()).unwrap();
+    assert_eq!(index.shards(), &shards[..]);
+    let streamed: Vec<_> = stream(shards.clone(), ShardPosition::default())
+        .map(|s| s.unwrap())
+        .collect();
+    assert_eq!(index.len(), streamed.len());
+    // any order: the last sample first, then the others
+    for i in [4, 0, 3, 1, 2] {
+        assert_eq!(index.read(i).unwrap(), streamed[i], "sample {i}");
+        assert_eq!(index.key(i).unwrap(), streamed[i].key);
+    }
+    // a stream position maps to the sample it resumes at
+    for (i, s) in streamed.iter().enumerate() {
+        assert_eq!(index.index_of(s.next).unwrap(), i + 1);
+    }
+    assert_eq!(index.index_of(ShardPosition::default()).unwrap(), 0);
+    assert!(index
+        .index_of(ShardPosition {
+            shard: 0,
+            sample: 4
+        })
+        .is_err());
+    assert!(index
+        .index_of(ShardPosition {
+            shard: 3,
+            sample: 0
+        })
+        .is_err());
+
+    // decoding through the image-source trait = decoding the original file
+    let opts = DecodeOptions::default();
+    assert_eq!(
+        index.decode(4, &opts).unwrap(),
+        decode_file(&dcm, &opts).unwrap()
+    );
+    assert!(
+        index.name(4).ends_with("mini-000001.tar:txv.dcm"),
+        "{}",
+        index.name(4)
+    );
+    let files = vec![mini().join("images/fff13f3a.png")];
+    assert_eq!(
+        index.decode(0, &opts).unwrap(),
+        ImageSource::decode(&files, 0, &opts).unwrap()
+    );
+    assert!(matches!(index.read(5), Err(Error::Invalid(_))));
+    assert!(matches!(
+        ImageSource::decode(&files, 1, &opts),
+        Err(Error::Invalid(_))
+    ));
+
+    // a shard cut short after indexing: a typed error naming it, not a panic
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shards[1])
+        .unwrap();
+    f.set_len(600).unwrap();
+    match index.read(4) {
+        Err(Error::Shard { path, reason }) => {
+            assert_eq!(path, shards[1]);
+            assert!(reason.contains("txv"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // indexing notices the cut too
+    match ShardIndex::build(shards.clone()) {
+        Err(Error::Shard { path, reason }) => {
+            assert_eq!(path, shards[1]);
+            assert!(reason.contains("truncated"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // and one that is no tar at all fails the indexing
+    std::fs::write(&shards[1], vec![7u8; 1500]).unwrap();
+    assert!(matches!(
+        ShardIndex::build(shards),
+        Err(Error::Shard { .. })
+    ));
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        ShardIndex::from_dir(empty.path()),
+        Err(Error::Invalid(_))
+    ));
+}

@@ -4,6 +4,8 @@
 //! Shards are assigned round-robin to the `world_size × num_workers` global workers
 //! (`shard i` → worker `i mod (world_size · num_workers)`), and a reader can resume from a
 //! [`ShardPosition`] (shard index in its own list, sample index within that shard).
+//! [`ShardIndex`] reads them by sample index instead, for loaders that draw seeded
+//! permutations (random access with one seek per member).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
@@ -12,6 +14,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::{Error, Result};
+
+mod index;
+pub use index::ShardIndex;
 
 const IMAGE_EXTS: [&str; 5] = ["png", "jpg", "jpeg", "dcm", "dicom"];
 
@@ -130,6 +135,56 @@ impl ShardWriter {
         self.finish_current()?;
         Ok(std::mem::take(&mut self.written))
     }
+}
+
+/// The sample key for an image file: its name without the extension, with `.` and `/` (which
+/// a key may not hold; DICOM names are often dotted UIDs) replaced by `_`.
+pub fn sample_key(image: &Path) -> String {
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = match name.rsplit_once('.') {
+        Some((stem, ext)) if IMAGE_EXTS.contains(&ext.to_ascii_lowercase().as_str()) => stem,
+        _ => &name,
+    };
+    stem.replace(['.', '/'], "_")
+}
+
+/// The JSON metadata of one manifest record, as `write_shards` stores it beside the image:
+/// `{"patient", "split", "labels": {name: value or null}, "meta": {column: text},
+/// "source": path}`.
+pub fn record_json(manifest: &crate::Manifest, record: &crate::Record) -> Value {
+    let labels: serde_json::Map<String, Value> = manifest
+        .label_names
+        .iter()
+        .zip(&record.labels)
+        .map(|(n, v)| (n.clone(), v.map_or(Value::Null, |x| serde_json::json!(x))))
+        .collect();
+    serde_json::json!({
+        "patient": record.patient,
+        "split": record.split.map(|s| format!("{s:?}").to_ascii_lowercase()),
+        "labels": labels,
+        "meta": record.meta,
+        "source": record.image.display().to_string(),
+    })
+}
+
+/// The `*.tar` files of `dir`, in file-name order; none is an error.
+pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "tar"))
+        .collect();
+    if shards.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} holds no .tar shards",
+            dir.display()
+        )));
+    }
+    shards.sort();
+    Ok(shards)
 }
 
 /// The shards of global worker `rank * num_workers + worker` out of `world_size * num_workers`.

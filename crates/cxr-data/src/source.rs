@@ -1,0 +1,45 @@
+//! Images addressed by index, wherever they are stored: one file each, or samples of tar
+//! shards ([`crate::shards::ShardIndex`]). Loaders that draw indices from a seeded sampler
+//! read either the same way.
+
+use std::path::PathBuf;
+
+use crate::{decode_file, DecodeOptions, Error, GrayImage, Result};
+
+/// A fixed, indexable set of encoded images.
+pub trait ImageSource: Send + Sync + std::fmt::Debug {
+    /// Number of images.
+    fn len(&self) -> usize;
+
+    /// Whether there is no image.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What names image `i` in messages: its path, or `shard.tar:key.ext`.
+    fn name(&self, i: usize) -> String;
+
+    /// Reads and decodes image `i`; an index out of range is an error.
+    fn decode(&self, i: usize, opts: &DecodeOptions) -> Result<GrayImage>;
+}
+
+/// One file per image.
+impl ImageSource for Vec<PathBuf> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn name(&self, i: usize) -> String {
+        match self.get(i) {
+            Some(p) => p.display().to_string(),
+            None => format!("image {i} of {}", self.as_slice().len()),
+        }
+    }
+
+    fn decode(&self, i: usize, opts: &DecodeOptions) -> Result<GrayImage> {
+        let path = self.get(i).ok_or_else(|| {
+            Error::Invalid(format!("image {i} of {} files", self.as_slice().len()))
+        })?;
+        decode_file(path, opts)
+    }
+}
