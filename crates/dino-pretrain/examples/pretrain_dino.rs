@@ -12,7 +12,8 @@ use anyhow::bail;
 use candle_core::{DType, Device};
 use clap::Parser;
 use cxr_core::ranges::at_least_one;
-use cxr_data::Split;
+use cxr_data::shards::shard_files;
+use cxr_data::{ShardIndex, Split};
 use dino_loss::DinoV2Config;
 use dino_pretrain::{export, packs, run, DinoTrainer, Init, MultiCropSource, RunOptions};
 
@@ -24,7 +25,9 @@ const STD: [f32; 3] = [0.2583; 3];
 #[command(
     about = "DINOv2 continual pretraining (DINO + iBOT + KoLeo, EMA teacher) on chest X-rays",
     long_about = "Trains a ViT with dinov2's objectives on the `train` split of each --data \
-pack (cxr-mini and/or cxr-findings layout: labels.csv with a split column). Writes \
+pack (cxr-mini and/or cxr-findings layout: labels.csv with a split column), or on every image \
+of the WebDataset-style tar shards in each --shards folder (as cxr-data's write_shards example \
+writes them; read by random access, so shuffling and exact resume work as for files). Writes \
 config.resolved.toml, steps.csv/steps.jsonl, loss_curve.png/svg and checkpoints/ into --out; \
 --resume continues bit-exactly from the newest checkpoint there. With --export, the teacher \
 backbone is written as a Hugging Face Dinov2Model directory (config.json, model.safetensors, \
@@ -32,8 +35,12 @@ preprocessor_config.json)."
 )]
 struct Args {
     /// A data pack directory (repeatable); only its train split is used.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "shards", conflicts_with = "shards")]
     data: Vec<PathBuf>,
+    /// Instead of --data: a folder of `*.tar` shards (repeatable); every sample's image is
+    /// used, in shard order, then the sampler's seeded permutation.
+    #[arg(long)]
+    shards: Vec<PathBuf>,
     /// TOML config with dinov2's sections (student, teacher, dino, ibot, crops, optim, train);
     /// missing keys take dinov2's defaults. `crops` also sets the augmentations dinov2
     /// hard-codes: color_jitter_prob, brightness, contrast, blur_prob (global 1, global 2,
@@ -107,6 +114,22 @@ fn main() -> anyhow::Result<()> {
         println!("{}: {} train images", d.display(), f.len());
         files.extend(f);
     }
+    let shards = if args.shards.is_empty() {
+        None
+    } else {
+        let mut tars = Vec::new();
+        for d in &args.shards {
+            tars.extend(shard_files(d)?);
+        }
+        let index = ShardIndex::build(tars)?;
+        println!(
+            "{} shards in {} folder(s): {} images",
+            index.shards().len(),
+            args.shards.len(),
+            index.len()
+        );
+        Some(index)
+    };
     let init = Init::parse(&args.init);
     let mut trainer = DinoTrainer::new(cfg.clone(), &init, &device)?;
     let m = trainer.model_config().clone();
@@ -135,7 +158,10 @@ fn main() -> anyhow::Result<()> {
         c.solarize_prob,
         c.horizontal_flip_prob
     );
-    let source = MultiCropSource::new(files, &cfg, m.patch_size, MEAN, STD)?;
+    let source = match shards {
+        Some(index) => MultiCropSource::new(index, &cfg, m.patch_size, MEAN, STD)?,
+        None => MultiCropSource::new(files, &cfg, m.patch_size, MEAN, STD)?,
+    };
     let dtype = match args.export_dtype.as_str() {
         "f16" => DType::F16,
         "f32" => DType::F32,

@@ -7,13 +7,12 @@
 //! Which indices an epoch holds is up to an [`IndexSampler`] (default: a seeded permutation
 //! of all images), so curation plugs in without the loop knowing.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use cxr_data::augment::{multi_crop, sample_rng, MultiCropConfig};
 use cxr_data::masking::{ibot_masks, MaskingGenerator};
-use cxr_data::{decode_file, DecodeOptions, IndexSampler, SeededShuffle};
+use cxr_data::{DecodeOptions, ImageSource, IndexSampler, SeededShuffle};
 use dino_loss::DinoV2Config;
 use rayon::prelude::*;
 
@@ -38,7 +37,7 @@ pub struct MultiCropBatch {
 /// Images and the multi-crop/masking settings that turn them into batches.
 #[derive(Debug, Clone)]
 pub struct MultiCropSource {
-    files: Vec<PathBuf>,
+    images: Arc<dyn ImageSource>,
     crops: MultiCropConfig,
     masking: MaskingGenerator,
     mask_probability: f64,
@@ -49,16 +48,17 @@ pub struct MultiCropSource {
 }
 
 impl MultiCropSource {
-    /// A source over `files` with the crops, masks, batch size and seed of `cfg`; crops are
-    /// normalised with `mean`/`std` (per channel, after scaling to `[0, 1]`).
+    /// A source over `images` (a `Vec` of files, or a [`cxr_data::ShardIndex`] over tar
+    /// shards) with the crops, masks, batch size and seed of `cfg`; crops are normalised with
+    /// `mean`/`std` (per channel, after scaling to `[0, 1]`).
     pub fn new(
-        files: Vec<PathBuf>,
+        images: impl ImageSource + 'static,
         cfg: &DinoV2Config,
         patch_size: usize,
         mean: [f32; 3],
         std: [f32; 3],
     ) -> Result<Self> {
-        if files.is_empty() {
+        if images.is_empty() {
             return Err(Error::Invalid("no training images".into()));
         }
         let c = &cfg.crops;
@@ -83,7 +83,7 @@ impl MultiCropSource {
         };
         let grid = c.global_crops_size / patch_size;
         Ok(Self {
-            files,
+            images: Arc::new(images),
             crops,
             masking: MaskingGenerator::dinov2(grid),
             mask_probability: cfg.ibot.mask_sample_probability,
@@ -101,12 +101,12 @@ impl MultiCropSource {
 
     /// Number of images.
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.images.len()
     }
 
     /// True without images (never, by construction).
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.images.is_empty()
     }
 
     /// Images per batch.
@@ -119,7 +119,7 @@ impl MultiCropSource {
         &self.crops
     }
 
-    /// The same source with epochs drawn by `sampler` (indices into the files given to
+    /// The same source with epochs drawn by `sampler` (indices into the images given to
     /// [`new`](Self::new)).
     pub fn with_sampler(mut self, sampler: Arc<dyn IndexSampler>) -> Self {
         self.sampler = sampler;
@@ -128,13 +128,13 @@ impl MultiCropSource {
 
     /// Samples per epoch under the current sampler.
     pub fn epoch_len(&self) -> usize {
-        self.sampler.epoch_len(self.files.len()).max(1)
+        self.sampler.epoch_len(self.images.len()).max(1)
     }
 
     /// `(epoch, dataset index)` of the samples of `step`.
     pub fn positions(&self, step: u64) -> Vec<(u64, usize)> {
         let n = self.epoch_len() as u64;
-        let len = self.files.len();
+        let len = self.images.len();
         let b = self.batch_size as u64;
         let mut cached: Option<(u64, Vec<usize>)> = None;
         (step * b..(step + 1) * b)
@@ -158,13 +158,13 @@ impl MultiCropSource {
         let views = positions
             .par_iter()
             .map(|&(epoch, idx)| -> Result<_> {
-                let path = self.files.get(idx).ok_or_else(|| {
-                    Error::Invalid(format!(
+                if idx >= self.images.len() {
+                    return Err(Error::Invalid(format!(
                         "the sampler gave index {idx} for {} images",
-                        self.files.len()
-                    ))
-                })?;
-                let img = decode_file(path, &DecodeOptions::default())?;
+                        self.images.len()
+                    )));
+                }
+                let img = self.images.decode(idx, &DecodeOptions::default())?;
                 let mut rng = sample_rng(self.seed, epoch, idx as u64);
                 Ok(multi_crop(&img, &self.crops, &mut rng)?)
             })

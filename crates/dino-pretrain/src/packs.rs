@@ -2,22 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use cxr_data::{Manifest, ManifestSpec, Split};
+use cxr_data::{Manifest, Split};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Reads `dir/labels.csv` with the preset its header calls for (`cxr-findings` when it has
-/// finding columns, else `cxr-mini`).
+/// finding columns, else `cxr-mini`): [`Manifest::from_pack`].
 pub fn read_pack(dir: &Path) -> Result<Manifest> {
-    let csv = dir.join("labels.csv");
-    let header = std::fs::read_to_string(&csv).map_err(|e| Error::io(&csv, e))?;
-    let first = header.lines().next().unwrap_or_default();
-    let spec = if first.split(',').any(|c| c == "atelectasis") {
-        ManifestSpec::cxr_findings()
-    } else {
-        ManifestSpec::cxr_mini()
-    };
-    Ok(Manifest::from_csv(&csv, &spec)?)
+    Ok(Manifest::from_pack(dir)?)
 }
 
 /// Image paths of `split` in the pack at `dir`.
