@@ -157,6 +157,9 @@ fn compute_dtype(cfg: &DinoV2Config) -> Result<DType> {
     }
 }
 
+/// Keeps the heads' initial draws apart from the backbone's (both derive from `train.seed`).
+const HEAD_INIT_STREAM: u64 = 0x6865_6164_5f69_6e69;
+
 fn is_head(name: &str) -> bool {
     name.starts_with("dino_head.") || name.starts_with("ibot_head.")
 }
@@ -281,7 +284,14 @@ impl DinoTrainer {
             // backbone was built with are PyTorch's, and candle draws them unseeded)
             train_utils::init::dinov2_vit_init(&student_vm, cfg.train.seed, device)?;
         }
-        let vb = VarBuilder::from_varmap(&student_vm, DType::F32, device);
+        // heads drawn from their own seeded stream (candle's draws are unseeded), so a run
+        // from scratch is the same run every time, not only after a resume
+        let vb = train_utils::init::seeded_var_builder(
+            &student_vm,
+            cfg.train.seed ^ HEAD_INIT_STREAM,
+            DType::F32,
+            device,
+        );
         let (dino_head, ibot_head) = build_heads(&cfg, model_cfg.hidden_size, &vb)?;
         load_dino_head(init, &student_vm, device)?;
         student.set_drop_path_state(cfg.train.seed, 0);
