@@ -33,4 +33,4 @@ pub use manifest::{Manifest, ManifestSpec, Record, Split, NIH_FINDINGS};
 pub use processor::ImageProcessor;
 pub use sampler::{IndexSampler, SeededShuffle};
 pub use shards::ShardIndex;
-pub use source::ImageSource;
+pub use source::{ImageSource, Subset};

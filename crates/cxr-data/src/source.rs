@@ -3,6 +3,7 @@
 //! read either the same way.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::{decode_file, DecodeOptions, Error, GrayImage, Result};
 
@@ -41,5 +42,45 @@ impl ImageSource for Vec<PathBuf> {
             Error::Invalid(format!("image {i} of {} files", self.as_slice().len()))
         })?;
         decode_file(path, opts)
+    }
+}
+
+/// Some images of another source, in a chosen order (a split of a shard set, say).
+#[derive(Debug, Clone)]
+pub struct Subset {
+    source: Arc<dyn ImageSource>,
+    indices: Vec<usize>,
+}
+
+impl Subset {
+    /// Images `indices` of `source`; each must be in range.
+    pub fn new(source: Arc<dyn ImageSource>, indices: Vec<usize>) -> Result<Self> {
+        if let Some(&bad) = indices.iter().find(|&&i| i >= source.len()) {
+            return Err(Error::Invalid(format!(
+                "image {bad} of a source holding {}",
+                source.len()
+            )));
+        }
+        Ok(Self { source, indices })
+    }
+}
+
+impl ImageSource for Subset {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    fn name(&self, i: usize) -> String {
+        match self.indices.get(i) {
+            Some(&j) => self.source.name(j),
+            None => format!("image {i} of {}", self.indices.len()),
+        }
+    }
+
+    fn decode(&self, i: usize, opts: &DecodeOptions) -> Result<GrayImage> {
+        let j = *self.indices.get(i).ok_or_else(|| {
+            Error::Invalid(format!("image {i} of a subset of {}", self.indices.len()))
+        })?;
+        self.source.decode(j, opts)
     }
 }

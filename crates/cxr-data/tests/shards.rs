@@ -112,6 +112,17 @@ fn index_reads_any_sample_as_the_stream_does() {
         assert_eq!(index.read(i).unwrap(), streamed[i], "sample {i}");
         assert_eq!(index.key(i).unwrap(), streamed[i].key);
     }
+    assert_eq!(index.read_meta(1).unwrap(), streamed[1].meta);
+    // a subset reads through to the samples it names, in its own order
+    let shared: std::sync::Arc<dyn ImageSource> = std::sync::Arc::new(index.clone());
+    let subset = cxr_data::Subset::new(shared.clone(), vec![4, 0]).unwrap();
+    assert_eq!(subset.len(), 2);
+    assert_eq!(subset.name(0), index.name(4));
+    assert_eq!(
+        subset.decode(1, &DecodeOptions::default()).unwrap(),
+        index.decode(0, &DecodeOptions::default()).unwrap()
+    );
+    assert!(cxr_data::Subset::new(shared, vec![5]).is_err());
     // a stream position maps to the sample it resumes at
     for (i, s) in streamed.iter().enumerate() {
         assert_eq!(index.index_of(s.next).unwrap(), i + 1);

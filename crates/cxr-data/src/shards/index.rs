@@ -126,22 +126,28 @@ impl ShardIndex {
         Ok(start + position.sample)
     }
 
+    /// The JSON metadata of sample `i` alone (`Value::Null` when it has none).
+    pub fn read_meta(&self, i: usize) -> Result<Value> {
+        let e = self.entry(i)?;
+        let Some(span) = e.meta else {
+            return Ok(Value::Null);
+        };
+        let path = &self.shards[e.shard];
+        let mut f = File::open(path).map_err(|err| Error::io(path, err))?;
+        let bytes = read_span(&mut f, path, span, &e.key)?;
+        serde_json::from_slice(&bytes).map_err(|err| Error::Shard {
+            path: path.clone(),
+            reason: format!("{}.json: {err}", e.key),
+        })
+    }
+
     /// Reads sample `i` (image bytes and metadata) with one seek per member.
     pub fn read(&self, i: usize) -> Result<ShardSample> {
         let e = self.entry(i)?;
         let path = &self.shards[e.shard];
         let mut f = File::open(path).map_err(|err| Error::io(path, err))?;
         let image = read_span(&mut f, path, e.image, &e.key)?;
-        let meta = match e.meta {
-            Some(span) => {
-                let bytes = read_span(&mut f, path, span, &e.key)?;
-                serde_json::from_slice(&bytes).map_err(|err| Error::Shard {
-                    path: path.clone(),
-                    reason: format!("{}.json: {err}", e.key),
-                })?
-            }
-            None => Value::Null,
-        };
+        let meta = self.read_meta(i)?;
         let last = self.starts[e.shard + 1] - self.starts[e.shard];
         let next = if e.sample + 1 < last {
             ShardPosition {
@@ -186,9 +192,12 @@ impl ImageSource for ShardIndex {
     }
 
     fn decode(&self, i: usize, opts: &DecodeOptions) -> Result<GrayImage> {
-        let s = self.read(i)?;
+        let e = self.entry(i)?;
+        let path = &self.shards[e.shard];
+        let mut f = File::open(path).map_err(|err| Error::io(path, err))?;
+        let image = read_span(&mut f, path, e.image, &e.key)?;
         // errors name the shard and the member: `shard.tar:key.dcm`
-        decode_bytes(&s.image, Path::new(&self.name(i)), opts)
+        decode_bytes(&image, Path::new(&self.name(i)), opts)
     }
 }
 
