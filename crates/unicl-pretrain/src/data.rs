@@ -1,16 +1,19 @@
 //! Image–text–label samples from a cxr-data manifest, and batches that are a pure function
 //! of `(seed, step)`.
 //!
-//! Every image is decoded and preprocessed once (in parallel) and kept in memory at the
-//! training size; a step's samples come from epochs of a seeded permutation, its texts
-//! from [`PromptSampler`] keyed by `(seed, step, index)`, and tokenisation runs on the
-//! rayon pool. A resumed run therefore sees exactly the batches it would have seen.
+//! Images come from files or tar shards ([`ImageSource`]). A data set whose preprocessed
+//! pixels fit [`PIXEL_CACHE_BYTES`] is decoded and preprocessed once (in parallel) and kept
+//! in memory at the training size; a larger one is decoded per batch, in parallel, with the
+//! same result. A step's samples come from epochs of a seeded permutation, its texts from
+//! [`PromptSampler`] keyed by `(seed, step, index)`, and tokenisation runs on the rayon pool.
+//! A resumed run therefore sees exactly the batches it would have seen.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use cxr_data::{decode_file, DecodeOptions, ImageProcessor, IndexSampler, Manifest, Split};
+use cxr_data::{
+    DecodeOptions, ImageProcessor, ImageSource, IndexSampler, Manifest, ShardIndex, Split, Subset,
+};
 use dual_encoder::{TextTokenizer, TokenBatch};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -20,11 +23,14 @@ use unicl_loss::{BatchItem, BatchTargets, LabelSet, PromptSampler, PromptTemplat
 
 use crate::{Error, Result};
 
-/// One image with its structured labels and, when the manifest has one, its report.
+/// Preprocessed pixels up to this many bytes are kept in memory; a larger data set is
+/// decoded batch by batch.
+pub const PIXEL_CACHE_BYTES: usize = 2 << 30;
+
+/// One image's structured labels and, when the manifest has one, its report (the image is
+/// the same index of the data set's [`ImageSource`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairSample {
-    /// The image file.
-    pub image: PathBuf,
     /// Patient id (for patient-level bootstrap).
     pub patient: String,
     /// The findings present (empty = no finding): the UniCL label of this image.
@@ -35,15 +41,24 @@ pub struct PairSample {
     pub report: Option<String>,
 }
 
-/// The samples of one split and the preprocessed pixels of each.
+/// The samples of one split, their images, and how those become pixels.
 #[derive(Debug, Clone)]
 pub struct PairDataset {
     /// The samples.
     pub samples: Vec<PairSample>,
     /// The finding names (column names), in label-index order.
     pub findings: Vec<String>,
-    pixels: Arc<Vec<Vec<f32>>>,
+    images: Arc<dyn ImageSource>,
+    processor: ImageProcessor,
+    /// Every sample's pixels, when they fit [`PIXEL_CACHE_BYTES`].
+    cached: Option<Arc<Vec<Vec<f32>>>>,
     size: (usize, usize),
+}
+
+/// The findings of one row (`None` = missing) as flags, and the set of those present.
+fn label_set(flags: &[Option<bool>]) -> LabelSet {
+    let present: Vec<bool> = flags.iter().map(|f| f.unwrap_or(false)).collect();
+    LabelSet::from_flags(&present)
 }
 
 impl PairDataset {
@@ -71,11 +86,11 @@ impl PairDataset {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut samples = Vec::new();
+        let mut files = Vec::new();
         for i in manifest.indices_in(split) {
             let r = &manifest.records[i];
             let flags: Vec<Option<bool>> =
                 cols.iter().map(|&c| r.labels[c].map(|v| v > 0.5)).collect();
-            let present: Vec<bool> = flags.iter().map(|f| f.unwrap_or(false)).collect();
             let report = match text_column {
                 Some(col) => {
                     let t = r.meta.get(col).ok_or_else(|| {
@@ -89,12 +104,12 @@ impl PairDataset {
                 None => None,
             };
             samples.push(PairSample {
-                image: r.image.clone(),
                 patient: r.patient.clone(),
-                labels: LabelSet::from_flags(&present),
+                labels: label_set(&flags),
                 flags,
                 report,
             });
+            files.push(r.image.clone());
         }
         if samples.is_empty() {
             return Err(Error::Invalid(format!(
@@ -102,35 +117,150 @@ impl PairDataset {
                 manifest.path.display()
             )));
         }
-        Self::with_samples(samples, findings.to_vec(), processor)
+        Self::with_samples(samples, files, findings.to_vec(), processor)
     }
 
-    /// A dataset over explicit samples (decoded and preprocessed now, in parallel).
+    /// The samples of `split` in tar shards written by cxr-data's `write_shards` (metadata
+    /// `{"patient", "split", "labels": {name: value or null}, "meta": {column: text}}`), with
+    /// the same meaning of `findings` and `text_column` as [`Self::from_manifest`].
+    pub fn from_shards(
+        index: Arc<ShardIndex>,
+        split: Split,
+        findings: &[String],
+        text_column: Option<&str>,
+        processor: &ImageProcessor,
+    ) -> Result<Self> {
+        let want = format!("{split:?}").to_ascii_lowercase();
+        let metas = (0..index.len())
+            .into_par_iter()
+            .map(|i| index.read_meta(i).map_err(Error::from))
+            .collect::<Result<Vec<_>>>()?;
+        let mut samples = Vec::new();
+        let mut chosen = Vec::new();
+        for (i, meta) in metas.iter().enumerate() {
+            let bad = |what: String| Error::Invalid(format!("{}: {what}", index.name(i)));
+            if meta["split"].as_str() != Some(want.as_str()) {
+                continue;
+            }
+            let flags = findings
+                .iter()
+                .map(|f| match &meta["labels"][f.as_str()] {
+                    serde_json::Value::Null => Ok(None),
+                    v => v
+                        .as_f64()
+                        .map(|x| Some(x > 0.5))
+                        .ok_or_else(|| bad(format!("label `{f}` is {v}, not a number or null"))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if let Some(f) = findings
+                .iter()
+                .find(|f| meta["labels"].get(f.as_str()).is_none())
+            {
+                return Err(bad(format!("no label `{f}` in the shard metadata")));
+            }
+            let patient = meta["patient"]
+                .as_str()
+                .ok_or_else(|| bad("no patient in the shard metadata".into()))?
+                .to_string();
+            let report = match text_column {
+                Some(col) => {
+                    let t = meta["meta"][col]
+                        .as_str()
+                        .ok_or_else(|| bad(format!("no text column `{col}`")))?;
+                    (!t.trim().is_empty()).then(|| t.trim().to_string())
+                }
+                None => None,
+            };
+            samples.push(PairSample {
+                patient,
+                labels: label_set(&flags),
+                flags,
+                report,
+            });
+            chosen.push(i);
+        }
+        if samples.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} shards: no sample in split {want}",
+                index.shards().len()
+            )));
+        }
+        let images = Subset::new(index, chosen)?;
+        Self::with_samples(samples, images, findings.to_vec(), processor)
+    }
+
+    /// A data set over explicit samples and their images (`images` image `i` is sample
+    /// `i`'s). Pixels are computed now when they fit [`PIXEL_CACHE_BYTES`], else per batch.
     pub fn with_samples(
         samples: Vec<PairSample>,
+        images: impl ImageSource + 'static,
         findings: Vec<String>,
         processor: &ImageProcessor,
     ) -> Result<Self> {
-        let processed = samples
-            .par_iter()
-            .map(|s| -> Result<_> {
-                let img = decode_file(&s.image, &DecodeOptions::default())?;
-                Ok(processor.apply(&img)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let size = processed.first().map_or((0, 0), |p| p.1);
-        if let Some((s, _)) = samples.iter().zip(&processed).find(|(_, p)| p.1 != size) {
+        if images.len() != samples.len() {
             return Err(Error::Invalid(format!(
-                "{}: preprocessed to a different size than the first image; use a centre crop",
-                s.image.display()
+                "{} samples but {} images",
+                samples.len(),
+                images.len()
             )));
         }
-        Ok(Self {
+        if samples.is_empty() {
+            return Err(Error::Invalid("no samples".into()));
+        }
+        let images: Arc<dyn ImageSource> = Arc::new(images);
+        let (h, w) = processor.crop_size;
+        let bytes = samples.len().saturating_mul(3 * h * w * 4);
+        let mut data = Self {
             samples,
             findings,
-            pixels: Arc::new(processed.into_iter().map(|p| p.0).collect()),
-            size,
-        })
+            images,
+            processor: processor.clone(),
+            cached: None,
+            size: (h, w),
+        };
+        // the first image fixes the size every other must have
+        data.size = data.process(0)?.1;
+        if bytes <= PIXEL_CACHE_BYTES {
+            let all: Vec<usize> = (0..data.len()).collect();
+            data.cached = Some(Arc::new(data.process_all(&all)?));
+        }
+        Ok(data)
+    }
+
+    /// The same data decoded per batch instead of from memory (same pixels), as a data set
+    /// above [`PIXEL_CACHE_BYTES`] is.
+    pub fn uncached(mut self) -> Self {
+        self.cached = None;
+        self
+    }
+
+    /// Whether every sample's pixels are in memory.
+    pub fn is_cached(&self) -> bool {
+        self.cached.is_some()
+    }
+
+    fn process(&self, i: usize) -> Result<(Vec<f32>, (usize, usize))> {
+        let img = self.images.decode(i, &DecodeOptions::default())?;
+        Ok(self.processor.apply(&img)?)
+    }
+
+    /// The pixels of `indices`, decoded and preprocessed in parallel, checked for size.
+    fn process_all(&self, indices: &[usize]) -> Result<Vec<Vec<f32>>> {
+        indices
+            .par_iter()
+            .map(|&i| {
+                let (px, size) = self.process(i)?;
+                if size != self.size {
+                    return Err(Error::Invalid(format!(
+                        "{}: preprocessed to {size:?}, the first image to {:?}; use a centre \
+                         crop",
+                        self.images.name(i),
+                        self.size
+                    )));
+                }
+                Ok(px)
+            })
+            .collect()
     }
 
     /// Number of samples.
@@ -146,11 +276,31 @@ impl PairDataset {
     /// `[n, 3, H, W]` pixels of the samples `indices`.
     pub fn pixels(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
         let (h, w) = self.size;
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(Error::Invalid(format!(
+                "sample {bad} of a data set of {}",
+                self.len()
+            )));
+        }
         let mut flat = Vec::with_capacity(indices.len() * 3 * h * w);
-        for &i in indices {
-            flat.extend_from_slice(&self.pixels[i]);
+        match &self.cached {
+            Some(all) => {
+                for &i in indices {
+                    flat.extend_from_slice(&all[i]);
+                }
+            }
+            None => {
+                for px in self.process_all(indices)? {
+                    flat.extend_from_slice(&px);
+                }
+            }
         }
         Ok(Tensor::from_vec(flat, (indices.len(), 3, h, w), device)?)
+    }
+
+    /// What names sample `i`'s image in messages (its path, or `shard.tar:key.ext`).
+    pub fn image_name(&self, i: usize) -> String {
+        self.images.name(i)
     }
 
     /// Per sample, per finding: present / absent / missing.

@@ -6,4 +6,5 @@
 mod common;
 mod mi2;
 mod sampler;
+mod shards;
 mod training;

@@ -37,18 +37,16 @@ pub fn tiny_dataset_at(n: usize, size: usize) -> PairDataset {
         Manifest::from_csv(data_dir().join("labels.csv"), &ManifestSpec::cxr_findings()).unwrap();
     let findings: Vec<String> = NIH_FINDINGS.iter().map(|s| s.to_string()).collect();
     let cols: Vec<usize> = findings.iter().map(|f| m.label_index(f).unwrap()).collect();
-    let samples = m
-        .indices_in(Split::Train)
-        .into_iter()
-        .take(n)
+    let rows: Vec<usize> = m.indices_in(Split::Train).into_iter().take(n).collect();
+    let samples = rows
+        .iter()
         .enumerate()
-        .map(|(k, i)| {
+        .map(|(k, &i)| {
             let r = &m.records[i];
             let flags: Vec<Option<bool>> =
                 cols.iter().map(|&c| r.labels[c].map(|v| v > 0.5)).collect();
             let present: Vec<bool> = flags.iter().map(|f| f.unwrap_or(false)).collect();
             PairSample {
-                image: r.image.clone(),
                 patient: r.patient.clone(),
                 labels: LabelSet::from_flags(&present),
                 flags,
@@ -56,7 +54,8 @@ pub fn tiny_dataset_at(n: usize, size: usize) -> PairDataset {
             }
         })
         .collect();
-    PairDataset::with_samples(samples, findings, &processor(size)).unwrap()
+    let files: Vec<std::path::PathBuf> = rows.iter().map(|&i| m.records[i].image.clone()).collect();
+    PairDataset::with_samples(samples, files, findings, &processor(size)).unwrap()
 }
 
 pub fn tokenizer(dir: &std::path::Path) -> TextTokenizer {
