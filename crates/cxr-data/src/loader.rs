@@ -1,8 +1,8 @@
 //! A parallel batch loader: rayon decode + transform, bounded prefetch on a producer thread,
 //! collation into `[B, 3, H, W]` candle tensors, epoch-seeded shuffling, skip-or-fail on bad
-//! files, optional progress bar.
+//! files, optional progress bar. Images come from any [`ImageSource`]: a file list, or tar
+//! shards through [`crate::ShardIndex`].
 
-use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
@@ -12,8 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::augment::sample_rng;
-use crate::decode::{decode_file, DecodeOptions};
-use crate::{Error, GrayImage, ImageProcessor, Result};
+use crate::decode::DecodeOptions;
+use crate::{Error, GrayImage, ImageProcessor, ImageSource, Result};
 
 /// What to do with a file that fails to decode or transform.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,10 +78,10 @@ pub struct Batch {
     pub skipped: Vec<(usize, Error)>,
 }
 
-/// Streams batches of a list of image files.
+/// Streams batches of a set of images (files or shard samples).
 #[derive(Clone)]
 pub struct Loader {
-    files: Arc<Vec<PathBuf>>,
+    files: Arc<dyn ImageSource>,
     transform: Transform,
     shape: (usize, usize, usize),
     config: LoaderConfig,
@@ -100,7 +100,7 @@ impl std::fmt::Debug for Loader {
 impl Loader {
     /// A loader applying `transform`, whose outputs must have `shape` `(3, H, W)`.
     pub fn new(
-        files: Vec<PathBuf>,
+        files: impl ImageSource + 'static,
         shape: (usize, usize, usize),
         transform: Transform,
         config: LoaderConfig,
@@ -120,7 +120,7 @@ impl Loader {
 
     /// An evaluation loader: the HF processor on every image, no randomness.
     pub fn with_processor(
-        files: Vec<PathBuf>,
+        files: impl ImageSource + 'static,
         processor: ImageProcessor,
         config: LoaderConfig,
     ) -> Result<Self> {
@@ -190,13 +190,13 @@ impl Loader {
             .par_iter()
             .map(|&i| {
                 let mut rng = sample_rng(self.config.seed, epoch, i as u64);
-                let r = decode_file(&self.files[i], &self.config.decode).and_then(|img| {
+                let r = self.files.decode(i, &self.config.decode).and_then(|img| {
                     let v = (self.transform)(&img, &mut rng)?;
                     let n = self.shape.0 * self.shape.1 * self.shape.2;
                     if v.len() != n {
                         return Err(Error::Invalid(format!(
                             "{}: transform gave {} values, expected {:?}",
-                            self.files[i].display(),
+                            self.files.name(i),
                             v.len(),
                             self.shape
                         )));

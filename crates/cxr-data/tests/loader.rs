@@ -91,3 +91,28 @@ fn bad_files_skip_or_fail() {
     let first = l.epoch(0).unwrap().next().unwrap();
     assert!(matches!(first, Err(Error::Decode { .. })), "{first:?}");
 }
+
+/// The loader reads tar shards as it reads files: the same batches, in the same order.
+#[test]
+fn shards_load_as_the_files_do() {
+    use cxr_data::shards::{sample_key, ShardWriter};
+    use cxr_data::ShardIndex;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = ShardWriter::new(dir.path(), "l", 2).unwrap();
+    for f in files() {
+        let bytes = std::fs::read(&f).unwrap();
+        w.write(&sample_key(&f), "png", &bytes, &serde_json::json!({}))
+            .unwrap();
+    }
+    w.finish().unwrap();
+    let index = ShardIndex::from_dir(dir.path()).unwrap();
+    let p = ImageProcessor::from_file(fixture("processor/small_preprocessor_config.json")).unwrap();
+    let cfg = LoaderConfig {
+        batch_size: 2,
+        seed: 3,
+        ..Default::default()
+    };
+    let from_files = Loader::with_processor(files(), p.clone(), cfg.clone()).unwrap();
+    let from_shards = Loader::with_processor(index, p, cfg).unwrap();
+    assert_eq!(collect(&from_files, 1), collect(&from_shards, 1));
+}
