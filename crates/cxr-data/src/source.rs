@@ -24,6 +24,21 @@ pub trait ImageSource: Send + Sync + std::fmt::Debug {
     fn decode(&self, i: usize, opts: &DecodeOptions) -> Result<GrayImage>;
 }
 
+/// A shared source (`Arc<dyn ImageSource>`, `Arc<ShardIndex>`) reads as the source itself.
+impl<T: ImageSource + ?Sized> ImageSource for Arc<T> {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+
+    fn name(&self, i: usize) -> String {
+        (**self).name(i)
+    }
+
+    fn decode(&self, i: usize, opts: &DecodeOptions) -> Result<GrayImage> {
+        (**self).decode(i, opts)
+    }
+}
+
 /// One file per image.
 impl ImageSource for Vec<PathBuf> {
     fn len(&self) -> usize {

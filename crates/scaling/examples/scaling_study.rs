@@ -43,8 +43,12 @@ struct Args {
     out: PathBuf,
     /// Pack directories whose train splits form the pretraining pool (repeatable).
     /// Default: cxr-mini and cxr-findings from the shared data folder.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "shards")]
     data: Vec<PathBuf>,
+    /// Instead of --data: folders of tar shards (cxr-data's write_shards; repeatable) whose
+    /// `train` samples form the pool.
+    #[arg(long)]
+    shards: Vec<PathBuf>,
     /// The cxr-findings pack used by the probe task (default: shared data folder).
     #[arg(long)]
     findings: Option<PathBuf>,
@@ -133,11 +137,20 @@ fn main() -> anyhow::Result<()> {
     } else {
         a.data.clone()
     };
-    let pool = Pool::from_packs(&packs)?;
+    let pool = if a.shards.is_empty() {
+        Pool::from_packs(&packs)?
+    } else {
+        Pool::from_shards(&a.shards)?
+    };
     println!(
-        "pool: {} train images from {} pack(s)",
+        "pool: {} train images from {} {}",
         pool.len(),
-        packs.len()
+        pool.packs.len(),
+        if a.shards.is_empty() {
+            "pack(s)"
+        } else {
+            "shard folder(s)"
+        }
     );
     let base = DinoV2Config::from_toml_file(&a.config)?;
     let archs: Vec<PretrainSpec> = a

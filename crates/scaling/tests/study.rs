@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use cxr_core::{Encoder, FeatureRequest};
@@ -128,10 +127,9 @@ fn study_writes_tables_reuses_cells_and_resumes() {
     assert_eq!(rebuilt.cells[1].results, first.cells[1].results);
 
     // an interrupted cell (1 of 2 steps done) resumes to the uninterrupted encoder
-    let files = Arc::new(pool.files.clone());
     let data = CellData {
         arm: "nested".into(),
-        files: files.clone(),
+        images: pool.images.clone(),
         sampler: SubsetSampler::new((0..8).collect(), 0).unwrap().shared(),
         n_images: 8,
     };
@@ -145,4 +143,53 @@ fn study_writes_tables_reuses_cells_and_resumes() {
     assert_eq!(read(&cut), read(&straight));
     // a mismatching rerun is refused
     assert!(run_cell(&straight, &root, &spec(3), &data, &tasks, &dev).is_err());
+}
+
+/// A pool read from tar shards holds the train samples with the labels a pool read from the
+/// pack gives them.
+#[test]
+fn pool_from_shards_matches_the_pack() {
+    use cxr_data::shards::{record_json, sample_key, ShardWriter};
+    use cxr_data::{decode_file, DecodeOptions, ImageSource, Manifest, Split};
+    let pack = shared().join("data/cxr-findings");
+    let m = Manifest::from_pack(&pack).unwrap();
+    let rows: Vec<usize> = (0..20).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = ShardWriter::new(dir.path(), "f", 8).unwrap();
+    for &i in &rows {
+        let r = &m.records[i];
+        let bytes = std::fs::read(&r.image).unwrap();
+        w.write(&sample_key(&r.image), "png", &bytes, &record_json(&m, r))
+            .unwrap();
+    }
+    w.finish().unwrap();
+    let pool = Pool::from_shards(&[dir.path().to_path_buf()]).unwrap();
+    let train: Vec<usize> = rows
+        .iter()
+        .copied()
+        .filter(|&i| m.records[i].split == Some(Split::Train))
+        .collect();
+    assert!(!train.is_empty() && train.len() < rows.len());
+    assert_eq!(pool.len(), train.len());
+    assert!(pool.pack.iter().all(|&p| p == 0));
+    let from_pack = Pool::from_packs(&[pack]).unwrap();
+    for (k, &i) in train.iter().enumerate() {
+        // the pack pool lists the train rows in manifest order too
+        let j = m
+            .indices_in(Split::Train)
+            .iter()
+            .position(|&t| t == i)
+            .unwrap();
+        let mut a = pool.labels[k].clone();
+        let mut b = from_pack.labels[j].clone();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "row {i}");
+        assert!(!a.is_empty());
+    }
+    let opts = DecodeOptions::default();
+    assert_eq!(
+        pool.images.decode(0, &opts).unwrap(),
+        decode_file(&m.records[train[0]].image, &opts).unwrap()
+    );
 }

@@ -95,6 +95,11 @@ impl ShardIndex {
         self.entries.is_empty()
     }
 
+    /// The position in [`Self::shards`] of the shard holding sample `i`.
+    pub fn shard_of(&self, i: usize) -> Result<usize> {
+        Ok(self.entry(i)?.shard)
+    }
+
     /// The key of sample `i`.
     pub fn key(&self, i: usize) -> Result<&str> {
         Ok(&self.entry(i)?.key)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use cxr_data::IndexSampler;
+use cxr_data::{ImageSource, IndexSampler};
 use dino_loss::DinoV2Config;
 use dino_pretrain::{export, run, DinoTrainer, Init, MultiCropSource, RunOptions};
 use serde::{Deserialize, Serialize};
@@ -103,7 +103,7 @@ pub struct CellData {
     /// Arm label.
     pub arm: String,
     /// Pool images.
-    pub files: Arc<Vec<PathBuf>>,
+    pub images: Arc<dyn ImageSource>,
     /// Which of them, epoch by epoch.
     pub sampler: Arc<dyn IndexSampler>,
     /// Distinct images the sampler draws from.
@@ -127,9 +127,8 @@ pub fn pretrain(
         .ok_or_else(|| Error::io(init.path(), "initial checkpoint vanished"))?;
     trainer.restore(&ck)?;
     let m = trainer.model_config().clone();
-    let source =
-        MultiCropSource::new((*data.files).clone(), &spec.config, m.patch_size, MEAN, STD)?
-            .with_sampler(data.sampler.clone());
+    let source = MultiCropSource::new(data.images.clone(), &spec.config, m.patch_size, MEAN, STD)?
+        .with_sampler(data.sampler.clone());
     run(
         &mut trainer,
         &source,

@@ -13,7 +13,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
@@ -27,7 +26,7 @@ use crate::study::cell::{
     evaluate, initial_checkpoint, run_cell, CellData, CellState, PretrainSpec, MEAN, STD,
 };
 use crate::study::cell_dir;
-use crate::study::pool::{embed_files, Pool};
+use crate::study::pool::{embed_images, Pool};
 use crate::study::tasks::EvalTask;
 use crate::{Error, Result};
 
@@ -104,7 +103,7 @@ fn embed_teacher(
         &pre,
     )?;
     let enc = Dinov2Model::from_dir(dir, DType::F32, device)?;
-    embed_files(&enc, &pool.files, 32)
+    embed_images(&enc, &pool.images, 32)
 }
 
 fn fresh_trainer(root: &Path, spec: &PretrainSpec, device: &Device) -> Result<DinoTrainer> {
@@ -157,9 +156,8 @@ fn run_active(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let t0 = Instant::now();
     let mut trainer = fresh_trainer(root, spec, device)?;
-    let files = pool.files.clone();
     let m = trainer.model_config().clone();
-    let base = MultiCropSource::new(files, &spec.config, m.patch_size, MEAN, STD)?;
+    let base = MultiCropSource::new(pool.images.clone(), &spec.config, m.patch_size, MEAN, STD)?;
     let every = cur.active_every.unwrap_or(spec.steps).max(1);
     let rounds = spec.steps.div_ceil(every);
     let mut union: Vec<usize> = Vec::new();
@@ -263,7 +261,7 @@ pub fn run_comparison(
         ));
     }
     let arch = spec.config.student.arch.clone();
-    let files = Arc::new(pool.files.clone());
+    let images = pool.images.clone();
     let all: Vec<usize> = (0..pool.len()).collect();
     let order = cxr_data::split::nested_order(&all, cur.subset_seed, None)?;
     let random: Vec<usize> = order[..cur.budget].to_vec();
@@ -279,7 +277,7 @@ pub fn run_comparison(
         let dir = cell_dir(out, &arch, arm, idx.len());
         let data = CellData {
             arm: arm.clone(),
-            files: files.clone(),
+            images: images.clone(),
             sampler: SubsetSampler::new(idx.clone(), spec.config.train.seed)?.shared(),
             n_images: idx.len(),
         };

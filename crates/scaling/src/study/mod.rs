@@ -16,7 +16,6 @@ pub mod report;
 pub mod tasks;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use candle_core::Device;
 use metrics::bootstrap::BootstrapConfig;
@@ -90,7 +89,7 @@ pub fn run_study(
     }
     let all: Vec<usize> = (0..pool.len()).collect();
     let order = cxr_data::split::nested_order(&all, spec.subset_seed, None)?;
-    let files = Arc::new(pool.files.clone());
+    let images = pool.images.clone();
     let mut cells = Vec::new();
     let mut reused = 0;
     for arch in &spec.archs {
@@ -99,7 +98,7 @@ pub fn run_study(
             let dir = cell_dir(&spec.out, name, "nested", n);
             let data = CellData {
                 arm: "nested".into(),
-                files: files.clone(),
+                images: images.clone(),
                 sampler: SubsetSampler::new(order[..n].to_vec(), arch.config.train.seed)?.shared(),
                 n_images: n,
             };

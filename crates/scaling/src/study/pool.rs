@@ -1,11 +1,14 @@
-//! The candidate pool of a study: the train splits of one or more packs, with the finding
-//! labels of each image where its pack has them, and frozen embeddings of the pool.
+//! The candidate pool of a study: the train splits of one or more packs (or the samples of
+//! tar shards written from them), with the finding labels of each image where its source
+//! has them, and frozen embeddings of the pool.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 use cxr_core::{Encoder, FeatureRequest};
-use cxr_data::{decode_file, DecodeOptions, ImageProcessor, Split};
+use cxr_data::shards::shard_files;
+use cxr_data::{DecodeOptions, ImageProcessor, ImageSource, ShardIndex, Split};
 use rayon::prelude::*;
 
 use crate::{Error, Result};
@@ -13,11 +16,11 @@ use crate::{Error, Result};
 /// Pool images and their labels.
 #[derive(Debug, Clone)]
 pub struct Pool {
-    /// Image paths.
-    pub files: Vec<PathBuf>,
+    /// The images (files, or tar shard samples).
+    pub images: Arc<dyn ImageSource>,
     /// Index into `packs` of each image.
     pub pack: Vec<usize>,
-    /// The pack directories.
+    /// The pack (or shard) directories.
     pub packs: Vec<PathBuf>,
     /// Binary labels of each image as `(name, positive)`; empty for packs without findings.
     pub labels: Vec<Vec<(String, bool)>>,
@@ -26,8 +29,9 @@ pub struct Pool {
 impl Pool {
     /// The train split of every pack in `dirs` (cxr-mini / cxr-findings layout).
     pub fn from_packs(dirs: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::new();
         let mut pool = Pool {
-            files: Vec::new(),
+            images: Arc::new(Vec::<PathBuf>::new()),
             pack: Vec::new(),
             packs: dirs.to_vec(),
             labels: Vec::new(),
@@ -38,7 +42,7 @@ impl Pool {
             let findings = m.label_index("no_finding").is_some();
             for i in m.indices_in(Split::Train) {
                 let r = &m.records[i];
-                pool.files.push(if r.image.is_absolute() {
+                files.push(if r.image.is_absolute() {
                     r.image.clone()
                 } else {
                     dir.join(&r.image)
@@ -55,39 +59,88 @@ impl Pool {
                 });
             }
         }
-        if pool.files.is_empty() {
+        if files.is_empty() {
             return Err(Error::invalid("pool", "no train images in the given packs"));
         }
+        pool.images = Arc::new(files);
         Ok(pool)
+    }
+
+    /// The `train` samples of the tar shards in every folder of `dirs` (as cxr-data's
+    /// `write_shards` writes them: `split` and `labels` in each sample's metadata; finding
+    /// labels count where the metadata has a `no_finding` label, as for packs).
+    pub fn from_shards(dirs: &[PathBuf]) -> Result<Self> {
+        let mut tars = Vec::new();
+        let mut owner = Vec::new();
+        for (p, dir) in dirs.iter().enumerate() {
+            let t = shard_files(dir)?;
+            owner.extend(std::iter::repeat_n(p, t.len()));
+            tars.extend(t);
+        }
+        let index = Arc::new(ShardIndex::build(tars)?);
+        let metas = (0..index.len())
+            .into_par_iter()
+            .map(|i| index.read_meta(i).map_err(Error::from))
+            .collect::<Result<Vec<_>>>()?;
+        let (mut chosen, mut pack, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, meta) in metas.iter().enumerate() {
+            if meta["split"].as_str() != Some("train") {
+                continue;
+            }
+            let shard = index.shard_of(i)?;
+            let l = match meta["labels"].as_object() {
+                Some(obj) if obj.contains_key("no_finding") => obj
+                    .iter()
+                    .filter_map(|(n, v)| v.as_f64().map(|v| (n.clone(), v > 0.5)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            chosen.push(i);
+            pack.push(owner[shard]);
+            labels.push(l);
+        }
+        if chosen.is_empty() {
+            return Err(Error::invalid(
+                "pool",
+                "no train samples in the given shards",
+            ));
+        }
+        Ok(Pool {
+            images: Arc::new(cxr_data::Subset::new(index, chosen)?),
+            pack,
+            packs: dirs.to_vec(),
+            labels,
+        })
     }
 
     /// Number of images.
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.images.len()
     }
 
     /// True without images.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.images.is_empty()
     }
 }
 
-/// Pooled (CLS) embeddings of `files` under `encoder`'s own preprocessing, `n × d`
+/// Pooled (CLS) embeddings of `images` under `encoder`'s own preprocessing, `n × d`
 /// row-major, and `d`.
-pub fn embed_files(
+pub fn embed_images(
     encoder: &dyn Encoder,
-    files: &[PathBuf],
+    images: &dyn ImageSource,
     batch: usize,
 ) -> Result<(Vec<f64>, usize)> {
     let processor = ImageProcessor::from_preprocessing(&encoder.preprocessing());
     let opts = DecodeOptions::default();
     let mut out = Vec::new();
     let mut dim = 0;
-    for chunk in files.chunks(batch.max(1)) {
+    let all: Vec<usize> = (0..images.len()).collect();
+    for chunk in all.chunks(batch.max(1)) {
         let px: Vec<(Vec<f32>, (usize, usize))> = chunk
             .par_iter()
-            .map(|p: &PathBuf| -> Result<_> {
-                let img = decode_file(Path::new(p), &opts)?;
+            .map(|&i| -> Result<_> {
+                let img = images.decode(i, &opts)?;
                 Ok(processor.apply(&img)?)
             })
             .collect::<Result<_>>()?;
@@ -97,7 +150,7 @@ pub fn embed_files(
                 "embedding",
                 format!(
                     "{} preprocesses to {:?}, not {:?}",
-                    chunk[i].display(),
+                    images.name(chunk[i]),
                     px[i].1,
                     (h, w)
                 ),
