@@ -2,18 +2,18 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 use crate::common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use cxr_data::shards::{assign_shards, stream, ShardPosition, ShardWriter};
 use cxr_data::{decode_bytes, decode_file, DecodeOptions, Error};
 use serde_json::json;
 
-#[test]
-fn write_stream_assign_resume() {
-    let dir = tempfile::tempdir().unwrap();
+/// Four cxr-mini PNGs and a MONOCHROME1 DICOM in shards of 3 under `dir`: the shards and
+/// the DICOM's path.
+fn write_mini_shards(dir: &Path) -> (Vec<PathBuf>, PathBuf) {
     let imgs = ["fff13f3a", "53c9be49", "b343e657", "c9280a30"];
-    let mut w = ShardWriter::new(dir.path(), "mini", 3).unwrap();
+    let mut w = ShardWriter::new(dir, "mini", 3).unwrap();
     for (i, id) in imgs.iter().enumerate() {
         let bytes = std::fs::read(mini().join(format!("images/{id}.png"))).unwrap();
         w.write(id, "png", &bytes, &json!({"id": id, "i": i}))
@@ -27,7 +27,13 @@ fn write_stream_assign_resume() {
         &json!({"mono": 1}),
     )
     .unwrap();
-    let shards = w.finish().unwrap();
+    (w.finish().unwrap(), dcm)
+}
+
+#[test]
+fn write_stream_assign_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shards, dcm) = write_mini_shards(dir.path());
     assert_eq!(shards.len(), 2);
 
     let all: Vec<_> = stream(shards.clone(), ShardPosition::default())
@@ -77,17 +83,7 @@ fn corrupt_shard_is_a_typed_error() {
 fn index_reads_any_sample_as_the_stream_does() {
     use cxr_data::{ImageSource, ShardIndex};
     let dir = tempfile::tempdir().unwrap();
-    let imgs = ["fff13f3a", "53c9be49", "b343e657", "c9280a30"];
-    let mut w = ShardWriter::new(dir.path(), "mini", 3).unwrap();
-    for (i, id) in imgs.iter().enumerate() {
-        let bytes = std::fs::read(mini().join(format!("images/{id}.png"))).unwrap();
-        w.write(id, "png", &bytes, &json!({"id": id, "i": i}))
-            .unwrap();
-    }
-    let dcm = mini().join("dicom/txv_Fake_MONOHR1.dcm");
-    w.write("txv", "dcm", &std::fs::read(&dcm).unwrap(), &json!({}))
-        .unwrap();
-    let shards = w.finish().unwrap();
+    let (shards, dcm) = write_mini_shards(dir.path());
     // a corrupt image in a shard of its own: its error names the shard and the member
     let mut bad = ShardWriter::new(dir.path(), "zbad", 3).unwrap();
     bad.write("broken", "png", b"\x89PNG\r\n\x1a\nnot really", &json!({}))

@@ -134,16 +134,9 @@ impl ShardIndex {
     /// The JSON metadata of sample `i` alone (`Value::Null` when it has none).
     pub fn read_meta(&self, i: usize) -> Result<Value> {
         let e = self.entry(i)?;
-        let Some(span) = e.meta else {
-            return Ok(Value::Null);
-        };
         let path = &self.shards[e.shard];
         let mut f = File::open(path).map_err(|err| Error::io(path, err))?;
-        let bytes = read_span(&mut f, path, span, &e.key)?;
-        serde_json::from_slice(&bytes).map_err(|err| Error::Shard {
-            path: path.clone(),
-            reason: format!("{}.json: {err}", e.key),
-        })
+        read_meta(&mut f, path, e)
     }
 
     /// Reads sample `i` (image bytes and metadata) with one seek per member.
@@ -151,27 +144,8 @@ impl ShardIndex {
         let e = self.entry(i)?;
         let path = &self.shards[e.shard];
         let mut f = File::open(path).map_err(|err| Error::io(path, err))?;
-        let image = read_span(&mut f, path, e.image, &e.key)?;
-        let meta = self.read_meta(i)?;
-        let last = self.starts[e.shard + 1] - self.starts[e.shard];
-        let next = if e.sample + 1 < last {
-            ShardPosition {
-                shard: e.shard,
-                sample: e.sample + 1,
-            }
-        } else {
-            ShardPosition {
-                shard: e.shard + 1,
-                sample: 0,
-            }
-        };
-        Ok(ShardSample {
-            key: e.key.clone(),
-            ext: e.ext.clone(),
-            image,
-            meta,
-            next,
-        })
+        let in_shard = self.starts[e.shard + 1] - self.starts[e.shard];
+        read_entry(&mut f, path, e, in_shard)
     }
 
     fn entry(&self, i: usize) -> Result<&Entry> {
@@ -206,6 +180,52 @@ impl ImageSource for ShardIndex {
     }
 }
 
+/// Every sample of the shard at `path` (position `shard` in its list), in order, read with
+/// one pass over its headers and one over its members: what [`super::stream`] yields.
+pub(super) fn read_shard(path: &Path, shard: usize) -> Result<Vec<ShardSample>> {
+    let entries = index_shard(path, shard)?;
+    let mut f = File::open(path).map_err(|err| Error::io(path, err))?;
+    entries
+        .iter()
+        .map(|e| read_entry(&mut f, path, e, entries.len()))
+        .collect()
+}
+
+/// Sample `e` of a shard holding `in_shard` samples, with where the next one starts.
+fn read_entry(f: &mut File, path: &Path, e: &Entry, in_shard: usize) -> Result<ShardSample> {
+    let image = read_span(f, path, e.image, &e.key)?;
+    let meta = read_meta(f, path, e)?;
+    let next = if e.sample + 1 < in_shard {
+        ShardPosition {
+            shard: e.shard,
+            sample: e.sample + 1,
+        }
+    } else {
+        ShardPosition {
+            shard: e.shard + 1,
+            sample: 0,
+        }
+    };
+    Ok(ShardSample {
+        key: e.key.clone(),
+        ext: e.ext.clone(),
+        image,
+        meta,
+        next,
+    })
+}
+
+fn read_meta(f: &mut File, path: &Path, e: &Entry) -> Result<Value> {
+    let Some(span) = e.meta else {
+        return Ok(Value::Null);
+    };
+    let bytes = read_span(f, path, span, &e.key)?;
+    serde_json::from_slice(&bytes).map_err(|err| Error::Shard {
+        path: path.to_path_buf(),
+        reason: format!("{}.json: {err}", e.key),
+    })
+}
+
 fn read_span(f: &mut File, path: &Path, span: Span, key: &str) -> Result<Vec<u8>> {
     let len = usize::try_from(span.len).map_err(|_| Error::Shard {
         path: path.to_path_buf(),
@@ -224,8 +244,8 @@ fn read_span(f: &mut File, path: &Path, span: Span, key: &str) -> Result<Vec<u8>
     Ok(buf)
 }
 
-/// The samples of one shard, grouped as `read_shard_inner` groups them: consecutive members
-/// with the same key, one image each, metadata optional.
+/// The samples of one shard: consecutive members with the same key, one image each (the last
+/// image member of the key), metadata optional; other members are ignored.
 fn index_shard(path: &Path, shard: usize) -> Result<Vec<Entry>> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len();

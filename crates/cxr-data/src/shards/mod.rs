@@ -8,7 +8,7 @@
 //! permutations (random access with one seek per member).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -221,74 +221,9 @@ pub fn stream(
         .skip(start.shard)
         .flat_map(move |(si, path)| {
             let skip = if si == start.shard { start.sample } else { 0 };
-            match read_shard_inner(&path, si) {
+            match index::read_shard(&path, si) {
                 Ok(v) => v.into_iter().skip(skip).map(Ok).collect::<Vec<_>>(),
                 Err(e) => vec![Err(e)],
             }
         })
-}
-
-fn read_shard_inner(path: &Path, shard_index: usize) -> Result<Vec<ShardSample>> {
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut archive = tar::Archive::new(BufReader::new(f));
-    let bad = |reason: String| Error::Shard {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut samples: Vec<ShardSample> = Vec::new();
-    let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let name = entry
-            .path()
-            .map_err(|e| bad(e.to_string()))?
-            .to_string_lossy()
-            .to_string();
-        let base = name.rsplit('/').next().unwrap_or(&name);
-        let (key, ext) = base
-            .split_once('.')
-            .ok_or_else(|| bad(format!("member `{name}` has no extension")))?;
-        let (key, ext) = (key.to_string(), ext.to_ascii_lowercase());
-        let mut data = Vec::new();
-        entry
-            .read_to_end(&mut data)
-            .map_err(|e| bad(format!("{name}: {e}")))?;
-        if samples.last().is_none_or(|s| s.key != key) {
-            samples.push(ShardSample {
-                key: key.clone(),
-                ext: String::new(),
-                image: Vec::new(),
-                meta: Value::Null,
-                next: ShardPosition::default(),
-            });
-        }
-        let s = samples.last_mut().ok_or_else(|| bad("internal".into()))?;
-        if ext == "json" {
-            s.meta = serde_json::from_slice(&data).map_err(|e| bad(format!("{name}: {e}")))?;
-        } else if IMAGE_EXTS.contains(&ext.as_str()) {
-            s.ext = ext;
-            s.image = data;
-        }
-    }
-    let n = samples.len();
-    for (i, s) in samples.iter_mut().enumerate() {
-        if s.image.is_empty() {
-            return Err(bad(format!("sample `{}` has no image", s.key)));
-        }
-        s.next = if i + 1 < n {
-            ShardPosition {
-                shard: shard_index,
-                sample: i + 1,
-            }
-        } else {
-            ShardPosition {
-                shard: shard_index + 1,
-                sample: 0,
-            }
-        };
-    }
-    Ok(samples)
 }
