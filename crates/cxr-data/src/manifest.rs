@@ -86,7 +86,18 @@ pub enum Split {
 }
 
 impl Split {
-    fn parse(s: &str) -> Option<Self> {
+    /// `"train"`, `"val"` or `"test"`: how manifests and shard metadata spell it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+
+    /// Reads a split name as manifests spell it (`train`/`training`, `val`/`valid`/
+    /// `validation`, `test`, any case); `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "train" | "training" => Some(Split::Train),
             "val" | "valid" | "validation" => Some(Split::Val),

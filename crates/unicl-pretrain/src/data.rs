@@ -130,7 +130,6 @@ impl PairDataset {
         text_column: Option<&str>,
         processor: &ImageProcessor,
     ) -> Result<Self> {
-        let want = format!("{split:?}").to_ascii_lowercase();
         let metas = (0..index.len())
             .into_par_iter()
             .map(|i| index.read_meta(i).map_err(Error::from))
@@ -139,7 +138,7 @@ impl PairDataset {
         let mut chosen = Vec::new();
         for (i, meta) in metas.iter().enumerate() {
             let bad = |what: String| Error::Invalid(format!("{}: {what}", index.name(i)));
-            if meta["split"].as_str() != Some(want.as_str()) {
+            if meta["split"].as_str().and_then(Split::parse) != Some(split) {
                 continue;
             }
             let flags = findings
@@ -181,8 +180,9 @@ impl PairDataset {
         }
         if samples.is_empty() {
             return Err(Error::Invalid(format!(
-                "{} shards: no sample in split {want}",
-                index.shards().len()
+                "{} shards: no sample in split {}",
+                index.shards().len(),
+                split.as_str()
             )));
         }
         let images = Subset::new(index, chosen)?;

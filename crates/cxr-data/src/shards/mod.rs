@@ -163,7 +163,7 @@ pub fn record_json(manifest: &crate::Manifest, record: &crate::Record) -> Value 
         .collect();
     serde_json::json!({
         "patient": record.patient,
-        "split": record.split.map(|s| format!("{s:?}").to_ascii_lowercase()),
+        "split": record.split.map(|s| s.as_str()),
         "labels": labels,
         "meta": record.meta,
         "source": record.image.display().to_string(),

@@ -84,7 +84,7 @@ impl Pool {
             .collect::<Result<Vec<_>>>()?;
         let (mut chosen, mut pack, mut labels) = (Vec::new(), Vec::new(), Vec::new());
         for (i, meta) in metas.iter().enumerate() {
-            if meta["split"].as_str() != Some("train") {
+            if meta["split"].as_str().and_then(Split::parse) != Some(Split::Train) {
                 continue;
             }
             let shard = index.shard_of(i)?;
