@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used)] // benches may unwrap
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use cxr_data::{decode_file, DecodeOptions, DicomOptions, ImageProcessor};
+use cxr_data::shards::{sample_key, ShardWriter};
+use cxr_data::{decode_file, DecodeOptions, DicomOptions, ImageProcessor, ImageSource, ShardIndex};
 
 use cxr_testkit::shared_dir as shared;
 
@@ -61,6 +62,39 @@ fn bench(c: &mut Criterion) {
     g.bench_function("dicom_j2k_1841x1955", |b| {
         b.iter(|| decode_file(&j2k, &full).unwrap())
     });
+    g.finish();
+
+    // The same 16 cxr-mini PNGs read and decoded as files and as samples of tar shards
+    // (ShardIndex: open, seek, read per image): what a loader pays for shards.
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(mini.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .take(16)
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = ShardWriter::new(tmp.path(), "bench", 8).unwrap();
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        w.write(&sample_key(f), "png", &bytes, &serde_json::json!({}))
+            .unwrap();
+    }
+    w.finish().unwrap();
+    let index = ShardIndex::from_dir(tmp.path()).unwrap();
+    let mut g = c.benchmark_group("source_16_png");
+    g.throughput(Throughput::Elements(files.len() as u64));
+    for (name, source) in [
+        ("files", &files as &dyn ImageSource),
+        ("shards", &index as &dyn ImageSource),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                (0..source.len())
+                    .map(|i| source.decode(i, &full).unwrap().data.len())
+                    .sum::<usize>()
+            })
+        });
+    }
     g.finish();
 }
 
