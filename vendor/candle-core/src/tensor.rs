@@ -84,6 +84,8 @@ impl Drop for Tensor_ {
         {
             drop(next);
         }
+        // a deep graph leaves a long, empty queue behind: keep a small one per thread
+        let _ = PENDING_OPS.try_with(|p| p.borrow_mut().shrink_to(1024));
     }
 }
 
