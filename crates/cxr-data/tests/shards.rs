@@ -192,3 +192,34 @@ fn index_reads_any_sample_as_the_stream_does() {
         Err(Error::Invalid(_))
     ));
 }
+
+#[test]
+fn samples_are_chosen_by_the_split_their_metadata_names() {
+    use cxr_data::{ShardIndex, Split};
+    let dir = tempfile::tempdir().unwrap();
+    let png = std::fs::read(mini().join("images/fff13f3a.png")).unwrap();
+    let mut w = ShardWriter::new(dir.path(), "s", 2).unwrap();
+    for (key, meta) in [
+        ("a", json!({"split": "train"})),
+        ("b", json!({"split": "Validation"})),
+        ("c", json!({"patient": "p"})),
+        ("d", json!({"split": "test"})),
+    ] {
+        w.write(key, "png", &png, &meta).unwrap();
+    }
+    w.finish().unwrap();
+    let index = ShardIndex::from_dir(dir.path()).unwrap();
+    assert_eq!(index.samples_in(Split::Train, true).unwrap(), [0, 2]);
+    assert_eq!(index.samples_in(Split::Train, false).unwrap(), [0]);
+    assert_eq!(index.samples_in(Split::Val, false).unwrap(), [1]);
+    assert_eq!(index.samples_in(Split::Test, false).unwrap(), [3]);
+
+    let mut w = ShardWriter::new(dir.path(), "t", 2).unwrap();
+    w.write("e", "png", &png, &json!({"split": 3})).unwrap();
+    w.finish().unwrap();
+    let err = ShardIndex::from_dir(dir.path())
+        .unwrap()
+        .samples_in(Split::Train, true)
+        .unwrap_err();
+    assert!(err.to_string().contains("t-000000.tar:e.png"), "{err}");
+}

@@ -13,7 +13,7 @@ use candle_core::{DType, Device};
 use clap::Parser;
 use cxr_core::ranges::at_least_one;
 use cxr_data::shards::shard_files;
-use cxr_data::{ShardIndex, Split};
+use cxr_data::{ShardIndex, Split, Subset};
 use dino_loss::DinoV2Config;
 use dino_pretrain::{export, packs, run, DinoTrainer, Init, MultiCropSource, RunOptions};
 
@@ -26,8 +26,9 @@ const STD: [f32; 3] = [0.2583; 3];
     about = "DINOv2 continual pretraining (DINO + iBOT + KoLeo, EMA teacher) on chest X-rays",
     long_about = "Trains a ViT with dinov2's objectives on the `train` split of each --data \
 pack (cxr-mini and/or cxr-findings layout: labels.csv with a split column), or on every image \
-of the WebDataset-style tar shards in each --shards folder (as cxr-data's write_shards example \
-writes them; read by random access, so shuffling and exact resume work as for files). Writes \
+of the WebDataset-style tar shards in each --shards folder that is not marked val or test (as \
+cxr-data's write_shards example writes them; read by random access, so shuffling and exact \
+resume work as for files). Writes \
 config.resolved.toml, steps.csv/steps.jsonl, loss_curve.png/svg and checkpoints/ into --out; \
 --resume continues bit-exactly from the newest checkpoint there. With --export, the teacher \
 backbone is written as a Hugging Face Dinov2Model directory (config.json, model.safetensors, \
@@ -37,8 +38,9 @@ struct Args {
     /// A data pack directory (repeatable); only its train split is used.
     #[arg(long, required_unless_present = "shards", conflicts_with = "shards")]
     data: Vec<PathBuf>,
-    /// Instead of --data: a folder of `*.tar` shards (repeatable); every sample's image is
-    /// used, in shard order, then the sampler's seeded permutation.
+    /// Instead of --data: a folder of `*.tar` shards (repeatable). Samples whose metadata
+    /// names a split other than `train` are left out; those naming none (unlabelled images)
+    /// are used.
     #[arg(long)]
     shards: Vec<PathBuf>,
     /// TOML config with dinov2's sections (student, teacher, dino, ibot, crops, optim, train);
@@ -121,14 +123,16 @@ fn main() -> anyhow::Result<()> {
         for d in &args.shards {
             tars.extend(shard_files(d)?);
         }
-        let index = ShardIndex::build(tars)?;
+        let index = std::sync::Arc::new(ShardIndex::build(tars)?);
+        let train = index.samples_in(Split::Train, true)?;
         println!(
-            "{} shards in {} folder(s): {} images",
+            "{} shards in {} folder(s): {} images, {} of them train or unsplit",
             index.shards().len(),
             args.shards.len(),
-            index.len()
+            index.len(),
+            train.len()
         );
-        Some(index)
+        Some(Subset::new(index, train)?)
     };
     let init = Init::parse(&args.init);
     let mut trainer = DinoTrainer::new(cfg.clone(), &init, &device)?;

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use super::{ShardPosition, ShardSample, IMAGE_EXTS};
-use crate::{decode_bytes, DecodeOptions, Error, GrayImage, ImageSource, Result};
+use crate::{decode_bytes, DecodeOptions, Error, GrayImage, ImageSource, Result, Split};
 
 /// Where one member's bytes lie in its shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +137,30 @@ impl ShardIndex {
         let path = &self.shards[e.shard];
         let mut f = File::open(path).map_err(|err| Error::io(path, err))?;
         read_meta(&mut f, path, e)
+    }
+
+    /// The samples whose metadata names `split` (as [`Split::parse`] reads it), in order;
+    /// with `unsplit`, also those whose metadata names no split (unlabelled shards). A
+    /// split that is not a split name is an error naming the sample.
+    pub fn samples_in(&self, split: Split, unsplit: bool) -> Result<Vec<usize>> {
+        let keep = (0..self.len())
+            .into_par_iter()
+            .map(|i| match &self.read_meta(i)?["split"] {
+                Value::Null => Ok(unsplit),
+                Value::String(s) => match Split::parse(s) {
+                    Some(named) => Ok(named == split),
+                    None => Err(Error::Invalid(format!(
+                        "{}: split `{s}` is not train, val or test",
+                        self.name(i)
+                    ))),
+                },
+                other => Err(Error::Invalid(format!(
+                    "{}: split {other} is not a name",
+                    self.name(i)
+                ))),
+            })
+            .collect::<Result<Vec<bool>>>()?;
+        Ok((0..self.len()).filter(|&i| keep[i]).collect())
     }
 
     /// Reads sample `i` (image bytes and metadata) with one seek per member.
