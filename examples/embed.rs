@@ -4,12 +4,14 @@
 //! ```text
 //! cargo run --release --example embed -- --images ../shared/data/cxr-mini/images
 //! cargo run --release --example embed -- --hub microsoft/rad-dino --images DIR  # from the HF cache
+//! cargo run --release --example embed -- --shards DIR   # tar shards from cxr-data's write_shards
 //! ```
 //!
 //! Prints how many images were embedded, the embedding width and speed, and — when the image
 //! folder sits beside a `labels.csv` with a `patient_id` column — how much more similar two
 //! images of the same patient are than two images of different patients, a quick sign that the
-//! encoder sees anatomy rather than noise.
+//! encoder sees anatomy rather than noise (on the first 2000 images; with --shards the patients
+//! come from each sample's metadata).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use cxr::core::{Encoder, FeatureRequest};
-use cxr::data::{decode_file, DecodeOptions, ImageProcessor};
+use cxr::data::{DecodeOptions, ImageProcessor, ImageSource, ShardIndex};
 use cxr::vit::{open_cached_encoder, open_encoder};
 use cxr_core::ranges::at_least_one;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,12 +30,18 @@ use rayon::prelude::*;
 /// The model shipped in this repository, used when neither --model nor --hub is given.
 const DEFAULT_MODEL: &str = "models/cxr-dino-vit-tiny";
 
+/// The same-patient summary compares every pair: at most this many images (the first).
+const SUMMARY_IMAGES: usize = 2000;
+
 #[derive(Parser, Debug)]
 #[command(about = "Embed chest X-rays with a DINOv2 / RAD-DINO or MI2 encoder", long_about = None)]
 struct Args {
     /// Folder of images (PNG, JPEG, DICOM) or a single image file.
     #[arg(long, default_value = "../shared/data/cxr-mini/images")]
     images: PathBuf,
+    /// Instead of --images: a folder of tar shards (cxr-data's write_shards), every sample.
+    #[arg(long)]
+    shards: Option<PathBuf>,
     /// Model directory: Hugging Face DINOv2/RAD-DINO layout (config.json, model.safetensors
     /// and, ideally, preprocessor_config.json), or a DaViT / MI2 folder (its image tower).
     /// Defaults to the small model shipped in models/.
@@ -45,7 +53,7 @@ struct Args {
     #[arg(long)]
     hub: Option<String>,
     /// Output file: `embeddings` [N, D] (pooled CLS) and `patch_mean` [N, D]; the file names
-    /// are in the safetensors metadata under `files` (JSON list).
+    /// (or shard sample keys) are in the safetensors metadata under `files` (JSON list).
     #[arg(long, default_value = "out/embeddings.safetensors")]
     out: PathBuf,
     /// Images per forward pass.
@@ -118,13 +126,56 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let model = load_model(&args)?;
     let processor = ImageProcessor::from_preprocessing(&model.preprocessing());
-    let mut files =
-        list_images(&args.images).with_context(|| format!("listing {}", args.images.display()))?;
-    if args.limit > 0 {
-        files.truncate(args.limit);
-    }
-    if files.is_empty() {
-        bail!("no PNG/JPEG/DICOM files in {}", args.images.display());
+    let (images, names, patients, from): (Box<dyn ImageSource>, Vec<String>, _, String) =
+        match &args.shards {
+            Some(dir) => {
+                let index = ShardIndex::from_dir(dir)?;
+                let n = index.len().min(if args.limit > 0 {
+                    args.limit
+                } else {
+                    usize::MAX
+                });
+                let rows = (0..n)
+                    .into_par_iter()
+                    .map(|i| -> anyhow::Result<(String, Option<String>)> {
+                        let patient = index.read_meta(i)?["patient"].as_str().map(String::from);
+                        Ok((index.key(i)?.to_string(), patient))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let patients: HashMap<String, String> = rows
+                    .iter()
+                    .filter_map(|(k, p)| Some((k.clone(), p.clone()?)))
+                    .collect();
+                let names = rows.into_iter().map(|(k, _)| k).collect();
+                let keep: Vec<usize> = (0..n).collect();
+                let sub = cxr::data::Subset::new(std::sync::Arc::new(index), keep)?;
+                (Box::new(sub), names, patients, dir.display().to_string())
+            }
+            None => {
+                let mut files = list_images(&args.images)
+                    .with_context(|| format!("listing {}", args.images.display()))?;
+                if args.limit > 0 {
+                    files.truncate(args.limit);
+                }
+                let names = files
+                    .iter()
+                    .map(|p| {
+                        p.file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let patients = patients_of(&args.images);
+                (
+                    Box::new(files),
+                    names,
+                    patients,
+                    args.images.display().to_string(),
+                )
+            }
+        };
+    if images.is_empty() {
+        bail!("no PNG/JPEG/DICOM images in {from}");
     }
     let info = model.feature_info();
     println!(
@@ -133,33 +184,36 @@ fn main() -> anyhow::Result<()> {
         info.embed_dim,
         info.patch_stride,
         model.preprocessing().crop,
-        files.len(),
-        args.images.display()
+        images.len(),
+        from
     );
-    let bar = ProgressBar::new(files.len() as u64);
+    let bar = ProgressBar::new(images.len() as u64);
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} images [{elapsed_precise} < {eta_precise}] {msg}",
     )?);
     let start = Instant::now();
     let (mut pooled, mut patch_mean, mut kept, mut skipped) = (vec![], vec![], vec![], vec![]);
-    for chunk in files.chunks(args.batch) {
+    let all: Vec<usize> = (0..images.len()).collect();
+    for chunk in all.chunks(args.batch) {
         let decoded: Vec<_> = chunk
             .par_iter()
-            .map(|f| {
-                let img = decode_file(f, &DecodeOptions::default()).map_err(|e| e.to_string())?;
+            .map(|&i| {
+                let img = images
+                    .decode(i, &DecodeOptions::default())
+                    .map_err(|e| e.to_string())?;
                 processor
                     .apply_tensor(&img, &Device::Cpu)
                     .map_err(|e| e.to_string())
             })
             .collect();
         let mut batch = vec![];
-        for (f, r) in chunk.iter().zip(decoded) {
+        for (&i, r) in chunk.iter().zip(decoded) {
             match r {
                 Ok(t) => {
                     batch.push(t);
-                    kept.push(f.clone());
+                    kept.push(i);
                 }
-                Err(e) => skipped.push(format!("{}: {e}", f.display())),
+                Err(e) => skipped.push(format!("{}: {e}", images.name(i))),
             }
         }
         if !batch.is_empty() {
@@ -181,14 +235,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let names: Vec<String> = kept
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
+    let names: Vec<String> = kept.iter().map(|&i| names[i].clone()).collect();
     let metadata: HashMap<String, String> =
         [("files".to_string(), serde_json::to_string(&names)?)].into();
     let tensors = [("embeddings", pooled.clone()), ("patch_mean", patch_mean)];
@@ -209,7 +256,11 @@ fn main() -> anyhow::Result<()> {
     for s in &skipped {
         println!("skipped {s}");
     }
-    summarise(&pooled, &names, &patients_of(&args.images))?;
+    let m = names.len().min(SUMMARY_IMAGES);
+    if m < names.len() {
+        println!("patient summary on the first {m} of {} images", names.len());
+    }
+    summarise(&pooled.narrow(0, 0, m)?, &names[..m], &patients)?;
     Ok(())
 }
 
