@@ -135,18 +135,15 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     usize::MAX
                 });
-                let rows = (0..n)
-                    .into_par_iter()
-                    .map(|i| -> anyhow::Result<(String, Option<String>)> {
-                        let patient = index.read_meta(i)?["patient"].as_str().map(String::from);
-                        Ok((index.key(i)?.to_string(), patient))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let patients: HashMap<String, String> = rows
+                let metas = index.metas()?;
+                let names: Vec<String> = (0..n)
+                    .map(|i| index.key(i).map(String::from))
+                    .collect::<Result<_, _>>()?;
+                let patients: HashMap<String, String> = names
                     .iter()
-                    .filter_map(|(k, p)| Some((k.clone(), p.clone()?)))
+                    .zip(&metas)
+                    .filter_map(|(k, m)| Some((k.clone(), m["patient"].as_str()?.to_string())))
                     .collect();
-                let names = rows.into_iter().map(|(k, _)| k).collect();
                 let keep: Vec<usize> = (0..n).collect();
                 let sub = cxr::data::Subset::new(std::sync::Arc::new(index), keep)?;
                 (Box::new(sub), names, patients, dir.display().to_string())

@@ -109,6 +109,8 @@ fn index_reads_any_sample_as_the_stream_does() {
         assert_eq!(index.key(i).unwrap(), streamed[i].key);
     }
     assert_eq!(index.read_meta(1).unwrap(), streamed[1].meta);
+    let metas: Vec<_> = streamed.iter().map(|s| s.meta.clone()).collect();
+    assert_eq!(index.metas().unwrap(), metas);
     // a subset reads through to the samples it names, in its own order
     let shared: std::sync::Arc<dyn ImageSource> = std::sync::Arc::new(index.clone());
     let subset = cxr_data::Subset::new(shared.clone(), vec![4, 0]).unwrap();

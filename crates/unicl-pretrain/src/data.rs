@@ -130,10 +130,7 @@ impl PairDataset {
         text_column: Option<&str>,
         processor: &ImageProcessor,
     ) -> Result<Self> {
-        let metas = (0..index.len())
-            .into_par_iter()
-            .map(|i| index.read_meta(i).map_err(Error::from))
-            .collect::<Result<Vec<_>>>()?;
+        let metas = index.metas()?;
         let mut samples = Vec::new();
         let mut chosen = Vec::new();
         for (i, meta) in metas.iter().enumerate() {

@@ -139,13 +139,30 @@ impl ShardIndex {
         read_meta(&mut f, path, e)
     }
 
+    /// Every sample's JSON metadata, in order (`Value::Null` where a sample has none): one
+    /// open per shard, shards read in parallel.
+    pub fn metas(&self) -> Result<Vec<Value>> {
+        let per_shard = (0..self.shards.len())
+            .into_par_iter()
+            .map(|s| {
+                let path = &self.shards[s];
+                let mut f = File::open(path).map_err(|err| Error::io(path, err))?;
+                self.entries[self.starts[s]..self.starts[s + 1]]
+                    .iter()
+                    .map(|e| read_meta(&mut f, path, e))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(per_shard.into_iter().flatten().collect())
+    }
+
     /// The samples whose metadata names `split` (as [`Split::parse`] reads it), in order;
     /// with `unsplit`, also those whose metadata names no split (unlabelled shards). A
     /// split that is not a split name is an error naming the sample.
     pub fn samples_in(&self, split: Split, unsplit: bool) -> Result<Vec<usize>> {
+        let metas = self.metas()?;
         let keep = (0..self.len())
-            .into_par_iter()
-            .map(|i| match &self.read_meta(i)?["split"] {
+            .map(|i| match &metas[i]["split"] {
                 Value::Null => Ok(unsplit),
                 Value::String(s) => match Split::parse(s) {
                     Some(named) => Ok(named == split),

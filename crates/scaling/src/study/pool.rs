@@ -78,10 +78,7 @@ impl Pool {
             tars.extend(t);
         }
         let index = Arc::new(ShardIndex::build(tars)?);
-        let metas = (0..index.len())
-            .into_par_iter()
-            .map(|i| index.read_meta(i).map_err(Error::from))
-            .collect::<Result<Vec<_>>>()?;
+        let metas = index.metas()?;
         let (mut chosen, mut pack, mut labels) = (Vec::new(), Vec::new(), Vec::new());
         for (i, meta) in metas.iter().enumerate() {
             if meta["split"].as_str().and_then(Split::parse) != Some(Split::Train) {
