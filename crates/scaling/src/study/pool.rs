@@ -66,9 +66,10 @@ impl Pool {
         Ok(pool)
     }
 
-    /// The `train` samples of the tar shards in every folder of `dirs` (as cxr-data's
-    /// `write_shards` writes them: `split` and `labels` in each sample's metadata; finding
-    /// labels count where the metadata has a `no_finding` label, as for packs).
+    /// The samples of the tar shards in every folder of `dirs` whose metadata names the
+    /// `train` split or none (unlabelled images), as `pretrain_dino --shards` takes them
+    /// (cxr-data's `write_shards` writes `split` and `labels`; finding labels count where the
+    /// metadata has a `no_finding` label, as for packs).
     pub fn from_shards(dirs: &[PathBuf]) -> Result<Self> {
         let mut tars = Vec::new();
         let mut owner = Vec::new();
@@ -78,22 +79,19 @@ impl Pool {
             tars.extend(t);
         }
         let index = Arc::new(ShardIndex::build(tars)?);
+        // the rule pretrain_dino --shards follows: train, or no split at all (unlabelled)
+        let chosen = index.samples_in(Split::Train, true)?;
         let metas = index.metas()?;
-        let (mut chosen, mut pack, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, meta) in metas.iter().enumerate() {
-            if meta["split"].as_str().and_then(Split::parse) != Some(Split::Train) {
-                continue;
-            }
-            let shard = index.shard_of(i)?;
-            let l = match meta["labels"].as_object() {
+        let (mut pack, mut labels) = (Vec::new(), Vec::new());
+        for &i in &chosen {
+            let l = match metas[i]["labels"].as_object() {
                 Some(obj) if obj.contains_key("no_finding") => obj
                     .iter()
                     .filter_map(|(n, v)| v.as_f64().map(|v| (n.clone(), v > 0.5)))
                     .collect(),
                 _ => Vec::new(),
             };
-            chosen.push(i);
-            pack.push(owner[shard]);
+            pack.push(owner[index.shard_of(i)?]);
             labels.push(l);
         }
         if chosen.is_empty() {
