@@ -216,10 +216,14 @@ impl PairDataset {
             size: (h, w),
         };
         // the first image fixes the size every other must have
-        data.size = data.process(0)?.1;
+        let (first, size) = data.process(0)?;
+        data.size = size;
         if bytes <= PIXEL_CACHE_BYTES {
-            let all: Vec<usize> = (0..data.len()).collect();
-            data.cached = Some(Arc::new(data.process_all(&all)?));
+            let rest: Vec<usize> = (1..data.len()).collect();
+            let mut all = Vec::with_capacity(data.len());
+            all.push(first);
+            all.extend(data.process_all(&rest)?);
+            data.cached = Some(Arc::new(all));
         }
         Ok(data)
     }
