@@ -37,7 +37,9 @@ enum SplitArg {
     about = "Pack a data pack's images and labels into WebDataset-style tar shards",
     long_about = "Reads DIR/labels.csv (the cxr-mini or cxr-findings layout, chosen by its \
 header), and writes OUT/<prefix>-000000.tar, … with each selected row's image bytes as they are \
-and its metadata as JSON. The shards are what `pretrain_dino --shards OUT` reads."
+and its metadata as JSON. The shards are what `pretrain_dino`, `pretrain_unicl`, `scaling_study` \
+and `embed` read with `--shards OUT`; pretrain_unicl also evaluates on the val and test rows, so \
+write those shards with --split all."
 )]
 struct Args {
     /// Data pack folder holding labels.csv and the images it names.

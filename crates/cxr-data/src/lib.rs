@@ -9,7 +9,10 @@
 //! - [`augment`] and [`masking`]: DINOv2 multi-crop and iBOT block masks, seeded per sample.
 //! - [`loader`]: parallel decode + transform with bounded prefetch into candle batches.
 //! - [`sampler`]: the [`sampler::IndexSampler`] hook that decides which indices an epoch visits.
-//! - [`shards`]: WebDataset-style tar shards with worker assignment and resumable positions.
+//! - [`shards`]: WebDataset-style tar shards with worker assignment and resumable positions,
+//!   and [`ShardIndex`] for reading them by sample index.
+//! - [`source`]: the [`ImageSource`] trait that loaders read images through: a file list, a
+//!   [`ShardIndex`], or a [`Subset`] of either.
 #![deny(missing_docs)]
 
 pub mod augment;
