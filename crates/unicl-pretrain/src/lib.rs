@@ -68,7 +68,9 @@ mod tokenizer;
 mod trainer;
 
 pub use config::{ImageTowerConfig, TrainConfig};
-pub use data::{tokenize_parallel, PairBatch, PairDataset, PairSample, PairSource};
+pub use data::{
+    tokenize_parallel, PairBatch, PairDataset, PairSample, PairSource, PIXEL_CACHE_BYTES,
+};
 pub use error::{Error, Result};
 pub use run::{run, RunOptions, RunSummary, Validation};
 pub use tokenizer::train_clip_bpe;
