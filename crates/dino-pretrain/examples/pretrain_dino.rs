@@ -13,9 +13,10 @@ use candle_core::{DType, Device};
 use clap::Parser;
 use cxr_core::ranges::at_least_one;
 use cxr_data::shards::shard_files;
-use cxr_data::{ShardIndex, Split, Subset};
+use cxr_data::{ImageSource, ShardIndex, Split, Subset};
 use dino_loss::DinoV2Config;
 use dino_pretrain::{export, packs, run, DinoTrainer, Init, MultiCropSource, RunOptions};
+use train_utils::{fingerprint, record_run_input};
 
 /// RAD-DINO's pixel statistics, used for crops and the exported preprocessing.
 const MEAN: [f32; 3] = [0.5307; 3];
@@ -93,6 +94,16 @@ struct Args {
     device: String,
 }
 
+/// Image `i`'s name without its folder (`x.png`, `shard.tar:key.png`): the same data given by
+/// a relative or an absolute path is the same data.
+fn sample_name(images: &dyn ImageSource, i: usize) -> String {
+    let name = images.name(i);
+    match std::path::Path::new(&name).file_name() {
+        Some(f) => f.to_string_lossy().into_owned(),
+        None => name,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // every step frees and reallocates the same large tensors: keep them in the heap
@@ -162,9 +173,26 @@ fn main() -> anyhow::Result<()> {
         c.solarize_prob,
         c.horizontal_flip_prob
     );
+    // the images, in order, belong to the run: a resume on other data is refused
+    let resuming = args.resume && args.out.join("checkpoints/latest.json").is_file();
+    let record = |kind: &str, images: &dyn ImageSource| {
+        let names: Vec<String> = (0..images.len()).map(|i| sample_name(images, i)).collect();
+        let data = serde_json::json!({
+            "source": kind,
+            "images": images.len(),
+            "fingerprint": fingerprint(names.iter().map(String::as_str)).to_string(),
+        });
+        record_run_input(&args.out, "data", &data, resuming)
+    };
     let source = match shards {
-        Some(index) => MultiCropSource::new(index, &cfg, m.patch_size, MEAN, STD)?,
-        None => MultiCropSource::new(files, &cfg, m.patch_size, MEAN, STD)?,
+        Some(index) => {
+            record("shards", &index)?;
+            MultiCropSource::new(index, &cfg, m.patch_size, MEAN, STD)?
+        }
+        None => {
+            record("files", &files)?;
+            MultiCropSource::new(files, &cfg, m.patch_size, MEAN, STD)?
+        }
     };
     let dtype = match args.export_dtype.as_str() {
         "f16" => DType::F16,

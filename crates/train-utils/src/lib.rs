@@ -30,6 +30,7 @@ mod log;
 mod param_groups;
 mod plot;
 mod prefetch;
+mod run_inputs;
 mod run_loop;
 mod schedule;
 mod state;
@@ -49,6 +50,7 @@ pub use log::{read_jsonl, StepLog, StepRecord};
 pub use param_groups::{layer_id, NoDecayRule, ParamGroup, ParamGroupRules};
 pub use plot::{plot_curves, plot_curves_or_warn};
 pub use prefetch::Prefetch;
+pub use run_inputs::{fingerprint, record_run_input};
 pub use run_loop::{
     run_loop, LoopHooks, LoopOptions, LoopReport, LoopSummary, LoopTrainer, StepReport,
 };

@@ -32,6 +32,7 @@ use cxr_core::{FeatureRequest, Preprocessing, Resample};
 use cxr_data::{ImageProcessor, Manifest, ManifestSpec, ShardIndex, Split, NIH_FINDINGS};
 use dual_encoder::{Mi2Files, Templates};
 use metrics::bootstrap::BootstrapConfig;
+use train_utils::{fingerprint, record_run_input};
 use unicl_loss::{LossKind, PromptTemplates, TextUnit};
 use unicl_pretrain::eval::{
     auroc_report, display_name, paired_macro_auroc, zero_shot_scores, AurocReport, ScoreFile,
@@ -512,23 +513,36 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let resuming = a.resume && a.out.join("checkpoints/latest.json").exists();
-    // how labels became texts is part of the run: written beside config.json, and a resume
-    // must draw its texts the same way
-    let prompts_json = a.out.join("prompts.json");
-    if resuming && prompts_json.is_file() {
-        let text = std::fs::read_to_string(&prompts_json)
-            .with_context(|| format!("reading {}", prompts_json.display()))?;
-        let before: PromptTemplates = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", prompts_json.display()))?;
-        if before != templates {
-            bail!(
-                "{} differs from this command's prompt settings (--text-unit, \
-                 --mention-absent, --present-probability); resume with the run's settings",
-                prompts_json.display()
-            );
-        }
-    }
-    save_json(&prompts_json, &templates)?;
+    // how labels became texts, and which images, are part of the run: recorded beside
+    // config.json, and a resume must use the same (--text-unit, --mention-absent,
+    // --present-probability; --data or --shards)
+    record_run_input(
+        &a.out,
+        "prompts",
+        &serde_json::to_value(&templates)?,
+        resuming,
+    )?;
+    let split_record = |d: &PairDataset| {
+        let names: Vec<String> = (0..d.len())
+            .map(|i| {
+                let n = d.image_name(i);
+                // a relative or an absolute path to the same data is the same data
+                Path::new(&n)
+                    .file_name()
+                    .map_or(n.clone(), |f| f.to_string_lossy().into_owned())
+            })
+            .collect();
+        serde_json::json!({
+            "images": d.len(),
+            "fingerprint": fingerprint(names.iter().map(String::as_str)).to_string(),
+        })
+    };
+    let data = serde_json::json!({
+        "train": split_record(&train_set),
+        "val": split_record(&val_set),
+        "test": split_record(&test_set),
+    });
+    record_run_input(&a.out, "data", &data, resuming)?;
     if !resuming {
         evaluate(&trainer, &tok, &test_set, &a.out, "test_step0", &boot, &dev)?;
     }
