@@ -20,6 +20,16 @@ pub trait ImageSource: Send + Sync + std::fmt::Debug {
     /// What names image `i` in messages: its path, or `shard.tar:key.ext`.
     fn name(&self, i: usize) -> String;
 
+    /// [`Self::name`] without its folder (`x.png`, `shard.tar:key.png`): the same data reached
+    /// by a relative or an absolute path has the same ids, e.g. to fingerprint a run's data.
+    fn id(&self, i: usize) -> String {
+        let name = self.name(i);
+        match std::path::Path::new(&name).file_name() {
+            Some(f) => f.to_string_lossy().into_owned(),
+            None => name,
+        }
+    }
+
     /// Reads and decodes image `i`; an index out of range is an error.
     fn decode(&self, i: usize, opts: &DecodeOptions) -> Result<GrayImage>;
 }

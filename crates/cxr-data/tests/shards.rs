@@ -150,7 +150,9 @@ fn index_reads_any_sample_as_the_stream_does() {
         "{}",
         index.name(4)
     );
+    assert_eq!(index.id(4), "mini-000001.tar:txv.dcm");
     let files = vec![mini().join("images/fff13f3a.png")];
+    assert_eq!(files.id(0), "fff13f3a.png");
     assert_eq!(
         index.decode(0, &opts).unwrap(),
         ImageSource::decode(&files, 0, &opts).unwrap()
@@ -211,17 +213,22 @@ fn samples_are_chosen_by_the_split_their_metadata_names() {
     }
     w.finish().unwrap();
     let index = ShardIndex::from_dir(dir.path()).unwrap();
-    assert_eq!(index.samples_in(Split::Train, true).unwrap(), [0, 2]);
-    assert_eq!(index.samples_in(Split::Train, false).unwrap(), [0]);
-    assert_eq!(index.samples_in(Split::Val, false).unwrap(), [1]);
-    assert_eq!(index.samples_in(Split::Test, false).unwrap(), [3]);
+    let metas = index.metas().unwrap();
+    assert_eq!(
+        index.samples_in(&metas, Split::Train, true).unwrap(),
+        [0, 2]
+    );
+    assert_eq!(index.samples_in(&metas, Split::Train, false).unwrap(), [0]);
+    assert_eq!(index.samples_in(&metas, Split::Val, false).unwrap(), [1]);
+    assert_eq!(index.samples_in(&metas, Split::Test, false).unwrap(), [3]);
+    assert!(index.samples_in(&metas[1..], Split::Test, false).is_err());
 
     let mut w = ShardWriter::new(dir.path(), "t", 2).unwrap();
     w.write("e", "png", &png, &json!({"split": 3})).unwrap();
     w.finish().unwrap();
-    let err = ShardIndex::from_dir(dir.path())
-        .unwrap()
-        .samples_in(Split::Train, true)
+    let index = ShardIndex::from_dir(dir.path()).unwrap();
+    let err = index
+        .samples_in(&index.metas().unwrap(), Split::Train, true)
         .unwrap_err();
     assert!(err.to_string().contains("t-000000.tar:e.png"), "{err}");
 }

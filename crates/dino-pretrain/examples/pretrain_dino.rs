@@ -94,16 +94,6 @@ struct Args {
     device: String,
 }
 
-/// Image `i`'s name without its folder (`x.png`, `shard.tar:key.png`): the same data given by
-/// a relative or an absolute path is the same data.
-fn sample_name(images: &dyn ImageSource, i: usize) -> String {
-    let name = images.name(i);
-    match std::path::Path::new(&name).file_name() {
-        Some(f) => f.to_string_lossy().into_owned(),
-        None => name,
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // every step frees and reallocates the same large tensors: keep them in the heap
@@ -135,7 +125,7 @@ fn main() -> anyhow::Result<()> {
             tars.extend(shard_files(d)?);
         }
         let index = std::sync::Arc::new(ShardIndex::build(tars)?);
-        let train = index.samples_in(Split::Train, true)?;
+        let train = index.samples_in(&index.metas()?, Split::Train, true)?;
         println!(
             "{} shards in {} folder(s): {} images, {} of them train or unsplit",
             index.shards().len(),
@@ -176,7 +166,7 @@ fn main() -> anyhow::Result<()> {
     // the images, in order, belong to the run: a resume on other data is refused
     let resuming = args.resume && args.out.join("checkpoints/latest.json").is_file();
     let record = |kind: &str, images: &dyn ImageSource| {
-        let names: Vec<String> = (0..images.len()).map(|i| sample_name(images, i)).collect();
+        let names: Vec<String> = (0..images.len()).map(|i| images.id(i)).collect();
         let data = serde_json::json!({
             "source": kind,
             "images": images.len(),

@@ -523,15 +523,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         resuming,
     )?;
     let split_record = |d: &PairDataset| {
-        let names: Vec<String> = (0..d.len())
-            .map(|i| {
-                let n = d.image_name(i);
-                // a relative or an absolute path to the same data is the same data
-                Path::new(&n)
-                    .file_name()
-                    .map_or(n.clone(), |f| f.to_string_lossy().into_owned())
-            })
-            .collect();
+        // folder-free ids: a relative or an absolute path to the same data is the same data
+        let names: Vec<String> = (0..d.len()).map(|i| d.image_id(i)).collect();
         serde_json::json!({
             "images": d.len(),
             "fingerprint": fingerprint(names.iter().map(String::as_str)).to_string(),

@@ -131,13 +131,11 @@ impl PairDataset {
         processor: &ImageProcessor,
     ) -> Result<Self> {
         let metas = index.metas()?;
-        let mut samples = Vec::new();
-        let mut chosen = Vec::new();
-        for (i, meta) in metas.iter().enumerate() {
+        let chosen = index.samples_in(&metas, split, false)?;
+        let mut samples = Vec::with_capacity(chosen.len());
+        for &i in &chosen {
+            let meta = &metas[i];
             let bad = |what: String| Error::Invalid(format!("{}: {what}", index.name(i)));
-            if meta["split"].as_str().and_then(Split::parse) != Some(split) {
-                continue;
-            }
             let flags = findings
                 .iter()
                 .map(|f| match &meta["labels"][f.as_str()] {
@@ -173,7 +171,6 @@ impl PairDataset {
                 flags,
                 report,
             });
-            chosen.push(i);
         }
         if samples.is_empty() {
             return Err(Error::Invalid(format!(
@@ -302,6 +299,11 @@ impl PairDataset {
     /// What names sample `i`'s image in messages (its path, or `shard.tar:key.ext`).
     pub fn image_name(&self, i: usize) -> String {
         self.images.name(i)
+    }
+
+    /// Sample `i`'s image name without its folder ([`ImageSource::id`]).
+    pub fn image_id(&self, i: usize) -> String {
+        self.images.id(i)
     }
 
     /// Per sample, per finding: present / absent / missing.

@@ -156,28 +156,43 @@ impl ShardIndex {
         Ok(per_shard.into_iter().flatten().collect())
     }
 
-    /// The samples whose metadata names `split` (as [`Split::parse`] reads it), in order;
-    /// with `unsplit`, also those whose metadata names no split (unlabelled shards). A
-    /// split that is not a split name is an error naming the sample.
-    pub fn samples_in(&self, split: Split, unsplit: bool) -> Result<Vec<usize>> {
-        let metas = self.metas()?;
-        let keep = (0..self.len())
-            .map(|i| match &metas[i]["split"] {
-                Value::Null => Ok(unsplit),
+    /// The samples whose metadata (`metas`, as [`Self::metas`] reads them) names `split` (as
+    /// [`Split::parse`] reads it), in order; with `unsplit`, also those whose metadata names
+    /// no split (unlabelled shards). A split that is not a split name is an error naming the
+    /// sample.
+    pub fn samples_in(&self, metas: &[Value], split: Split, unsplit: bool) -> Result<Vec<usize>> {
+        if metas.len() != self.len() {
+            return Err(Error::Invalid(format!(
+                "{} metadata records for {} samples",
+                metas.len(),
+                self.len()
+            )));
+        }
+        let mut chosen = Vec::new();
+        for (i, meta) in metas.iter().enumerate() {
+            let keep = match &meta["split"] {
+                Value::Null => unsplit,
                 Value::String(s) => match Split::parse(s) {
-                    Some(named) => Ok(named == split),
-                    None => Err(Error::Invalid(format!(
-                        "{}: split `{s}` is not train, val or test",
-                        self.name(i)
-                    ))),
+                    Some(named) => named == split,
+                    None => {
+                        return Err(Error::Invalid(format!(
+                            "{}: split `{s}` is not train, val or test",
+                            self.name(i)
+                        )))
+                    }
                 },
-                other => Err(Error::Invalid(format!(
-                    "{}: split {other} is not a name",
-                    self.name(i)
-                ))),
-            })
-            .collect::<Result<Vec<bool>>>()?;
-        Ok((0..self.len()).filter(|&i| keep[i]).collect())
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "{}: split {other} is not a name",
+                        self.name(i)
+                    )))
+                }
+            };
+            if keep {
+                chosen.push(i);
+            }
+        }
+        Ok(chosen)
     }
 
     /// Reads sample `i` (image bytes and metadata) with one seek per member.

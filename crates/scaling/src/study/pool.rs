@@ -80,8 +80,8 @@ impl Pool {
         }
         let index = Arc::new(ShardIndex::build(tars)?);
         // the rule pretrain_dino --shards follows: train, or no split at all (unlabelled)
-        let chosen = index.samples_in(Split::Train, true)?;
         let metas = index.metas()?;
+        let chosen = index.samples_in(&metas, Split::Train, true)?;
         let (mut pack, mut labels) = (Vec::new(), Vec::new());
         for &i in &chosen {
             let l = match metas[i]["labels"].as_object() {
