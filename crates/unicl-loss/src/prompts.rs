@@ -68,7 +68,7 @@ impl Finding {
 ///
 /// With `mention_absent = k > 0`, a sampled text also names up to `k` findings the set does
 /// *not* hold (how many, uniform in `0..=k`, and which, uniform among the absent ones), each
-/// as `absent_template` (a leading "a"/"an" dropped), appended after a comma: "chest x-ray
+/// as an absent template (a leading "a"/"an" dropped), appended after a comma: "chest x-ray
 /// with effusion, no pneumothorax". Label prompts without any negation never show the text
 /// tower the "no {finding}" phrasing that per-finding zero-shot prompts contrast against.
 ///
@@ -76,7 +76,8 @@ impl Finding {
 /// [`TextUnit::Finding`]): with probability `present_probability` a present finding (drawn
 /// uniformly among those the set holds; for the empty set, one of `negative_texts`), otherwise
 /// an absent one (uniformly among the rest), rendered through a positive template with that
-/// one finding, or through `absent_template`.
+/// one finding, or through an absent template (`absent_template` or one of
+/// `extra_absent_templates`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptTemplates {
     /// Finding vocabulary, indexed by the [`LabelSet`] indices.
@@ -97,6 +98,12 @@ pub struct PromptTemplates {
     /// How one absent finding is named; must contain `{finding}`.
     #[serde(default = "default_absent_template")]
     pub absent_template: String,
+    /// Further ways to name an absent finding ("no evidence of {finding}", …), each drawn as
+    /// often as `absent_template`. A text tower trained from scratch learns only the words
+    /// its training texts use, so zero-shot negative prompts phrased otherwise would meet
+    /// untrained tokens. Empty: `absent_template` alone, with no draw spent on the choice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_absent_templates: Vec<String>,
     /// Whether a text renders the whole label set or one finding statement.
     #[serde(default)]
     pub unit: TextUnit,
@@ -171,6 +178,7 @@ impl PromptTemplates {
             shuffle_findings: false,
             mention_absent: 0,
             absent_template: default_absent_template(),
+            extra_absent_templates: Vec::new(),
             unit: TextUnit::LabelSet,
             present_probability: default_present_probability(),
         }
@@ -193,11 +201,15 @@ impl PromptTemplates {
             )));
         }
         let names_absent = self.mention_absent > 0 || self.unit == TextUnit::Finding;
-        if names_absent && !self.absent_template.contains(FINDING_PLACEHOLDER) {
-            return Err(Error::Prompt(format!(
-                "absent template {:?} lacks {FINDING_PLACEHOLDER}",
-                self.absent_template
-            )));
+        if names_absent {
+            if let Some(t) = self
+                .absent_templates()
+                .find(|t| !t.contains(FINDING_PLACEHOLDER))
+            {
+                return Err(Error::Prompt(format!(
+                    "absent template {t:?} lacks {FINDING_PLACEHOLDER}"
+                )));
+            }
         }
         if self.unit == TextUnit::Finding {
             if self.mention_absent > 0 {
@@ -266,19 +278,36 @@ impl PromptTemplates {
             let t = &self.positive_templates[rng.random_range(0..self.positive_templates.len())];
             t.replace(FINDINGS_PLACEHOLDER, phrase)
         } else {
-            self.absent_text(phrase)
+            self.absent_text(self.draw_absent_template(rng), phrase)
         };
         Ok((text, TextLabel::Statement { finding, present }))
     }
 
-    /// `absent_template` for one phrase, a leading "a"/"an" dropped ("no a lung mass" → "no
-    /// lung mass").
-    fn absent_text(&self, phrase: &str) -> String {
+    /// `absent_template`, then `extra_absent_templates`.
+    fn absent_templates(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.absent_template).chain(&self.extra_absent_templates)
+    }
+
+    /// One of the absent templates, uniformly; without extra templates no draw is made, so
+    /// the texts of runs from before they existed are drawn again unchanged.
+    fn draw_absent_template<R: Rng + ?Sized>(&self, rng: &mut R) -> &str {
+        if self.extra_absent_templates.is_empty() {
+            return &self.absent_template;
+        }
+        match rng.random_range(0..=self.extra_absent_templates.len()) {
+            0 => &self.absent_template,
+            i => &self.extra_absent_templates[i - 1],
+        }
+    }
+
+    /// `template` for one phrase, a leading "a"/"an" dropped ("no a lung mass" → "no lung
+    /// mass").
+    fn absent_text(&self, template: &str, phrase: &str) -> String {
         let bare = ["a ", "an "]
             .iter()
             .find_map(|a| phrase.strip_prefix(a))
             .unwrap_or(phrase);
-        self.absent_template.replace(FINDING_PLACEHOLDER, bare)
+        template.replace(FINDING_PLACEHOLDER, bare)
     }
 
     /// Every statement [`TextUnit::Finding`] can draw about finding `index` (present and
@@ -290,7 +319,9 @@ impl PromptTemplates {
             .iter()
             .flat_map(|t| p.iter().map(move |s| t.replace(FINDINGS_PLACEHOLDER, s)))
             .collect();
-        out.extend(p.iter().map(|s| self.absent_text(s)));
+        for t in self.absent_templates() {
+            out.extend(p.iter().map(|s| self.absent_text(t, s)));
+        }
         Ok(out)
     }
 
@@ -310,7 +341,8 @@ impl PromptTemplates {
             let p = self.finding(i)?.phrases();
             let phrase = &p[rng.random_range(0..p.len())];
             out.push_str(", ");
-            out.push_str(&self.absent_text(phrase));
+            let t = self.draw_absent_template(rng);
+            out.push_str(&self.absent_text(t, phrase));
         }
         Ok(out)
     }

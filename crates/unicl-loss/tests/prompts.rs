@@ -267,3 +267,67 @@ fn finding_statements_label_each_text_by_what_it_says() {
     t.absent_template = "without".into();
     assert!(t.validate().is_err());
 }
+
+#[test]
+fn absent_findings_take_every_negation_phrasing() {
+    use unicl_loss::{TextLabel, TextUnit};
+    let mut t = PromptTemplates::nih_chestxray14();
+    t.unit = TextUnit::Finding;
+    let one = PromptSampler::new(t.clone(), 7).unwrap();
+    t.extra_absent_templates = vec![
+        "chest x-ray without {finding}".into(),
+        "no evidence of {finding}".into(),
+    ];
+    let s = PromptSampler::new(t.clone(), 7).unwrap();
+    let set = LabelSet::new([4]); // effusion
+    let mut phrasings = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        let (text, label) = s.labelled_text(&set, 0, i).unwrap();
+        let TextLabel::Statement { finding, present } = label else {
+            panic!("{text}");
+        };
+        assert!(
+            t.statement_texts(finding).unwrap().contains(&text),
+            "{text}"
+        );
+        if !present {
+            let p = ["no evidence of ", "chest x-ray without ", "no "]
+                .into_iter()
+                .find(|p| text.starts_with(p))
+                .unwrap_or_else(|| panic!("{text}: no negation phrasing"));
+            phrasings.insert(p);
+            assert!(!text.contains(" a "), "{text}: article kept");
+        }
+        // the statement drawn (finding, present) does not depend on the phrasings offered
+        assert_eq!(one.labelled_text(&set, 0, i).unwrap().1, label);
+    }
+    assert_eq!(phrasings.len(), 3, "{phrasings:?}");
+
+    // every phrasing of every synonym is in the tokenizer corpus
+    let mass = t.statement_texts(9).unwrap();
+    for want in [
+        "no lung mass",
+        "chest x-ray without lung mass",
+        "no evidence of mass",
+    ] {
+        assert!(mass.contains(&want.to_string()), "{want} not in {mass:?}");
+    }
+
+    // label-set texts name absent findings with them too
+    t.unit = TextUnit::LabelSet;
+    t.mention_absent = 2;
+    let s = PromptSampler::new(t.clone(), 7).unwrap();
+    let texts: String = (0..200).map(|i| s.text(&set, 1, i).unwrap()).collect();
+    assert!(texts.contains(", no evidence of ") && texts.contains(", chest x-ray without "));
+
+    // each must name the finding
+    t.extra_absent_templates.push("without".into());
+    assert!(t.validate().is_err());
+
+    // saved templates without extra phrasings read and write as before they existed
+    let plain = PromptTemplates::nih_chestxray14();
+    let json = serde_json::to_value(&plain).unwrap();
+    assert!(json.get("extra_absent_templates").is_none());
+    let back: PromptTemplates = serde_json::from_value(json).unwrap();
+    assert_eq!(back, plain);
+}

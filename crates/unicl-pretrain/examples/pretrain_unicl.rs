@@ -14,7 +14,9 @@
 //! (LiT); `--mention-absent 2` adds negated findings to the label prompts ("…, no
 //! pneumothorax"), the phrasing the zero-shot negative prompts use; `--text-unit finding`
 //! makes each text one statement about one finding ("chest x-ray with effusion" / "no
-//! mass"), labelled by that statement; `--score-train` scores
+//! mass"), labelled by that statement; `--absent-template T` (repeatable) sets how absent
+//! findings are phrased, so that every word of the zero-shot negative prompts is one the
+//! text tower has trained on; `--score-train` scores
 //! the training split too, to tell memorisation from learning. `--shards DIR` reads the pairs
 //! from tar shards that cxr-data's `write_shards --split all` made of such a pack.
 //!
@@ -38,8 +40,8 @@ use unicl_pretrain::eval::{
     auroc_report, display_name, paired_macro_auroc, zero_shot_scores, AurocReport, ScoreFile,
 };
 use unicl_pretrain::{
-    run, train_clip_bpe, ImageTowerConfig, LoopOptions, PairDataset, PairSource, RunOptions,
-    TrainConfig, UniclTrainer, Validation,
+    run, train_clip_bpe, untrained_tokens, ImageTowerConfig, LoopOptions, PairDataset, PairSource,
+    RunOptions, TrainConfig, UniclTrainer, Validation,
 };
 
 #[derive(Parser, Debug)]
@@ -189,6 +191,12 @@ struct TrainArgs {
     /// text for an image without findings) rather than an absent one.
     #[arg(long, default_value_t = 0.5)]
     present_probability: f64,
+    /// How an absent finding is named, with `{finding}` where its name goes; repeat the flag
+    /// for several phrasings, drawn uniformly (default: "no {finding}"). A text tower trained
+    /// from scratch learns only the words its texts use, so the negative zero-shot prompts
+    /// ("no {}", "chest x-ray without {}", "no evidence of {}") are best covered.
+    #[arg(long = "absent-template", value_name = "TEMPLATE")]
+    absent_templates: Vec<String>,
     /// BPE vocabulary size (upper bound; a small corpus gives fewer tokens).
     #[arg(long, default_value_t = 1000, value_parser = at_least_one::<usize>)]
     vocab_size: usize,
@@ -244,9 +252,9 @@ fn processor(size: usize) -> ImageProcessor {
     })
 }
 
-/// Every text the run can show the text tower: label prompts of the training label sets,
-/// the zero-shot prompts and the reports.
-fn corpus(train: &PairDataset, templates: &PromptTemplates) -> anyhow::Result<Vec<String>> {
+/// Every text the text tower can be trained on: the reports and the label prompts of the
+/// training split's label sets (the tokenizer corpus adds the zero-shot prompts).
+fn training_texts(train: &PairDataset, templates: &PromptTemplates) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     let sampler = unicl_loss::PromptSampler::new(templates.clone(), 12345)?;
@@ -271,12 +279,18 @@ fn corpus(train: &PairDataset, templates: &PromptTemplates) -> anyhow::Result<Ve
             out.extend(templates.statement_texts(i)?);
         }
     }
+    Ok(out)
+}
+
+/// The positive and negative zero-shot prompts of every finding.
+fn zero_shot_prompts() -> Vec<String> {
+    let mut out = Vec::new();
     for f in NIH_FINDINGS {
         let name = display_name(f);
         out.extend(Templates::cxr_positive().fill(&name));
         out.extend(Templates::cxr_negative().fill(&name));
     }
-    Ok(out)
+    out
 }
 
 fn save_json(path: &Path, v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -459,7 +473,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         proc.crop_size,
         t0.elapsed().as_secs_f64()
     );
-    let templates = PromptTemplates {
+    let mut templates = PromptTemplates {
         mention_absent: a.mention_absent,
         unit: match a.text_unit {
             TextUnitArg::LabelSet => TextUnit::LabelSet,
@@ -468,10 +482,28 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         present_probability: a.present_probability,
         ..PromptTemplates::nih_chestxray14()
     };
+    if !a.absent_templates.is_empty()
+        && templates.mention_absent == 0
+        && templates.unit != TextUnit::Finding
+    {
+        bail!(
+            "--absent-template names absent findings, which only --text-unit finding or \
+             --mention-absent N > 0 texts do"
+        );
+    }
+    if let Some((first, rest)) = a.absent_templates.split_first() {
+        templates.absent_template = first.clone();
+        templates.extra_absent_templates = rest.to_vec();
+    }
+    templates.validate()?;
     let (mut trainer, tok) = match mi2 {
         Some(pair) => pair,
         None => {
-            let corpus = corpus(&train_set, &templates)?;
+            let texts = training_texts(&train_set, &templates)?;
+            let prompts = zero_shot_prompts();
+            // the tokenizer knows the prompts' words; the text tower learns only those the
+            // training texts use
+            let corpus: Vec<String> = texts.iter().chain(&prompts).cloned().collect();
             let tok_json = a.out.join("tokenizer/tokenizer.json");
             // a resumed run keeps the tokenizer its checkpoint was trained with
             let tok = if a.resume && tok_json.is_file() {
@@ -485,6 +517,15 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
                 corpus.len(),
                 tok_json.display()
             );
+            let untrained = untrained_tokens(&tok, &texts, &prompts)?;
+            if !untrained.is_empty() {
+                println!(
+                    "warning: the zero-shot prompts use words no training text has ({}); \
+                     their embeddings get no gradient (phrase absent findings that way with \
+                     --absent-template)",
+                    untrained.join(", ")
+                );
+            }
             let mut cfg = optimisation(TrainConfig::small(
                 objective,
                 a.image_size,
@@ -515,7 +556,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let resuming = a.resume && a.out.join("checkpoints/latest.json").exists();
     // how labels became texts, and which images, are part of the run: recorded beside
     // config.json, and a resume must use the same (--text-unit, --mention-absent,
-    // --present-probability; --data or --shards)
+    // --present-probability, --absent-template; --data or --shards)
     record_run_input(
         &a.out,
         "prompts",

@@ -73,7 +73,7 @@ pub use data::{
 };
 pub use error::{Error, Result};
 pub use run::{run, RunOptions, RunSummary, Validation};
-pub use tokenizer::train_clip_bpe;
+pub use tokenizer::{train_clip_bpe, untrained_tokens};
 /// The loop settings inside [`RunOptions`], from `train-utils`.
 pub use train_utils::LoopOptions;
 pub use trainer::{StepOutput, UniclTrainer};

@@ -134,6 +134,35 @@ fn learn_merges(counts: BTreeMap<Vec<String>, u64>, max_merges: usize) -> Vec<(S
     merges
 }
 
+/// The words (tokens, end-of-word mark dropped) of `prompts` that no text of
+/// `training_texts` contains. In a text tower trained from scratch their embeddings never
+/// get a gradient, so a zero-shot prompt that uses one is scored partly by a random vector:
+/// the training texts should say what the prompts say.
+pub fn untrained_tokens<S: AsRef<str>, P: AsRef<str>>(
+    tok: &TextTokenizer,
+    training_texts: &[S],
+    prompts: &[P],
+) -> Result<Vec<String>> {
+    let mut trained = std::collections::BTreeSet::new();
+    for t in training_texts {
+        trained.extend(tok.encode_unpadded(t.as_ref())?);
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for p in prompts {
+        for id in tok.encode_unpadded(p.as_ref())? {
+            if trained.contains(&id) {
+                continue;
+            }
+            let token = tok
+                .inner()
+                .id_to_token(id)
+                .ok_or_else(|| Error::Tokenizer(format!("id {id} is not in the vocabulary")))?;
+            out.insert(token.trim_end_matches(EOW).to_string());
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
 /// Learns a CLIP-style BPE of at most `vocab_size` tokens (the 512 byte symbols and the two
 /// special tokens included) from `corpus`, writes `vocab.json`, `merges.txt` and
 /// `tokenizer.json` into `dir`, and returns the tokenizer padded / truncated to

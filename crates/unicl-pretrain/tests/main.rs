@@ -7,4 +7,5 @@ mod common;
 mod mi2;
 mod sampler;
 mod shards;
+mod tokenizer;
 mod training;
