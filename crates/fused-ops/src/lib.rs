@@ -25,6 +25,8 @@
 //! | [`softmax_last_dim`], [`log_softmax_last_dim`] | candle's fused softmax kernel / graph-free composed ops | closed forms `y ⊙ (dy − Σ dy ⊙ y)`, `dy − softmax ⊙ Σ dy` |
 //! | [`scaled_residual`] | `x + keep_b · λ ⊙ y` (layer scale, stochastic depth, residual) in one pass (CPU f32) | `dx = dy`; `dy ⊙ keep_b λ` and `λ`'s row sum, one pass each |
 //! | [`bias_add`], [`scale_columns`] | per-channel add / scale | parameter gradient as a coalesced [`column_sum`] |
+//! | [`conv2d`] | im2col GEMMs by blocks of input channels (stride 1, one group; else candle's) | `dW = dY colsᵀ`; `dX` as the convolution of `dY` by the flipped, transposed kernel |
+//! | [`conv_transpose2d`] | kernel = stride: one GEMM and a pixel shuffle (else candle's) | the matrix product's two GEMMs |
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -39,6 +41,7 @@
 pub mod attention;
 mod attention_cpu;
 mod columns;
+mod conv;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod epilogue;
@@ -61,6 +64,7 @@ mod weight_normed_linear;
 
 pub use attention::{attention, FusedAttention};
 pub use columns::{bias_add, column_sum, scale_columns, ColumnSum, PerChannel};
+pub use conv::{conv2d, conv_transpose2d, Conv2dGrad, COLUMN_BUDGET};
 pub use epilogue::{bias_gelu, bias_scale_residual, BiasGelu, BiasScaleResidual};
 pub use gelu::{gelu_erf, GeluErf, GeluErfGrad};
 pub use layer_norm::{layer_norm, LayerNormBackward, LayerNormForward, LayerNormParamGrad};

@@ -59,5 +59,30 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// One 3×3 `fpn_convs` layer (512 → 512 at 74×74, the ×2 level) forward + backward: candle's
+/// conv2d and its autograd, against `fused_ops::conv2d` (im2col GEMMs both ways).
+fn conv_layer(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let x = candle_core::Var::randn(0f32, 1., (1, 512, 74, 74), &dev).unwrap();
+    let w = candle_core::Var::randn(0f32, 0.02, (512, 512, 3, 3), &dev).unwrap();
+    let mut group = c.benchmark_group("seg-decoders");
+    group.sample_size(10);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(10));
+    group.bench_function("conv3x3_512_74x74_fwd_bwd/candle", |b| {
+        b.iter(|| {
+            let y = x.conv2d(&w, 1, 1, 1, 1).unwrap();
+            std::hint::black_box(y.sum_all().unwrap().backward().unwrap());
+        })
+    });
+    group.bench_function("conv3x3_512_74x74_fwd_bwd/im2col_gemm", |b| {
+        b.iter(|| {
+            let y = fused_ops::conv2d(&x, &w, 1, 1, 1, 1).unwrap();
+            std::hint::black_box(y.sum_all().unwrap().backward().unwrap());
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, conv_layer);
 criterion_main!(benches);

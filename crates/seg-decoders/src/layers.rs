@@ -132,11 +132,68 @@ impl LayerNorm2d {
     }
 }
 
+/// candle_nn's `Conv2d` (the same `weight`/`bias` parameters, init and forward values) whose
+/// backward runs as im2col GEMMs ([`fused_ops::conv2d`]): candle's own conv backward, a
+/// direct-loop transposed convolution, dominated a UPerNet training step.
+#[derive(Debug, Clone)]
+pub struct Conv2d(candle_nn::Conv2d);
+
+impl Conv2d {
+    /// Wraps a candle_nn convolution.
+    pub fn new(conv: candle_nn::Conv2d) -> Self {
+        Self(conv)
+    }
+
+    /// `[O, C, kh, kw]`.
+    pub fn weight(&self) -> &Tensor {
+        self.0.weight()
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let c = self.0.config();
+        let y = fused_ops::conv2d(
+            x,
+            self.0.weight(),
+            c.padding,
+            c.stride,
+            c.dilation,
+            c.groups,
+        )?;
+        match self.0.bias() {
+            None => Ok(y),
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dims1()?, 1, 1))?),
+        }
+    }
+}
+
+/// A bias-free `kernel × kernel` convolution with `padding = kernel / 2` (`weight` under
+/// `vb`), initialised as candle_nn's `conv2d_no_bias`.
+pub fn conv_same(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding: kernel / 2,
+        ..Default::default()
+    };
+    Ok(Conv2d(candle_nn::conv2d_no_bias(
+        in_channels,
+        out_channels,
+        kernel,
+        cfg,
+        vb,
+    )?))
+}
+
 /// mmcv's `ConvModule` with a BatchNorm and ReLU: bias-free conv (`conv.weight`), then
 /// `bn.*`, then ReLU.
 #[derive(Debug, Clone)]
 pub struct ConvBnRelu {
-    conv: candle_nn::Conv2d,
+    conv: Conv2d,
     bn: BatchNorm2d,
 }
 
@@ -167,12 +224,8 @@ impl ConvBnRelu {
         bn: BnConfig,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: kernel / 2,
-            ..Default::default()
-        };
         Ok(Self {
-            conv: candle_nn::conv2d_no_bias(in_channels, out_channels, kernel, cfg, vb.pp("conv"))?,
+            conv: conv_same(in_channels, out_channels, kernel, vb.pp("conv"))?,
             bn: BatchNorm2d::new(out_channels, bn.eps, bn.momentum, vb.pp("bn"))?,
         })
     }
@@ -184,27 +237,48 @@ impl ConvBnRelu {
     }
 }
 
-/// A `2 × 2`, stride-2 transposed convolution with bias (doubles the resolution).
+/// candle_nn's `ConvTranspose2d` (the same parameters and init) that runs a kernel equal to
+/// its stride, as ViT necks up-sample, as one GEMM ([`fused_ops::conv_transpose2d`]) instead
+/// of candle's direct loop, with a GEMM backward.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose2d(candle_nn::ConvTranspose2d);
+
+impl Module for ConvTranspose2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let c = self.0.config();
+        if c.padding != 0 || c.output_padding != 0 || c.dilation != 1 {
+            return self.0.forward(x);
+        }
+        let y = fused_ops::conv_transpose2d(x, self.0.weight(), c.stride)?;
+        match self.0.bias() {
+            None => Ok(y),
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dims1()?, 1, 1))?),
+        }
+    }
+}
+
+/// A `2 × 2`, stride-2 transposed convolution, with or without bias (doubles the
+/// resolution).
 pub fn deconv2x2(
     in_channels: usize,
     out_channels: usize,
     bias: bool,
     vb: VarBuilder,
-) -> Result<candle_nn::ConvTranspose2d> {
+) -> Result<ConvTranspose2d> {
     let cfg = ConvTranspose2dConfig {
         stride: 2,
         ..Default::default()
     };
-    Ok(if bias {
+    Ok(ConvTranspose2d(if bias {
         candle_nn::conv_transpose2d(in_channels, out_channels, 2, cfg, vb)?
     } else {
         candle_nn::conv_transpose2d_no_bias(in_channels, out_channels, 2, cfg, vb)?
-    })
+    }))
 }
 
 /// The final `1 × 1` classifier `conv_seg` (weight and bias), initialised as mmsegmentation
 /// does: normal with std 0.01, zero bias.
-pub fn classifier(in_channels: usize, classes: usize, vb: VarBuilder) -> Result<candle_nn::Conv2d> {
+pub fn classifier(in_channels: usize, classes: usize, vb: VarBuilder) -> Result<Conv2d> {
     let weight = vb.get_with_hints(
         (classes, in_channels, 1, 1),
         "weight",
@@ -214,11 +288,11 @@ pub fn classifier(in_channels: usize, classes: usize, vb: VarBuilder) -> Result<
         },
     )?;
     let bias = vb.get_with_hints(classes, "bias", Init::Const(0.0))?;
-    Ok(candle_nn::Conv2d::new(
+    Ok(Conv2d(candle_nn::Conv2d::new(
         weight,
         Some(bias),
         Conv2dConfig::default(),
-    ))
+    )))
 }
 
 /// PyTorch's `AdaptiveAvgPool2d(size)`: output cell `(i, j)` averages rows

@@ -148,13 +148,23 @@ fn check(case: &str, cfg: HeadConfig, train_cfg: HeadConfig) {
         }
         assert!(checked > 0);
         for (i, v) in inputs.iter().enumerate() {
-            // inputs the head does not read get no gradient (ViTDet and linear read map 0)
+            // inputs the head does not read get no gradient (ViTDet and linear read map 0);
+            // relative to the gradient's size, as for the parameters (the deepest map's
+            // gradient reaches 20 in training mode, where f32 sums differ by ~1e-5 of it)
             if let Some(g) = grads.get(v) {
+                let reference = &f[&format!("grad_input.{i}")];
+                let scale = reference
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
                 assert_close(
-                    &format!("{case} {mode_name} input {i} gradient"),
+                    &format!("{case} {mode_name} input {i} gradient (scale {scale})"),
                     g,
-                    &f[&format!("grad_input.{i}")],
-                    TOL,
+                    reference,
+                    TOL * scale.max(1.0),
                 );
             }
         }

@@ -36,7 +36,7 @@ impl LinearConfig {
 /// final patch tokens, then bilinear upsampling to the input size.
 #[derive(Debug, Clone)]
 pub struct LinearHead {
-    conv_seg: candle_nn::Conv2d,
+    conv_seg: crate::layers::Conv2d,
     cfg: LinearConfig,
 }
 

@@ -113,10 +113,10 @@ impl UperNetConfig {
 /// ConvT(2, 2) (×2), `fpn3` = identity, `fpn4` = max-pool 2×2 (×½). Widths stay `d`.
 #[derive(Debug, Clone)]
 struct Neck {
-    fpn1_0: candle_nn::ConvTranspose2d,
+    fpn1_0: crate::layers::ConvTranspose2d,
     fpn1_1: BatchNorm2d,
-    fpn1_3: candle_nn::ConvTranspose2d,
-    fpn2_0: candle_nn::ConvTranspose2d,
+    fpn1_3: crate::layers::ConvTranspose2d,
+    fpn2_0: crate::layers::ConvTranspose2d,
 }
 
 impl Neck {
@@ -166,7 +166,7 @@ pub struct UperNetHead {
     lateral_convs: Vec<ConvBnRelu>,
     fpn_convs: Vec<ConvBnRelu>,
     fpn_bottleneck: ConvBnRelu,
-    conv_seg: candle_nn::Conv2d,
+    conv_seg: crate::layers::Conv2d,
     cfg: UperNetConfig,
 }
 

@@ -3,7 +3,7 @@
 //! as the light segmentation head.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 use cxr_core::{FeatureInfo, Features};
 use serde::{Deserialize, Serialize};
 
@@ -54,18 +54,14 @@ impl VitDetConfig {
 /// detectron2's `Conv2d(bias=False, norm=LN)`: `weight` and `norm.{weight,bias}`.
 #[derive(Debug, Clone)]
 struct ConvLn {
-    conv: candle_nn::Conv2d,
+    conv: crate::layers::Conv2d,
     norm: LayerNorm2d,
 }
 
 impl ConvLn {
     fn new(cin: usize, cout: usize, kernel: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: kernel / 2,
-            ..Default::default()
-        };
         Ok(Self {
-            conv: candle_nn::conv2d_no_bias(cin, cout, kernel, cfg, vb.clone())?,
+            conv: crate::layers::conv_same(cin, cout, kernel, vb.clone())?,
             norm: LayerNorm2d::new(cout, eps, vb.pp("norm"))?,
         })
     }
@@ -87,12 +83,12 @@ struct Level {
 enum Resample {
     /// ×4: ConvT(d → d/2), LN, GELU, ConvT(d/2 → d/4).
     Up4(
-        candle_nn::ConvTranspose2d,
+        crate::layers::ConvTranspose2d,
         LayerNorm2d,
-        candle_nn::ConvTranspose2d,
+        crate::layers::ConvTranspose2d,
     ),
     /// ×2: ConvT(d → d/2).
-    Up2(candle_nn::ConvTranspose2d),
+    Up2(crate::layers::ConvTranspose2d),
     /// ×1.
     Identity,
     /// ×½: max-pool 2×2.
@@ -124,7 +120,7 @@ impl Level {
 pub struct VitDetHead {
     levels: Vec<Level>,
     scale_heads: Vec<Vec<ConvBnRelu>>,
-    conv_seg: candle_nn::Conv2d,
+    conv_seg: crate::layers::Conv2d,
     cfg: VitDetConfig,
 }
 
