@@ -20,6 +20,20 @@ pub enum TextUnit {
     /// every image of a batch for which the same statement was drawn is a positive. These
     /// are the texts per-finding zero-shot prompts contrast ("showing X" against "no X").
     Finding,
+    /// One statement per image about one finding that the whole step shares (drawn
+    /// uniformly per step from the sampler's seed): "chest x-ray with X" for the images
+    /// that have X, "no X" for the others. The batch's texts are then the two statements
+    /// of one finding, so each step contrasts exactly what a per-finding zero-shot prompt
+    /// pair asks; labels are as for [`TextUnit::Finding`]. Needs [`PromptSampler`], which
+    /// knows the step.
+    BatchFinding,
+}
+
+impl TextUnit {
+    /// Whether a text states one finding ([`TextUnit::Finding`], [`TextUnit::BatchFinding`]).
+    pub fn is_statement(self) -> bool {
+        matches!(self, Self::Finding | Self::BatchFinding)
+    }
 }
 
 /// The UniCL label of one sampled text: texts with equal labels are positives of each other.
@@ -200,7 +214,7 @@ impl PromptTemplates {
                 "positive template {t:?} lacks {FINDINGS_PLACEHOLDER}"
             )));
         }
-        let names_absent = self.mention_absent > 0 || self.unit == TextUnit::Finding;
+        let names_absent = self.mention_absent > 0 || self.unit.is_statement();
         if names_absent {
             if let Some(t) = self
                 .absent_templates()
@@ -211,7 +225,7 @@ impl PromptTemplates {
                 )));
             }
         }
-        if self.unit == TextUnit::Finding {
+        if self.unit.is_statement() {
             if self.mention_absent > 0 {
                 return Err(Error::Prompt(
                     "mention_absent extends label-set texts; finding statements already name \
@@ -243,10 +257,33 @@ impl PromptTemplates {
         set: &LabelSet,
         rng: &mut R,
     ) -> Result<(String, TextLabel)> {
-        if self.unit == TextUnit::Finding {
-            return self.sample_statement(set, rng);
+        match self.unit {
+            TextUnit::Finding => self.sample_statement(set, rng),
+            TextUnit::BatchFinding => Err(Error::Prompt(
+                "batch-shared findings are drawn per step: sample through a PromptSampler".into(),
+            )),
+            TextUnit::LabelSet => Ok((self.sample_set(set, rng)?, TextLabel::Set(set.clone()))),
         }
-        Ok((self.sample_set(set, rng)?, TextLabel::Set(set.clone())))
+    }
+
+    /// The statement about finding `finding` that `set` makes true ([`TextUnit::BatchFinding`]):
+    /// present when the set holds it, else absent.
+    fn statement_about<R: Rng + ?Sized>(
+        &self,
+        set: &LabelSet,
+        finding: u32,
+        rng: &mut R,
+    ) -> Result<(String, TextLabel)> {
+        self.validate()?;
+        let n = self.findings.len() as u32;
+        if let Some(bad) = set.findings().chain([finding]).find(|&i| i >= n) {
+            self.finding(bad)?;
+        }
+        let present = set.contains(finding);
+        Ok((
+            self.render_statement(finding, present, rng)?,
+            TextLabel::Statement { finding, present },
+        ))
     }
 
     /// One statement about one finding of `set` ([`TextUnit::Finding`]).
@@ -272,15 +309,25 @@ impl PromptTemplates {
         } else {
             absent[rng.random_range(0..absent.len())]
         };
+        let text = self.render_statement(finding, present, rng)?;
+        Ok((text, TextLabel::Statement { finding, present }))
+    }
+
+    /// "chest x-ray with {finding}" or "no {finding}": a synonym, then a template, drawn.
+    fn render_statement<R: Rng + ?Sized>(
+        &self,
+        finding: u32,
+        present: bool,
+        rng: &mut R,
+    ) -> Result<String> {
         let p = self.finding(finding)?.phrases();
         let phrase = &p[rng.random_range(0..p.len())];
-        let text = if present {
+        Ok(if present {
             let t = &self.positive_templates[rng.random_range(0..self.positive_templates.len())];
             t.replace(FINDINGS_PLACEHOLDER, phrase)
         } else {
             self.absent_text(self.draw_absent_template(rng), phrase)
-        };
-        Ok((text, TextLabel::Statement { finding, present }))
+        })
     }
 
     /// `absent_template`, then `extra_absent_templates`.
@@ -454,6 +501,23 @@ impl PromptSampler {
         // one ChaCha stream per step, one block range per sample: independent, reproducible
         rng.set_stream(step);
         rng.set_word_pos(u128::from(index) << 20);
+        if self.templates.unit == TextUnit::BatchFinding {
+            let finding = self.step_finding(step)?;
+            return self.templates.statement_about(set, finding, &mut rng);
+        }
         self.templates.sample_labelled(set, &mut rng)
+    }
+
+    /// The finding every text of step `step` states under [`TextUnit::BatchFinding`]:
+    /// uniform over the vocabulary, from a stream of its own (the top bit of the stream id,
+    /// which per-sample streams, one per step, never reach).
+    pub fn step_finding(&self, step: u64) -> Result<u32> {
+        let n = self.templates.findings.len() as u32;
+        if n == 0 {
+            return Err(Error::Prompt("finding statements need findings".into()));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(step | (1 << 63));
+        Ok(rng.random_range(0..n))
     }
 }

@@ -331,3 +331,47 @@ fn absent_findings_take_every_negation_phrasing() {
     let back: PromptTemplates = serde_json::from_value(json).unwrap();
     assert_eq!(back, plain);
 }
+
+#[test]
+fn a_batch_finding_step_contrasts_one_findings_two_statements() {
+    use unicl_loss::{TextLabel, TextUnit};
+    let mut t = PromptTemplates::nih_chestxray14();
+    t.unit = TextUnit::BatchFinding;
+    let s = PromptSampler::new(t.clone(), 11).unwrap();
+    let sets = label_sets();
+    let mut steps_per_finding = [0usize; 14];
+    for step in 0..300 {
+        let j = s.step_finding(step).unwrap();
+        steps_per_finding[j as usize] += 1;
+        let items: Vec<BatchItem> = sets.iter().take(40).map(BatchItem::Labels).collect();
+        let batch = s.assemble(&items, step).unwrap();
+        for (k, set) in sets.iter().take(40).enumerate() {
+            let (text, label) = s.labelled_text(set, step, k as u64).unwrap();
+            assert_eq!(batch.texts[k], text);
+            assert_eq!(
+                label,
+                TextLabel::Statement {
+                    finding: j,
+                    present: set.contains(j)
+                },
+                "{text}"
+            );
+            assert_eq!(text.starts_with("no "), !set.contains(j), "{text}");
+            assert!(t.statement_texts(j).unwrap().contains(&text), "{text}");
+        }
+        // at most two groups: the images with the finding and those without
+        let groups: std::collections::BTreeSet<_> = batch.targets.groups().iter().collect();
+        assert!(groups.len() <= 2);
+    }
+    // every finding gets steps, none most of them
+    assert!(
+        steps_per_finding.iter().all(|&n| (5..60).contains(&n)),
+        "{steps_per_finding:?}"
+    );
+    // the step's finding depends on the seed
+    let other = PromptSampler::new(t.clone(), 12).unwrap();
+    assert!((0..50).any(|step| other.step_finding(step).unwrap() != s.step_finding(step).unwrap()));
+    // without a step there is no batch finding to state
+    let mut rng = rand::rng();
+    assert!(t.sample_labelled(&sets[0], &mut rng).is_err());
+}

@@ -75,6 +75,10 @@ enum TextUnitArg {
     /// One text states one finding, present or absent ("chest x-ray with effusion", "no
     /// mass"): the phrasing of per-finding zero-shot prompts.
     Finding,
+    /// Every text of a step states the same finding, drawn per step: "chest x-ray with X"
+    /// for the images with X, "no X" for the rest, so each step contrasts one finding's two
+    /// statements across the batch.
+    BatchFinding,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -183,8 +187,9 @@ struct TrainArgs {
     /// the text tower meets the negations that zero-shot prompts use (0 = never).
     #[arg(long, default_value_t = 0)]
     mention_absent: usize,
-    /// What one label text says: the whole finding set, or one statement about one finding
-    /// (with `unicl`, equal statements are positives of each other).
+    /// What one label text says: the whole finding set, one statement about one finding
+    /// (with `unicl`, equal statements are positives of each other), or a statement about
+    /// the one finding the step's batch shares.
     #[arg(long, value_enum, default_value_t = TextUnitArg::LabelSet)]
     text_unit: TextUnitArg,
     /// With `--text-unit finding`: how often a statement names a present finding (a normal
@@ -252,9 +257,9 @@ fn processor(size: usize) -> ImageProcessor {
     })
 }
 
-/// Every text the text tower can be trained on: the reports and the label prompts of the
-/// training split's label sets (the tokenizer corpus adds the zero-shot prompts).
-fn training_texts(train: &PairDataset, templates: &PromptTemplates) -> anyhow::Result<Vec<String>> {
+/// The tokenizer corpus before the zero-shot prompts: the reports, the label prompts of the
+/// training split's label sets and, for statement units, every finding statement.
+fn corpus_texts(train: &PairDataset, templates: &PromptTemplates) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     let sampler = unicl_loss::PromptSampler::new(templates.clone(), 12345)?;
@@ -274,10 +279,34 @@ fn training_texts(train: &PairDataset, templates: &PromptTemplates) -> anyhow::R
             }
         }
     }
-    if templates.unit == TextUnit::Finding {
+    if templates.unit.is_statement() {
         for i in 0..templates.findings.len() as u32 {
             out.extend(templates.statement_texts(i)?);
         }
+    }
+    Ok(out)
+}
+
+/// Every text the text tower can be trained on: the reports, and the label prompts the
+/// text unit draws (statements, and for `finding` the normal texts of images without
+/// findings; else the label-set prompts).
+fn trainable_texts(
+    train: &PairDataset,
+    templates: &PromptTemplates,
+    corpus: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = train
+        .samples
+        .iter()
+        .filter_map(|s| s.report.clone())
+        .collect();
+    match templates.unit {
+        TextUnit::LabelSet => return Ok(corpus.to_vec()),
+        TextUnit::Finding => out.extend(templates.negative_texts.iter().cloned()),
+        _ => {}
+    }
+    for i in 0..templates.findings.len() as u32 {
+        out.extend(templates.statement_texts(i)?);
     }
     Ok(out)
 }
@@ -478,17 +507,18 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         unit: match a.text_unit {
             TextUnitArg::LabelSet => TextUnit::LabelSet,
             TextUnitArg::Finding => TextUnit::Finding,
+            TextUnitArg::BatchFinding => TextUnit::BatchFinding,
         },
         present_probability: a.present_probability,
         ..PromptTemplates::nih_chestxray14()
     };
     if !a.absent_templates.is_empty()
         && templates.mention_absent == 0
-        && templates.unit != TextUnit::Finding
+        && !templates.unit.is_statement()
     {
         bail!(
-            "--absent-template names absent findings, which only --text-unit finding or \
-             --mention-absent N > 0 texts do"
+            "--absent-template names absent findings, which only --text-unit finding, \
+             batch-finding or --mention-absent N > 0 texts do"
         );
     }
     if let Some((first, rest)) = a.absent_templates.split_first() {
@@ -499,7 +529,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let (mut trainer, tok) = match mi2 {
         Some(pair) => pair,
         None => {
-            let texts = training_texts(&train_set, &templates)?;
+            let texts = corpus_texts(&train_set, &templates)?;
             let prompts = zero_shot_prompts();
             // the tokenizer knows the prompts' words; the text tower learns only those the
             // training texts use
@@ -517,7 +547,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
                 corpus.len(),
                 tok_json.display()
             );
-            let untrained = untrained_tokens(&tok, &texts, &prompts)?;
+            let trainable = trainable_texts(&train_set, &templates, &texts)?;
+            let untrained = untrained_tokens(&tok, &trainable, &prompts)?;
             if !untrained.is_empty() {
                 println!(
                     "warning: the zero-shot prompts use words no training text has ({}); \
