@@ -132,9 +132,10 @@ impl LayerNorm2d {
     }
 }
 
-/// candle_nn's `Conv2d` (the same `weight`/`bias` parameters, init and forward values) whose
-/// backward runs as im2col GEMMs ([`fused_ops::conv2d`]): candle's own conv backward, a
-/// direct-loop transposed convolution, dominated a UPerNet training step.
+/// candle_nn's `Conv2d` (the same `weight`/`bias` parameters and init; outputs equal up to
+/// float summation order) run forward and backward as im2col GEMMs ([`fused_ops::conv2d`]):
+/// candle's own CPU convolution, and above all its backward (a direct-loop transposed
+/// convolution), dominated a UPerNet training step.
 #[derive(Debug, Clone)]
 pub struct Conv2d(candle_nn::Conv2d);
 
