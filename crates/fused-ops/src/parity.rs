@@ -152,6 +152,37 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
         }
     }
 
+    // convolutions as GEMMs, f32: a 3×3 "same" conv and a 2×2 stride-2 transposed conv
+    let x = random(&mut rng, (2, 16, 20, 18), 1.0, 0.0)?;
+    let w = random(&mut rng, (8, 16, 3, 3), 0.2, 0.0)?;
+    let r = random(&mut rng, (2, 8, 20, 18), 1.0, 0.0)?;
+    let f = |t: &[Tensor]| crate::conv2d(&t[0], &t[1], 1, 1, 1, 1);
+    let c = with_grads(&[x.clone(), w.clone()], &r, &cpu, &f)?;
+    let d = with_grads(&[x.clone(), w], &r, device, &f)?;
+    for (i, what) in ["y", "dx", "dw"].iter().enumerate() {
+        push(
+            &mut out,
+            format!("conv2d 3x3 F32 {what}"),
+            &d[i],
+            &c[i],
+            1e-4,
+        )?;
+    }
+    let w = random(&mut rng, (16, 8, 2, 2), 0.2, 0.0)?;
+    let r = random(&mut rng, (2, 8, 40, 36), 1.0, 0.0)?;
+    let f = |t: &[Tensor]| crate::conv_transpose2d(&t[0], &t[1], 2);
+    let c = with_grads(&[x.clone(), w.clone()], &r, &cpu, &f)?;
+    let d = with_grads(&[x, w], &r, device, &f)?;
+    for (i, what) in ["y", "dx", "dw"].iter().enumerate() {
+        push(
+            &mut out,
+            format!("conv_transpose2d 2x2 F32 {what}"),
+            &d[i],
+            &c[i],
+            1e-4,
+        )?;
+    }
+
     // softmax and log-softmax with their closed-form backwards (the softmax forward is
     // candle's fused kernel; on the CPU, bf16 rows are normalised in f32, as on CUDA)
     let x = random(&mut rng, (2, 3, 45, 45), 4.0, 0.0)?;
