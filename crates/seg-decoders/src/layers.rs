@@ -162,10 +162,15 @@ impl Module for Conv2d {
             c.dilation,
             c.groups,
         )?;
-        match self.0.bias() {
-            None => Ok(y),
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dims1()?, 1, 1))?),
-        }
+        add_channel_bias(y, self.0.bias())
+    }
+}
+
+/// `y` `[B, C, H, W]` plus a per-channel bias `[C]`, if any.
+fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    match bias {
+        None => Ok(y),
+        Some(b) => y.broadcast_add(&b.reshape((1, b.dims1()?, 1, 1))?),
     }
 }
 
@@ -251,10 +256,7 @@ impl Module for ConvTranspose2d {
             return self.0.forward(x);
         }
         let y = fused_ops::conv_transpose2d(x, self.0.weight(), c.stride)?;
-        match self.0.bias() {
-            None => Ok(y),
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dims1()?, 1, 1))?),
-        }
+        add_channel_bias(y, self.0.bias())
     }
 }
 

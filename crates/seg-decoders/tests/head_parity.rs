@@ -121,24 +121,12 @@ fn check(case: &str, cfg: HeadConfig, train_cfg: HeadConfig) {
             let g = grads
                 .get(var)
                 .unwrap_or_else(|| panic!("{case} {mode_name}: no gradient for `{name}`"));
-            let gmax = g
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let gmax = largest_magnitude(g);
             assert!(
                 gmax.is_finite() && gmax > 0.0,
                 "{case} {mode_name}: gradient of `{name}` is {gmax}"
             );
-            let scale = reference
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = largest_magnitude(reference);
             let d = max_abs_diff(g, reference);
             assert!(
                 d <= TOL * scale.max(1.0),
@@ -153,13 +141,7 @@ fn check(case: &str, cfg: HeadConfig, train_cfg: HeadConfig) {
             // gradient reaches 20 in training mode, where f32 sums differ by ~1e-5 of it)
             if let Some(g) = grads.get(v) {
                 let reference = &f[&format!("grad_input.{i}")];
-                let scale = reference
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let scale = largest_magnitude(reference);
                 assert_close(
                     &format!("{case} {mode_name} input {i} gradient (scale {scale})"),
                     g,
@@ -169,6 +151,16 @@ fn check(case: &str, cfg: HeadConfig, train_cfg: HeadConfig) {
             }
         }
     }
+}
+
+/// `max |t|`.
+fn largest_magnitude(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[test]
