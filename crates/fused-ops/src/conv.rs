@@ -272,7 +272,9 @@ fn channel_block(cin: usize, per_channel: usize, fixed: Option<usize>) -> usize 
 fn transposed_kernel(w: &Tensor) -> Result<Tensor> {
     let (_, _, kh, kw) = w.dims4()?;
     let reversed = |n: usize| Tensor::from_vec((0..n as u32).rev().collect(), n, w.device());
-    w.index_select(&reversed(kh)?, 2)?
+    // candle's index-select reads contiguous tensors only
+    w.contiguous()?
+        .index_select(&reversed(kh)?, 2)?
         .index_select(&reversed(kw)?, 3)?
         .transpose(0, 1)?
         .contiguous()
@@ -377,6 +379,33 @@ mod tests {
         check((1, 2, 6, 9), (3, 5, 5), 2, 1, 2);
         check((2, 3, 7, 8), (2, 1, 3), 1, 1, 2); // 1×3: padding beyond the kernel's rows
         check((1, 3, 5, 4), (2, 1, 1), 1, 1, 3); // 1×1 with padding: a cropped input gradient
+    }
+
+    #[test]
+    fn strided_views_are_inputs_like_any_other() {
+        let dev = Device::Cpu;
+        let base = Var::randn(0f32, 1., (2, 4, 7, 9), &dev).unwrap();
+        let x = base.transpose(2, 3).unwrap(); // [2, 4, 9, 7], not contiguous
+        let w = Var::randn(0f32, 0.5, (3, 3, 3, 4), &dev).unwrap();
+        let w_view = w.permute((0, 3, 1, 2)).unwrap(); // [3, 4, 3, 3], not contiguous
+        let y = conv2d(&x, &w_view, 1, 1, 1, 1).unwrap();
+        let reference = x.conv2d(&w_view, 1, 1, 1, 1).unwrap();
+        assert!(max_diff(&y, &reference) < 1e-5);
+        let dy = Tensor::randn(0f32, 1., y.shape(), &dev).unwrap();
+        let (g, g_ref) = (grads_of(&y, &dy), grads_of(&reference, &dy));
+        for v in [&base, &w] {
+            assert!(max_diff(g.get(v).unwrap(), g_ref.get(v).unwrap()) < 1e-4);
+        }
+        let wt = Var::randn(0f32, 0.5, (2, 2, 5, 4), &dev).unwrap();
+        let wt_view = wt.permute((3, 2, 0, 1)).unwrap(); // [4, 5, 2, 2], not contiguous
+        let up = conv_transpose2d(&x, &wt_view, 2).unwrap();
+        let up_ref = x.conv_transpose2d(&wt_view, 0, 0, 2, 1).unwrap();
+        assert!(max_diff(&up, &up_ref) < 1e-5);
+        let dy = Tensor::randn(0f32, 1., up.shape(), &dev).unwrap();
+        let (g, g_ref) = (grads_of(&up, &dy), grads_of(&up_ref, &dy));
+        for v in [&base, &wt] {
+            assert!(max_diff(g.get(v).unwrap(), g_ref.get(v).unwrap()) < 1e-4);
+        }
     }
 
     #[test]
