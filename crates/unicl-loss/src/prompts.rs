@@ -275,10 +275,7 @@ impl PromptTemplates {
         rng: &mut R,
     ) -> Result<(String, TextLabel)> {
         self.validate()?;
-        let n = self.findings.len() as u32;
-        if let Some(bad) = set.findings().chain([finding]).find(|&i| i >= n) {
-            self.finding(bad)?;
-        }
+        self.check_indices(set.findings().chain([finding]))?;
         let present = set.contains(finding);
         Ok((
             self.render_statement(finding, present, rng)?,
@@ -293,10 +290,8 @@ impl PromptTemplates {
         rng: &mut R,
     ) -> Result<(String, TextLabel)> {
         self.validate()?;
+        self.check_indices(set.findings())?;
         let n = self.findings.len() as u32;
-        if let Some(bad) = set.findings().find(|&i| i >= n) {
-            self.finding(bad)?;
-        }
         let absent: Vec<u32> = (0..n).filter(|&i| !set.contains(i)).collect();
         let present = absent.is_empty() || rng.random_bool(self.present_probability);
         if present && set.is_empty() {
@@ -357,8 +352,8 @@ impl PromptTemplates {
         template.replace(FINDING_PLACEHOLDER, bare)
     }
 
-    /// Every statement [`TextUnit::Finding`] can draw about finding `index` (present and
-    /// absent), e.g. for a tokenizer corpus.
+    /// Every statement [`TextUnit::Finding`] or [`TextUnit::BatchFinding`] can draw about
+    /// finding `index` (present and absent), e.g. for a tokenizer corpus.
     pub fn statement_texts(&self, index: u32) -> Result<Vec<String>> {
         let p = self.finding(index)?.phrases();
         let mut out: Vec<String> = self
@@ -445,6 +440,14 @@ impl PromptTemplates {
                     .map(move |f| t.replace(FINDINGS_PLACEHOLDER, &self.join(f)))
             })
             .collect())
+    }
+
+    /// An error naming the first of `indices` outside the vocabulary, if any.
+    fn check_indices(&self, mut indices: impl Iterator<Item = u32>) -> Result<()> {
+        match indices.find(|&i| i as usize >= self.findings.len()) {
+            Some(bad) => self.finding(bad).map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     fn finding(&self, i: u32) -> Result<&Finding> {
