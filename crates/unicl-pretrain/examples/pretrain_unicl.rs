@@ -287,24 +287,22 @@ fn corpus_texts(train: &PairDataset, templates: &PromptTemplates) -> anyhow::Res
     Ok(out)
 }
 
-/// Every text the text tower can be trained on: the reports, and the label prompts the
-/// text unit draws (statements, and for `finding` the normal texts of images without
-/// findings; else the label-set prompts).
+/// Every text the text tower can be trained on: the reports and the label prompts the text
+/// unit draws. For label sets that is the corpus, plus the absent phrasings when
+/// `--mention-absent` appends them; for statements, every finding statement, plus for
+/// `finding` the normal texts of images without findings.
 fn trainable_texts(
     train: &PairDataset,
     templates: &PromptTemplates,
     corpus: &[String],
 ) -> anyhow::Result<Vec<String>> {
-    let mut out: Vec<String> = train
-        .samples
-        .iter()
-        .filter_map(|s| s.report.clone())
-        .collect();
-    match templates.unit {
-        TextUnit::LabelSet => return Ok(corpus.to_vec()),
-        TextUnit::Finding => out.extend(templates.negative_texts.iter().cloned()),
-        _ => {}
-    }
+    let mut out: Vec<String> = match templates.unit {
+        TextUnit::LabelSet if templates.mention_absent == 0 => return Ok(corpus.to_vec()),
+        TextUnit::LabelSet => corpus.to_vec(),
+        TextUnit::Finding => templates.negative_texts.clone(),
+        _ => Vec::new(),
+    };
+    out.extend(train.samples.iter().filter_map(|s| s.report.clone()));
     for i in 0..templates.findings.len() as u32 {
         out.extend(templates.statement_texts(i)?);
     }
