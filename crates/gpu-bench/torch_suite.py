@@ -121,6 +121,23 @@ def ops(args):
             lambda: F.interpolate(img, size=(148, 148), mode="bilinear", align_corners=False),
             repeats=args.repeats)[0])
 
+    x = torch.randn(1, 512, 148, 148, device="cuda", requires_grad=True)
+    w = (0.02 * torch.randn(512, 512, 3, 3, device="cuda")).requires_grad_(True)
+    r = torch.randn(1, 512, 148, 148, device="cuda")
+
+    def conv_fwd_bwd():
+        (F.conv2d(x, w, padding=1) * r).sum().backward()
+
+    report("conv2d 3x3 fwd+bwd [1,512,148,148]", bench(conv_fwd_bwd, repeats=args.repeats)[0])
+    x = torch.randn(1, 768, 37, 37, device="cuda", requires_grad=True)
+    w = (0.02 * torch.randn(768, 768, 2, 2, device="cuda")).requires_grad_(True)
+    r = torch.randn(1, 768, 74, 74, device="cuda")
+
+    def deconv_fwd_bwd():
+        (F.conv_transpose2d(x, w, stride=2) * r).sum().backward()
+
+    report("conv_transpose2d 2x2 s2 fwd+bwd [1,768,37,37]", bench(deconv_fwd_bwd, repeats=args.repeats)[0])
+
     t = torch.randn(64, 65536, device="cuda")
     center = 0.1 * torch.randn(1, 65536, device="cuda")
     report("center_softmax [64, 65536]",

@@ -264,6 +264,32 @@ fn ops(dev: &Device, repeats: usize) -> Result<serde_json::Value> {
         "candle upsample (no bwd)",
     );
 
+    // UPerNet's convolutions at RAD-DINO size: a 3x3 fpn conv (512 -> 512 at 148 x 148) and
+    // the neck's 2x2 stride-2 up-sampling (768 -> 768, 37 -> 74), GEMM forms vs candle's
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1., (1, 512, 148, 148), dev)?)?;
+    let w = Var::from_tensor(&Tensor::randn(0f32, 0.02, (512, 512, 3, 3), dev)?)?;
+    let r = Tensor::randn(0f32, 1., (1, 512, 148, 148), dev)?;
+    let vars = [x.clone(), w.clone()];
+    let fused = |t: &[Tensor]| fused_ops::conv2d(&t[0], &t[1], 1, 1, 1, 1);
+    let candle = |t: &[Tensor]| t[0].conv2d(&t[1], 1, 1, 1, 1);
+    let a = time(dev, 2, repeats, || fwd_bwd(&vars, &r, &fused))?;
+    let c = time(dev, 2, repeats, || fwd_bwd(&vars, &r, &candle))?;
+    report("conv2d 3x3 fwd+bwd [1,512,148,148]", a, c, "candle conv2d");
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1., (1, 768, 37, 37), dev)?)?;
+    let w = Var::from_tensor(&Tensor::randn(0f32, 0.02, (768, 768, 2, 2), dev)?)?;
+    let r = Tensor::randn(0f32, 1., (1, 768, 74, 74), dev)?;
+    let vars = [x.clone(), w.clone()];
+    let fused = |t: &[Tensor]| fused_ops::conv_transpose2d(&t[0], &t[1], 2);
+    let candle = |t: &[Tensor]| t[0].conv_transpose2d(&t[1], 0, 0, 2, 1);
+    let a = time(dev, 2, repeats, || fwd_bwd(&vars, &r, &fused))?;
+    let c = time(dev, 2, repeats, || fwd_bwd(&vars, &r, &candle))?;
+    report(
+        "conv_transpose2d 2x2 s2 fwd+bwd [1,768,37,37]",
+        a,
+        c,
+        "candle",
+    );
+
     // DINO teacher at dinov2's head size: 2 x 32 global CLS rows and K = 65536 prototypes
     let t = Tensor::randn(0f32, 1., (64, 65536), dev)?;
     let center = (Tensor::randn(0f32, 1., (1, 65536), dev)? * 0.1)?;
