@@ -21,24 +21,47 @@
 //! runs on every device candle does.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 
 /// Elements of im2col columns built at once (2^26: 256 MiB in f32). Larger inputs are
 /// processed a block of channels at a time.
 pub const COLUMN_BUDGET: usize = 1 << 26;
 
-/// Ties a convolution output `y` to its input `x` and weight `w` (`CustomOp3` on `(x, w,
-/// y)`): the forward returns `y`, the backward gives `x` and `w` their gradients as im2col
-/// GEMMs (see the module documentation). Only [`conv2d`] builds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ties a convolution output to its input `x` and weight `w` (`CustomOp2` on `(x, w)`): the
+/// forward hands over the output computed beforehand, the backward gives `x` and `w` their
+/// gradients as im2col GEMMs (see the module documentation). Only [`conv2d`] builds it.
+///
+/// The output is carried by the op and taken by its forward, not passed as a third operand:
+/// an operand stays referenced by the graph until the backward, so every convolution output
+/// would be held twice.
+#[derive(Debug)]
 pub struct Conv2dGrad {
     padding: (usize, usize),
     dilation: usize,
     /// Channels per block; `None`: as many as [`COLUMN_BUDGET`] allows.
     block: Option<usize>,
+    output: std::sync::Mutex<Option<Tensor>>,
 }
 
-impl CustomOp3 for Conv2dGrad {
+impl Conv2dGrad {
+    /// The output, once (candle runs an op's forward exactly once). It is the fresh result of
+    /// [`Geometry::forward`]: contiguous, from offset 0, its storage exactly its size, which
+    /// is what copying the storage whole needs.
+    fn take_output(&self) -> Result<Tensor> {
+        let y = self
+            .output
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("conv2d: output lock poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("conv2d: output already taken".into()))?;
+        if !y.is_contiguous() || y.layout().start_offset() != 0 {
+            candle_core::bail!("conv2d: the output to hand over is a view");
+        }
+        Ok(y)
+    }
+}
+
+impl CustomOp2 for Conv2dGrad {
     fn name(&self) -> &'static str {
         "conv2d-im2col-grad"
     }
@@ -49,10 +72,13 @@ impl CustomOp3 for Conv2dGrad {
         _lx: &Layout,
         _w: &CpuStorage,
         _lw: &Layout,
-        y: &CpuStorage,
-        ly: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        Ok((y.try_clone(ly)?, ly.shape().clone()))
+        let y = self.take_output()?;
+        let (storage, layout) = y.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("conv2d: output on another device than its input"),
+        }
     }
 
     #[cfg(feature = "cuda")]
@@ -62,26 +88,27 @@ impl CustomOp3 for Conv2dGrad {
         _lx: &Layout,
         _w: &candle_core::CudaStorage,
         _lw: &Layout,
-        y: &candle_core::CudaStorage,
-        ly: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        Ok((y.try_clone(ly)?, ly.shape().clone()))
+        let y = self.take_output()?;
+        let (storage, layout) = y.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("conv2d: output on another device than its input"),
+        }
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         w: &Tensor,
-        _y: &Tensor,
         _res: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let wanted = Wanted {
             input: x.track_op(),
             weight: w.track_op(),
         };
-        let (dx, dw) = conv2d_backward(x, w, dy, wanted, self)?;
-        Ok((dx, dw, None))
+        conv2d_backward(x, w, dy, wanted, (self.padding, self.dilation, self.block))
     }
 }
 
@@ -117,13 +144,13 @@ fn conv2d_blocked(
     if !crate::tracks_grad(&[x, w]) {
         return Ok(y);
     }
-    x.apply_op3(
+    x.apply_op2(
         w,
-        &y,
         Conv2dGrad {
             padding,
             dilation,
             block,
+            output: std::sync::Mutex::new(Some(y)),
         },
     )
 }
@@ -287,12 +314,12 @@ fn conv2d_backward(
     w: &Tensor,
     dy: &Tensor,
     wanted: Wanted,
-    op: &Conv2dGrad,
+    (padding, dilation, block): ((usize, usize), usize, Option<usize>),
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let (x, w, dy) = (x.detach(), w.detach(), dy.contiguous()?);
-    let g = Geometry::new(&x, &w, op.padding, op.dilation)?;
+    let g = Geometry::new(&x, &w, padding, dilation)?;
     let dw = if wanted.weight {
-        let block = g.channel_block(op.block);
+        let block = g.channel_block(block);
         // output positions as columns, batch-major: [O, B·Ho·Wo]
         let dy_t = dy
             .transpose(0, 1)?
@@ -316,14 +343,14 @@ fn conv2d_backward(
         // padding; a padding beyond d·(k − 1) is cropped from the result instead
         let (_, _, kh, kw) = w.dims4()?;
         let (h, wd) = (x.dim(2)?, x.dim(3)?);
-        let span = |k: usize| op.dilation * (k - 1);
-        let (mh, mw) = (op.padding.0.min(span(kh)), op.padding.1.min(span(kw)));
+        let span = |k: usize| dilation * (k - 1);
+        let (mh, mw) = (padding.0.min(span(kh)), padding.1.min(span(kw)));
         let wt = transposed_kernel(&w)?;
-        let gt = Geometry::new(&dy, &wt, (span(kh) - mh, span(kw) - mw), op.dilation)?;
-        let full = gt.forward(&dy, &wt, op.block)?;
+        let gt = Geometry::new(&dy, &wt, (span(kh) - mh, span(kw) - mw), dilation)?;
+        let full = gt.forward(&dy, &wt, block)?;
         Some(
-            full.narrow(2, op.padding.0 - mh, h)?
-                .narrow(3, op.padding.1 - mw, wd)?
+            full.narrow(2, padding.0 - mh, h)?
+                .narrow(3, padding.1 - mw, wd)?
                 .contiguous()?,
         )
     } else {
@@ -438,16 +465,12 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1., (1, 3, 6, 6), &dev).unwrap();
         let w = Var::randn(0f32, 1., (2, 3, 3, 3), &dev).unwrap();
-        let op = Conv2dGrad {
-            padding: (1, 1),
-            dilation: 1,
-            block: Some(2),
-        };
+        let op = ((1, 1), 1, Some(2));
         let y = conv2d(&x, &w, 1, 1, 1, 1).unwrap();
         let dy = Tensor::randn(0f32, 1., y.shape(), &dev).unwrap();
         let want = |input, weight| Wanted { input, weight };
-        let (dx, dw) = conv2d_backward(&x, &w, &dy, want(true, true), &op).unwrap();
-        let (none, dw_only) = conv2d_backward(&x, &w, &dy, want(false, true), &op).unwrap();
+        let (dx, dw) = conv2d_backward(&x, &w, &dy, want(true, true), op).unwrap();
+        let (none, dw_only) = conv2d_backward(&x, &w, &dy, want(false, true), op).unwrap();
         assert!(none.is_none() && dx.is_some());
         assert_eq!(max_diff(&dw_only.unwrap(), dw.as_ref().unwrap()), 0.0);
         // through autograd: the frozen input gets nothing, the weight its gradient
