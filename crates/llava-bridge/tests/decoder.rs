@@ -11,11 +11,21 @@ use candle_core::{DType, Device, Tensor};
 use llava_bridge::config::LlamaConfig;
 use llava_bridge::{Error, Kernels, Llama, LlamaKeys, Weights};
 
+/// Weights drawn from a seeded stream (uniform, standard deviation 0.2), so every run checks
+/// the same model: candle's CPU `randn` cannot be seeded, and a tolerance met by most draws
+/// would fail on some.
 fn random_weights(cfg: &LlamaConfig, tied: bool) -> Weights {
+    use rand::{Rng, SeedableRng};
     let mut t = HashMap::new();
     let (h, v, i) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
     let (hd, nh, kv) = (cfg.head_dim(), cfg.num_attention_heads, cfg.num_kv_heads());
-    let r = |shape: &[usize]| Tensor::randn(0f32, 0.2, shape, &Device::Cpu).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let a = 0.2 * 3f32.sqrt();
+    let mut r = |shape: &[usize]| {
+        let n = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| rng.random_range(-a..a)).collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    };
     t.insert("model.embed_tokens.weight".into(), r(&[v, h]));
     if !tied {
         t.insert("lm_head.weight".into(), r(&[v, h]));
