@@ -26,6 +26,8 @@
 //! | [`scaled_residual`] | `x + keep_b · λ ⊙ y` (layer scale, stochastic depth, residual) in one pass (CPU f32) | `dx = dy`; `dy ⊙ keep_b λ` and `λ`'s row sum, one pass each |
 //! | [`bias_add`], [`scale_columns`] | per-channel add / scale | parameter gradient as a coalesced [`column_sum`] |
 //! | [`conv2d`] | im2col GEMMs by blocks of input channels (stride 1, one group; else candle's) | `dW = dY colsᵀ`; `dX` as the convolution of `dY` by the flipped, transposed kernel |
+//! | [`batch_norm_train`] | training-mode BatchNorm (+ ReLU) over `(B, H, W)`, f64 statistics (CPU f32); the graph keeps `x` and `y` only | `dγ`, `dβ` as channel sums, `dx` in one pass recomputing `x̂` |
+//! | [`channel_affine`] | `x ⊙ s + t` per channel (+ ReLU): evaluation-mode BatchNorm (CPU f32); the graph keeps `x` and `y` only | `dx = g ⊙ s`; `ds`, `dt` as channel sums |
 //! | [`conv_transpose2d`] | kernel = stride: one GEMM and a pixel shuffle (else candle's) | the matrix product's two GEMMs |
 //!
 //! ```
@@ -40,6 +42,7 @@
 
 pub mod attention;
 mod attention_cpu;
+mod batch_norm;
 mod columns;
 mod conv;
 #[cfg(feature = "cuda")]
@@ -63,6 +66,10 @@ mod weight_norm;
 mod weight_normed_linear;
 
 pub use attention::{attention, FusedAttention};
+pub use batch_norm::{
+    batch_norm_train, batch_norm_train_composed, channel_affine, BatchNormGradInput,
+    BatchNormGradSums, BatchNormOutput, BatchNormTrain, BatchStatistics, ChannelAffine,
+};
 pub use columns::{bias_add, column_sum, scale_columns, ColumnSum, PerChannel};
 pub use conv::{conv2d, conv_transpose2d, Conv2dGrad, COLUMN_BUDGET};
 pub use epilogue::{bias_gelu, bias_scale_residual, BiasGelu, BiasScaleResidual};

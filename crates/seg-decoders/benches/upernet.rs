@@ -84,5 +84,34 @@ fn conv_layer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, conv_layer);
+/// A `ConvModule`'s training-mode BatchNorm + ReLU on the largest FPN level (batch 2, 512
+/// channels at 148×148) forward + backward: composed from candle's tensor ops, against
+/// `fused_ops::batch_norm_train` (one op, a closed-form backward).
+fn batch_norm_layer(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let x = candle_core::Var::randn(0f32, 1., (2, 512, 148, 148), &dev).unwrap();
+    let gamma = candle_core::Var::ones(512, DType::F32, &dev).unwrap();
+    let beta = candle_core::Var::zeros(512, DType::F32, &dev).unwrap();
+    let mut group = c.benchmark_group("seg-decoders");
+    group.sample_size(10);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(10));
+    type Norm =
+        fn(&Tensor, &Tensor, &Tensor, f64, bool) -> candle_core::Result<fused_ops::BatchNormOutput>;
+    let variants: [(&str, Norm); 2] = [
+        ("composed", fused_ops::batch_norm_train_composed),
+        ("fused", fused_ops::batch_norm_train),
+    ];
+    for (name, norm) in variants {
+        group.bench_function(format!("bn_relu_train_2x512x148x148_fwd_bwd/{name}"), |b| {
+            b.iter(|| {
+                let y = norm(&x, &gamma, &beta, 1e-5, true).unwrap().y;
+                std::hint::black_box(y.sum_all().unwrap().backward().unwrap());
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, conv_layer, batch_norm_layer);
 criterion_main!(benches);

@@ -2,7 +2,9 @@
 //! machines where a 10-sample criterion run (`cargo bench -p seg-decoders`) takes too long.
 //!
 //! Expected output: one line per iteration and the median, e.g.
-//! `UPerNet fwd+bwd (768x37x37 x4 -> 518, c512): median 95.1 s over 3 runs`.
+//! `UPerNet fwd+bwd (768x37x37 x4 -> 518, c512, batch 1, eval BN): median 5.9 s, min 5.8 s
+//! over 2 runs`. `--train --batch 2` times a training step's BatchNorm (batch statistics) and
+//! dropout instead; `benches/upernet_torch.py` takes the same choices as `TRAIN=1 BATCH=2`.
 
 use std::time::Instant;
 
@@ -11,13 +13,22 @@ use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
 use cxr_core::ranges::at_least_one;
 use cxr_core::{Features, Intermediate};
+use rand::SeedableRng;
 use seg_decoders::heads::{UperNetConfig, UperNetInput};
 use seg_decoders::layers::BnConfig;
 use seg_decoders::{AlignCorners, Head, HeadConfig, Mode, SegmentationHead};
 
-/// UPerNet forward+backward timing (eval-mode BatchNorm, batch 1, one class).
+/// UPerNet forward+backward timing at RAD-DINO size (one class): eval-mode BatchNorm at batch 1
+/// by default, as a fine-tuning benchmark; `--train` for batch statistics and dropout.
 #[derive(Parser)]
 struct Args {
+    /// Images per batch (at least 2 with `--train`: the 1×1 pooling branch needs two values
+    /// per channel for batch statistics).
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<usize>)]
+    batch: usize,
+    /// Training mode: BatchNorm normalises with batch statistics, dropout is drawn.
+    #[arg(long)]
+    train: bool,
     /// Timed iterations (after one warm-up iteration).
     #[arg(long, default_value_t = 3, value_parser = at_least_one::<usize>)]
     iters: usize,
@@ -39,6 +50,9 @@ fn main() -> anyhow::Result<()> {
     // freed tensors are reused from the heap instead of faulted in afresh on every pass
     cxr_core::retain_freed_heap_memory();
     let a = Args::parse();
+    if a.train && a.batch < 2 {
+        anyhow::bail!("--train needs --batch 2 or more (batch statistics of the 1x1 pooling)");
+    }
     let dev = Device::Cpu;
     let cfg = HeadConfig::UperNet(UperNetConfig {
         layers: vec![2, 5, 8, 11],
@@ -57,21 +71,27 @@ fn main() -> anyhow::Result<()> {
     for layer in [2, 5, 8, 11] {
         intermediates.push(Intermediate {
             layer,
-            tokens: Tensor::randn(0f32, 1f32, (1, n, a.dim), &dev)?,
+            tokens: Tensor::randn(0f32, 1f32, (a.batch, n, a.dim), &dev)?,
             grid: (a.grid, a.grid),
             cls: None,
         });
     }
     let feats = Features {
         pooled: Tensor::zeros((1, a.dim), DType::F32, &dev)?,
-        patch_tokens: Tensor::randn(0f32, 1f32, (1, n, a.dim), &dev)?,
+        patch_tokens: Tensor::randn(0f32, 1f32, (a.batch, n, a.dim), &dev)?,
         grid: (a.grid, a.grid),
         intermediates,
     };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let mut times = Vec::new();
     for i in 0..=a.iters {
         let t0 = Instant::now();
-        let out = head.forward(&feats, (a.size, a.size), &mut Mode::Eval)?;
+        let mut mode = if a.train {
+            Mode::Train(&mut rng)
+        } else {
+            Mode::Eval
+        };
+        let out = head.forward(&feats, (a.size, a.size), &mut mode)?;
         let grads = out.mean_all()?.backward()?;
         std::hint::black_box(grads);
         let dt = t0.elapsed().as_secs_f64();
@@ -83,10 +103,12 @@ fn main() -> anyhow::Result<()> {
     times.sort_by(f64::total_cmp);
     if let Some(median) = times.get(times.len() / 2) {
         println!(
-            "UPerNet fwd+bwd ({}x{g}x{g} x4 -> {}, c{}): median {median:.3} s, min {:.3} s over {} runs",
+            "UPerNet fwd+bwd ({}x{g}x{g} x4 -> {}, c{}, batch {}, {} BN): median {median:.3} s, min {:.3} s over {} runs",
             a.dim,
             a.size,
             a.channels,
+            a.batch,
+            if a.train { "train" } else { "eval" },
             times[0],
             times.len(),
             g = a.grid

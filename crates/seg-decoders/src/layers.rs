@@ -65,43 +65,41 @@ impl BatchNorm2d {
 
     /// Normalises `x` (`[B, C, H, W]`).
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let shape = (1, c, 1, 1);
-        let (mean, var) = if mode.is_train() {
-            let n = b * h * w;
-            if n < 2 {
-                return Err(Error::bad_input(
-                    "batch norm input",
-                    "more than one value per channel in training mode",
-                    x.dims(),
-                ));
-            }
-            let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-            let centred = x.broadcast_sub(&mean)?;
-            let var = centred
-                .sqr()?
-                .mean_keepdim(0)?
-                .mean_keepdim(2)?
-                .mean_keepdim(3)?;
-            let m = self.momentum;
-            let unbiased = (var.detach() * (n as f64 / (n - 1) as f64))?.flatten_all()?;
-            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))?
-                + (mean.detach().flatten_all()? * m)?)?;
-            let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
-            (mean, var)
-        } else {
-            (
-                self.running_mean.as_tensor().reshape(shape)?,
-                self.running_var.as_tensor().reshape(shape)?,
-            )
-        };
-        let inv_std = (var + self.eps)?.sqrt()?.recip()?;
-        let scale = inv_std.broadcast_mul(&self.weight.reshape(shape)?)?;
-        Ok(x.broadcast_sub(&mean)?
-            .broadcast_mul(&scale)?
-            .broadcast_add(&self.bias.reshape(shape)?)?)
+        self.normalise(x, mode, false)
+    }
+
+    /// Normalises `x` (`[B, C, H, W]`), then ReLU: on the CPU one fused op
+    /// ([`fused_ops::batch_norm_train`] in training, [`fused_ops::channel_affine`] in
+    /// evaluation) whose autograd node keeps its input and output only.
+    pub fn forward_relu(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+        self.normalise(x, mode, true)
+    }
+
+    fn normalise(&self, x: &Tensor, mode: &Mode, relu: bool) -> Result<Tensor> {
+        let (b, _, h, w) = x.dims4()?;
+        if !mode.is_train() {
+            // PyTorch's CPU inference form: x ⊙ (γ/√(σ² + ε)) + (β − μ γ/√(σ² + ε))
+            let inv_std = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?;
+            let scale = (inv_std * self.weight.flatten_all()?)?;
+            let shift = (self.bias.flatten_all()? - (self.running_mean.as_tensor() * &scale)?)?;
+            return Ok(fused_ops::channel_affine(x, &scale, &shift, relu)?);
+        }
+        let n = b * h * w;
+        if n < 2 {
+            return Err(Error::bad_input(
+                "batch norm input",
+                "more than one value per channel in training mode",
+                x.dims(),
+            ));
+        }
+        let out = fused_ops::batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
+        let m = self.momentum;
+        let unbiased = (out.var * (n as f64 / (n - 1) as f64))?;
+        let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (out.mean * m)?)?;
+        let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        Ok(out.y)
     }
 }
 
@@ -239,7 +237,7 @@ impl ConvBnRelu {
     /// conv → BN → ReLU.
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
         let y = self.conv.forward(x)?;
-        Ok(self.bn.forward(&y, mode)?.relu()?)
+        self.bn.forward_relu(&y, mode)
     }
 }
 
