@@ -10,15 +10,16 @@
 //! folded into a per-channel scale and shift), with the same economy.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+
+mod affine;
+mod kernels;
 
 use crate::storage::f32_slice;
-
-/// Elements a parallel task covers at least: channels of small maps are grouped.
-const MIN_TASK: usize = 16 * 1024;
-
-/// Lanes of the f64 accumulators: fixed-width arrays that LLVM vectorises.
-const LANES: usize = 8;
+pub use affine::{channel_affine, ChannelAffine};
+use kernels::{
+    grad_input, grad_sums, map_dims, normalise, per_channel_sums, per_chunk_map,
+    squared_deviations, sum, three_maps,
+};
 
 /// A map normalised with its batch statistics, and those statistics.
 #[derive(Debug, Clone)]
@@ -113,43 +114,6 @@ pub fn batch_norm_train_composed(
     })
 }
 
-/// `x ⊙ scale + shift` per channel of `x` `[B, C, H, W]` (`scale`, `shift` `[C]`), then ReLU
-/// when `relu`: an evaluation-mode BatchNorm with its running statistics folded in (`scale =
-/// γ / √(σ² + ε)`, `shift = β − μ ⊙ scale`, PyTorch's CPU inference form), differentiable in
-/// all three. On the CPU in f32 one op whose node keeps `x` and `y` only; elsewhere composed.
-pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Result<Tensor> {
-    let (_, c, _, _) = x.dims4()?;
-    for (what, t) in [("scale", scale), ("shift", shift)] {
-        if t.elem_count() != c {
-            bail!(
-                "channel affine: {what} {:?} for a map of {c} channels {:?}",
-                t.dims(),
-                x.dims()
-            );
-        }
-    }
-    let all_f32 = [x, scale, shift].iter().all(|t| t.dtype() == DType::F32);
-    if !(x.device().is_cpu() && all_f32) {
-        let shape = (1, c, 1, 1);
-        let y = x
-            .broadcast_mul(&scale.reshape(shape)?)?
-            .broadcast_add(&shift.reshape(shape)?)?;
-        return if relu { y.relu() } else { Ok(y) };
-    }
-    x.contiguous()?.apply_op3(
-        &scale.flatten_all()?,
-        &shift.flatten_all()?,
-        ChannelAffine { relu },
-    )
-}
-
-/// [`channel_affine`]'s op (`CustomOp3` on `x`, `scale`, `shift`, CPU f32); its backward is
-/// [`BatchNormGradSums`] and [`BatchNormGradInput`] with a zero mean and unit deviation.
-#[derive(Debug, Clone, Copy)]
-pub struct ChannelAffine {
-    relu: bool,
-}
-
 /// The batch mean and biased variance of each channel of a contiguous f32 `[B, C, H, W]` map
 /// (`CustomOp1`, CPU): `[2, C]` f32, accumulated in f64 over two passes (mean, then squared
 /// deviations from it).
@@ -184,137 +148,6 @@ pub struct BatchNormGradInput {
     gamma: Vec<f32>,
     sum_g: Vec<f32>,
     sum_gx: Vec<f32>,
-}
-
-/// `(B, C, H·W)` of a contiguous 4-D layout, or an error naming `what`.
-fn map_dims(l: &Layout, what: &str, op: &str) -> Result<MapDims> {
-    match l.dims() {
-        &[b, c, h, w] if b * h * w > 0 => Ok((b, c, h * w)),
-        d => bail!("{op}: {what} must be a non-empty [B, C, H, W] map, got {d:?}"),
-    }
-}
-
-/// `(B, C, H·W)` of a map.
-type MapDims = (usize, usize, usize);
-
-/// The slices of `x`, `y` and `dy` (one map shape), with its `(B, C, H·W)`.
-fn three_maps<'a>(
-    op: &str,
-    s: [(&'a CpuStorage, &Layout); 3],
-) -> Result<([&'a [f32]; 3], MapDims)> {
-    let dims = map_dims(s[0].1, "x", op)?;
-    for (what, (_, l)) in ["y", "dy"].iter().zip(&s[1..]) {
-        if l.dims() != s[0].1.dims() {
-            bail!(
-                "{op}: {what} {:?} differs from x {:?}",
-                l.dims(),
-                s[0].1.dims()
-            );
-        }
-    }
-    let x = f32_slice(s[0].0, s[0].1, "x", op)?;
-    let y = f32_slice(s[1].0, s[1].1, "y", op)?;
-    let dy = f32_slice(s[2].0, s[2].1, "dy", op)?;
-    Ok(([x, y, dy], dims))
-}
-
-/// `f(channel, chunk)` for each `H·W` chunk of channel `c` of image `b`, in parallel, summed
-/// per channel in f64 (pairs of sums for the gradient).
-fn per_channel_sums<const K: usize>(
-    (b, c, hw): MapDims,
-    f: impl Fn(usize, usize) -> [f64; K] + Sync,
-) -> Vec<[f64; K]> {
-    let chunks: Vec<[f64; K]> = (0..b * c)
-        .into_par_iter()
-        .with_min_len(MIN_TASK.div_ceil(hw))
-        .map(|i| f(i % c, i * hw))
-        .collect();
-    let mut sums = vec![[0f64; K]; c];
-    for (i, s) in chunks.iter().enumerate() {
-        for (total, v) in sums[i % c].iter_mut().zip(s) {
-            *total += v;
-        }
-    }
-    sums
-}
-
-/// `f(channel, start, out chunk)` for each `H·W` chunk into a fresh `[B, C, H, W]` buffer.
-fn per_chunk_map((b, c, hw): MapDims, f: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; b * c * hw];
-    out.par_chunks_mut(hw)
-        .with_min_len(MIN_TASK.div_ceil(hw))
-        .enumerate()
-        .for_each(|(i, chunk)| f(i % c, i * hw, chunk));
-    out
-}
-
-crate::simd_kernel! {
-    fn sum(x: &[f32]) -> f64 {
-        let mut acc = [0f64; LANES];
-        let mut it = x.chunks_exact(LANES);
-        for lane in &mut it {
-            for (a, &v) in acc.iter_mut().zip(lane) {
-                *a += v as f64;
-            }
-        }
-        acc.iter().sum::<f64>() + it.remainder().iter().map(|&v| v as f64).sum::<f64>()
-    }
-}
-
-crate::simd_kernel! {
-    fn squared_deviations(x: &[f32], mean: f64) -> f64 {
-        let mut acc = [0f64; LANES];
-        let mut it = x.chunks_exact(LANES);
-        for lane in &mut it {
-            for (a, &v) in acc.iter_mut().zip(lane) {
-                let d = v as f64 - mean;
-                *a += d * d;
-            }
-        }
-        let tail: f64 = it.remainder().iter().map(|&v| (v as f64 - mean).powi(2)).sum();
-        acc.iter().sum::<f64>() + tail
-    }
-}
-
-crate::simd_kernel! {
-    fn normalise(x: &[f32], out: &mut [f32], mean: f32, scale: f32, shift: f32, relu: bool) {
-        for (o, &v) in out.iter_mut().zip(x) {
-            let z = (v - mean) * scale + shift;
-            *o = if relu { z.max(0.0) } else { z };
-        }
-    }
-}
-
-crate::simd_kernel! {
-    fn grad_sums(x: &[f32], y: &[f32], dy: &[f32], mean: f32, inv_std: f32, relu: bool) -> [f64; 2] {
-        let (mut sg, mut sgx) = ([0f64; LANES], [0f64; LANES]);
-        let lanes = x.chunks_exact(LANES).zip(y.chunks_exact(LANES)).zip(dy.chunks_exact(LANES));
-        for ((x, y), dy) in lanes {
-            for k in 0..LANES {
-                let g = if relu && y[k] <= 0.0 { 0.0 } else { dy[k] };
-                sg[k] += g as f64;
-                sgx[k] += (g * (x[k] - mean) * inv_std) as f64;
-            }
-        }
-        let mut total = [sg.iter().sum::<f64>(), sgx.iter().sum::<f64>()];
-        let tail = x.len() / LANES * LANES;
-        for ((&x, &y), &dy) in x[tail..].iter().zip(&y[tail..]).zip(&dy[tail..]) {
-            let g = if relu && y <= 0.0 { 0.0 } else { dy };
-            total[0] += g as f64;
-            total[1] += (g * (x - mean) * inv_std) as f64;
-        }
-        total
-    }
-}
-
-crate::simd_kernel! {
-    #[allow(clippy::too_many_arguments)]
-    fn grad_input(x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32], mean: f32, inv_std: f32, k: f32, a: f32, c: f32, relu: bool) {
-        for (((o, &v), &y), &d) in dx.iter_mut().zip(x).zip(y).zip(dy) {
-            let g = if relu && y <= 0.0 { 0.0 } else { d };
-            *o = k * (g - a - (v - mean) * inv_std * c);
-        }
-    }
 }
 
 impl CustomOp1 for BatchStatistics {
@@ -403,74 +236,6 @@ impl CustomOp3 for BatchNormTrain {
                 gamma: w.to_vec1::<f32>()?,
                 sum_g: rows[0].clone(),
                 sum_gx: rows[1].clone(),
-            },
-        )?;
-        Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
-    }
-}
-
-impl CustomOp3 for ChannelAffine {
-    fn name(&self) -> &'static str {
-        "channel-affine"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let dims @ (_, c, hw) = map_dims(l1, "x", self.name())?;
-        let x = f32_slice(s1, l1, "x", self.name())?;
-        let scale = f32_slice(s2, l2, "scale", self.name())?;
-        let shift = f32_slice(s3, l3, "shift", self.name())?;
-        if scale.len() != c || shift.len() != c {
-            bail!(
-                "{}: scale {:?} and shift {:?} for {c} channels",
-                self.name(),
-                l2.dims(),
-                l3.dims()
-            );
-        }
-        let y = per_chunk_map(dims, |ch, at, out| {
-            normalise(&x[at..at + hw], out, 0.0, scale[ch], shift[ch], self.relu)
-        });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        scale: &Tensor,
-        _shift: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let c = scale.elem_count();
-        let (zeros, ones) = (vec![0f32; c], vec![1f32; c]);
-        let sums = x.apply_op3_no_bwd(
-            y,
-            &dy,
-            &BatchNormGradSums {
-                mean: zeros.clone(),
-                inv_std: ones.clone(),
-                relu: self.relu,
-            },
-        )?;
-        let dx = x.apply_op3_no_bwd(
-            y,
-            &dy,
-            &BatchNormGradInput {
-                mean: zeros.clone(),
-                inv_std: ones,
-                relu: self.relu,
-                gamma: scale.to_vec1::<f32>()?,
-                sum_g: zeros.clone(),
-                sum_gx: zeros,
             },
         )?;
         Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
@@ -602,7 +367,7 @@ mod tests {
     }
 
     /// Largest `|a − b|` over the largest `|b|` (at least 1).
-    fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    pub(super) fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
         let d = (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap()).unwrap();
         max_magnitude(&d) / max_magnitude(b).max(1.0)
     }
@@ -653,55 +418,6 @@ mod tests {
         let composed = run(batch_norm_train_composed, &x, &w, &b, &dy, true);
         for (f, c) in fused.iter().zip(&composed) {
             assert!(rel_err(f, c) < 1e-5, "{}", rel_err(f, c));
-        }
-    }
-
-    /// The evaluation-mode op's value and gradients (`x`, `scale`, `shift`) against the same
-    /// formula composed in f64.
-    #[test]
-    fn channel_affine_matches_the_composed_form_in_f64() {
-        for (relu, seed) in [(true, 8), (false, 9)] {
-            let x = seeded_normal(&[2, 5, 6, 7], seed);
-            let scale = seeded_normal(&[5], seed + 1);
-            let shift = seeded_normal(&[5], seed + 2);
-            let dy = seeded_normal(&[2, 5, 6, 7], seed + 3);
-            let grads = |x: &Tensor, s: &Tensor, t: &Tensor, dy: &Tensor| {
-                let vars = [x, s, t].map(|t| Var::from_tensor(t).unwrap());
-                let (x, s, t) = (
-                    vars[0].as_tensor(),
-                    vars[1].as_tensor(),
-                    vars[2].as_tensor(),
-                );
-                let y = if x.dtype() == DType::F32 {
-                    channel_affine(x, s, t, relu).unwrap()
-                } else {
-                    let shape = (1, 5, 1, 1);
-                    let y = x
-                        .broadcast_mul(&s.reshape(shape).unwrap())
-                        .unwrap()
-                        .broadcast_add(&t.reshape(shape).unwrap())
-                        .unwrap();
-                    if relu {
-                        y.relu().unwrap()
-                    } else {
-                        y
-                    }
-                };
-                let g = grads_of(&y, dy);
-                let mut all = vec![y];
-                all.extend(vars.iter().map(|v| g.get(v.as_tensor()).unwrap().clone()));
-                all
-            };
-            let f64_of = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
-            let got = grads(&x, &scale, &shift, &dy);
-            let want = grads(&f64_of(&x), &f64_of(&scale), &f64_of(&shift), &f64_of(&dy));
-            for (name, (g, w)) in ["y", "dx", "dscale", "dshift"]
-                .iter()
-                .zip(got.iter().zip(&want))
-            {
-                let e = rel_err(g, w);
-                assert!(e < 1e-6, "relu {relu}: {name} relative error {e}");
-            }
         }
     }
 
