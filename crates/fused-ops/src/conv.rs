@@ -370,6 +370,7 @@ mod tests {
     use crate::test_util::{grads_of, max_diff, max_magnitude};
     use candle_core::{DType, Device, Var};
     use cxr_testkit::seeded_normal;
+    use cxr_testkit::seeded_randn;
 
     /// At batch 2 the padded, channels-first input is contiguous: a strided one made every
     /// im2col copy move single elements (a UPerNet training step at batch 2 took 3.6× as
@@ -434,25 +435,30 @@ mod tests {
 
     #[test]
     fn strided_views_are_inputs_like_any_other() {
-        let dev = Device::Cpu;
-        let base = Var::randn(0f32, 1., (2, 4, 7, 9), &dev).unwrap();
+        let base = seeded_randn(0f32, 1., (2, 4, 7, 9), 100)
+            .and_then(|t| Var::from_tensor(&t))
+            .unwrap();
         let x = base.transpose(2, 3).unwrap(); // [2, 4, 9, 7], not contiguous
-        let w = Var::randn(0f32, 0.5, (3, 3, 3, 4), &dev).unwrap();
+        let w = seeded_randn(0f32, 0.5, (3, 3, 3, 4), 101)
+            .and_then(|t| Var::from_tensor(&t))
+            .unwrap();
         let w_view = w.permute((0, 3, 1, 2)).unwrap(); // [3, 4, 3, 3], not contiguous
         let y = conv2d(&x, &w_view, 1, 1, 1, 1).unwrap();
         let reference = x.conv2d(&w_view, 1, 1, 1, 1).unwrap();
         assert!(max_diff(&y, &reference) < 1e-5);
-        let dy = Tensor::randn(0f32, 1., y.shape(), &dev).unwrap();
+        let dy = seeded_randn(0f32, 1., y.shape(), 102).unwrap();
         let (g, g_ref) = (grads_of(&y, &dy), grads_of(&reference, &dy));
         for v in [&base, &w] {
             assert!(max_diff(g.get(v).unwrap(), g_ref.get(v).unwrap()) < 1e-4);
         }
-        let wt = Var::randn(0f32, 0.5, (2, 2, 5, 4), &dev).unwrap();
+        let wt = seeded_randn(0f32, 0.5, (2, 2, 5, 4), 103)
+            .and_then(|t| Var::from_tensor(&t))
+            .unwrap();
         let wt_view = wt.permute((3, 2, 0, 1)).unwrap(); // [4, 5, 2, 2], not contiguous
         let up = conv_transpose2d(&x, &wt_view, 2).unwrap();
         let up_ref = x.conv_transpose2d(&wt_view, 0, 0, 2, 1).unwrap();
         assert!(max_diff(&up, &up_ref) < 1e-5);
-        let dy = Tensor::randn(0f32, 1., up.shape(), &dev).unwrap();
+        let dy = seeded_randn(0f32, 1., up.shape(), 104).unwrap();
         let (g, g_ref) = (grads_of(&up, &dy), grads_of(&up_ref, &dy));
         for v in [&base, &wt] {
             assert!(max_diff(g.get(v).unwrap(), g_ref.get(v).unwrap()) < 1e-4);
@@ -462,8 +468,8 @@ mod tests {
     #[test]
     fn inference_and_strided_convolutions_are_candles() {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1., (1, 3, 8, 8), &dev).unwrap();
-        let w = Tensor::randn(0f32, 1., (2, 3, 3, 3), &dev).unwrap();
+        let x = seeded_randn(0f32, 1., (1, 3, 8, 8), 105).unwrap();
+        let w = seeded_randn(0f32, 1., (2, 3, 3, 3), 106).unwrap();
         let y = conv2d(&x, &w, 1, 1, 1, 1).unwrap();
         assert!(!y.track_op(), "no graph when nothing trains");
         assert!(max_diff(&y, &x.conv2d(&w, 1, 1, 1, 1).unwrap()) < 1e-5);
@@ -486,12 +492,13 @@ mod tests {
 
     #[test]
     fn only_the_gradients_autograd_follows_are_computed() {
-        let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1., (1, 3, 6, 6), &dev).unwrap();
-        let w = Var::randn(0f32, 1., (2, 3, 3, 3), &dev).unwrap();
+        let x = seeded_randn(0f32, 1., (1, 3, 6, 6), 107).unwrap();
+        let w = seeded_randn(0f32, 1., (2, 3, 3, 3), 108)
+            .and_then(|t| Var::from_tensor(&t))
+            .unwrap();
         let op = ((1, 1), 1, Some(2));
         let y = conv2d(&x, &w, 1, 1, 1, 1).unwrap();
-        let dy = Tensor::randn(0f32, 1., y.shape(), &dev).unwrap();
+        let dy = seeded_randn(0f32, 1., y.shape(), 109).unwrap();
         let want = |input, weight| Wanted { input, weight };
         let (dx, dw) = conv2d_backward(&x, &w, &dy, want(true, true), op).unwrap();
         let (none, dw_only) = conv2d_backward(&x, &w, &dy, want(false, true), op).unwrap();
@@ -505,26 +512,29 @@ mod tests {
 
     #[test]
     fn non_overlapping_transposed_convolution_matches_candles() {
-        let dev = Device::Cpu;
         for (shape, out, k) in [
             ((2, 3, 4, 5), 4, 2),
             ((1, 2, 3, 3), 3, 3),
             ((1, 4, 2, 2), 2, 1),
         ] {
-            let x = Var::randn(0f32, 1., shape, &dev).unwrap();
-            let w = Var::randn(0f32, 0.5, (shape.1, out, k, k), &dev).unwrap();
+            let x = seeded_randn(0f32, 1., shape, 110)
+                .and_then(|t| Var::from_tensor(&t))
+                .unwrap();
+            let w = seeded_randn(0f32, 0.5, (shape.1, out, k, k), 111)
+                .and_then(|t| Var::from_tensor(&t))
+                .unwrap();
             let reference = x.conv_transpose2d(&w, 0, 0, k, 1).unwrap();
             let y = conv_transpose2d(&x, &w, k).unwrap();
             assert!(max_diff(&y, &reference) < 1e-5, "{shape:?} k{k}");
-            let dy = Tensor::randn(0f32, 1., y.shape(), &dev).unwrap();
+            let dy = seeded_randn(0f32, 1., y.shape(), 112).unwrap();
             let (g_ref, g) = (grads_of(&reference, &dy), grads_of(&y, &dy));
             for v in [&x, &w] {
                 assert!(max_diff(g.get(v).unwrap(), g_ref.get(v).unwrap()) < 1e-4);
             }
         }
         // an overlapping kernel is candle's
-        let x = Tensor::randn(0f32, 1., (1, 2, 3, 3), &dev).unwrap();
-        let w = Tensor::randn(0f32, 1., (2, 3, 3, 3), &dev).unwrap();
+        let x = seeded_randn(0f32, 1., (1, 2, 3, 3), 113).unwrap();
+        let w = seeded_randn(0f32, 1., (2, 3, 3, 3), 114).unwrap();
         let y = conv_transpose2d(&x, &w, 2).unwrap();
         assert_eq!(
             max_diff(&y, &x.conv_transpose2d(&w, 0, 0, 2, 1).unwrap()),

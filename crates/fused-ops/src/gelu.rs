@@ -145,6 +145,7 @@ mod tests {
     use super::*;
     use crate::test_util::{grads_of, max_diff};
     use candle_core::{Device, Var};
+    use cxr_testkit::seeded_randn;
 
     /// `(gelu(x), d/dx Σ gelu(x) ⊙ dy)` with `x` as a variable.
     fn value_and_grad(x: &Tensor, dy: &Tensor) -> (Tensor, Tensor) {
@@ -176,9 +177,16 @@ mod tests {
     /// the erf approximation's accuracy, bf16 to its rounding (2⁻⁸ relative).
     #[test]
     fn gelu_and_gradient_match_the_composed_f64_form() {
-        let dev = Device::Cpu;
-        let x = (Tensor::randn(0f64, 1.0, (3, 7, 1000), &dev).unwrap() * 3.0).unwrap();
-        let dy = Tensor::randn(0f64, 1.0, (3, 7, 1000), &dev).unwrap();
+        let x = (seeded_randn(0., 1.0, (3, 7, 1000), 100)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            * 3.0)
+            .unwrap();
+        let dy = seeded_randn(0., 1.0, (3, 7, 1000), 101)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
         for (dtype, tol) in [(DType::F32, 1e-6), (DType::BF16, 8e-3)] {
             let (xr, dyr) = (x.to_dtype(dtype).unwrap(), dy.to_dtype(dtype).unwrap());
             let (y, dx) = value_and_grad(&xr, &dyr);
@@ -193,8 +201,7 @@ mod tests {
 
     #[test]
     fn matches_candle_gelu_erf_and_handles_odd_lengths_and_offsets() {
-        let dev = Device::Cpu;
-        let x = (Tensor::randn(0f32, 1.0, (5, 16 * 1024 + 3), &dev).unwrap() * 4.0).unwrap();
+        let x = (seeded_randn(0f32, 1.0, (5, 16 * 1024 + 3), 102).unwrap() * 4.0).unwrap();
         let narrowed = x.narrow(1, 1, 16 * 1024 + 1).unwrap();
         let want = narrowed.gelu_erf().unwrap();
         let got = gelu_erf(&narrowed).unwrap();

@@ -270,18 +270,24 @@ mod tests {
     use super::*;
     use crate::test_util::{grads_of, max_diff};
     use candle_core::{Device, Var};
+    use cxr_testkit::seeded_randn;
 
     /// Values and the gradients of x, W and b against the composed `matmul(W.t()) + b`, with
     /// and without a bias, for a 3-D input and sizes on both sides of the GEMM's parallel
     /// threshold.
     #[test]
     fn values_and_gradients_match_the_composed_linear() {
-        let dev = Device::Cpu;
         for (rows, k, n, with_bias) in [(5, 3, 2, true), (37, 48, 96, true), (37, 48, 96, false)] {
-            let x = Var::randn(0f32, 1.0, (1, rows, k), &dev).unwrap();
-            let w = Var::randn(0f32, 1.0, (n, k), &dev).unwrap();
-            let b = Var::randn(0f32, 1.0, n, &dev).unwrap();
-            let dy = Tensor::randn(0f32, 1.0, (1, rows, n), &dev).unwrap();
+            let x = seeded_randn(0f32, 1.0, (1, rows, k), 100)
+                .and_then(|t| Var::from_tensor(&t))
+                .unwrap();
+            let w = seeded_randn(0f32, 1.0, (n, k), 101)
+                .and_then(|t| Var::from_tensor(&t))
+                .unwrap();
+            let b = seeded_randn(0f32, 1.0, n, 102)
+                .and_then(|t| Var::from_tensor(&t))
+                .unwrap();
+            let dy = seeded_randn(0f32, 1.0, (1, rows, n), 103).unwrap();
             let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
             let bias = with_bias.then_some(bt);
             let fused = linear(xt, wt, bias).unwrap();

@@ -270,9 +270,10 @@ mod tests {
     use super::*;
     use crate::test_util::{grads_of, max_diff};
     use candle_core::{Device, Var};
+    use cxr_testkit::seeded_randn;
 
     fn randn(shape: &[usize], dtype: DType) -> Tensor {
-        Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
+        seeded_randn(0f32, 1.0, shape, 100)
             .unwrap()
             .to_dtype(dtype)
             .unwrap()

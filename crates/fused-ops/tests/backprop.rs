@@ -4,6 +4,7 @@
 //! gradients it accumulates are still the right ones.
 #![allow(clippy::unwrap_used)]
 
+use cxr_testkit::seeded_randn;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, TensorId, Var};
@@ -38,7 +39,9 @@ impl CustomOp1 for RecordingIdentity {
 
 #[test]
 fn a_single_gradient_is_stored_without_a_zero_filled_copy() {
-    let x = Var::randn(0f32, 1.0, (4, 5), &Device::Cpu).unwrap();
+    let x = seeded_randn(0f32, 1.0, (4, 5), 200)
+        .and_then(|t| Var::from_tensor(&t))
+        .unwrap();
     let returned = Arc::new(Mutex::new(None));
     let y = x
         .as_tensor()
@@ -63,11 +66,22 @@ fn a_single_gradient_is_stored_without_a_zero_filled_copy() {
 /// from one node). The gradient is their sum, and it comes back contiguous.
 #[test]
 fn gradients_from_several_uses_add_up_and_come_back_contiguous() {
-    let dev = Device::Cpu;
-    let x0 = Tensor::randn(0f64, 1.0, (3, 3), &dev).unwrap();
-    let a = Tensor::randn(0f64, 1.0, (3, 3), &dev).unwrap();
-    let b = Tensor::randn(0f64, 1.0, (3, 3), &dev).unwrap();
-    let c = Tensor::randn(0f64, 1.0, (2, 3, 3), &dev).unwrap();
+    let x0 = seeded_randn(0., 1.0, (3, 3), 201)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let a = seeded_randn(0., 1.0, (3, 3), 202)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let b = seeded_randn(0., 1.0, (3, 3), 203)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let c = seeded_randn(0., 1.0, (2, 3, 3), 204)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
     let x = Var::from_tensor(&x0).unwrap();
     let xt = x.as_tensor();
     let loss = ((xt * &a).unwrap().sum_all().unwrap()

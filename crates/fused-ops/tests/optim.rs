@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use cxr_testkit::seeded_normal;
+use cxr_testkit::seeded_randn;
 use fused_ops::optim::{adamw_update, ema_update, supports, AdamWStep};
 
 /// Largest |t| as f32.
@@ -100,9 +101,8 @@ fn max_ulps_bf16(got: &Tensor, want: &Tensor) -> f32 {
 
 #[test]
 fn ema_in_place_equals_the_composed_update() {
-    let dev = Device::Cpu;
-    let t = Tensor::randn(0f32, 1.0, (7, 33), &dev).unwrap();
-    let s = Tensor::randn(0f32, 1.0, (7, 33), &dev).unwrap();
+    let t = seeded_randn(0f32, 1.0, (7, 33), 200).unwrap();
+    let s = seeded_randn(0f32, 1.0, (7, 33), 201).unwrap();
     let want = ((&t * 0.996).unwrap() + (&s * (1.0 - 0.996)).unwrap()).unwrap();
     ema_update(&t, &s, 0.996).unwrap();
     assert!(max_diff(&t, &want) < 1e-6);
@@ -149,10 +149,9 @@ fn unsupported_operands_are_refused_with_their_shapes() {
 
 #[test]
 fn sum_of_squares_matches_the_f64_reduction() {
-    let dev = Device::Cpu;
     // odd sizes around the chunk widths, an offset view, and the empty tensor
     for n in [0usize, 1, 7, 8, 9, 65_535, 65_536, 200_001] {
-        let x = Tensor::randn(0f32, 1.0, n + 3, &dev)
+        let x = seeded_randn(0f32, 1.0, n + 3, 202)
             .unwrap()
             .narrow(0, 3, n)
             .unwrap();
@@ -173,7 +172,7 @@ fn sum_of_squares_matches_the_f64_reduction() {
             "n = {n}: {got} vs {want}"
         );
     }
-    let m = Tensor::randn(0f32, 1.0, (33, 70), &dev).unwrap();
+    let m = seeded_randn(0f32, 1.0, (33, 70), 203).unwrap();
     let got: f64 = fused_ops::optim::sum_of_squares(&m)
         .unwrap()
         .to_scalar()

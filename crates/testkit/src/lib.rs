@@ -140,6 +140,18 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
     );
 }
 
+/// `Tensor::randn(mean, std, shape, &Device::Cpu)` drawn from a stream seeded by `seed` (see
+/// [`seeded_normal`]): the drop-in for tests that compare two computations on random inputs.
+pub fn seeded_randn(
+    mean: f32,
+    std: f32,
+    shape: impl Into<candle_core::Shape>,
+    seed: u64,
+) -> candle_core::Result<Tensor> {
+    let shape: candle_core::Shape = shape.into();
+    seeded_normal(shape.dims(), seed).affine(std as f64, mean as f64)
+}
+
 /// A `shape` f32 tensor (CPU) of standard normal draws from a stream seeded by `seed`
 /// (Box–Muller over ChaCha8). candle's CPU `randn` cannot be seeded, and a tolerance that most
 /// draws meet fails on some: tests that compare two computations draw from here, so every run
