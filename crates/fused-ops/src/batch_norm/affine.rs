@@ -1,30 +1,17 @@
 //! Evaluation-mode BatchNorm (+ ReLU) as one op: the running statistics folded into a
 //! per-channel scale and shift, whose autograd node keeps the input and the output only.
 
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::kernels::{map_dims, normalise, per_chunk_map};
-use super::{BatchNormGradInput, BatchNormGradSums};
-use crate::storage::f32_slice;
+use super::{checked_for_fused, normalise_backward, per_channel_affine};
 
 /// `x ⊙ scale + shift` per channel of `x` `[B, C, H, W]` (`scale`, `shift` `[C]`), then ReLU
 /// when `relu`: an evaluation-mode BatchNorm with its running statistics folded in (`scale =
 /// γ / √(σ² + ε)`, `shift = β − μ ⊙ scale`, PyTorch's CPU inference form), differentiable in
 /// all three. On the CPU in f32 one op whose node keeps `x` and `y` only; elsewhere composed.
 pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Result<Tensor> {
-    let (_, c, _, _) = x.dims4()?;
-    for (what, t) in [("scale", scale), ("shift", shift)] {
-        if t.elem_count() != c {
-            bail!(
-                "channel affine: {what} {:?} for a map of {c} channels {:?}",
-                t.dims(),
-                x.dims()
-            );
-        }
-    }
-    let all_f32 = [x, scale, shift].iter().all(|t| t.dtype() == DType::F32);
-    if !(x.device().is_cpu() && all_f32) {
-        let shape = (1, c, 1, 1);
+    if !checked_for_fused("channel affine", x, [("scale", scale), ("shift", shift)])? {
+        let shape = (1, x.dim(1)?, 1, 1);
         let y = x
             .broadcast_mul(&scale.reshape(shape)?)?
             .broadcast_add(&shift.reshape(shape)?)?;
@@ -38,7 +25,8 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) ->
 }
 
 /// [`channel_affine`]'s op (`CustomOp3` on `x`, `scale`, `shift`, CPU f32); its backward is
-/// [`BatchNormGradSums`] and [`BatchNormGradInput`] with a zero mean and unit deviation.
+/// [`super::BatchNormGradSums`] and [`super::BatchNormGradInput`] with a zero mean, a unit
+/// deviation and no batch-statistics terms.
 #[derive(Debug, Clone, Copy)]
 pub struct ChannelAffine {
     relu: bool,
@@ -58,22 +46,8 @@ impl CustomOp3 for ChannelAffine {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims @ (_, c, hw) = map_dims(l1, "x", self.name())?;
-        let x = f32_slice(s1, l1, "x", self.name())?;
-        let scale = f32_slice(s2, l2, "scale", self.name())?;
-        let shift = f32_slice(s3, l3, "shift", self.name())?;
-        if scale.len() != c || shift.len() != c {
-            bail!(
-                "{}: scale {:?} and shift {:?} for {c} channels",
-                self.name(),
-                l2.dims(),
-                l3.dims()
-            );
-        }
-        let y = per_chunk_map(dims, |ch, at, out| {
-            normalise(&x[at..at + hw], out, 0.0, scale[ch], shift[ch], self.relu)
-        });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        let operands = [(s1, l1), (s2, l2), (s3, l3)];
+        per_channel_affine(self.name(), operands, ["scale", "shift"], None, self.relu)
     }
 
     fn bwd(
@@ -84,31 +58,10 @@ impl CustomOp3 for ChannelAffine {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
         let c = scale.elem_count();
-        let (zeros, ones) = (vec![0f32; c], vec![1f32; c]);
-        let sums = x.apply_op3_no_bwd(
-            y,
-            &dy,
-            &BatchNormGradSums {
-                mean: zeros.clone(),
-                inv_std: ones.clone(),
-                relu: self.relu,
-            },
-        )?;
-        let dx = x.apply_op3_no_bwd(
-            y,
-            &dy,
-            &BatchNormGradInput {
-                mean: zeros.clone(),
-                inv_std: ones,
-                relu: self.relu,
-                gamma: scale.to_vec1::<f32>()?,
-                sum_g: zeros.clone(),
-                sum_gx: zeros,
-            },
-        )?;
-        Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
+        let stats = (vec![0f32; c], vec![1f32; c]);
+        let (dx, ds, dt) = normalise_backward(x, y, dy, stats, scale, self.relu, false)?;
+        Ok((Some(dx), Some(ds), Some(dt)))
     }
 }
 
@@ -117,7 +70,7 @@ mod tests {
     use super::*;
     use crate::batch_norm::tests::rel_err;
     use crate::test_util::grads_of;
-    use candle_core::Var;
+    use candle_core::{DType, Var};
     use cxr_testkit::seeded_normal;
 
     /// The evaluation-mode op's value and gradients (`x`, `scale`, `shift`) against the same

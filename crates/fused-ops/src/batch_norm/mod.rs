@@ -48,18 +48,7 @@ pub fn batch_norm_train(
     eps: f64,
     relu: bool,
 ) -> Result<BatchNormOutput> {
-    let (_, c, _, _) = x.dims4()?;
-    for (what, t) in [("weight", weight), ("bias", bias)] {
-        if t.elem_count() != c {
-            bail!(
-                "batch norm: {what} {:?} for a map of {c} channels {:?}",
-                t.dims(),
-                x.dims()
-            );
-        }
-    }
-    let all_f32 = [x, weight, bias].iter().all(|t| t.dtype() == DType::F32);
-    if !(x.device().is_cpu() && all_f32) {
+    if !checked_for_fused("batch norm", x, [("weight", weight), ("bias", bias)])? {
         return batch_norm_train_composed(x, weight, bias, eps, relu);
     }
     let x = x.contiguous()?;
@@ -80,6 +69,23 @@ pub fn batch_norm_train(
         mean: stats.get(0)?,
         var: stats.get(1)?,
     })
+}
+
+/// Whether the fused CPU op takes `x` `[B, C, H, W]` and its two per-channel operands (CPU,
+/// all f32), once each operand is checked to hold `C` values (an error naming `op` and it).
+fn checked_for_fused(op: &str, x: &Tensor, per_channel: [(&str, &Tensor); 2]) -> Result<bool> {
+    let (_, c, _, _) = x.dims4()?;
+    for (what, t) in per_channel {
+        if t.elem_count() != c {
+            bail!(
+                "{op}: {what} {:?} for a map of {c} channels {:?}",
+                t.dims(),
+                x.dims()
+            );
+        }
+    }
+    let all_f32 = per_channel.iter().all(|(_, t)| t.dtype() == DType::F32);
+    Ok(x.device().is_cpu() && x.dtype() == DType::F32 && all_f32)
 }
 
 /// [`batch_norm_train`] composed from candle's differentiable tensor ops: any device and
@@ -150,6 +156,74 @@ pub struct BatchNormGradInput {
     sum_gx: Vec<f32>,
 }
 
+/// `relu?((x − μ) σ⁻¹ ⊙ a + b)` per channel of the map `x`, `a` and `b` the op's other two
+/// operands (named `names` in errors) and `(μ, σ⁻¹)` the statistics of `centre` (none: 0, 1):
+/// the forward of [`BatchNormTrain`] and of [`ChannelAffine`].
+fn per_channel_affine(
+    op: &str,
+    [(s1, l1), (s2, l2), (s3, l3)]: [(&CpuStorage, &Layout); 3],
+    names: [&str; 2],
+    centre: Option<(&[f32], &[f32])>,
+    relu: bool,
+) -> Result<(CpuStorage, Shape)> {
+    let dims @ (_, c, hw) = map_dims(l1, "x", op)?;
+    let x = f32_slice(s1, l1, "x", op)?;
+    let a = f32_slice(s2, l2, names[0], op)?;
+    let b = f32_slice(s3, l3, names[1], op)?;
+    if a.len() != c || b.len() != c || centre.is_some_and(|(m, _)| m.len() != c) {
+        bail!(
+            "{op}: {} {:?} and {} {:?} for {c} channels",
+            names[0],
+            l2.dims(),
+            names[1],
+            l3.dims()
+        );
+    }
+    let y = per_chunk_map(dims, |ch, at, out| {
+        let (mean, inv_std) = centre.map_or((0.0, 1.0), |(m, s)| (m[ch], s[ch]));
+        normalise(&x[at..at + hw], out, mean, a[ch] * inv_std, b[ch], relu)
+    });
+    Ok((CpuStorage::F32(y), l1.shape().clone()))
+}
+
+/// `(dx, da, db)` of `y = relu?((x − μ) σ⁻¹ ⊙ a + b)` from `dy`: `da = Σ g x̂`, `db = Σ g`
+/// per channel, and `dx` through the batch statistics when `batch_statistics` (training-mode
+/// BatchNorm, whose `μ`, `σ` depend on `x`), else `a σ⁻¹ g` (constants, as in
+/// [`ChannelAffine`]).
+fn normalise_backward(
+    x: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+    (mean, inv_std): (Vec<f32>, Vec<f32>),
+    a: &Tensor,
+    relu: bool,
+    batch_statistics: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let dy = dy.contiguous()?;
+    let sums_op = BatchNormGradSums {
+        mean: mean.clone(),
+        inv_std: inv_std.clone(),
+        relu,
+    };
+    let sums = x.apply_op3_no_bwd(y, &dy, &sums_op)?;
+    let [sum_g, sum_gx]: [Vec<f32>; 2] = if batch_statistics {
+        let rows = sums.to_vec2::<f32>()?;
+        [rows[0].clone(), rows[1].clone()]
+    } else {
+        [vec![0f32; mean.len()], vec![0f32; mean.len()]]
+    };
+    let input_op = BatchNormGradInput {
+        mean,
+        inv_std,
+        relu,
+        gamma: a.to_vec1::<f32>()?,
+        sum_g,
+        sum_gx,
+    };
+    let dx = x.apply_op3_no_bwd(y, &dy, &input_op)?;
+    Ok((dx, sums.get(1)?, sums.get(0)?))
+}
+
 impl CustomOp1 for BatchStatistics {
     fn name(&self) -> &'static str {
         "batch-norm-statistics"
@@ -186,24 +260,9 @@ impl CustomOp3 for BatchNormTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims @ (_, c, hw) = map_dims(l1, "x", self.name())?;
-        let x = f32_slice(s1, l1, "x", self.name())?;
-        let gamma = f32_slice(s2, l2, "weight", self.name())?;
-        let beta = f32_slice(s3, l3, "bias", self.name())?;
-        if gamma.len() != c || beta.len() != c || self.mean.len() != c {
-            bail!(
-                "{}: weight {:?} and bias {:?} for {c} channels",
-                self.name(),
-                l2.dims(),
-                l3.dims()
-            );
-        }
-        let y = per_chunk_map(dims, |ch, at, out| {
-            let scale = gamma[ch] * self.inv_std[ch];
-            let x = &x[at..at + hw];
-            normalise(x, out, self.mean[ch], scale, beta[ch], self.relu)
-        });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        let centre = Some((&self.mean[..], &self.inv_std[..]));
+        let operands = [(s1, l1), (s2, l2), (s3, l3)];
+        per_channel_affine(self.name(), operands, ["weight", "bias"], centre, self.relu)
     }
 
     fn bwd(
@@ -214,31 +273,9 @@ impl CustomOp3 for BatchNormTrain {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let (mean, inv_std, relu) = (self.mean.clone(), self.inv_std.clone(), self.relu);
-        let sums = x.apply_op3_no_bwd(
-            y,
-            &dy,
-            &BatchNormGradSums {
-                mean: mean.clone(),
-                inv_std: inv_std.clone(),
-                relu,
-            },
-        )?;
-        let rows = sums.to_vec2::<f32>()?;
-        let dx = x.apply_op3_no_bwd(
-            y,
-            &dy,
-            &BatchNormGradInput {
-                mean,
-                inv_std,
-                relu,
-                gamma: w.to_vec1::<f32>()?,
-                sum_g: rows[0].clone(),
-                sum_gx: rows[1].clone(),
-            },
-        )?;
-        Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
+        let stats = (self.mean.clone(), self.inv_std.clone());
+        let (dx, dw, db) = normalise_backward(x, y, dy, stats, w, self.relu, true)?;
+        Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
