@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
         });
     }
     let feats = Features {
-        pooled: Tensor::zeros((1, a.dim), DType::F32, &dev)?,
+        pooled: Tensor::zeros((a.batch, a.dim), DType::F32, &dev)?,
         patch_tokens: Tensor::randn(0f32, 1f32, (a.batch, n, a.dim), &dev)?,
         grid: (a.grid, a.grid),
         intermediates,
