@@ -27,6 +27,7 @@
 //! | [`bias_add`], [`scale_columns`] | per-channel add / scale | parameter gradient as a coalesced [`column_sum`] |
 //! | [`conv2d`] | im2col GEMMs by blocks of input channels (stride 1, one group; else candle's) | `dW = dY colsᵀ`; `dX` as the convolution of `dY` by the flipped, transposed kernel |
 //! | [`batch_norm_train`] | training-mode BatchNorm (+ ReLU) over `(B, H, W)`, f64 statistics (CPU f32); the graph keeps `x` and `y` only | `dγ`, `dβ` as channel sums, `dx` in one pass recomputing `x̂` |
+//! | [`channel_bias`] | `x + b` per channel of a `[B, C, H, W]` map (CPU f32) | `dx = dy`; `db` as channel sums over `(B, H, W)` |
 //! | [`channel_affine`] | `x ⊙ s + t` per channel (+ ReLU): evaluation-mode BatchNorm (CPU f32); the graph keeps `x` and `y` only | `dx = g ⊙ s`; `ds`, `dt` as channel sums |
 //! | [`conv_transpose2d`] | kernel = stride: one GEMM and a pixel shuffle (else candle's) | the matrix product's two GEMMs |
 //!
@@ -67,8 +68,9 @@ mod weight_normed_linear;
 
 pub use attention::{attention, FusedAttention};
 pub use batch_norm::{
-    batch_norm_train, batch_norm_train_composed, channel_affine, BatchNormGradInput,
+    batch_norm_train, batch_norm_train_composed, channel_affine, channel_bias, BatchNormGradInput,
     BatchNormGradSums, BatchNormOutput, BatchNormTrain, BatchStatistics, ChannelAffine,
+    ChannelBias, ChannelSums,
 };
 pub use columns::{bias_add, column_sum, scale_columns, ColumnSum, PerChannel};
 pub use conv::{conv2d, conv_transpose2d, Conv2dGrad, COLUMN_BUDGET};

@@ -12,10 +12,12 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 mod affine;
+mod bias;
 mod kernels;
 
 use crate::storage::f32_slice;
 pub use affine::{channel_affine, ChannelAffine};
+pub use bias::{channel_bias, ChannelBias, ChannelSums};
 use kernels::{
     grad_input, grad_sums, map_dims, normalise, per_channel_sums, per_chunk_map,
     squared_deviations, sum, three_maps,
@@ -71,9 +73,13 @@ pub fn batch_norm_train(
     })
 }
 
-/// Whether the fused CPU op takes `x` `[B, C, H, W]` and its two per-channel operands (CPU,
-/// all f32), once each operand is checked to hold `C` values (an error naming `op` and it).
-fn checked_for_fused(op: &str, x: &Tensor, per_channel: [(&str, &Tensor); 2]) -> Result<bool> {
+/// Whether the fused CPU op takes `x` `[B, C, H, W]` and its per-channel operands (CPU, all
+/// f32), once each operand is checked to hold `C` values (an error naming `op` and it).
+fn checked_for_fused<const N: usize>(
+    op: &str,
+    x: &Tensor,
+    per_channel: [(&str, &Tensor); N],
+) -> Result<bool> {
     let (_, c, _, _) = x.dims4()?;
     for (what, t) in per_channel {
         if t.elem_count() != c {
