@@ -183,6 +183,45 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
         )?;
     }
 
+    // per-channel ops of [B, C, H, W] maps, f32 (the CPU runs the fused ops, other devices
+    // their composed forms): training-mode BatchNorm + ReLU, the evaluation-mode affine, the
+    // convolution bias
+    let x = random(&mut rng, (2, 6, 9, 11), 2.0, 0.5)?;
+    let (a, b) = (
+        random(&mut rng, 6, 0.5, 1.0)?,
+        random(&mut rng, 6, 0.5, 0.0)?,
+    );
+    let r = random(&mut rng, (2, 6, 9, 11), 1.0, 0.0)?;
+    type Map3 = fn(&[Tensor]) -> Result<Tensor>;
+    let per_channel: [(&str, Map3); 2] = [
+        ("batch_norm_train relu", |t| {
+            Ok(crate::batch_norm_train(&t[0], &t[1], &t[2], 1e-5, true)?.y)
+        }),
+        ("channel_affine relu", |t| {
+            crate::channel_affine(&t[0], &t[1], &t[2], true)
+        }),
+    ];
+    for (name, f) in per_channel {
+        let inputs = [x.clone(), a.clone(), b.clone()];
+        let c = with_grads(&inputs, &r, &cpu, &f)?;
+        let d = with_grads(&inputs, &r, device, &f)?;
+        for (i, what) in ["y", "dx", "dweight", "dbias"].iter().enumerate() {
+            push(&mut out, format!("{name} F32 {what}"), &d[i], &c[i], 1e-4)?;
+        }
+    }
+    let f = |t: &[Tensor]| crate::channel_bias(&t[0], &t[1]);
+    let c = with_grads(&[x.clone(), b.clone()], &r, &cpu, &f)?;
+    let d = with_grads(&[x, b], &r, device, &f)?;
+    for (i, what) in ["y", "dx", "dbias"].iter().enumerate() {
+        push(
+            &mut out,
+            format!("channel_bias F32 {what}"),
+            &d[i],
+            &c[i],
+            1e-5,
+        )?;
+    }
+
     // softmax and log-softmax with their closed-form backwards (the softmax forward is
     // candle's fused kernel; on the CPU, bf16 rows are normalised in f32, as on CUDA)
     let x = random(&mut rng, (2, 3, 45, 45), 4.0, 0.0)?;
