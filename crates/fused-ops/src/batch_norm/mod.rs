@@ -7,7 +7,8 @@
 //! the backward reads them or not. Here the graph holds the input and the output only, as
 //! PyTorch's does with an in-place ReLU, and the backward recomputes `x̂` from the input and
 //! the batch statistics. [`channel_affine`] is the evaluation-mode form (running statistics
-//! folded into a per-channel scale and shift), with the same economy.
+//! folded into a per-channel scale and shift), with the same economy, and [`channel_bias`] a
+//! convolution's bias, whose gradient is one pass of channel sums.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
