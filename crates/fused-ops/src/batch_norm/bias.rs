@@ -5,7 +5,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::checked_for_fused;
-use super::kernels::{map_dims, normalise, per_channel_sums, per_chunk_map, sum};
+use super::kernels::{channel_sums, map_dims, normalise, per_chunk_map};
 use crate::storage::f32_slice;
 
 /// `x + b` per channel of `x` `[B, C, H, W]` (`b` `[C]`), differentiable in both. On the CPU
@@ -71,13 +71,10 @@ impl CustomOp1 for ChannelSums {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims @ (_, c, hw) = map_dims(l, "x", self.name())?;
+        let dims @ (_, c, _) = map_dims(l, "x", self.name())?;
         let x = f32_slice(s, l, "x", self.name())?;
-        let sums = per_channel_sums(dims, |_, at| [sum(&x[at..at + hw])]);
-        Ok((
-            CpuStorage::F32(sums.iter().map(|s| s[0] as f32).collect()),
-            Shape::from(c),
-        ))
+        let sums = channel_sums(x, dims).iter().map(|&s| s as f32).collect();
+        Ok((CpuStorage::F32(sums), Shape::from(c)))
     }
 }
 

@@ -64,6 +64,14 @@ pub(super) fn per_channel_sums<const K: usize>(
     sums
 }
 
+/// The sum of each channel of the map `x` over `(B, H, W)`, in f64.
+pub(super) fn channel_sums(x: &[f32], dims @ (_, _, hw): MapDims) -> Vec<f64> {
+    per_channel_sums(dims, |_, at| [sum(&x[at..at + hw])])
+        .iter()
+        .map(|s| s[0])
+        .collect()
+}
+
 /// `f(channel, start, out chunk)` for each `H·W` chunk into a fresh `[B, C, H, W]` buffer.
 pub(super) fn per_chunk_map(
     (b, c, hw): MapDims,

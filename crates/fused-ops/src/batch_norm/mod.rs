@@ -20,8 +20,8 @@ use crate::storage::f32_slice;
 pub use affine::{channel_affine, ChannelAffine};
 pub use bias::{channel_bias, ChannelBias, ChannelSums};
 use kernels::{
-    grad_input, grad_sums, map_dims, normalise, per_channel_sums, per_chunk_map,
-    squared_deviations, sum, three_maps,
+    channel_sums, grad_input, grad_sums, map_dims, normalise, per_channel_sums, per_chunk_map,
+    squared_deviations, three_maps,
 };
 
 /// A map normalised with its batch statistics, and those statistics.
@@ -240,10 +240,7 @@ impl CustomOp1 for BatchStatistics {
         let dims @ (b, c, hw) = map_dims(l, "x", self.name())?;
         let x = f32_slice(s, l, "x", self.name())?;
         let n = (b * hw) as f64;
-        let means: Vec<f64> = per_channel_sums(dims, |_, at| [sum(&x[at..at + hw])])
-            .iter()
-            .map(|s| s[0] / n)
-            .collect();
+        let means: Vec<f64> = channel_sums(x, dims).iter().map(|s| s / n).collect();
         let vars = per_channel_sums(dims, |ch, at| {
             [squared_deviations(&x[at..at + hw], means[ch])]
         });
