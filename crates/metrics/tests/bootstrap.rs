@@ -143,3 +143,53 @@ fn paired_difference_separates_systems() {
     .unwrap();
     assert_eq!(same.difference.ci, Some((0.0, 0.0)));
 }
+
+#[test]
+fn paired_mean_macro_auroc_shares_each_resample_across_pairs() {
+    use metrics::classification::{
+        multilabel_macro_auroc, paired_mean_macro_auroc, MultiLabelView,
+    };
+    let (y, good, weak) = toy(200);
+    // two labels: the toy truth and its complement, scored by the same columns
+    let truth: Vec<Option<bool>> = y.iter().flat_map(|&t| [Some(t), Some(!t)]).collect();
+    let both = |s: &[f64]| -> Vec<f64> { s.iter().flat_map(|&v| [v, -v]).collect() };
+    let (good2, weak2) = (both(&good), both(&weak));
+    let view = |s| MultiLabelView::new(2, &truth, s).unwrap();
+    let (g, w) = (view(&good2), view(&weak2));
+    let clusters = group_rows(&(0..y.len()).map(|i| i / 2).collect::<Vec<_>>());
+    let cfg = BootstrapConfig {
+        n_resamples: 300,
+        ..Default::default()
+    };
+    let groups = || Resampling::Groups(&clusters);
+    // one pair is the plain paired bootstrap of the two macro AUROCs
+    let one = paired_mean_macro_auroc(&[(g, w)], groups(), &cfg).unwrap();
+    let macro_of = |v: &MultiLabelView<'_>, rows: &[usize]| {
+        multilabel_macro_auroc(v, Some(rows)).ok_or(metrics::MetricsError::Empty { metric: "m" })
+    };
+    let plain = paired_bootstrap(groups(), &cfg, |r| macro_of(&g, r), |r| macro_of(&w, r)).unwrap();
+    assert_eq!(one, plain);
+    assert!(one.difference.ci.unwrap().0 > 0.0, "{one:?}");
+    // the same pair twice: the mean of two equal differences is that difference
+    let twice = paired_mean_macro_auroc(&[(g, w), (g, w)], groups(), &cfg).unwrap();
+    close(
+        twice.difference.ci.unwrap().0,
+        one.difference.ci.unwrap().0,
+        1e-12,
+        "lower bound",
+    );
+    // (good, weak) and (weak, good) cancel on every resample only if both see the same rows
+    let cancel = paired_mean_macro_auroc(&[(g, w), (w, g)], groups(), &cfg).unwrap();
+    let (lo, hi) = cancel.difference.ci.unwrap();
+    assert!(lo.abs() < 1e-12 && hi.abs() < 1e-12, "{cancel:?}");
+    // (good, weak) and (weak, weak): half the difference, resample by resample
+    let half = paired_mean_macro_auroc(&[(g, w), (w, w)], groups(), &cfg).unwrap();
+    let ((lo1, hi1), (lo2, hi2)) = (one.difference.ci.unwrap(), half.difference.ci.unwrap());
+    close(lo2, lo1 / 2.0, 1e-12, "half lower");
+    close(hi2, hi1 / 2.0, 1e-12, "half upper");
+    // no pair, or a system scored against other truth, is an error
+    assert!(paired_mean_macro_auroc(&[], groups(), &cfg).is_err());
+    let other: Vec<Option<bool>> = truth.iter().map(|t| t.map(|t| !t)).collect();
+    let o = MultiLabelView::new(2, &other, &good2).unwrap();
+    assert!(paired_mean_macro_auroc(&[(g, w), (o, w)], groups(), &cfg).is_err());
+}

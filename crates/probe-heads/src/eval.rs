@@ -3,12 +3,9 @@
 //! probe with C tuned on val.
 
 use metrics::bootstrap::{
-    bootstrap_many, group_rows, paired_bootstrap, BootstrapConfig, Interval, PairedInterval,
-    Resampling,
+    bootstrap_many, group_rows, BootstrapConfig, Interval, PairedInterval, Resampling,
 };
-use metrics::classification::{
-    best_f1_threshold, multilabel_macro_auroc, BinaryCounts, MultiLabelView,
-};
+use metrics::classification::{best_f1_threshold, BinaryCounts, MultiLabelView};
 
 use crate::logreg::{LogReg, LogRegConfig};
 use crate::targets::macro_auroc;
@@ -117,36 +114,51 @@ pub fn paired_macro_auroc(
     groups: &[String],
     cfg: &BootstrapConfig,
 ) -> Result<PairedInterval> {
+    paired_mean_macro_auroc(targets, &[(scores_a, scores_b)], groups, cfg)
+}
+
+/// [`paired_macro_auroc`] for several pairs of probe scores on the same test rows (e.g. five
+/// seeds of one pretraining recipe, each encoder against its own initialisation): A and B are
+/// the mean macro AUROCs over the pairs, so the difference is the mean paired difference, and
+/// each resample of patients scores every pair on the same rows.
+pub fn paired_mean_macro_auroc(
+    targets: &Targets,
+    pairs: &[(&[f64], &[f64])],
+    groups: &[String],
+    cfg: &BootstrapConfig,
+) -> Result<PairedInterval> {
     let n = targets.len();
     let k = targets.width();
     targets.check(n)?;
-    if scores_a.len() != n * k || scores_b.len() != n * k || groups.len() != n {
+    if groups.len() != n {
         return Err(Error::bad(
             "paired macro AUROC",
-            format!(
-                "{} and {} scores and {} groups for {n} samples x {k} columns",
-                scores_a.len(),
-                scores_b.len(),
-                groups.len()
-            ),
+            format!("{} groups for {n} samples", groups.len()),
         ));
     }
     let hot = targets.one_hot();
-    let (a, b) = (
-        MultiLabelView::new(k, &hot, scores_a)?,
-        MultiLabelView::new(k, &hot, scores_b)?,
-    );
-    let macro_of = |view: &MultiLabelView<'_>, rows: &[usize]| {
-        multilabel_macro_auroc(view, Some(rows)).ok_or(metrics::MetricsError::Empty {
-            metric: "macro AUROC",
-        })
-    };
+    let mut views = Vec::with_capacity(pairs.len());
+    for (i, (a, b)) in pairs.iter().enumerate() {
+        if a.len() != n * k || b.len() != n * k {
+            return Err(Error::bad(
+                "paired macro AUROC",
+                format!(
+                    "pair {i}: {} and {} scores for {n} samples x {k} columns",
+                    a.len(),
+                    b.len()
+                ),
+            ));
+        }
+        views.push((
+            MultiLabelView::new(k, &hot, a)?,
+            MultiLabelView::new(k, &hot, b)?,
+        ));
+    }
     let clusters = group_rows(groups);
-    Ok(paired_bootstrap(
+    Ok(metrics::classification::paired_mean_macro_auroc(
+        &views,
         Resampling::Groups(&clusters),
         cfg,
-        |rows| macro_of(&a, rows),
-        |rows| macro_of(&b, rows),
     )?)
 }
 

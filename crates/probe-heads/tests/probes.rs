@@ -206,4 +206,24 @@ fn paired_macro_auroc_pairs_the_resamples() {
     ] {
         assert!(err.to_string().contains("NaN"), "{err}");
     }
+    // several pairs share each resample: (good, poor) and (poor, good) cancel on every one
+    use probe_heads::eval::paired_mean_macro_auroc;
+    let pooled = paired_mean_macro_auroc(
+        &t,
+        &[(&good[..], &poor[..]), (&poor[..], &good[..])],
+        &groups,
+        &cfg,
+    )
+    .unwrap();
+    assert_eq!(pooled.difference.ci, Some((0.0, 0.0)));
+    let twice = paired_mean_macro_auroc(&t, &[(&good[..], &poor[..]); 2], &groups, &cfg).unwrap();
+    assert_eq!(twice.difference.estimate, p.difference.estimate);
+    let err = paired_mean_macro_auroc(
+        &t,
+        &[(&good[..], &poor[..]), (&good[1..], &poor[..])],
+        &groups,
+        &cfg,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("pair 1"), "{err}");
 }

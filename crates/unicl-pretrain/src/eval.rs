@@ -4,10 +4,9 @@
 use candle_core::{Device, Tensor};
 use dual_encoder::{DualEncoder, Templates, TextTokenizer, ZeroShotClassifier};
 use metrics::bootstrap::{
-    bootstrap_many, group_rows, paired_bootstrap, BootstrapConfig, Interval, PairedInterval,
-    Resampling,
+    bootstrap_many, group_rows, BootstrapConfig, Interval, PairedInterval, Resampling,
 };
-use metrics::classification::{macro_mean, multilabel_macro_auroc, MultiLabelView};
+use metrics::classification::{macro_mean, paired_mean_macro_auroc, MultiLabelView};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, PairDataset, Result};
@@ -180,21 +179,15 @@ pub fn paired_macro_auroc(
         ));
     }
     let c = a.findings.len();
-    let (va, vb) = (
+    let views = [(
         MultiLabelView::new(c, &labels, &scores_a)?,
         MultiLabelView::new(c, &labels, &scores_b)?,
-    );
-    let macro_of = |view: &MultiLabelView<'_>, rows: &[usize]| {
-        multilabel_macro_auroc(view, Some(rows)).ok_or(metrics::MetricsError::Empty {
-            metric: "macro AUROC",
-        })
-    };
+    )];
     let groups = group_rows(&a.patients);
-    Ok(paired_bootstrap(
+    Ok(paired_mean_macro_auroc(
+        &views,
         Resampling::Groups(&groups),
         cfg,
-        |rows| macro_of(&va, rows),
-        |rows| macro_of(&vb, rows),
     )?)
 }
 

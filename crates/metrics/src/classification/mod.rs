@@ -2,6 +2,7 @@
 
 pub mod multiclass;
 pub mod multilabel;
+pub mod paired;
 pub mod ranking;
 pub(crate) mod sort;
 pub mod state;
@@ -12,6 +13,7 @@ pub use multilabel::{
     multilabel_macro_auroc, multilabel_ranking, MultiLabelCounts, MultiLabelRanking,
     MultiLabelView,
 };
+pub use paired::paired_mean_macro_auroc;
 pub use ranking::{
     auroc, average_precision, best_f1_threshold, confusion_at_thresholds, precision_recall_curve,
     ranking_scores, roc_curve, BestThreshold, CurvePoint, PrCurve, RankingScores, RocCurve,

@@ -57,6 +57,11 @@ impl<'a> MultiLabelView<'a> {
         self.y_true.len() / self.n_labels
     }
 
+    /// The truth, row-major `[n_samples, n_labels]` (`None` = missing).
+    pub fn y_true(&self) -> &'a [Option<bool>] {
+        self.y_true
+    }
+
     /// The non-missing (truth, score) pairs of `label` over the given sample rows (all rows
     /// when `rows` is `None`; a row may repeat, as in a bootstrap resample).
     pub fn column(&self, label: usize, rows: Option<&[usize]>) -> (Vec<bool>, Vec<f64>) {
