@@ -15,7 +15,7 @@ use cxr_core::ranges::at_least_one;
 use cxr_core::Encoder;
 use cxr_data::{Manifest, ManifestSpec, Split};
 use metrics::bootstrap::BootstrapConfig;
-use probe_heads::eval::{evaluate, logreg_probe, paired_macro_auroc};
+use probe_heads::eval::{evaluate, logreg_probe, paired_mean_macro_auroc};
 use probe_heads::extract::{extract_cached, ExtractConfig};
 use probe_heads::knn::{knn_scores, KnnConfig};
 use probe_heads::linear::{fit_seeds, mean_std, LinearProbeConfig};
@@ -29,8 +29,11 @@ use vit_backbone::{encoder_kind, open_encoder, Dinov2Config, Dinov2Model};
 #[command(about = "Frozen-feature probes on cxr-findings, beside the README's baselines")]
 struct Args {
     /// Encoder folder (HF DINOv2, DaViT or MI2); default models/cxr-dino-vit-tiny if present.
+    /// Give it N times with N --baseline folders to compare N pairs (say, seeds of one
+    /// pretraining recipe, each against its own initialisation): each pair gets its paired
+    /// table, and the mean paired difference over the pairs gets one more.
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// The cxr-findings pack.
     #[arg(long, default_value = "../shared/data/cxr-findings")]
     data: PathBuf,
@@ -48,9 +51,10 @@ struct Args {
     bootstrap: usize,
     /// Baseline encoder folder (any kind --model takes) for a paired comparison with --model; default: the
     /// seeded random-init ViT-tiny/14. To test a pretraining run against its own random
-    /// initialisation, pass the folder `pretrain_dino --export-init` wrote.
+    /// initialisation, pass the folder `pretrain_dino --export-init` wrote. Give one per --model
+    /// to compare several pairs.
     #[arg(long)]
-    baseline: Option<PathBuf>,
+    baseline: Vec<PathBuf>,
     /// Output stem for <stem>.md / <stem>.csv (and <stem>_paired.md with a model).
     #[arg(long, default_value = "target/probe_findings")]
     out: PathBuf,
@@ -116,26 +120,39 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     };
     let default_model = PathBuf::from("models/cxr-dino-vit-tiny");
-    let model_dir = args
-        .model
-        .clone()
-        .or(default_model.exists().then_some(default_model));
+    let models = if args.model.is_empty() && default_model.exists() {
+        vec![default_model]
+    } else {
+        args.model.clone()
+    };
+    if args.baseline.len() > models.len().max(1)
+        || (models.len() > 1 && args.baseline.len() != models.len())
+    {
+        return Err(anyhow!(
+            "{} --model and {} --baseline folders: several models need one baseline each",
+            models.len(),
+            args.baseline.len()
+        ));
+    }
+    // encoders 2i and 2i + 1 are pair i: a model and its baseline
     let mut encoders: Vec<(String, Box<dyn Encoder>)> = Vec::new();
-    if let Some(dir) = &model_dir {
+    for (i, dir) in models.iter().enumerate() {
         encoders.push((
             format!("{} {}", encoder_kind(dir)?, dir.display()),
             open_encoder(dir, DType::F32, &Device::Cpu)?,
         ));
+        if let Some(base) = args.baseline.get(i) {
+            encoders.push((
+                format!("baseline {}", base.display()),
+                open_encoder(base, DType::F32, &Device::Cpu)?,
+            ));
+        }
     }
-    match &args.baseline {
-        Some(dir) => encoders.push((
-            format!("baseline {}", dir.display()),
-            open_encoder(dir, DType::F32, &Device::Cpu)?,
-        )),
-        None => encoders.push((
+    if args.baseline.is_empty() {
+        encoders.push((
             "ViT-tiny/14 random init (seed 0)".into(),
             Box::new(random_vit_tiny(0)?),
-        )),
+        ));
     }
     encoders.push((
         "raw pixels 32x32".into(),
@@ -276,8 +293,10 @@ fn main() -> anyhow::Result<()> {
         None,
     )?;
     write_tables(&rows, &args.out)?;
-    if model_dir.is_some() {
-        let table = paired_table(&encoders[0].0, &encoders[1].0, &kept, &yte, &groups, &boot)?;
+    if !models.is_empty() {
+        let names: Vec<&str> = encoders.iter().map(|e| e.0.as_str()).collect();
+        let pairs: Vec<(usize, usize)> = (0..models.len()).map(|i| (2 * i, 2 * i + 1)).collect();
+        let table = paired_tables(&names, &pairs, &kept, &yte, &groups, &boot)?;
         println!("{table}");
         let mut path = args.out.clone().into_os_string();
         path.push("_paired.md");
@@ -294,38 +313,70 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Markdown table of the paired patient-level bootstrap of macro AUROC, encoder 0 (the
-/// model) − encoder 1 (the baseline), for each probe both were scored with.
-fn paired_table(
-    model: &str,
-    baseline: &str,
+/// Markdown tables of the paired patient-level bootstrap of macro AUROC, model − baseline,
+/// for each probe both were scored with: one per pair of encoders, and with several pairs one
+/// more for their mean difference, each resample shared by all pairs.
+fn paired_tables(
+    names: &[&str],
+    pairs: &[(usize, usize)],
     kept: &[(usize, String, Vec<f64>)],
     targets: &Targets,
     groups: &[String],
     boot: &BootstrapConfig,
 ) -> anyhow::Result<String> {
-    let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
-    let mut t = format!(
-        "Paired patient-level bootstrap ({} resamples), test macro AUROC: A = {model}, B = {baseline}\n\n\
-         | probe | A | B | A − B (95% CI) | resamples with A − B ≤ 0 |\n|---|---|---|---|---|\n",
-        boot.n_resamples
-    );
-    for (_, probe, a) in kept.iter().filter(|k| k.0 == 0) {
-        let Some((_, _, b)) = kept.iter().find(|k| k.0 == 1 && &k.1 == probe) else {
-            continue;
-        };
-        let p = paired_macro_auroc(targets, a, b, groups, boot)?;
-        let d = &p.difference;
-        let ci =
-            d.ci.map_or("-".into(), |(lo, hi)| format!("[{lo:+.3}, {hi:+.3}]"));
-        t.push_str(&format!(
-            "| {probe} | {} | {} | {} {ci} | {} |\n",
-            f(p.a.estimate),
-            f(p.b.estimate),
-            d.estimate.map_or("-".into(), |v| format!("{v:+.3}")),
-            p.fraction_a_not_better
-                .map_or("-".into(), |v| format!("{:.1}%", 100.0 * v)),
+    let scores = |e: usize, probe: &str| {
+        kept.iter()
+            .find(|k| k.0 == e && k.1 == probe)
+            .map(|k| k.2.as_slice())
+    };
+    let probes: Vec<&str> = kept
+        .iter()
+        .filter(|k| k.0 == pairs[0].0)
+        .map(|k| k.1.as_str())
+        .collect();
+    let mut out = Vec::new();
+    let mut tables: Vec<(String, Vec<(usize, usize)>)> = pairs
+        .iter()
+        .map(|&(a, b)| (format!("A = {}, B = {}", names[a], names[b]), vec![(a, b)]))
+        .collect();
+    if pairs.len() > 1 {
+        tables.push((
+            format!(
+                "A and B = the means over the {} pairs above (the mean paired difference)",
+                pairs.len()
+            ),
+            pairs.to_vec(),
         ));
     }
-    Ok(t)
+    let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+    for (what, members) in tables {
+        let mut t = format!(
+            "Paired patient-level bootstrap ({} resamples), test macro AUROC: {what}\n\n\
+             | probe | A | B | A − B (95% CI) | resamples with A − B ≤ 0 |\n|---|---|---|---|---|\n",
+            boot.n_resamples
+        );
+        for probe in &probes {
+            let Some(pair_scores) = members
+                .iter()
+                .map(|&(a, b)| Some((scores(a, probe)?, scores(b, probe)?)))
+                .collect::<Option<Vec<_>>>()
+            else {
+                continue;
+            };
+            let p = paired_mean_macro_auroc(targets, &pair_scores, groups, boot)?;
+            let d = &p.difference;
+            let ci =
+                d.ci.map_or("-".into(), |(lo, hi)| format!("[{lo:+.3}, {hi:+.3}]"));
+            t.push_str(&format!(
+                "| {probe} | {} | {} | {} {ci} | {} |\n",
+                f(p.a.estimate),
+                f(p.b.estimate),
+                d.estimate.map_or("-".into(), |v| format!("{v:+.3}")),
+                p.fraction_a_not_better
+                    .map_or("-".into(), |v| format!("{:.1}%", 100.0 * v)),
+            ));
+        }
+        out.push(t);
+    }
+    Ok(out.join("\n"))
 }
