@@ -39,7 +39,7 @@ use seg_decoders::{train_segmentation, HeadConfig, SegBatch, TrainOptions};
 use vit_backbone::{encoder_kind, open_encoder, Dinov2Config, Dinov2Model, EncoderKind};
 
 use data::Sample;
-use scoring::{fmt, paired, score, to_native, Scores};
+use scoring::{fmt, paired_mean, score, to_native, Scored, Scores};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum HeadKind {
@@ -69,9 +69,11 @@ struct Args {
     /// Encoder: a Hugging Face DINOv2 folder (config.json, model.safetensors,
     /// preprocessor_config.json), or a DaViT / MI2 folder for frozen heads (--fine-tune needs
     /// DINOv2). Default: models/cxr-dino-vit-tiny of the workspace if it exists, else a
-    /// random-init ViT-tiny/14 (HF DINOv2 init, seeded).
+    /// random-init ViT-tiny/14 (HF DINOv2 init, seeded). Give it N times with N --baseline
+    /// folders to compare N pairs (frozen heads; figures from the first): each pair gets its
+    /// paired differences, and their mean over the pairs one more row per head.
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// Use the random-init encoder even when a default model folder exists.
     #[arg(long)]
     random_encoder: bool,
@@ -80,8 +82,9 @@ struct Args {
     /// epochs), and each head's Dice difference (encoder − baseline) gets a paired
     /// patient-clustered bootstrap. To test a pretraining run against its own random
     /// initialisation, pass the folder `pretrain_dino --export-init` wrote. Frozen heads only.
+    /// Give one per --model to compare several pairs.
     #[arg(long)]
-    baseline: Option<String>,
+    baseline: Vec<String>,
     /// Square input side (a multiple of the patch size 14).
     #[arg(long, default_value_t = 224, value_parser = at_least_one::<usize>)]
     size: usize,
@@ -176,7 +179,7 @@ fn random_vit_tiny(size: usize, seed: u64, dev: &Device) -> anyhow::Result<Dinov
 /// `None` means the seeded random ViT-tiny.
 fn model_dir(a: &Args) -> Option<PathBuf> {
     let default = workspace_root().join("models/cxr-dino-vit-tiny");
-    match (&a.model, a.random_encoder) {
+    match (a.model.first(), a.random_encoder) {
         (Some(d), _) => Some(d.clone()),
         (None, false) if default.join("config.json").exists() => Some(default),
         _ => None,
@@ -230,10 +233,7 @@ fn encoder_from(
         Some(d) => {
             let m = open_encoder(&d, DType::F32, dev)
                 .with_context(|| format!("loading encoder from {}", d.display()))?;
-            let name = d
-                .file_name()
-                .map_or("model".into(), |n| n.to_string_lossy().into_owned());
-            (m, name)
+            (m, d.display().to_string())
         }
         None => (
             Box::new(random_vit_tiny(a.size, a.seed, dev)?),
@@ -301,6 +301,18 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let dev = Device::Cpu;
     let t0 = Instant::now();
+    if a.baseline.len() > a.model.len().max(1)
+        || (a.model.len() > 1 && a.baseline.len() != a.model.len())
+    {
+        bail!(
+            "{} --model and {} --baseline: several models need one baseline each",
+            a.model.len(),
+            a.baseline.len()
+        );
+    }
+    if a.fine_tune && !a.baseline.is_empty() {
+        bail!("--baseline compares frozen encoders; drop --fine-tune");
+    }
     if a.fine_tune {
         if let Some(dir) = model_dir(&a) {
             let kind = encoder_kind(&dir)?;
@@ -384,38 +396,63 @@ fn main() -> anyhow::Result<()> {
         rows.push(row);
     }
     let mut paired_rows = Vec::new();
-    if let Some(spec) = &a.baseline {
-        if a.fine_tune {
-            bail!("--baseline compares frozen encoders; drop --fine-tune");
-        }
-        let (base, base_name) = load_baseline(spec, &a, &dev)?;
-        let base_patch = base.feature_info().patch_stride;
-        if base_patch != patch {
-            bail!("--baseline {spec}: patch stride {base_patch} but the encoder's is {patch}");
-        }
-        // the baseline's own normalisation, on the same images and masks
-        let bproc = data::square_processor(&base.preprocessing(), a.size);
-        let bsamples = data::load(&data, &bproc, a.size)
-            .with_context(|| format!("loading {}", data.display()))?;
-        let (btrain, bval, btest) = splits(&bsamples, &a);
-        let bsets = Sets::new(&a, &btrain, &bval, &btest, &dev)?;
-        for &(kind, i) in &per_head {
-            let row = fit_head(
+    // per pair, the row of each head for the model and for its baseline
+    let mut pairs: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+    for (p, spec) in a.baseline.iter().enumerate() {
+        let model_rows = if p == 0 {
+            per_head.iter().map(|&(_, i)| i).collect()
+        } else {
+            let (enc, name) = encoder_from(Some(a.model[p].clone()), &a, &dev)?;
+            fit_frozen_heads(
                 &a,
-                kind,
-                base.as_ref(),
-                &base_name,
-                &bsets,
+                enc.as_ref(),
+                &name,
+                patch,
+                &data,
                 &boot,
                 &dev,
-                false,
-            )?;
-            let (c, r) = (
-                paired(&rows[i].scores.complete, &row.scores.complete, &boot)?,
-                paired(&rows[i].scores.roi, &row.scores.roi, &boot)?,
-            );
-            paired_rows.push((describe(kind, &a), c, r));
-            rows.push(row);
+                &mut rows,
+            )?
+        };
+        let (base, base_name) = load_baseline(spec, &a, &dev)?;
+        let base_rows = fit_frozen_heads(
+            &a,
+            base.as_ref(),
+            &base_name,
+            patch,
+            &data,
+            &boot,
+            &dev,
+            &mut rows,
+        )?;
+        pairs.push((model_rows, base_rows));
+    }
+    for (h, &(kind, _)) in per_head.iter().enumerate() {
+        let of = |members: &[(Vec<usize>, Vec<usize>)], view: fn(&Scores) -> &Scored| {
+            members
+                .iter()
+                .map(|(m, b)| (view(&rows[m[h]].scores), view(&rows[b[h]].scores)))
+                .collect::<Vec<_>>()
+        };
+        for (p, pair) in pairs.iter().enumerate() {
+            let label = if pairs.len() > 1 {
+                format!("{}, pair {}", describe(kind, &a), p + 1)
+            } else {
+                describe(kind, &a)
+            };
+            let one = std::slice::from_ref(pair);
+            paired_rows.push((
+                label,
+                paired_mean(&of(one, |s| &s.complete), &boot)?,
+                paired_mean(&of(one, |s| &s.roi), &boot)?,
+            ));
+        }
+        if pairs.len() > 1 {
+            paired_rows.push((
+                format!("{}, mean of the {} pairs", describe(kind, &a), pairs.len()),
+                paired_mean(&of(&pairs, |s| &s.complete), &boot)?,
+                paired_mean(&of(&pairs, |s| &s.roi), &boot)?,
+            ));
         }
     }
     println!();
@@ -451,6 +488,37 @@ fn splits<'s>(
         .filter(|s| a.train_masks == TrainMasks::All || s.complete)
         .collect();
     (train, pick(Split::Val), pick(Split::Test))
+}
+
+/// Fits every head of --heads on a frozen `encoder` (no figures), on the same images and masks
+/// as the first encoder but with its own normalisation; pushes the rows and returns their
+/// indices, in --heads order.
+#[allow(clippy::too_many_arguments)]
+fn fit_frozen_heads(
+    a: &Args,
+    encoder: &dyn Encoder,
+    name: &str,
+    patch: usize,
+    data: &Path,
+    boot: &BootstrapConfig,
+    dev: &Device,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<Vec<usize>> {
+    let own = encoder.feature_info().patch_stride;
+    if own != patch {
+        bail!("{name}: patch stride {own} but the first encoder's is {patch}");
+    }
+    let processor = data::square_processor(&encoder.preprocessing(), a.size);
+    let samples = data::load(data, &processor, a.size)
+        .with_context(|| format!("loading {}", data.display()))?;
+    let (train, val, test) = splits(&samples, a);
+    let sets = Sets::new(a, &train, &val, &test, dev)?;
+    let mut out = Vec::new();
+    for &kind in &a.heads {
+        out.push(rows.len());
+        rows.push(fit_head(a, kind, encoder, name, &sets, boot, dev, false)?);
+    }
+    Ok(out)
 }
 
 /// Batches of the three splits, as one encoder's preprocessing made them.

@@ -71,17 +71,37 @@ fn scored(values: &[f64], patients: &[&str], cfg: &BootstrapConfig) -> anyhow::R
     })
 }
 
-/// Paired patient-clustered bootstrap of mean Dice, A − B, over the same test images.
-pub fn paired(a: &Scored, b: &Scored, cfg: &BootstrapConfig) -> anyhow::Result<PairedInterval> {
-    if a.patient_of != b.patient_of {
-        anyhow::bail!("paired Dice: the two runs scored different test images");
+/// Paired patient-clustered bootstrap of mean Dice, A − B, over the same test images, for
+/// one pair or several (say, seeds of one pretraining recipe, each against its own
+/// initialisation): A and B are the means over the pairs, so the difference is the mean
+/// paired difference, and each resample of patients scores every pair on the same images.
+pub fn paired_mean(
+    pairs: &[(&Scored, &Scored)],
+    cfg: &BootstrapConfig,
+) -> anyhow::Result<PairedInterval> {
+    let Some((first, _)) = pairs.first() else {
+        anyhow::bail!("paired Dice: no pair to compare");
+    };
+    if pairs
+        .iter()
+        .any(|(a, b)| a.patient_of != first.patient_of || b.patient_of != first.patient_of)
+    {
+        anyhow::bail!("paired Dice: the runs scored different test images");
     }
-    let groups = group_rows(&a.patient_of);
+    let mean_of = |side: &[&Scored], rows: &[usize]| {
+        Ok(side
+            .iter()
+            .map(|s| mean_over(&s.per_image, rows))
+            .sum::<f64>()
+            / side.len() as f64)
+    };
+    let (a, b): (Vec<&Scored>, Vec<&Scored>) = pairs.iter().copied().unzip();
+    let groups = group_rows(&first.patient_of);
     Ok(paired_bootstrap(
         Resampling::Groups(&groups),
         cfg,
-        |rows| Ok(mean_over(&a.per_image, rows)),
-        |rows| Ok(mean_over(&b.per_image, rows)),
+        |rows| mean_of(&a, rows),
+        |rows| mean_of(&b, rows),
     )?)
 }
 
