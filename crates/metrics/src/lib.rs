@@ -9,7 +9,9 @@
 //! - [`text`]: corpus BLEU-1..4 (pycocoevalcap's `Bleu(4)` arithmetic on this crate's
 //!   tokenisation), ROUGE-L as Google's `rouge-score` (with or without its Porter
 //!   stemmer) and pycocoevalcap's ROUGE-L.
-//! - [`bootstrap`]: percentile CIs (plain, clustered by patient, paired) for any metric.
+//! - [`bootstrap`]: percentile CIs (plain, clustered by patient, paired) for any metric;
+//!   [`classification::paired_mean_macro_auroc`] pairs macro AUROCs, one pair or the mean of
+//!   several (seeds of one recipe) on shared resamples.
 //! - [`table`]: the CSV → JSON scoring used by the `score` example.
 //!
 //! Every metric is a pure function plus an accumulating state with `update` per batch and
