@@ -37,7 +37,7 @@ use metrics::bootstrap::BootstrapConfig;
 use train_utils::{fingerprint, record_run_input};
 use unicl_loss::{LossKind, PromptTemplates, TextUnit};
 use unicl_pretrain::eval::{
-    auroc_report, display_name, paired_macro_auroc, zero_shot_scores, AurocReport, ScoreFile,
+    auroc_report, display_name, paired_mean_macro_auroc, zero_shot_scores, AurocReport, ScoreFile,
 };
 use unicl_pretrain::{
     run, train_clip_bpe, untrained_tokens, ImageTowerConfig, LoopOptions, PairDataset, PairSource,
@@ -239,7 +239,9 @@ struct CompareArgs {
     /// `NAME=PATH` of a score file (test_step0.json / test_final.json); repeat.
     #[arg(long = "score", required = true)]
     scores: Vec<String>,
-    /// `A,B`: paired bootstrap of macro AUROC A − B; repeat.
+    /// `A,B`: paired bootstrap of macro AUROC A − B; repeat. `A1,B1+A2,B2+…` (say, seeds of
+    /// one recipe, each against its own untrained model): the mean paired difference over
+    /// the pairs, each resample shared by all of them.
     #[arg(long = "diff")]
     diffs: Vec<String>,
     #[arg(long, default_value_t = 1000, value_parser = at_least_one::<usize>)]
@@ -710,19 +712,32 @@ fn compare(a: CompareArgs) -> anyhow::Result<()> {
         }
         println!();
     }
+    let get = |n: &str| {
+        runs.iter()
+            .find(|r| r.0 == n)
+            .map(|r| &r.1)
+            .ok_or_else(|| anyhow!("no score named {n}"))
+    };
     for d in &a.diffs {
-        let (x, y) = d
-            .split_once(',')
-            .ok_or_else(|| anyhow!("--diff {d}: expected A,B"))?;
-        let get = |n: &str| {
-            runs.iter()
-                .find(|r| r.0 == n)
-                .map(|r| &r.1)
-                .ok_or_else(|| anyhow!("no score named {n}"))
+        let mut pairs = Vec::new();
+        for pair in d.split('+') {
+            let (x, y) = pair
+                .split_once(',')
+                .ok_or_else(|| anyhow!("--diff {d}: expected A,B or A1,B1+A2,B2+…"))?;
+            pairs.push((get(x)?, get(y)?));
+        }
+        let p = paired_mean_macro_auroc(&pairs, &boot)?;
+        let what = if pairs.len() == 1 {
+            format!("macro AUROC {}", d.replace(',', " − "))
+        } else {
+            format!(
+                "mean over {} pairs ({}) of the macro AUROC difference",
+                pairs.len(),
+                d.replace(',', " − ").replace('+', ", ")
+            )
         };
-        let p = paired_macro_auroc(get(x)?, get(y)?, &boot)?;
         println!(
-            "\npaired bootstrap (patients, {} resamples), macro AUROC {x} − {y}: {} ; fraction of resamples with {x} ≤ {y}: {:.3}",
+            "\npaired bootstrap (patients, {} resamples), {what}: {} ; fraction of resamples with a difference ≤ 0: {:.3}",
             a.resamples,
             fmt_iv(&p.difference),
             p.fraction_a_not_better.unwrap_or(f64::NAN)

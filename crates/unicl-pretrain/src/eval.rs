@@ -6,7 +6,7 @@ use dual_encoder::{DualEncoder, Templates, TextTokenizer, ZeroShotClassifier};
 use metrics::bootstrap::{
     bootstrap_many, group_rows, BootstrapConfig, Interval, PairedInterval, Resampling,
 };
-use metrics::classification::{macro_mean, paired_mean_macro_auroc, MultiLabelView};
+use metrics::classification::{macro_mean, MultiLabelView};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, PairDataset, Result};
@@ -171,20 +171,47 @@ pub fn paired_macro_auroc(
     b: &ScoreFile,
     cfg: &BootstrapConfig,
 ) -> Result<PairedInterval> {
-    let (labels, scores_a) = flattened(a)?;
-    let (_, scores_b) = flattened(b)?;
-    if a.patients != b.patients || a.labels != b.labels || a.findings != b.findings {
-        return Err(Error::Invalid(
-            "the two score files are not over the same samples, labels and findings".into(),
-        ));
+    paired_mean_macro_auroc(&[(a, b)], cfg)
+}
+
+/// [`paired_macro_auroc`] for several pairs of score files over the same rows (say, seeds of
+/// one recipe, each against its own untrained model): A and B are the mean macro AUROCs over
+/// the pairs, so the difference is the mean paired difference, each resample of patients
+/// shared by every pair.
+pub fn paired_mean_macro_auroc(
+    pairs: &[(&ScoreFile, &ScoreFile)],
+    cfg: &BootstrapConfig,
+) -> Result<PairedInterval> {
+    let Some(&(first, _)) = pairs.first() else {
+        return Err(Error::Invalid("no pair of score files to compare".into()));
+    };
+    let mut flat = Vec::with_capacity(pairs.len());
+    for &(a, b) in pairs {
+        for f in [a, b] {
+            if f.patients != first.patients
+                || f.labels != first.labels
+                || f.findings != first.findings
+            {
+                return Err(Error::Invalid(
+                    "the score files are not over the same samples, labels and findings".into(),
+                ));
+            }
+        }
+        flat.push((flattened(a)?.1, flattened(b)?.1));
     }
-    let c = a.findings.len();
-    let views = [(
-        MultiLabelView::new(c, &labels, &scores_a)?,
-        MultiLabelView::new(c, &labels, &scores_b)?,
-    )];
-    let groups = group_rows(&a.patients);
-    Ok(paired_mean_macro_auroc(
+    let labels = flattened(first)?.0;
+    let c = first.findings.len();
+    let views = flat
+        .iter()
+        .map(|(a, b)| {
+            Ok((
+                MultiLabelView::new(c, &labels, a)?,
+                MultiLabelView::new(c, &labels, b)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let groups = group_rows(&first.patients);
+    Ok(metrics::classification::paired_mean_macro_auroc(
         &views,
         Resampling::Groups(&groups),
         cfg,
@@ -260,6 +287,12 @@ mod tests {
         let p = paired_macro_auroc(&good, &poor, &cfg()).unwrap();
         let (lo, _) = p.difference.ci.unwrap();
         assert!(lo > 0.0, "{p:?}");
+        // several pairs share each resample: (good, poor) and (poor, good) cancel on every one
+        let cancel = paired_mean_macro_auroc(&[(&good, &poor), (&poor, &good)], &cfg()).unwrap();
+        assert_eq!(cancel.difference.ci, Some((0.0, 0.0)));
+        let twice = paired_mean_macro_auroc(&[(&good, &poor); 2], &cfg()).unwrap();
+        assert_eq!(twice.difference.estimate, p.difference.estimate);
+        assert!(paired_mean_macro_auroc(&[], &cfg()).is_err());
     }
 
     #[test]
@@ -268,6 +301,7 @@ mod tests {
         let mut other = file(0.0);
         other.patients.swap(0, 39);
         assert!(paired_macro_auroc(&good, &other, &cfg()).is_err());
+        assert!(paired_mean_macro_auroc(&[(&good, &good), (&good, &other)], &cfg()).is_err());
         let mut short = file(0.0);
         short.scores[3].pop();
         assert!(auroc_report(&short, &cfg()).is_err());
