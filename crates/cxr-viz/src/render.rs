@@ -466,6 +466,130 @@ pub fn scatter(
     })
 }
 
+/// One row of an [`intervals`] plot: an estimate with its confidence interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntervalRow {
+    /// What the row measures, written beside it.
+    pub label: String,
+    /// The point estimate.
+    pub estimate: f64,
+    /// The interval, `(lower, upper)`.
+    pub ci: (f64, f64),
+    /// Drawn darker and thicker (a pooled or summary row).
+    pub emphasis: bool,
+}
+
+fn draw_intervals<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    rows: &[IntervalRow],
+    title: &str,
+    x_desc: &str,
+) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (lo, hi) = rows.iter().fold((0.0f64, 0.0f64), |(lo, hi), r| {
+        (lo.min(r.ci.0), hi.max(r.ci.1))
+    });
+    let pad = if hi > lo { 0.08 * (hi - lo) } else { 1.0 };
+    let n = rows.len();
+    let label_width = rows
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size((label_width as u32 * 7).clamp(60, 420))
+        .build_cartesian_2d((lo - pad)..(hi + pad), -0.5f64..(n as f64 - 0.5))
+        .map_err(|e| e.to_string())?;
+    // row 0 at the top: y = n - 1 - i
+    let y_of = |i: usize| (n - 1 - i) as f64;
+    let label_of = |y: &f64| {
+        let i = n as f64 - 1.0 - y.round();
+        if (y - y.round()).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+            rows[i as usize].label.clone()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .light_line_style(WHITE)
+        .y_labels(n)
+        .y_label_formatter(&label_of)
+        .x_desc(x_desc)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, -0.5), (0.0, n as f64 - 0.5)],
+            BLACK.mix(0.5).stroke_width(1),
+        )))
+        .map_err(|e| e.to_string())?;
+    for (i, r) in rows.iter().enumerate() {
+        let y = y_of(i);
+        let (colour, width, radius) = if r.emphasis {
+            (BLACK.to_rgba(), 3, 6)
+        } else {
+            (Palette99::pick(4).to_rgba(), 2, 4)
+        };
+        chart
+            .draw_series([
+                PathElement::new(vec![(r.ci.0, y), (r.ci.1, y)], colour.stroke_width(width))
+                    .into_dyn(),
+                Circle::new((r.estimate, y), radius, colour.filled()).into_dyn(),
+            ])
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// A forest plot: one horizontal interval with its estimate per row, top to bottom, and a
+/// vertical line at zero (for differences: left of it, the second system is ahead). Written
+/// as PNG or SVG according to the extension of `path`; its height grows with the rows.
+pub fn intervals(rows: &[IntervalRow], title: &str, x_desc: &str, path: &Path) -> Result<()> {
+    if rows.is_empty() {
+        return Err(Error::bad("intervals", "no row to draw"));
+    }
+    if let Some(r) = rows
+        .iter()
+        .find(|r| ![r.estimate, r.ci.0, r.ci.1].iter().all(|v| v.is_finite()) || r.ci.0 > r.ci.1)
+    {
+        return Err(Error::bad(
+            "intervals",
+            format!(
+                "row {:?}: estimate {} and interval {:?} must be finite, lower ≤ upper",
+                r.label, r.estimate, r.ci
+            ),
+        ));
+    }
+    let size = (900, 90 + 28 * rows.len() as u32);
+    let is_svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let result = if is_svg {
+        draw_intervals(
+            SVGBackend::new(path, size).into_drawing_area(),
+            rows,
+            title,
+            x_desc,
+        )
+    } else {
+        draw_intervals(
+            BitMapBackend::new(path, size).into_drawing_area(),
+            rows,
+            title,
+            x_desc,
+        )
+    };
+    result.map_err(|reason| Error::Write {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -508,5 +632,40 @@ mod tests {
             (300, 200)
         )
         .is_err());
+    }
+
+    #[test]
+    fn writes_png_and_svg_interval_plots_and_rejects_bad_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |label: &str, estimate, ci, emphasis| IntervalRow {
+            label: label.into(),
+            estimate,
+            ci,
+            emphasis,
+        };
+        let rows = vec![
+            row("seed 0", 0.02, (-0.03, 0.07), false),
+            row("seed 1", -0.01, (-0.06, 0.04), false),
+            row("mean of 2", 0.005, (-0.02, 0.03), true),
+        ];
+        let png = dir.path().join("f.png");
+        intervals(&rows, "paired", "difference", &png).unwrap();
+        let img = image::open(&png).unwrap();
+        assert_eq!((img.width(), img.height()), (900, 90 + 28 * 3));
+        let svg = dir.path().join("f.svg");
+        intervals(&rows, "paired", "difference", &svg).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        for label in ["seed 0", "seed 1", "mean of 2", "difference"] {
+            assert!(text.contains(label), "{label} missing from the SVG");
+        }
+        let bad = dir.path().join("bad.png");
+        assert!(intervals(&[], "t", "x", &bad).is_err());
+        for r in [
+            row("nan", f64::NAN, (0.0, 1.0), false),
+            row("inverted", 0.5, (1.0, 0.0), false),
+        ] {
+            let err = intervals(&[r], "t", "x", &bad).unwrap_err();
+            assert!(err.to_string().contains("finite, lower"), "{err}");
+        }
     }
 }
