@@ -14,6 +14,7 @@ use clap::Parser;
 use cxr_core::ranges::at_least_one;
 use cxr_core::Encoder;
 use cxr_data::{Manifest, ManifestSpec, Split};
+use cxr_viz::render::IntervalRow;
 use metrics::bootstrap::BootstrapConfig;
 use probe_heads::eval::{evaluate, logreg_probe, paired_mean_macro_auroc};
 use probe_heads::extract::{extract_cached, ExtractConfig};
@@ -296,12 +297,25 @@ fn main() -> anyhow::Result<()> {
     if !models.is_empty() {
         let names: Vec<&str> = encoders.iter().map(|e| e.0.as_str()).collect();
         let pairs: Vec<(usize, usize)> = (0..models.len()).map(|i| (2 * i, 2 * i + 1)).collect();
-        let table = paired_tables(&names, &pairs, &kept, &yte, &groups, &boot)?;
+        let (table, plot) = paired_tables(&names, &pairs, &kept, &yte, &groups, &boot)?;
         println!("{table}");
-        let mut path = args.out.clone().into_os_string();
-        path.push("_paired.md");
-        std::fs::write(&path, &table)
-            .with_context(|| format!("writing {}", path.to_string_lossy()))?;
+        let stem = |ext: &str| {
+            let mut path = args.out.clone().into_os_string();
+            path.push(format!("_paired.{ext}"));
+            PathBuf::from(path)
+        };
+        std::fs::write(stem("md"), &table)
+            .with_context(|| format!("writing {}", stem("md").display()))?;
+        if pairs.len() > 1 {
+            for ext in ["png", "svg"] {
+                cxr_viz::render::intervals(
+                    &plot,
+                    "Test macro AUROC, model − baseline (95% patient-level CI)",
+                    "paired difference",
+                    &stem(ext),
+                )?;
+            }
+        }
     }
     let auroc: Vec<ResultRow> = rows.into_iter().filter(|r| r.metric == "AUROC").collect();
     println!("{}", to_markdown(&auroc));
@@ -315,7 +329,8 @@ fn main() -> anyhow::Result<()> {
 
 /// Markdown tables of the paired patient-level bootstrap of macro AUROC, model − baseline,
 /// for each probe both were scored with: one per pair of encoders, and with several pairs one
-/// more for their mean difference, each resample shared by all pairs.
+/// more for their mean difference, each resample shared by all pairs. Also the differences as
+/// forest-plot rows, grouped by probe.
 fn paired_tables(
     names: &[&str],
     pairs: &[(usize, usize)],
@@ -323,7 +338,7 @@ fn paired_tables(
     targets: &Targets,
     groups: &[String],
     boot: &BootstrapConfig,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Vec<IntervalRow>)> {
     let scores = |e: usize, probe: &str| {
         kept.iter()
             .find(|k| k.0 == e && k.1 == probe)
@@ -335,12 +350,20 @@ fn paired_tables(
         .map(|k| k.1.as_str())
         .collect();
     let mut out = Vec::new();
-    let mut tables: Vec<(String, Vec<(usize, usize)>)> = pairs
+    // (short name, what A and B are, the pairs averaged)
+    type Table = (String, String, Vec<(usize, usize)>);
+    let mut tables: Vec<Table> = pairs
         .iter()
-        .map(|&(a, b)| (format!("A = {}, B = {}", names[a], names[b]), vec![(a, b)]))
+        .enumerate()
+        .map(|(i, &(a, b))| {
+            let short = format!("pair {}", i + 1);
+            let what = format!("{short}, A = {}, B = {}", names[a], names[b]);
+            (short, what, vec![(a, b)])
+        })
         .collect();
     if pairs.len() > 1 {
         tables.push((
+            format!("mean of {}", pairs.len()),
             format!(
                 "A and B = the means over the {} pairs above (the mean paired difference)",
                 pairs.len()
@@ -348,14 +371,15 @@ fn paired_tables(
             pairs.to_vec(),
         ));
     }
+    let mut plot: Vec<(usize, IntervalRow)> = Vec::new();
     let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
-    for (what, members) in tables {
+    for (short, what, members) in tables {
         let mut t = format!(
             "Paired patient-level bootstrap ({} resamples), test macro AUROC: {what}\n\n\
              | probe | A | B | A − B (95% CI) | resamples with A − B ≤ 0 |\n|---|---|---|---|---|\n",
             boot.n_resamples
         );
-        for probe in &probes {
+        for (pi, probe) in probes.iter().enumerate() {
             let Some(pair_scores) = members
                 .iter()
                 .map(|&(a, b)| Some((scores(a, probe)?, scores(b, probe)?)))
@@ -365,6 +389,17 @@ fn paired_tables(
             };
             let p = paired_mean_macro_auroc(targets, &pair_scores, groups, boot)?;
             let d = &p.difference;
+            if let (Some(estimate), Some(ci)) = (d.estimate, d.ci) {
+                plot.push((
+                    pi,
+                    IntervalRow {
+                        label: format!("{probe} · {short}"),
+                        estimate,
+                        ci,
+                        emphasis: members.len() > 1,
+                    },
+                ));
+            }
             let ci =
                 d.ci.map_or("-".into(), |(lo, hi)| format!("[{lo:+.3}, {hi:+.3}]"));
             t.push_str(&format!(
@@ -378,5 +413,6 @@ fn paired_tables(
         }
         out.push(t);
     }
-    Ok(out.join("\n"))
+    plot.sort_by_key(|(probe, _)| *probe);
+    Ok((out.join("\n"), plot.into_iter().map(|(_, r)| r).collect()))
 }

@@ -38,6 +38,7 @@ use seg_decoders::train::Backbone;
 use seg_decoders::{train_segmentation, HeadConfig, SegBatch, TrainOptions};
 use vit_backbone::{encoder_kind, open_encoder, Dinov2Config, Dinov2Model, EncoderKind};
 
+use cxr_viz::render::IntervalRow;
 use data::Sample;
 use scoring::{fmt, paired_mean, score, to_native, Scored, Scores};
 
@@ -441,24 +442,29 @@ fn main() -> anyhow::Result<()> {
                 describe(kind, &a)
             };
             let one = std::slice::from_ref(pair);
-            paired_rows.push((
-                label,
-                paired_mean(&of(one, |s| &s.complete), &boot)?,
-                paired_mean(&of(one, |s| &s.roi), &boot)?,
-            ));
+            paired_rows.push(PairedRow {
+                head: label,
+                pooled: false,
+                complete: paired_mean(&of(one, |s| &s.complete), &boot)?,
+                roi: paired_mean(&of(one, |s| &s.roi), &boot)?,
+            });
         }
         if pairs.len() > 1 {
-            paired_rows.push((
-                format!("{}, mean of the {} pairs", describe(kind, &a), pairs.len()),
-                paired_mean(&of(&pairs, |s| &s.complete), &boot)?,
-                paired_mean(&of(&pairs, |s| &s.roi), &boot)?,
-            ));
+            paired_rows.push(PairedRow {
+                head: format!("{}, mean of the {} pairs", describe(kind, &a), pairs.len()),
+                pooled: true,
+                complete: paired_mean(&of(&pairs, |s| &s.complete), &boot)?,
+                roi: paired_mean(&of(&pairs, |s| &s.roi), &boot)?,
+            });
         }
     }
     println!();
     print_table(&rows);
     if !paired_rows.is_empty() {
         print_paired(&paired_rows, a.resamples);
+    }
+    if pairs.len() > 1 {
+        plot_paired(&paired_rows, &a.out_dir)?;
     }
     println!(
         "\ntrain masks: {:?}; lr {:.0e} (linear {:.0e}), batch {}, BCE + soft Dice, {}; total {:.0} s",
@@ -635,8 +641,16 @@ fn fit_head(
     })
 }
 
+/// A head's paired Dice differences, encoder − baseline, for one pair or the mean of several.
+struct PairedRow {
+    head: String,
+    pooled: bool,
+    complete: PairedInterval,
+    roi: PairedInterval,
+}
+
 /// The paired Dice differences, encoder − baseline, per head.
-fn print_paired(rows: &[(String, PairedInterval, PairedInterval)], resamples: usize) {
+fn print_paired(rows: &[PairedRow], resamples: usize) {
     let d = |p: &PairedInterval| {
         let est = p
             .difference
@@ -654,9 +668,43 @@ fn print_paired(rows: &[(String, PairedInterval, PairedInterval)], resamples: us
     println!("\nPaired patient-clustered bootstrap ({resamples} resamples), encoder − baseline:\n");
     println!("| head | Δ Dice, complete masks (95% CI) | resamples with Δ ≤ 0 | Δ Dice in ROI box (95% CI) | resamples with Δ ≤ 0 |");
     println!("| --- | --- | --- | --- | --- |");
-    for (head, c, r) in rows {
-        println!("| {head} | {} | {} |", d(c), d(r));
+    for r in rows {
+        println!("| {} | {} | {} |", r.head, d(&r.complete), d(&r.roi));
     }
+}
+
+/// The paired Dice differences as a forest plot, `paired_dice.png`/`.svg` in `dir`: each
+/// head's pairs and their mean (emphasised), complete masks above the ROI box.
+fn plot_paired(rows: &[PairedRow], dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut plot = Vec::new();
+    for view in ["complete masks", "ROI box"] {
+        for r in rows {
+            let d = if view == "ROI box" {
+                &r.roi
+            } else {
+                &r.complete
+            };
+            let d = &d.difference;
+            if let (Some(estimate), Some(ci)) = (d.estimate, d.ci) {
+                plot.push(IntervalRow {
+                    label: format!("{} · {view}", r.head),
+                    estimate,
+                    ci,
+                    emphasis: r.pooled,
+                });
+            }
+        }
+    }
+    for ext in ["png", "svg"] {
+        cxr_viz::render::intervals(
+            &plot,
+            "Test Dice, encoder − baseline (95% patient-clustered CI)",
+            "paired difference",
+            &dir.join(format!("paired_dice.{ext}")),
+        )?;
+    }
+    Ok(())
 }
 
 /// Test logits `[S, S]`, one per image, in order.
