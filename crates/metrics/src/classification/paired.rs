@@ -26,8 +26,10 @@ pub fn paired_mean_macro_auroc(
     for (i, view) in pairs.iter().flat_map(|(a, b)| [a, b]).enumerate() {
         if view.n_labels() != first.n_labels() || view.y_true() != first.y_true() {
             return Err(MetricsError::InvalidArgument(format!(
-                "paired macro AUROC: system {i} is scored against other truth ({} samples x {} \
-                 labels) than system 0 ({} x {})",
+                "paired macro AUROC: system {} of pair {} is scored against other truth ({} \
+                 samples x {} labels) than the first system ({} x {})",
+                ["A", "B"][i % 2],
+                i / 2,
                 view.n_samples(),
                 view.n_labels(),
                 first.n_samples(),
