@@ -353,6 +353,27 @@ pub fn save(img: &RgbImage, path: &Path) -> Result<()> {
     })
 }
 
+/// Calls `draw(area, args…)` on an SVG drawing area when `path` ends in `.svg`, else on a
+/// bitmap (PNG) one, and names the path in the error. A macro because the two backends are
+/// different types, and a closure cannot be generic over them.
+macro_rules! draw_to_path {
+    ($path:expr, $size:expr, $draw:ident($($arg:expr),* $(,)?)) => {{
+        let path: &Path = $path;
+        let is_svg = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+        let result = if is_svg {
+            $draw(SVGBackend::new(path, $size).into_drawing_area(), $($arg),*)
+        } else {
+            $draw(BitMapBackend::new(path, $size).into_drawing_area(), $($arg),*)
+        };
+        result.map_err(|reason| Error::Write {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }};
+}
+
 fn draw_scatter<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     points: &[(f64, f64)],
@@ -440,30 +461,7 @@ pub fn scatter(
     if points.iter().any(|(x, y)| !x.is_finite() || !y.is_finite()) {
         return Err(Error::bad("scatter", "a point is NaN or infinite"));
     }
-    let is_svg = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    let result = if is_svg {
-        draw_scatter(
-            SVGBackend::new(path, size).into_drawing_area(),
-            points,
-            labels,
-            title,
-            axes,
-        )
-    } else {
-        draw_scatter(
-            BitMapBackend::new(path, size).into_drawing_area(),
-            points,
-            labels,
-            title,
-            axes,
-        )
-    };
-    result.map_err(|reason| Error::Write {
-        path: path.to_path_buf(),
-        reason,
-    })
+    draw_to_path!(path, size, draw_scatter(points, labels, title, axes))
 }
 
 /// One row of an [`intervals`] plot: an estimate with its confidence interval.
@@ -566,28 +564,7 @@ pub fn intervals(rows: &[IntervalRow], title: &str, x_desc: &str, path: &Path) -
         ));
     }
     let size = (900, 90 + 28 * rows.len() as u32);
-    let is_svg = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    let result = if is_svg {
-        draw_intervals(
-            SVGBackend::new(path, size).into_drawing_area(),
-            rows,
-            title,
-            x_desc,
-        )
-    } else {
-        draw_intervals(
-            BitMapBackend::new(path, size).into_drawing_area(),
-            rows,
-            title,
-            x_desc,
-        )
-    };
-    result.map_err(|reason| Error::Write {
-        path: path.to_path_buf(),
-        reason,
-    })
+    draw_to_path!(path, size, draw_intervals(rows, title, x_desc))
 }
 
 #[cfg(test)]
