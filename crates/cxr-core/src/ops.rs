@@ -41,7 +41,8 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Largest absolute element-wise difference of two tensors of the same shape, in f32: the
-/// measure every parity check of the workspace states its tolerance in.
+/// measure every parity check of the workspace states its tolerance in. NaN when either
+/// holds a NaN (see [`max_abs`]).
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     if a.dims() != b.dims() {
         candle_core::bail!(
@@ -50,11 +51,21 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
             b.dims()
         );
     }
-    (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_scalar::<f32>()
+    max_abs(&(a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?)
+}
+
+/// Largest `|t|`, in f32; NaN when `t` holds a NaN. candle's `max` keeps a NaN only when it
+/// is the first element, so a check built on it (`max |a − b| < tol`) would pass a result
+/// with NaNs further in.
+pub fn max_abs(t: &Tensor) -> Result<f32> {
+    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(v.iter().fold(0f32, |m, &x| {
+        if m.is_nan() || x.is_nan() {
+            f32::NAN
+        } else {
+            m.max(x.abs())
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -173,5 +184,17 @@ mod tests {
     fn softmax_gradients_match_finite_differences() {
         check_grad(|x| softmax_last_dim(x).unwrap(), &[3, 5]);
         check_grad(|x| log_softmax_last_dim(x).unwrap(), &[3, 5]);
+    }
+
+    #[test]
+    fn max_abs_diff_sees_a_nan_anywhere() {
+        let a = Tensor::new(&[1f32, -3.0, 2.0], &Device::Cpu).unwrap();
+        assert_eq!(max_abs(&a).unwrap(), 3.0);
+        for at in 0..3 {
+            let mut v = vec![1f32, 2.0, 3.0];
+            v[at] = f32::NAN;
+            let b = Tensor::new(v.as_slice(), &Device::Cpu).unwrap();
+            assert!(max_abs_diff(&a, &b).unwrap().is_nan(), "NaN at {at} missed");
+        }
     }
 }

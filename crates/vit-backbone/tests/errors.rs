@@ -152,10 +152,7 @@ fn zero_block_model_is_the_normed_stem() {
     let embeddings = full.forward(&x, &opts).unwrap().hidden_states[0].clone();
     let got = stem.forward(&x, &opts).unwrap();
     assert_eq!(got.hidden_states.len(), 1);
-    let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-        let d = (a - b).unwrap().abs().unwrap();
-        d.max_all().unwrap().to_scalar::<f32>().unwrap()
-    };
+    let max_diff = |a: &Tensor, b: &Tensor| cxr_core::ops::max_abs_diff(a, b).unwrap();
     let d = max_diff(&got.hidden_states[0], &embeddings);
     assert!(d < 1e-6, "stem embeddings differ by {d}");
     let ln = |which: &str| weights()[&format!("layernorm.{which}")].clone();
