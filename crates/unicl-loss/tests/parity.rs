@@ -58,6 +58,7 @@ fn check(case: &str, kind: LossKind) {
             &want("grad_log_scale"),
             tol,
         );
+        assert_eq!(params.bias_var().is_some(), with_bias, "{}", at("bias"));
         if let Some(b) = params.bias_var() {
             assert_close(
                 &at("grad bias"),
@@ -92,23 +93,23 @@ fn siglip_matches_open_clip() {
 
 #[test]
 fn unicl_equals_clip_for_unique_labels() {
-    let fx = load("unique");
-    let targets = targets(&fx);
-    assert!(targets.all_unique());
-    let (img, txt) = (fx.get("img", DType::F64), fx.get("txt", DType::F64));
+    assert!(targets(&load("unique")).all_unique());
     let params = LogitParams::unicl(DType::F64, &candle_core::Device::Cpu).unwrap();
     let scale = params.scale().unwrap();
-    let value = |k: LossKind| -> f64 {
+    let value = |case: &str, k: LossKind| -> f64 {
+        let fx = load(case);
+        let (img, txt) = (fx.get("img", DType::F64), fx.get("txt", DType::F64));
         k.build()
-            .loss(&img, &txt, &targets, &scale, None)
+            .loss(&img, &txt, &targets(&fx), &scale, None)
             .unwrap()
             .to_scalar()
             .unwrap()
     };
-    assert!((value(LossKind::Unicl) - value(LossKind::Clip)).abs() < 1e-12);
+    assert!((value("unique", LossKind::Unicl) - value("unique", LossKind::Clip)).abs() < 1e-12);
     // and differs once labels repeat
-    let fx = load("repeated");
-    let unicl: f64 = fx.get("unicl.value", DType::F64).to_scalar().unwrap();
-    let clip: f64 = fx.get("clip.value", DType::F64).to_scalar().unwrap();
-    assert!((unicl - clip).abs() > 1e-3);
+    let (unicl, clip) = (
+        value("repeated", LossKind::Unicl),
+        value("repeated", LossKind::Clip),
+    );
+    assert!((unicl - clip).abs() > 1e-3, "{unicl} vs {clip}");
 }
