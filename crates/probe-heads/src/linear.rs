@@ -64,6 +64,19 @@ fn design(x: &Matrix, mean: &[f64], std: &[f64]) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (x.rows, x.cols), &Device::Cpu)?)
 }
 
+/// The loss of one minibatch under the probe's weights `w` (`k x d`) and bias `b` (`k`).
+fn batch_loss(
+    w: &Tensor,
+    b: &Tensor,
+    x: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    multiclass: bool,
+) -> Result<Tensor> {
+    let logits = x.matmul(&w.t()?)?.broadcast_add(b)?;
+    loss(&logits, targets, mask, multiclass)
+}
+
 /// Mean loss over non-missing entries.
 fn loss(logits: &Tensor, targets: &Tensor, mask: &Tensor, multiclass: bool) -> Result<Tensor> {
     if multiclass {
@@ -158,12 +171,10 @@ impl LinearProbe {
                     chunk.len(),
                     &Device::Cpu,
                 )?;
-                let xb = xt.index_select(&idx, 0)?;
-                let logits = xb
-                    .matmul(&w.as_tensor().t()?)?
-                    .broadcast_add(b.as_tensor())?;
-                let l = loss(
-                    &logits,
+                let l = batch_loss(
+                    w.as_tensor(),
+                    b.as_tensor(),
+                    &xt.index_select(&idx, 0)?,
                     &yt.index_select(&idx, 0)?,
                     &mt.index_select(&idx, 0)?,
                     multiclass,
@@ -234,4 +245,66 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
         0.0
     };
     (m, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One backward step gives both variables the gradient of the masked BCE (multi-label)
+    /// and of the cross-entropy (multi-class), in closed form: dL/dz = (p − y)·mask / count,
+    /// dW = dZᵀ X, db = Σ_rows dZ.
+    #[test]
+    fn one_backward_step_gives_w_and_b_their_closed_form_gradients() {
+        let dev = Device::Cpu;
+        let (n, d, k) = (5, 3, 2);
+        let x = cxr_testkit::seeded_normal(&[n, d], 1);
+        let w = Var::from_tensor(&cxr_testkit::seeded_normal(&[k, d], 2)).unwrap();
+        let b = Var::from_tensor(&cxr_testkit::seeded_normal(&[k], 3)).unwrap();
+        let z = x
+            .matmul(&w.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_add(b.as_tensor())
+            .unwrap();
+        for multiclass in [false, true] {
+            // multi-label: one missing entry; multi-class: one-hot rows, nothing missing
+            let y: Vec<f32> = (0..n * k)
+                .map(|i| {
+                    f32::from(u8::from(if multiclass {
+                        i % k == (i / k) % k
+                    } else {
+                        i % 3 == 0
+                    }))
+                })
+                .collect();
+            let m: Vec<f32> = (0..n * k)
+                .map(|i| if !multiclass && i == 4 { 0.0 } else { 1.0 })
+                .collect();
+            let (y, m) = (
+                Tensor::from_vec(y, (n, k), &dev).unwrap(),
+                Tensor::from_vec(m, (n, k), &dev).unwrap(),
+            );
+            let l = batch_loss(w.as_tensor(), b.as_tensor(), &x, &y, &m, multiclass).unwrap();
+            let grads = l.backward().unwrap();
+            let (p, count) = if multiclass {
+                (candle_nn::ops::softmax_last_dim(&z).unwrap(), n as f64)
+            } else {
+                let count = f64::from(m.sum_all().unwrap().to_scalar::<f32>().unwrap());
+                (candle_nn::ops::sigmoid(&z).unwrap(), count)
+            };
+            let dz = (((p - &y).unwrap() * &m).unwrap() / count).unwrap();
+            let want_w = dz.t().unwrap().matmul(&x).unwrap();
+            let want_b = dz.sum(0).unwrap();
+            for (name, var, want) in [("w", &w, want_w), ("b", &b, want_b)] {
+                let g = grads.get(var.as_tensor()).unwrap();
+                cxr_testkit::assert_finite_nonzero_gradient(name, g);
+                cxr_testkit::assert_close(
+                    &format!("{name} (multiclass {multiclass})"),
+                    g,
+                    &want,
+                    1e-6,
+                );
+            }
+        }
+    }
 }

@@ -30,13 +30,20 @@ fn matches_sklearn_coefficients_and_probabilities() {
         assert!(m.converged, "C={c}: not converged after {}", m.iterations);
         let coef: Vec<f64> = serde_json::from_value(case["coef"].clone()).unwrap();
         // sklearn's own fit stops at its tol=1e-12: both are the optimum to ~1e-7.
+        assert_eq!(m.coef.len(), coef.len(), "C={c}: coefficients");
         for (a, b) in m.coef.iter().zip(&coef) {
             assert!((a - b).abs() < 1e-6, "C={c}: coef {a} vs sklearn {b}");
         }
         let b0 = case["intercept"].as_f64().unwrap();
         assert!((m.intercept - b0).abs() < 1e-6, "C={c}: intercept");
         let proba: Vec<f64> = serde_json::from_value(case["proba"].clone()).unwrap();
-        for (a, b) in m.predict_proba(&x).unwrap().iter().zip(&proba) {
+        let ours = m.predict_proba(&x).unwrap();
+        assert_eq!(
+            (ours.len(), proba.len()),
+            (x.rows, x.rows),
+            "C={c}: probabilities"
+        );
+        for (a, b) in ours.iter().zip(&proba) {
             assert!((a - b).abs() < 1e-7, "C={c}: proba {a} vs {b}");
         }
     }

@@ -174,7 +174,23 @@ fn every_probe_finds_the_signal_and_not_the_noise() {
     assert!(out[1].chosen_c.is_none() && out[2].chosen_c.is_none());
     let linear = &out[1];
     assert_eq!(linear.seeds, 2);
-    assert!(linear.auroc_std.as_ref().unwrap()[0].unwrap() >= 0.0);
+    // the spread is that of the two seeds' own test AUROCs of the signal label
+    let hot = ty.one_hot();
+    let per_seed: Vec<f64> = (0..2u64)
+        .map(|seed| {
+            let p =
+                probe_heads::linear::LinearProbe::fit(&x, &y, &vx, &vy, &cfg.linear, seed).unwrap();
+            let s = p.predict(&tx).unwrap();
+            let view = metrics::classification::MultiLabelView::new(2, &hot, &s).unwrap();
+            view.column_ranking(0, None).unwrap().auroc
+        })
+        .collect();
+    let std = linear.auroc_std.as_ref().unwrap()[0].unwrap();
+    let want = probe_heads::linear::mean_std(&per_seed).1;
+    assert!(
+        (std - want).abs() < 1e-12,
+        "std {std} vs {want} of {per_seed:?}"
+    );
     // AUROC, AUPRC and F1 for each label and the macro row, per probe
     let rows = result_rows("synthetic", "toy", &out);
     assert_eq!(rows.len(), 3 * 3 * 3);
