@@ -70,6 +70,8 @@ mod tests {
         assert!(dir.path().join("prompts.json").is_file());
         // the fingerprint sees order and boundaries
         assert_ne!(fingerprint(["ab", "c"]), fingerprint(["a", "bc"]));
-        assert_eq!(fingerprint(["x"]), fingerprint(["x"]));
+        // FNV-1a 64 over each name and a 0 byte after it (the value Python's arithmetic gives)
+        assert_eq!(fingerprint(["x"]), 0x08f0_d807_b58d_20e5);
+        assert_eq!(fingerprint([]), 0xcbf2_9ce4_8422_2325);
     }
 }

@@ -30,6 +30,9 @@ fn gradients_and_moments_carry_no_graph() {
     }
     let (moments, steps) = opt.state();
     assert_eq!(steps["w"], 3);
+    let mut names: Vec<&String> = moments.keys().collect();
+    names.sort();
+    assert_eq!(names, ["exp_avg.w", "exp_avg_sq.w"]);
     for (name, t) in &moments {
         assert!(!t.track_op(), "{name} keeps the graph of a past step");
         assert_eq!(t.dtype(), DType::F32);
