@@ -183,6 +183,8 @@ fn default_data() -> PathBuf {
 }
 
 fn main() -> anyhow::Result<()> {
+    // freed tensors are reused from the heap instead of faulted in afresh for every image
+    cxr_core::retain_freed_heap_memory();
     let mut args = Args::parse();
     if args.pca_threshold.is_nan() {
         // NaN fails the `>= 0` test and would silently turn background removal off

@@ -477,6 +477,8 @@ fn step(
 }
 
 fn main() {
+    // the CPU references free and reallocate the same large tensors: keep them in the heap
+    cxr_core::retain_freed_heap_memory();
     let args = Args::parse();
     let dev = match fused_ops::cuda_device() {
         _ if args.cpu_dry_run => Device::Cpu,
