@@ -1,7 +1,7 @@
 //! The Rust toolkit for radiology foundation models, as one dependency.
 //!
-//! Each part is its own crate, usable alone; this crate re-exports them and hosts the
-//! end-to-end examples (`examples/`):
+//! Each part is its own crate, usable alone; this crate re-exports the four that most users
+//! start from and hosts the end-to-end examples (`examples/`):
 //! - [`core`]: the `Encoder` contract every backbone implements and every head consumes;
 //! - [`data`]: chest X-ray decoding (PNG/JPEG/DICOM), Hugging Face preprocessing, manifests,
 //!   splits, augmentation, loaders and shards;
