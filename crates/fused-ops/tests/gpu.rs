@@ -1,8 +1,11 @@
-//! The CUDA kernels against their CPU references (needs the `cuda` feature and a GPU; skipped
-//! with a message otherwise).
+//! The CUDA kernels against their CPU references (needs the `cuda` feature and a GPU; ignored
+//! without the feature, skipped with a message on a CUDA build without a GPU).
 #![allow(clippy::unwrap_used)]
 
+// without the cuda feature there is nothing to check, and a pass would claim a check that
+// did not run
 #[test]
+#[cfg_attr(not(feature = "cuda"), ignore = "needs the cuda feature and a CUDA GPU")]
 fn cuda_kernels_match_cpu_references() {
     let device = match fused_ops::cuda_device() {
         Ok(d) => d,
