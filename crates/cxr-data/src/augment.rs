@@ -364,6 +364,7 @@ mod tests {
         let img = test_image();
         let cfg = photometric_off();
         let got = multi_crop(&img, &cfg, &mut sample_rng(3, 0, 5)).unwrap();
+        assert_eq!((got.global.len(), got.local.len()), (2, 2));
         // the same generator, drawing only the crop boxes
         let mut rng = sample_rng(3, 0, 5);
         let src = img.to_u8();

@@ -37,10 +37,19 @@ pub fn vec_f64(t: &Tensor) -> Vec<f64> {
         .unwrap()
 }
 
+/// `max |a - b|` over two equally long, non-empty slices; NaN if any difference is NaN
+/// (`f32::max` alone would drop it and let a NaN output pass a tolerance check).
 pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
+    assert_eq!(a.len(), b.len(), "max_abs: slices of different lengths");
+    assert!(!a.is_empty(), "max_abs: nothing to compare");
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+        .fold(0.0, |m: f32, d| {
+            if m.is_nan() || d.is_nan() {
+                f32::NAN
+            } else {
+                m.max(d)
+            }
+        })
 }
