@@ -10,12 +10,17 @@ use cxr_data::augment::{multi_crop, MultiCropConfig};
 use cxr_data::loader::{Loader, LoaderConfig, OnError, Transform};
 use cxr_data::{Error, ImageProcessor};
 
+/// Five pack images (an odd count, so the batch-size-2 loaders end on a partial batch); each
+/// must exist, so a missing file fails here instead of silently shrinking every test's input.
 fn files() -> Vec<PathBuf> {
-    ["fff13f3a", "53c9be49", "b343e657", "c9280a30", "042f06a9"]
+    let files: Vec<PathBuf> = ["fff13f3a", "53c9be49", "b343e657", "c9280a30", "6b5af975"]
         .iter()
         .map(|id| mini().join(format!("images/{id}.png")))
-        .filter(|p| p.is_file())
-        .collect()
+        .collect();
+    for p in &files {
+        assert!(p.is_file(), "{} is missing from the pack", p.display());
+    }
+    files
 }
 
 fn random_crop_loader(threads: usize) -> Loader {
