@@ -50,24 +50,35 @@ fn every_student_variable_gets_a_gradient_and_the_teacher_none() {
 #[test]
 fn a_step_moves_the_teacher_towards_the_student_only_by_ema() {
     let (mut trainer, source) = common::tiny(0.0);
-    let before: Vec<Vec<f32>> = trainer
+    let before: Vec<(String, Vec<f32>)> = trainer
         .teacher_vars()
         .iter()
-        .map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap())
+        .map(|(n, v)| (n.clone(), v.flatten_all().unwrap().to_vec1().unwrap()))
         .collect();
     let out = trainer
         .train_step(&source.batch(0, &Device::Cpu).unwrap())
         .unwrap();
     let m = out.schedule.momentum;
     assert!((m - 0.992).abs() < 1e-12);
-    // teacher' = m·teacher + (1 − m)·student' for every variable
-    for ((name, t), ((_, s), b)) in trainer
-        .teacher_vars()
-        .iter()
-        .zip(trainer.student_vars().iter().zip(&before))
-    {
+    // teacher' = m·teacher + (1 − m)·student' for every variable, matched by name
+    let (teacher, student) = (trainer.teacher_vars(), trainer.student_vars());
+    assert!(!teacher.is_empty());
+    assert_eq!(
+        teacher.len(),
+        student.len(),
+        "teacher and student variables"
+    );
+    assert_eq!(
+        teacher.len(),
+        before.len(),
+        "teacher variables before and after"
+    );
+    for ((name, t), ((s_name, s), (b_name, b))) in teacher.iter().zip(student.iter().zip(&before)) {
+        assert_eq!(name, s_name, "teacher vs student variable");
+        assert_eq!(name, b_name, "teacher variable after vs before");
         let t: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
         let s: Vec<f32> = s.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!((t.len(), s.len()), (b.len(), b.len()), "{name}: sizes");
         for ((t, s), b) in t.iter().zip(&s).zip(b) {
             let want = m as f32 * b + (1.0 - m as f32) * s;
             assert!(

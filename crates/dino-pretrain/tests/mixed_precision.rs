@@ -38,7 +38,10 @@ fn bf16_step_reaches_every_f32_variable_and_tracks_the_f32_losses() {
         ),
         (DinoTrainer::teacher_vars, "teacher"),
     ] {
-        for ((n, v16), (m, v32)) in get(&t16).into_iter().zip(get(&t32)) {
+        let (vars16, vars32) = (get(&t16), get(&t32));
+        assert!(!vars16.is_empty(), "{name}");
+        assert_eq!(vars16.len(), vars32.len(), "{name}");
+        for ((n, v16), (m, v32)) in vars16.into_iter().zip(vars32) {
             assert_eq!(n, m, "{name}");
             v16.set(v32.as_tensor()).unwrap();
         }
@@ -47,7 +50,21 @@ fn bf16_step_reaches_every_f32_variable_and_tracks_the_f32_losses() {
     let (l32, _) = t32.gradients(&batch).unwrap();
     let (l16, store) = t16.gradients(&batch).unwrap();
     let (s32, s16) = (l32.scalars().unwrap(), l16.scalars().unwrap());
+    // the same losses and total, in the same order, for both precisions
+    let names = |s: &[(&'static str, f64)]| s.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+    assert_eq!(
+        names(&s32),
+        [
+            "dino_local_crops_loss",
+            "dino_global_crops_loss",
+            "koleo_loss",
+            "ibot_loss",
+            "total_loss"
+        ]
+    );
+    assert_eq!(names(&s16), names(&s32));
     for ((n, a), (_, b)) in s32.iter().zip(&s16) {
+        assert!(a.is_finite(), "{n}: {a}");
         assert!(b.is_finite(), "{n}: {b}");
         // same weights, same batch: bf16 rounding only
         assert!(

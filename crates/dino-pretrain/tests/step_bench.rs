@@ -59,8 +59,16 @@ fn timed_steps_train_the_student() {
     }
     // every student tensor moved (backbone, mask token and the head's prototypes included)
     let after = trainer.student_vars();
-    for ((name, b), (_, v)) in before.iter().zip(after.iter()) {
+    assert!(!before.is_empty());
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "student variables before and after"
+    );
+    for ((name, b), (a_name, v)) in before.iter().zip(after.iter()) {
+        assert_eq!(name, a_name, "student variable before vs after");
         let a: Vec<f32> = v.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a.len(), b.len(), "{name}: size");
         assert!(a.iter().all(|x| x.is_finite()), "{name}");
         assert!(
             a.iter().zip(b).any(|(x, y)| x != y),
