@@ -107,11 +107,13 @@ pub fn dev() -> Device {
 
 /// Every variable of `a` equals the one of the same name in `b` to the bit.
 pub fn assert_same_bits(a: &train_utils::NamedVars, b: &train_utils::NamedVars) {
+    assert!(!a.is_empty(), "no variables to compare");
     assert_eq!(a.len(), b.len());
     for ((n, x), (m, y)) in a.iter().zip(b) {
         assert_eq!(n, m);
         let x: Vec<f32> = x.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         let y: Vec<f32> = y.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(x.len(), y.len(), "{n}: sizes");
         assert!(
             x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
             "{n} differs"
