@@ -26,13 +26,17 @@ fn rel(a: f64, b: f64) -> f64 {
 #[test]
 fn power_law_matches_curve_fit_to_1e_6() {
     let f = fixture("power_law.json");
-    for case in f["cases"].as_array().unwrap() {
+    let cases = f["cases"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for case in cases {
         let name = case["name"].as_str().unwrap();
         let (n, y) = (floats(&case["n"]), floats(&case["y"]));
         let sigma = case["sigma"].as_array().map(|_| floats(&case["sigma"]));
         let fit = fit_power_law(&n, &y, sigma.as_deref(), &FitOptions::default()).unwrap();
         let got = [fit.law.a, fit.law.b, fit.law.c];
-        for (g, e) in got.iter().zip(floats(&case["popt"])) {
+        let popt = floats(&case["popt"]);
+        assert_eq!(popt.len(), 3, "{name}: scipy's popt");
+        for (g, e) in got.iter().zip(popt) {
             assert!(rel(*g, e) < 1e-6, "{name}: params {got:?} vs scipy {e}");
         }
         let cov = fit.covariance.unwrap();
@@ -42,6 +46,8 @@ fn power_law_matches_curve_fit_to_1e_6() {
             .iter()
             .flat_map(floats)
             .collect();
+        assert_eq!(want.len(), 9, "{name}: scipy's pcov is 3 x 3");
+        assert_eq!(cov.len(), 9, "{name}: our covariance is 3 x 3");
         for (g, e) in cov.iter().zip(&want) {
             // covariance entries inherit the parameters' error amplified by the inverse
             assert!(rel(*g, *e) < 1e-5, "{name}: pcov {cov:?} vs {want:?}");
@@ -52,10 +58,14 @@ fn power_law_matches_curve_fit_to_1e_6() {
 #[test]
 fn lloyd_matches_sklearn_kmeans_from_the_same_centres() {
     let f = fixture("kmeans.json");
-    for case in f["cases"].as_array().unwrap() {
+    let cases = f["cases"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for case in cases {
         let name = case["name"].as_str().unwrap();
         let dim = case["dim"].as_u64().unwrap() as usize;
-        let km = lloyd(&floats(&case["x"]), dim, &floats(&case["init"]), 300, 1e-4).unwrap();
+        let init = floats(&case["init"]);
+        assert!(!init.is_empty() && init.len() % dim == 0, "{name}: init");
+        let km = lloyd(&floats(&case["x"]), dim, &init, 300, 1e-4).unwrap();
         let labels: Vec<usize> = case["labels"]
             .as_array()
             .unwrap()
@@ -68,7 +78,11 @@ fn lloyd_matches_sklearn_kmeans_from_the_same_centres() {
             case["n_iter"].as_u64().unwrap() as usize,
             "{name}"
         );
-        for (g, e) in km.centers.iter().zip(floats(&case["centers"])) {
+        // k · dim centre coordinates, k = the number of initial centres
+        let centers = floats(&case["centers"]);
+        assert_eq!(centers.len(), init.len(), "{name}: sklearn's centres");
+        assert_eq!(km.centers.len(), init.len(), "{name}: our centres");
+        for (g, e) in km.centers.iter().zip(centers) {
             assert!((g - e).abs() < 1e-10, "{name}: centre {g} vs {e}");
         }
         assert!(

@@ -113,7 +113,10 @@ fn study_writes_tables_reuses_cells_and_resumes() {
             (a.n_images, a.steps, &a.arch),
             (b.n_images, b.steps, &b.arch)
         );
+        assert_eq!(a.results.len(), b.results.len());
         let (x, y) = (values(&a.results[0]), values(&b.results[0]));
+        assert!(!y.is_empty());
+        assert_eq!(x.len(), y.len(), "per-sample values after the round trip");
         for (u, v) in x.iter().zip(&y) {
             assert!((u - v).abs() <= 1e-12 * v.abs(), "{u} vs {v}");
         }

@@ -115,7 +115,32 @@ fn joint_law_recovers_known_parameters() {
         "{:?}",
         f.law
     );
-    assert!(f.covariance.is_some());
+    // a usable 5 × 5 covariance: finite positive variances, symmetric, |c_ij| ≤ √(c_ii c_jj)
+    let cov = f
+        .covariance
+        .as_ref()
+        .expect("covariance of a full-rank fit");
+    assert_eq!(cov.len(), 25, "{cov:?}");
+    let c = |i: usize, j: usize| cov[i * 5 + j];
+    for i in 0..5 {
+        assert!(
+            c(i, i).is_finite() && c(i, i) > 0.0,
+            "variance {i}: {cov:?}"
+        );
+    }
+    for i in 0..5 {
+        for j in 0..i {
+            let scale = (c(i, i) * c(j, j)).sqrt();
+            assert!(
+                (c(i, j) - c(j, i)).abs() <= 1e-9 * scale,
+                "({i}, {j}) asymmetric: {cov:?}"
+            );
+            assert!(
+                c(i, j).abs() <= scale,
+                "({i}, {j}) correlation > 1: {cov:?}"
+            );
+        }
+    }
     assert!(fit_joint(&n[..5], &d[..5], &l[..5], (0.01, 2.0), 10).is_err());
 }
 
