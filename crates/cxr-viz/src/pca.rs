@@ -257,6 +257,7 @@ mod tests {
         let out = patch_pca_rgb(&[(x.view(), (2, 4))], &PatchPcaOptions::default()).unwrap();
         let fg = &out.images[0].foreground;
         assert_eq!(fg, &[false, true, true, true, false, true, true, true]);
+        assert_eq!(out.images[0].rgb.len(), fg.len(), "one colour per patch");
         for (rgb, &f) in out.images[0].rgb.iter().zip(fg) {
             if !f {
                 assert_eq!(rgb, &[0.0; 3]);

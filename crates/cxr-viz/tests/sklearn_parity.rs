@@ -44,11 +44,22 @@ fn condensed(m: &Array2<f64>) -> Vec<f64> {
     out
 }
 
+/// `max |a - b|` over two equally long, non-empty sequences; NaN if any difference is NaN
+/// (`f64::max` alone would drop it and let a NaN result pass every tolerance).
 fn max_abs(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = f64>) -> f64 {
-    a.into_iter()
-        .zip(b)
+    let (a, b): (Vec<f64>, Vec<f64>) = (a.into_iter().collect(), b.into_iter().collect());
+    assert_eq!(a.len(), b.len(), "max_abs: sequences of different lengths");
+    assert!(!a.is_empty(), "max_abs: nothing to compare");
+    a.iter()
+        .zip(&b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+        .fold(0.0, |m: f64, d| {
+            if m.is_nan() || d.is_nan() {
+                f64::NAN
+            } else {
+                m.max(d)
+            }
+        })
 }
 
 #[test]
@@ -58,6 +69,7 @@ fn pca_matches_sklearn_up_to_sign() {
     let k = f["k"].as_u64().unwrap() as usize;
     let pca = Pca::fit(x.view(), k).unwrap();
     let want = mat(&f["components"]);
+    assert_eq!(pca.components.dim(), want.dim());
     let mut signs = Vec::new();
     for c in 0..k {
         let dot: f64 = pca.components.row(c).dot(&want.row(c));
@@ -82,6 +94,7 @@ fn pca_matches_sklearn_up_to_sign() {
     assert!(d < 1e-6, "explained variance ratio differs by {d}");
     let t = pca.transform(x.view()).unwrap();
     let want_t = mat(&f["transformed"]);
+    assert_eq!(t.dim(), want_t.dim());
     for (c, sign) in signs.iter().enumerate() {
         let d = max_abs(
             t.column(c).iter().map(|v| v * sign),
@@ -123,6 +136,7 @@ fn kl_divergence_and_gradient_match_sklearn_and_finite_differences() {
     );
     let want_grad = mat(&f["grad"]);
     let scale = want_grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert_eq!(grad.dim(), want_grad.dim());
     let d = max_abs(grad.iter().copied(), want_grad.iter().copied());
     assert!(d < 1e-6 * scale.max(1.0), "gradient differs by {d}");
     // central differences of the objective (Q is far above its epsilon floor here)
@@ -165,6 +179,7 @@ fn gradient_descent_steps_match_sklearn() {
         assert_eq!(last as u64, case["last_iter"].as_u64().unwrap());
         let want = mat(&case["y"]);
         let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert_eq!(y.dim(), want.dim(), "{phase}");
         let d = max_abs(y.iter().copied(), want.iter().copied());
         assert!(
             d < 1e-6 * scale,
