@@ -22,7 +22,14 @@ fn check(tok: &TextTokenizer) {
         batch.attention_mask.to_vec2::<u32>().unwrap(),
         rows("attention_mask")
     );
-    for (s, want) in sentences.iter().zip(rows("unpadded_ids")) {
+    let unpadded = rows("unpadded_ids");
+    assert!(!sentences.is_empty());
+    assert_eq!(
+        unpadded.len(),
+        sentences.len(),
+        "one unpadded row per sentence"
+    );
+    for (s, want) in sentences.iter().zip(unpadded) {
         assert_eq!(tok.encode_unpadded(s).unwrap(), want, "sentence {s:?}");
     }
     assert_eq!(
