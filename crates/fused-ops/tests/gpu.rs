@@ -5,7 +5,10 @@
 // without the cuda feature there is nothing to check, and a pass would claim a check that
 // did not run
 #[test]
-#[cfg_attr(not(feature = "cuda"), ignore = "needs the cuda feature and a CUDA GPU")]
+#[cfg_attr(
+    not(feature = "cuda"),
+    ignore = "needs the cuda feature and a CUDA GPU"
+)]
 fn cuda_kernels_match_cpu_references() {
     let device = match fused_ops::cuda_device() {
         Ok(d) => d,

@@ -8,7 +8,10 @@
 // without the cuda feature there is nothing to check, and a pass would claim a check that
 // did not run
 #[test]
-#[cfg_attr(not(feature = "cuda"), ignore = "needs the cuda feature and a CUDA GPU")]
+#[cfg_attr(
+    not(feature = "cuda"),
+    ignore = "needs the cuda feature and a CUDA GPU"
+)]
 fn fused_gpu_blocks_match_composed_and_cpu() {
     let device = match fused_ops::cuda_device() {
         Ok(d) => d,
