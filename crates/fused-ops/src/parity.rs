@@ -27,25 +27,48 @@ impl ParityCheck {
     }
 }
 
+/// Largest `|t|`, in f32; NaN when `t` holds a NaN. candle's `max` keeps a NaN only when it
+/// is the first element (and `f32::max` drops it), so a check built on either would pass a
+/// result with NaNs further in.
+fn max_abs(t: &Tensor) -> Result<f32> {
+    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(v.iter().fold(0f32, |m, &x| {
+        if m.is_nan() || x.is_nan() {
+            f32::NAN
+        } else {
+            m.max(x.abs())
+        }
+    }))
+}
+
+/// `max |device − cpu| / max(max |cpu|, 1e-12)`; NaN when either side holds a NaN, so that
+/// [`ParityCheck::passed`] fails it.
 fn rel_err(device: &Tensor, cpu: &Tensor) -> Result<f32> {
     let d = device.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
     let c = cpu.to_dtype(DType::F32)?;
-    let diff = (d - &c)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-    let scale = c
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_scalar::<f32>()?
-        .max(1e-12);
-    Ok(diff / scale)
+    if d.dims() != c.dims() {
+        candle_core::bail!("rel_err: shapes {:?} and {:?} differ", d.dims(), c.dims());
+    }
+    let diff = max_abs(&(d - &c)?)?;
+    let scale = max_abs(&c)?;
+    if scale.is_nan() {
+        return Ok(f32::NAN);
+    }
+    Ok(diff / scale.max(1e-12))
+}
+
+/// One comparison of a `device` result with the `cpu` reference, measured as every check of
+/// [`device_vs_cpu`] is (so a test can show that a wrong result is reported as failing).
+pub fn compare(name: String, device: &Tensor, cpu: &Tensor, tolerance: f32) -> Result<ParityCheck> {
+    Ok(ParityCheck {
+        name,
+        rel_err: rel_err(device, cpu)?,
+        tolerance,
+    })
 }
 
 fn push(out: &mut Vec<ParityCheck>, name: String, d: &Tensor, c: &Tensor, tol: f32) -> Result<()> {
-    out.push(ParityCheck {
-        name,
-        rel_err: rel_err(d, c)?,
-        tolerance: tol,
-    });
+    out.push(compare(name, d, c, tol)?);
     Ok(())
 }
 
@@ -464,4 +487,31 @@ pub fn device_vs_cpu(device: &Device, seed: u64) -> Result<Vec<ParityCheck>> {
         )?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(device: &[f32], cpu: &[f32]) -> ParityCheck {
+        let t = |v: &[f32]| Tensor::new(v, &Device::Cpu).unwrap();
+        compare("t".into(), &t(device), &t(cpu), 1e-3).unwrap()
+    }
+
+    #[test]
+    fn rel_err_is_relative_to_the_reference() {
+        let c = check(&[1.0, -4.0, 2.0], &[1.0, -4.0, 2.002]);
+        assert!((c.rel_err - 0.0005).abs() < 1e-6, "{}", c.rel_err);
+        assert!(c.passed());
+        assert!(!check(&[1.0, -4.0, 2.1], &[1.0, -4.0, 2.0]).passed());
+    }
+
+    #[test]
+    fn a_nan_anywhere_never_passes() {
+        // past the first element, where candle's `max` would drop it
+        assert!(!check(&[1.0, f32::NAN, 2.0], &[1.0, 3.0, 2.0]).passed());
+        assert!(!check(&[1.0, 3.0, 2.0], &[1.0, 3.0, f32::NAN]).passed());
+        assert!(!check(&[f32::NAN, 3.0], &[1.0, 3.0]).passed());
+        assert!(check(&[1.0, 3.0], &[1.0, 3.0]).rel_err == 0.0);
+    }
 }

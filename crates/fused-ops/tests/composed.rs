@@ -118,14 +118,86 @@ fn resize_gradient_is_the_adjoint() {
     }
 }
 
+/// The parity harness the GPU test (`tests/gpu.rs`) and the GPU benchmark run, end to end on
+/// the CPU against itself: it checks every operation of the suite, each check once, and the
+/// CPU code is deterministic, so every error is exactly 0. (That the measure fails a wrong
+/// result is shown by `the_parity_measure_fails_wrong_results`: here it is 0 by construction.)
 #[test]
-fn device_checks_pass_on_cpu_against_itself() {
-    // the parity harness the GPU test uses; on CPU it must report zero error everywhere
+fn device_check_harness_runs_end_to_end_on_cpu() {
     let checks = fused_ops::parity::device_vs_cpu(&Device::Cpu, 7).unwrap();
-    assert!(checks.len() >= 15);
-    for c in checks {
-        assert_eq!(c.rel_err, 0.0, "{}", c.name);
+    // every family of the suite, with its number of checks (dtypes × outputs and gradients)
+    let kernels = fused_ops::attention::Bf16Kernel::ALL.len();
+    let families = [
+        ("layer_norm ", 2 * 4 + 1 + 2),
+        ("bias_add ", 2 * 3),
+        ("scale_columns ", 2 * 3),
+        ("conv2d 3x3 ", 3),
+        ("conv_transpose2d 2x2 ", 3),
+        ("batch_norm_train relu ", 4),
+        ("channel_affine relu ", 4),
+        ("channel_bias ", 3),
+        ("softmax ", 2 * 2),
+        ("log_softmax ", 2 * 2),
+        ("resize ", 4 * 2),
+        ("center_softmax", 1),
+        ("sinkhorn_knopp ", 2),
+        ("attention ", 2 * (1 + kernels) + 2),
+        ("adamw ", 2 * 2),
+        ("ema ", 2),
+        ("bias_scale_residual ", 2 * 2 + 2),
+        ("bias_gelu ", 2 * 2 + 2),
+    ];
+    for (prefix, want) in families {
+        let n = checks.iter().filter(|c| c.name.starts_with(prefix)).count();
+        assert_eq!(n, want, "checks of {prefix:?}");
     }
+    let total: usize = families.iter().map(|(_, n)| n).sum();
+    assert_eq!(checks.len(), total, "a check outside the families above");
+    let mut names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        checks.len(),
+        "every check has a name of its own"
+    );
+    for c in &checks {
+        assert!(
+            c.tolerance > 0.0 && c.tolerance < 0.1,
+            "{}: tolerance {}",
+            c.name,
+            c.tolerance
+        );
+        assert_eq!(c.rel_err, 0.0, "{}", c.name);
+        assert!(c.passed(), "{}", c.name);
+    }
+}
+
+/// The measure of every parity check: a result off by more than its tolerance relative to the
+/// reference, or holding a NaN anywhere, is reported as failing.
+#[test]
+fn the_parity_measure_fails_wrong_results() {
+    use fused_ops::parity::compare;
+    let want = seeded_randn(0f32, 1., (3, 50), 214).unwrap();
+    let check = |got: &Tensor| compare("t".into(), got, &want, 1e-4).unwrap();
+    assert!(check(&want).passed());
+    assert_eq!(check(&want).rel_err, 0.0);
+    // one element moved by 1e-3 of the largest magnitude
+    let scale = cxr_core::ops::max_abs(&want).unwrap();
+    let mut v = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v[77] += 1e-3 * scale;
+    let moved = Tensor::from_vec(v.clone(), (3, 50), &Device::Cpu).unwrap();
+    let c = check(&moved);
+    assert!(
+        !c.passed() && (c.rel_err - 1e-3).abs() < 1e-5,
+        "{}",
+        c.rel_err
+    );
+    // a NaN past the first element (where candle's `max` would drop it), on either side
+    v[77] = f32::NAN;
+    let nan = Tensor::from_vec(v, (3, 50), &Device::Cpu).unwrap();
+    assert!(!check(&nan).passed());
+    assert!(!compare("t".into(), &want, &nan, 1e-4).unwrap().passed());
 }
 
 /// The composed attention the ViT ran before: permute q/k/v out of the projection, scores,
