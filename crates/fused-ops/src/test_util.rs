@@ -14,14 +14,36 @@ pub(crate) fn grads_of(y: &Tensor, dy: &Tensor) -> GradStore {
     (y * dy).unwrap().sum_all().unwrap().backward().unwrap()
 }
 
-/// Largest `|x|` of `t`, as f64: the size that an error bound is relative to.
+/// Largest `|x|` of `t`, as f64: the size that an error bound is relative to. NaN when `t`
+/// holds a NaN: candle's `max_all` keeps a NaN only when it is the first element, so an error
+/// measured with it would let a NaN further in pass.
 pub(crate) fn max_magnitude(t: &Tensor) -> f64 {
-    t.abs()
+    t.to_dtype(candle_core::DType::F64)
         .unwrap()
-        .max_all()
+        .flatten_all()
         .unwrap()
-        .to_dtype(candle_core::DType::F64)
+        .to_vec1::<f64>()
         .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
+        .iter()
+        .fold(0f64, |m, &x| {
+            if m.is_nan() || x.is_nan() {
+                f64::NAN
+            } else {
+                m.max(x.abs())
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn max_magnitude_keeps_a_nan_anywhere() {
+        let t = |v: &[f32]| Tensor::new(v, &Device::Cpu).unwrap();
+        assert_eq!(max_magnitude(&t(&[1.0, -3.0, 2.0])), 3.0);
+        assert!(max_magnitude(&t(&[1.0, f32::NAN, 2.0])).is_nan());
+        assert!(max_magnitude(&t(&[1.0, 2.0, f32::NAN])).is_nan());
+    }
 }

@@ -85,17 +85,26 @@ fn adamw_in_place_equals_the_composed_step() {
 /// Largest `|got − want|` in units in the last place of a bf16 at each `want` (7 stored
 /// mantissa bits: an ulp is at most 2⁻⁷ of the value), with values below 2⁻¹⁰ of the largest
 /// held to the ulp there: where the step cancels the parameter, f32 summation order alone
-/// moves the result by more than a bf16 ulp of what is left.
+/// moves the result by more than a bf16 ulp of what is left. NaN when either side holds a NaN
+/// (`f32::max` would drop it), so a NaN never passes a bound on it.
 fn max_ulps_bf16(got: &Tensor, want: &Tensor) -> f32 {
     let (g, w): (Vec<f32>, Vec<f32>) = (
         got.to_dtype(DType::F32).unwrap().to_vec1().unwrap(),
         want.to_vec1().unwrap(),
     );
-    let floor = w.iter().fold(0f32, |m, v| m.max(v.abs())) * 2f32.powi(-10);
+    assert_eq!(g.len(), w.len(), "got and want differ in length");
+    let nan_max = |m: f32, x: f32| {
+        if m.is_nan() || x.is_nan() {
+            f32::NAN
+        } else {
+            m.max(x)
+        }
+    };
+    let floor = w.iter().map(|v| v.abs()).fold(0f32, nan_max) * 2f32.powi(-10);
     g.iter()
         .zip(&w)
         .map(|(a, b)| (a - b).abs() / (b.abs().max(floor) * 2f32.powi(-7)))
-        .fold(0f32, f32::max)
+        .fold(0f32, nan_max)
 }
 
 #[test]

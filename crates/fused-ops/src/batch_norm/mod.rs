@@ -407,7 +407,8 @@ mod tests {
         all
     }
 
-    /// Largest `|a − b|` over the largest `|b|` (at least 1).
+    /// Largest `|a − b|` over the largest `|b|` (at least 1); NaN when either holds a NaN
+    /// (`max_magnitude` propagates it), so a NaN fails every `rel_err(..) < tol` check.
     pub(super) fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
         let d = (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap()).unwrap();
         max_magnitude(&d) / max_magnitude(b).max(1.0)
