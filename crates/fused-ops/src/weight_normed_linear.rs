@@ -214,21 +214,42 @@ impl InplaceOp3 for NormGradCorrection {
 mod tests {
     use super::*;
     use crate::test_util::{grads_of, max_diff};
-    use candle_core::{Device, Var};
-    use cxr_testkit::seeded_randn;
+    use candle_core::{Device, Var, D};
+    use cxr_testkit::{assert_finite_nonzero_gradient, seeded_randn};
 
-    fn randn(shape: &[usize]) -> Tensor {
-        seeded_randn(0f32, 1.0, shape, 100).unwrap()
+    /// Standard normal draws, a stream per `seed` (one seed for every draw would make `x` the
+    /// first rows of `v`).
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        seeded_randn(0f32, 1.0, shape, seed).unwrap()
     }
 
+    /// `x · (g ⊙ v / ‖v‖_row)ᵀ` from candle's own ops (none of this crate's).
+    fn composed(x: &Tensor, v: &Tensor, g: &Tensor) -> Tensor {
+        let norm = v
+            .sqr()
+            .unwrap()
+            .sum_keepdim(D::Minus1)
+            .unwrap()
+            .sqrt()
+            .unwrap();
+        let w = v.broadcast_div(&norm).unwrap().broadcast_mul(g).unwrap();
+        x.matmul(&w.t().unwrap()).unwrap()
+    }
+
+    /// The fused form (a frozen gain, so a plain tensor, not a variable) against the linear
+    /// layer of the weight norm in f64: the value, the gradients of `x` and `v`, and none for
+    /// the gain.
     #[test]
     fn values_and_gradients_match_linear_of_the_weight_norm_in_f64() {
         // K spans several column chunks, the last one partial
         let (m, k, d) = (7, 2 * CHUNK + 37, 12);
-        let (x, v) = (Var::from_tensor(&randn(&[m, d])).unwrap(), randn(&[k, d]));
+        let (x, v) = (
+            Var::from_tensor(&randn(&[m, d], 100)).unwrap(),
+            randn(&[k, d], 101),
+        );
         let v = Var::from_tensor(&(v * 3.0).unwrap()).unwrap();
-        let g = (randn(&[k, 1]).abs().unwrap() + 0.5).unwrap();
-        let dy = randn(&[m, k]);
+        let g = (randn(&[k, 1], 102).abs().unwrap() + 0.5).unwrap();
+        let dy = randn(&[m, k], 103);
         let fused = weight_normed_linear(x.as_tensor(), v.as_tensor(), &g).unwrap();
         let to64 = |t: &Tensor| Var::from_tensor(&t.to_dtype(DType::F64).unwrap()).unwrap();
         let (x64, v64) = (to64(x.as_tensor()), to64(v.as_tensor()));
@@ -239,32 +260,54 @@ mod tests {
         let got = grads_of(&fused, &dy);
         let want = grads_of(&reference, &dy.to_dtype(DType::F64).unwrap());
         for (a, b) in [(&x, &x64), (&v, &v64)] {
-            let diff = max_diff(got.get(a).unwrap(), want.get(b).unwrap());
+            let (ga, gb) = (got.get(a).unwrap(), want.get(b).unwrap());
+            assert_eq!(ga.dims(), a.dims());
+            let diff = max_diff(ga, gb);
             assert!(diff < 1e-4, "gradient of {:?}: {diff}", a.dims());
+            assert_finite_nonzero_gradient("weight_normed_linear", ga);
         }
+        assert!(got.get(&g).is_none(), "a frozen gain gets no gradient");
     }
 
+    /// A trained gain (a variable) goes through the linear layer of the weight norm: the value
+    /// and the gradients of `x`, `v` and `g` against the composed form in f64.
     #[test]
     fn a_trained_gain_takes_the_weight_norm_path() {
-        let (x, v) = (randn(&[3, 4]), randn(&[5, 4]));
-        let g = Var::from_tensor(&Tensor::ones((5, 1), DType::F32, &Device::Cpu).unwrap()).unwrap();
-        let y = weight_normed_linear(&x, &v, g.as_tensor()).unwrap();
+        let var = |t: Tensor| Var::from_tensor(&t).unwrap();
+        let x = var(randn(&[3, 4], 110));
+        let v = var(randn(&[5, 4], 111));
+        let g = var((randn(&[5, 1], 112).abs().unwrap() + 0.5).unwrap());
+        let dy = randn(&[3, 5], 113);
+        let y = weight_normed_linear(x.as_tensor(), v.as_tensor(), g.as_tensor()).unwrap();
         let want = crate::linear(
-            &x,
-            &crate::weight_norm_rows(&v, g.as_tensor()).unwrap(),
+            x.as_tensor(),
+            &crate::weight_norm_rows(v.as_tensor(), g.as_tensor()).unwrap(),
             None,
         );
         assert_eq!(max_diff(&y, &want.unwrap()), 0.0);
-        let grads = y.sum_all().unwrap().backward().unwrap();
-        assert!(grads.get(g.as_tensor()).is_some());
+        let to64 = |t: &Var| var(t.as_tensor().to_dtype(DType::F64).unwrap());
+        let (x64, v64, g64) = (to64(&x), to64(&v), to64(&g));
+        let reference = composed(x64.as_tensor(), v64.as_tensor(), g64.as_tensor());
+        assert!(max_diff(&y, &reference) < 1e-6, "value");
+        let got = grads_of(&y, &dy);
+        let want = grads_of(&reference, &dy.to_dtype(DType::F64).unwrap());
+        for (name, a, b) in [("x", &x, &x64), ("v", &v, &v64), ("g", &g, &g64)] {
+            let ga = got
+                .get(a)
+                .unwrap_or_else(|| panic!("no gradient of {name}"));
+            assert_eq!(ga.dims(), a.dims(), "{name}");
+            assert_finite_nonzero_gradient(name, ga);
+            let diff = max_diff(ga, want.get(b).unwrap());
+            assert!(diff < 1e-5, "gradient of {name}: {diff}");
+        }
     }
 
     #[test]
     fn mismatched_shapes_are_refused_with_both_shapes() {
         let g = Tensor::ones((5, 1), DType::F32, &Device::Cpu).unwrap();
-        let err = weight_normed_linear(&randn(&[3, 4]), &randn(&[5, 6]), &g).unwrap_err();
+        let err = weight_normed_linear(&randn(&[3, 4], 120), &randn(&[5, 6], 121), &g).unwrap_err();
         assert!(err.to_string().contains("[3, 4]"), "{err}");
-        let err = weight_normed_linear(&randn(&[3, 4]), &randn(&[6, 4]), &g).unwrap_err();
+        let err = weight_normed_linear(&randn(&[3, 4], 120), &randn(&[6, 4], 122), &g).unwrap_err();
         assert!(err.to_string().contains("[6, 4]"), "{err}");
     }
 }
