@@ -272,8 +272,10 @@ mod tests {
     use candle_core::{Device, Var};
     use cxr_testkit::seeded_randn;
 
-    fn randn(shape: &[usize], dtype: DType) -> Tensor {
-        seeded_randn(0f32, 1.0, shape, 100)
+    /// Standard normal draws, a stream per `seed`: one seed for every draw would make `x`,
+    /// `y` and `dy` the same tensor, and a mix-up of `x` and `y` would go unseen.
+    fn randn(shape: &[usize], dtype: DType, seed: u64) -> Tensor {
+        seeded_randn(0f32, 1.0, shape, seed)
             .unwrap()
             .to_dtype(dtype)
             .unwrap()
@@ -292,11 +294,15 @@ mod tests {
     #[test]
     fn values_and_gradients_match_the_composed_form() {
         // 150 rows: several 64-row tasks, the last partial
-        for (shape, with_keep) in [
+        for (case, (shape, with_keep)) in [
             (vec![3usize, 50, 7], true),
             (vec![3, 50, 7], false),
             (vec![2, 1, 5], true),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let seed = 100 + 10 * case as u64;
             let b = shape[0];
             let keep = with_keep.then(|| {
                 Tensor::new(&[0.0f32, 1.25, 2.5][..b], &Device::Cpu)
@@ -306,9 +312,10 @@ mod tests {
             });
             let vars: Vec<Var> = [shape.as_slice(), &shape, &shape[2..]]
                 .iter()
-                .map(|s| Var::from_tensor(&randn(s, DType::F32)).unwrap())
+                .zip(seed..)
+                .map(|(s, seed)| Var::from_tensor(&randn(s, DType::F32, seed)).unwrap())
                 .collect();
-            let dy = randn(&shape, DType::F32);
+            let dy = randn(&shape, DType::F32, seed + 3);
             let fused = scaled_residual(
                 vars[0].as_tensor(),
                 vars[1].as_tensor(),
@@ -332,6 +339,7 @@ mod tests {
             let want = grads_of(&reference, &dy.to_dtype(DType::F64).unwrap());
             for (v, w) in vars.iter().zip(&f64_vars) {
                 let (g, w) = (got.get(v).unwrap(), want.get(w).unwrap());
+                assert_eq!(g.dims(), v.dims(), "{shape:?} gradient shape");
                 assert!(max_diff(g, w) < 1e-4, "{shape:?} gradient {:?}", v.dims());
             }
         }
@@ -340,9 +348,9 @@ mod tests {
     #[test]
     fn other_dtypes_take_the_composed_form() {
         let (x, y, l) = (
-            randn(&[2, 3, 4], DType::F64),
-            randn(&[2, 3, 4], DType::F64),
-            randn(&[4], DType::F64),
+            randn(&[2, 3, 4], DType::F64, 200),
+            randn(&[2, 3, 4], DType::F64, 201),
+            randn(&[4], DType::F64, 202),
         );
         let got = scaled_residual(&x, &y, &l, None).unwrap();
         assert_eq!(max_diff(&got, &composed(&x, &y, &l, None)), 0.0);
@@ -350,12 +358,15 @@ mod tests {
 
     #[test]
     fn mismatched_shapes_and_factor_counts_are_refused() {
-        let (x, l) = (randn(&[2, 3, 4], DType::F32), randn(&[4], DType::F32));
-        let err = scaled_residual(&x, &randn(&[2, 3, 5], DType::F32), &l, None).unwrap_err();
+        let (x, l) = (
+            randn(&[2, 3, 4], DType::F32, 300),
+            randn(&[4], DType::F32, 301),
+        );
+        let err = scaled_residual(&x, &randn(&[2, 3, 5], DType::F32, 302), &l, None).unwrap_err();
         assert!(err.to_string().contains("[2, 3, 5]"), "{err}");
         let keep = Tensor::ones(3, DType::F32, &Device::Cpu).unwrap();
         let err = scaled_residual(&x, &x, &l, Some(&keep)).unwrap_err();
         assert!(err.to_string().contains("3 per-sample factors"), "{err}");
-        assert!(scaled_residual(&x, &x, &randn(&[5], DType::F32), None).is_err());
+        assert!(scaled_residual(&x, &x, &randn(&[5], DType::F32, 303), None).is_err());
     }
 }
