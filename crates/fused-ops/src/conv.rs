@@ -480,9 +480,18 @@ mod tests {
             0.0,
             "candle's"
         );
-        assert!(grads_of(&strided, &strided.ones_like().unwrap())
-            .get(&xv)
-            .is_some());
+        // its input gradient is candle's too: the same as through candle's conv on the variable
+        let dy = seeded_randn(0f32, 1., strided.shape(), 115).unwrap();
+        let reference = xv.conv2d(&w, 1, 2, 1, 1).unwrap();
+        let (g, g_ref) = (grads_of(&strided, &dy), grads_of(&reference, &dy));
+        let dx = g.get(&xv).expect("the strided input gets a gradient");
+        assert_eq!(dx.dims(), xv.dims());
+        cxr_testkit::assert_finite_nonzero_gradient("strided conv2d input", dx);
+        assert_eq!(
+            max_diff(dx, g_ref.get(&xv).unwrap()),
+            0.0,
+            "candle's gradient"
+        );
         // a kernel larger than the padded input, or other channels, is an error, not a panic
         let big = Tensor::zeros((2, 3, 11, 11), DType::F32, &dev).unwrap();
         assert!(conv2d(&x, &big, 1, 1, 1, 1).is_err());
