@@ -9,6 +9,19 @@ pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     cxr_core::ops::max_abs_diff(a, b).unwrap()
 }
 
+/// `g ⊙ v / ‖v‖_row` from candle's own ops (none of this crate's): the reference the weight
+/// norm and the weight-normalised linear layer are checked against.
+pub(crate) fn composed_weight_norm(v: &Tensor, g: &Tensor) -> Tensor {
+    let norm = v
+        .sqr()
+        .unwrap()
+        .sum_keepdim(candle_core::D::Minus1)
+        .unwrap()
+        .sqrt()
+        .unwrap();
+    v.broadcast_div(&norm).unwrap().broadcast_mul(g).unwrap()
+}
+
 /// The gradients of `Σ y ⊙ dy`: backpropagates `dy` through whatever built `y`.
 pub(crate) fn grads_of(y: &Tensor, dy: &Tensor) -> GradStore {
     (y * dy).unwrap().sum_all().unwrap().backward().unwrap()

@@ -161,16 +161,7 @@ mod tests {
     use candle_core::{Device, Var};
     use cxr_testkit::seeded_randn;
 
-    fn composed(v: &Tensor, g: &Tensor) -> Tensor {
-        let norm = v
-            .sqr()
-            .unwrap()
-            .sum_keepdim(D::Minus1)
-            .unwrap()
-            .sqrt()
-            .unwrap();
-        v.broadcast_div(&norm).unwrap().broadcast_mul(g).unwrap()
-    }
+    use crate::test_util::composed_weight_norm as composed;
 
     /// Value and the gradients of v and of a trainable g against the composed ops.
     #[test]

@@ -214,7 +214,7 @@ impl InplaceOp3 for NormGradCorrection {
 mod tests {
     use super::*;
     use crate::test_util::{grads_of, max_diff};
-    use candle_core::{Device, Var, D};
+    use candle_core::{Device, Var};
     use cxr_testkit::{assert_finite_nonzero_gradient, seeded_randn};
 
     /// Standard normal draws, a stream per `seed` (one seed for every draw would make `x` the
@@ -225,14 +225,7 @@ mod tests {
 
     /// `x · (g ⊙ v / ‖v‖_row)ᵀ` from candle's own ops (none of this crate's).
     fn composed(x: &Tensor, v: &Tensor, g: &Tensor) -> Tensor {
-        let norm = v
-            .sqr()
-            .unwrap()
-            .sum_keepdim(D::Minus1)
-            .unwrap()
-            .sqrt()
-            .unwrap();
-        let w = v.broadcast_div(&norm).unwrap().broadcast_mul(g).unwrap();
+        let w = crate::test_util::composed_weight_norm(v, g);
         x.matmul(&w.t().unwrap()).unwrap()
     }
 
